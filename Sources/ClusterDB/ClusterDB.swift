@@ -1,0 +1,140 @@
+import Dqlite
+import Foundation
+import Logging
+
+/// The cluster's replicated state: our schema on a dqlite database, reached through a pool of leader connections.
+public final class ClusterDB: Sendable {
+    public let pool: DqlitePool
+    public let retry: RetryPolicy
+    private let logger: Logger
+
+    private init(pool: DqlitePool, retry: RetryPolicy, logger: Logger) {
+        self.pool = pool
+        self.retry = retry
+        self.logger = logger
+    }
+
+    /// Connects through `pool` and brings the schema up to the newest of `migrations`.
+    /// Throws `schemaTooNew` when another member already migrated further than this one knows.
+    public static func open(pool: DqlitePool, logger: Logger, migrations: [Migration] = Migration.all,
+                            retry: RetryPolicy = RetryPolicy()) async throws -> ClusterDB {
+        let db = ClusterDB(pool: pool, retry: retry, logger: logger)
+        let foreignKeys = try await db.transaction { tx in try tx.query("PRAGMA foreign_keys").rows }
+        guard foreignKeys == [[.integer(1)]] else {
+            throw ClusterDBError.invalidArgument("the pool's connections do not enforce foreign keys; create it with sessionStatements: ClusterDB.sessionStatements")
+        }
+        try await db.migrate(migrations)
+        return db
+    }
+
+    /// Per-connection settings our schema relies on: pass them to the pool (`DqlitePool.Configuration.sessionStatements`).
+    public static let sessionStatements = ["PRAGMA foreign_keys = ON"]
+
+    /// Convenience for a node in this process: a pool of `maxConnections` to it.
+    public static func open(node: DqliteNode, maxConnections: Int = 4, logger: Logger,
+                            migrations: [Migration] = Migration.all) async throws -> ClusterDB {
+        let pool = DqlitePool(node: node, maxConnections: maxConnections, sessionStatements: sessionStatements, logger: logger)
+        return try await open(pool: pool, logger: logger, migrations: migrations)
+    }
+
+    public func close() async {
+        await pool.close()
+    }
+
+    /// Runs `body` between BEGIN and COMMIT on one leader connection, on a dedicated thread.
+    ///
+    /// Any error thrown by `body` rolls back and is rethrown. The whole body is
+    /// run again (so it must be free of side effects outside the transaction)
+    /// when the attempt provably did not apply: SQLITE_BUSY, a not-leader answer,
+    /// or a lost connection before COMMIT. A COMMIT that fails with leadership
+    /// lost or a dropped connection throws `ClusterDBError.outcomeUnknown`.
+    @discardableResult
+    public func transaction<T: Sendable>(_ body: @Sendable (Transaction) throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await pool.withConnection { connection in
+                    try Self.runOnce(connection, body)
+                }
+            } catch {
+                switch retry.decision(after: error, attempt: attempt, jitter: Double.random(in: 0...1)) {
+                case .retry(let delay):
+                    logger.trace("retrying transaction", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+                    try await Task.sleep(for: delay)
+                case .fail:
+                    if RetryPolicy.isRetryable(error) {
+                        throw ClusterDBError.retriesExhausted(attempts: attempt, last: "\(error)")
+                    }
+                    throw error
+                }
+            }
+        }
+    }
+
+    private static func runOnce<T>(_ connection: DqliteConnection, _ body: (Transaction) throws -> T) throws -> T {
+        try connection.exec("BEGIN")
+        let value: T
+        do {
+            value = try body(Transaction(connection: connection))
+        } catch {
+            rollback(connection)
+            throw error
+        }
+        do {
+            try connection.exec("COMMIT")
+        } catch {
+            if error.isBusy || error.isNotLeader {
+                rollback(connection)
+                throw error
+            }
+            switch error {
+            case .server where !error.isLeadershipLost:
+                // The node refused the COMMIT (e.g. a deferred constraint): nothing applied.
+                rollback(connection)
+                throw error
+            default:
+                connection.close()
+                throw ClusterDBError.outcomeUnknown("COMMIT on \(connection.address) failed: \(error)")
+            }
+        }
+        return value
+    }
+
+    private static func rollback(_ connection: DqliteConnection) {
+        // Fails harmlessly when SQLite already rolled back or the connection is gone.
+        _ = try? connection.exec("ROLLBACK")
+    }
+
+    /// The schema version currently in the database.
+    public func schemaVersion() async throws -> Int {
+        try await transaction { tx in try tx.schemaVersion() }
+    }
+
+    private func migrate(_ migrations: [Migration]) async throws {
+        let ordered = migrations.sorted { $0.version < $1.version }
+        let known = ordered.last?.version ?? 0
+        let current = try await transaction { tx in
+            try tx.exec(Migration.createSchemaTable)
+            return try tx.schemaVersion()
+        }
+        if current > known { throw ClusterDBError.schemaTooNew(database: current, known: known) }
+        for migration in ordered where migration.version > current {
+            let applied = try await transaction { tx -> Bool in
+                // Re-read inside the transaction: another member may have migrated meanwhile.
+                guard try tx.schemaVersion() < migration.version else { return false }
+                for (index, statement) in migration.statements.enumerated() {
+                    do {
+                        try tx.exec(statement)
+                    } catch let error as DqliteError where !RetryPolicy.isRetryable(error) {
+                        throw ClusterDBError.migrationFailed(version: migration.version, reason: "statement \(index + 1): \(error)")
+                    }
+                }
+                try tx.exec("INSERT INTO schema (version, updated_at) VALUES (?, ?)",
+                            .integer(Int64(migration.version)), .integer(Timestamp.nanoseconds(Date())))
+                return true
+            }
+            if applied { logger.info("applied schema migration", metadata: ["version": "\(migration.version)"]) }
+        }
+    }
+}

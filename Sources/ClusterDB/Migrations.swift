@@ -1,0 +1,100 @@
+import Dqlite
+import Foundation
+
+/// One schema step. Applied once, in its own transaction, together with its row in `schema`.
+public struct Migration: Sendable {
+    public let version: Int
+    public let statements: [String]
+
+    public init(version: Int, statements: [String]) {
+        self.version = version
+        self.statements = statements
+    }
+}
+
+extension Migration {
+    /// Our schema, oldest first. Never edit a shipped step: append a new one.
+    public static let all: [Migration] = [
+        Migration(version: 1, statements: [
+            """
+            CREATE TABLE members (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL UNIQUE,
+                address TEXT NOT NULL UNIQUE,
+                schema_version INTEGER NOT NULL DEFAULT 0,
+                api_extensions INTEGER NOT NULL DEFAULT 0,
+                heartbeat INTEGER NOT NULL DEFAULT 0,
+                failure_domain TEXT NOT NULL DEFAULT 'default',
+                config TEXT NOT NULL DEFAULT '{}',
+                state TEXT NOT NULL DEFAULT 'ONLINE'
+            )
+            """,
+            """
+            CREATE TABLE instances (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                project TEXT NOT NULL DEFAULT 'default',
+                name TEXT NOT NULL,
+                member_id INTEGER NOT NULL REFERENCES members(id),
+                image_fingerprint TEXT NOT NULL DEFAULT '',
+                architecture TEXT NOT NULL,
+                config TEXT NOT NULL DEFAULT '{}',
+                power_state TEXT NOT NULL DEFAULT 'STOPPED' CHECK (power_state IN ('RUNNING', 'STOPPED')),
+                idmap_base INTEGER,
+                created_at INTEGER NOT NULL,
+                last_used_at INTEGER,
+                request_id TEXT,
+                UNIQUE (project, name)
+            )
+            """,
+            // A second guard behind the allocator: two instances can never share a uid/gid block.
+            "CREATE UNIQUE INDEX instances_idmap_base ON instances (idmap_base) WHERE idmap_base IS NOT NULL",
+            "CREATE INDEX instances_member_id ON instances (member_id)",
+            "CREATE INDEX instances_image_fingerprint ON instances (image_fingerprint)",
+            """
+            CREATE TABLE images (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                fingerprint TEXT NOT NULL UNIQUE,
+                filename TEXT NOT NULL DEFAULT '',
+                size INTEGER NOT NULL DEFAULT 0,
+                architecture TEXT NOT NULL DEFAULT '',
+                properties TEXT NOT NULL DEFAULT '{}',
+                created_at INTEGER NOT NULL,
+                uploaded_at INTEGER NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE image_aliases (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL UNIQUE,
+                image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+                description TEXT NOT NULL DEFAULT ''
+            )
+            """,
+            """
+            CREATE TABLE images_members (
+                image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+                member_id INTEGER NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+                PRIMARY KEY (image_id, member_id)
+            )
+            """,
+            "CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ]),
+    ]
+
+    static let createSchemaTable = """
+        CREATE TABLE IF NOT EXISTS schema (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            version INTEGER NOT NULL UNIQUE,
+            updated_at INTEGER NOT NULL
+        )
+        """
+}
+
+extension Transaction {
+    /// The highest applied migration (0 on an empty database).
+    public func schemaVersion() throws -> Int {
+        let rows = try query("SELECT COALESCE(MAX(version), 0) FROM schema").rows
+        guard let first = rows.first else { return 0 }
+        return Int(try Row(values: first, table: "schema").int(0, "version"))
+    }
+}

@@ -1,0 +1,110 @@
+import Dqlite
+import Foundation
+
+/// One open transaction on the leader. Valid only inside the `ClusterDB.transaction` body
+/// that received it; each call is a blocking round trip to the leader.
+public struct Transaction {
+    let connection: DqliteConnection
+
+    init(connection: DqliteConnection) {
+        self.connection = connection
+    }
+
+    @discardableResult
+    public func exec(_ sql: String, _ params: DqliteValue...) throws -> DqliteExecResult {
+        try connection.exec(sql, params)
+    }
+
+    @discardableResult
+    public func exec(_ sql: String, params: [DqliteValue]) throws -> DqliteExecResult {
+        try connection.exec(sql, params)
+    }
+
+    public func query(_ sql: String, _ params: DqliteValue...) throws -> DqliteRows {
+        try connection.query(sql, params)
+    }
+
+    public func query(_ sql: String, params: [DqliteValue]) throws -> DqliteRows {
+        try connection.query(sql, params)
+    }
+}
+
+// A transaction is bound to the thread running the body; it must not escape to other tasks.
+@available(*, unavailable)
+extension Transaction: Sendable {}
+
+/// Typed access to one result row; errors name the table and column.
+struct Row {
+    let values: [DqliteValue]
+    let table: String
+
+    func int(_ i: Int, _ column: String) throws -> Int64 {
+        guard i < values.count, case .integer(let v) = values[i] else { throw bad(i, column, "integer") }
+        return v
+    }
+
+    func optionalInt(_ i: Int, _ column: String) throws -> Int64? {
+        guard i < values.count else { throw bad(i, column, "integer or null") }
+        if case .null = values[i] { return nil }
+        return try int(i, column)
+    }
+
+    func text(_ i: Int, _ column: String) throws -> String {
+        guard i < values.count, case .text(let v) = values[i] else { throw bad(i, column, "text") }
+        return v
+    }
+
+    func optionalText(_ i: Int, _ column: String) throws -> String? {
+        guard i < values.count else { throw bad(i, column, "text or null") }
+        if case .null = values[i] { return nil }
+        return try text(i, column)
+    }
+
+    func date(_ i: Int, _ column: String) throws -> Date {
+        Timestamp.date(fromNanoseconds: try int(i, column))
+    }
+
+    func optionalDate(_ i: Int, _ column: String) throws -> Date? {
+        try optionalInt(i, column).map(Timestamp.date(fromNanoseconds:))
+    }
+
+    func stringMap(_ i: Int, _ column: String) throws -> [String: String] {
+        let json = try text(i, column)
+        do {
+            return try JSONDecoder().decode([String: String].self, from: Data(json.utf8))
+        } catch {
+            throw ClusterDBError.corrupt("\(table).\(column) is not a JSON object of strings: \(json.prefix(80))")
+        }
+    }
+
+    private func bad(_ i: Int, _ column: String, _ expected: String) -> ClusterDBError {
+        .corrupt("\(table).\(column) should be \(expected), got \(i < values.count ? "\(values[i])" : "no value")")
+    }
+}
+
+/// Timestamps are stored as unix nanoseconds (INTEGER).
+enum Timestamp {
+    static func nanoseconds(_ date: Date) -> Int64 {
+        Int64((date.timeIntervalSince1970 * 1_000_000_000).rounded())
+    }
+
+    static func date(fromNanoseconds ns: Int64) -> Date {
+        Date(timeIntervalSince1970: Double(ns) / 1_000_000_000)
+    }
+}
+
+enum JSONText {
+    static func encode(_ map: [String: String]) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        // Encoding a [String: String] cannot fail.
+        return String(decoding: (try? encoder.encode(map)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+}
+
+extension DqliteError {
+    /// Maps a unique violation to `ClusterDBError.alreadyExists(what)`, leaving other errors alone.
+    func mappingUnique(_ what: @autoclosure () -> String) -> any Error {
+        isUniqueViolation ? ClusterDBError.alreadyExists(what()) : self
+    }
+}
