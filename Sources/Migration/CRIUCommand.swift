@@ -1,0 +1,160 @@
+/// How CRIU locks the network of a dumped tree (`--network-lock`). nftables leaves nothing
+/// behind; iptables leaves empty tables (NOTES-criu.md).
+public enum NetworkLock: String, Sendable, Hashable, Codable {
+    case nftables, iptables, skip
+}
+
+/// `--manage-cgroups` modes: what CRIU restores of the dumped cgroups.
+public enum CgroupManagement: String, Sendable, Hashable, Codable {
+    case none, props, soft, full, strict, ignore
+}
+
+/// Where the restored tree's cgroups go (`--cgroup-root [controllers:]path`): the dumped
+/// container cgroup is replaced by `path`. Name the controllers the runtime manages: without
+/// them CRIU moves every controller, also those the container had at "/" (blkio, devices),
+/// and creates the groups itself (cpuset then fails: "Failed writing ... cpuset.cpus").
+public struct CgroupRoot: Sendable, Hashable, Codable {
+    /// Empty = every controller.
+    public var controllers: [String]
+    public var path: String
+    public init(controllers: [String] = [], path: String) {
+        self.controllers = controllers
+        self.path = path
+    }
+    var argument: String { controllers.isEmpty ? path : controllers.joined(separator: ",") + ":" + path }
+}
+
+/// A loopback or overlay address of a page server (post-copy: the dumping side serves pages).
+public struct PageServerAddress: Sendable, Hashable, Codable {
+    public var host: String
+    public var port: UInt16
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+}
+
+/// What to checkpoint and how. Defaults are the options that worked for unprivileged
+/// containers on idmapped overlays here (NOTES-criu.md).
+public struct DumpRequest: Sendable, Hashable {
+    /// The container init's pid as the host sees it.
+    public var pid: Int32
+    /// Where the images go (must exist).
+    public var imagesDirectory: String
+    /// Log file name, relative to `imagesDirectory` (CRIU's rule for -o).
+    public var logFile = "dump.log"
+    /// Dump ESTABLISHED TCP connections (they survive on restore with the same addresses).
+    public var tcpEstablished = false
+    /// Freeze through this v1 freezer cgroup (a path under /sys/fs/cgroup/freezer): 4-10 ms
+    /// for the whole tree instead of CRIU stopping tasks one by one.
+    public var freezeCgroup: String?
+    /// Keep the source running after the dump (a checkpoint, or the iteration of a move that
+    /// may still be undone).
+    public var leaveRunning = false
+    public var networkLock: NetworkLock?
+    /// Extra `--external` specs, e.g. `mnt[/mnt]:vol` for an idmapped volume bind.
+    public var externals: [String] = []
+    /// Pre-copy: track dirty memory and, from the second pass on, reference the previous
+    /// pass's images (a path relative to `imagesDirectory`, e.g. "../1").
+    public var trackMemory = false
+    public var previousImages: String?
+    /// Post-copy: leave memory for a lazy-pages daemon, served from this address.
+    public var lazyPagesServer: PageServerAddress?
+
+    public init(pid: Int32, imagesDirectory: String) {
+        self.pid = pid
+        self.imagesDirectory = imagesDirectory
+    }
+}
+
+/// What to restore and where.
+public struct RestoreRequest: Sendable, Hashable {
+    public var imagesDirectory: String
+    public var logFile = "restore.log"
+    /// The container's root filesystem, already mounted (same layers, same id map, the moved
+    /// upper layer). Required: without --root CRIU 4.2 crashes on these images.
+    public var root: String
+    /// CRIU writes the restored init's host pid here (the tree is detached with -d).
+    public var pidFile: String
+    public var tcpEstablished = false
+    /// Restore the tree's cgroups here instead of the dumped paths (another member's names).
+    public var cgroupRoots: [CgroupRoot] = []
+    public var manageCgroups: CgroupManagement?
+    /// Extra `--external` specs, e.g. `mnt[vol]:/path` or `netdev[eth0]:vethXYZ`.
+    public var externals: [String] = []
+    /// Post-copy: pages come from a lazy-pages daemon started first on this host.
+    public var lazyPages = false
+
+    public init(imagesDirectory: String, root: String, pidFile: String) {
+        self.imagesDirectory = imagesDirectory
+        self.root = root
+        self.pidFile = pidFile
+    }
+}
+
+/// CRIU argument lists (argv without argv[0]). Pure, so the exact options are unit-tested.
+public enum CRIUCommand {
+    /// `--external 'mnt[]'`: treat every mount outside the container root as external. Without
+    /// it dump fails ("./dev/tty doesn't have a proper root mount") and restore refuses
+    /// ("autodetected external mount").
+    static let allMountsExternal = ["--external", "mnt[]"]
+
+    public static func dump(_ r: DumpRequest) -> [String] {
+        var args = ["dump"] + common(pid: r.pid, directory: r.imagesDirectory, log: r.logFile)
+        args += allMountsExternal
+        args += dumpOptions(r)
+        if r.leaveRunning { args.append("--leave-running") }
+        if let lazy = r.lazyPagesServer {
+            args += ["--lazy-pages", "--address", lazy.host, "--port", String(lazy.port)]
+        }
+        return args
+    }
+
+    /// A pre-copy pass: copies memory while the tree keeps running (needs soft-dirty).
+    public static func preDump(_ r: DumpRequest) -> [String] {
+        var args = ["pre-dump"] + common(pid: r.pid, directory: r.imagesDirectory, log: r.logFile)
+        args += allMountsExternal
+        var pass = r
+        pass.trackMemory = true
+        args += dumpOptions(pass)
+        return args
+    }
+
+    public static func restore(_ r: RestoreRequest) -> [String] {
+        var args = ["restore", "-D", r.imagesDirectory, "-o", r.logFile, "--root", r.root]
+        args += allMountsExternal
+        args += ["-d", "--pidfile", r.pidFile]
+        if r.tcpEstablished { args.append("--tcp-established") }
+        for root in r.cgroupRoots { args += ["--cgroup-root", root.argument] }
+        if let mode = r.manageCgroups { args.append("--manage-cgroups=\(mode.rawValue)") }
+        for e in r.externals { args += ["--external", e] }
+        if r.lazyPages { args.append("--lazy-pages") }
+        return args
+    }
+
+    /// The target-side daemon of post-copy: fetches pages from the source's page server.
+    public static func lazyPagesDaemon(imagesDirectory: String, source: PageServerAddress,
+                                       logFile: String = "lazy-pages.log") -> [String] {
+        ["lazy-pages", "--page-server", "--address", source.host, "--port", String(source.port),
+         "-D", imagesDirectory, "-o", logFile]
+    }
+
+    public static let check = ["check"]
+    public static let version = ["--version"]
+    public static func checkFeature(_ name: String) -> [String] { ["check", "--feature", name] }
+
+    private static func common(pid: Int32, directory: String, log: String) -> [String] {
+        ["-t", String(pid), "-D", directory, "-o", log]
+    }
+
+    private static func dumpOptions(_ r: DumpRequest) -> [String] {
+        var args: [String] = []
+        if r.tcpEstablished { args.append("--tcp-established") }
+        if let cg = r.freezeCgroup { args += ["--freeze-cgroup", cg] }
+        if let lock = r.networkLock { args += ["--network-lock", lock.rawValue] }
+        for e in r.externals { args += ["--external", e] }
+        if r.trackMemory { args.append("--track-mem") }
+        if let prev = r.previousImages { args += ["--prev-images-dir", prev] }
+        return args
+    }
+}

@@ -1,0 +1,199 @@
+import Foundation
+import Glibc
+import Logging
+import Runtime
+import Testing
+@testable import Migration
+
+/// A real unprivileged container (busybox, user namespace, idmapped overlay root) started by
+/// Runtime, checkpointed through `Checkpointer`, and restored by CRIU onto the same root.
+/// Restore goes through `Checkpointer.restore` with a stand-in for the Runtime side it does not
+/// provide yet (`RestoreDestination`): `mountRootfs`, cgroups made by the test, adoption recorded.
+@Suite(.serialized)
+struct ContainerCheckpointTests {
+    static var helperPath: String? {
+        if let p = ProcessInfo.processInfo.environment["LXD_START"] { return p }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("lxd-start").path
+            if access(candidate, X_OK) == 0 { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return nil
+    }
+
+    static var skipReason: String? {
+        if getuid() != 0 { return "needs root" }
+        if access("/bin/busybox", X_OK) != 0 { return "needs /bin/busybox (busybox-static)" }
+        if helperPath == nil { return "lxd-start is not built next to the tests (swift build --build-tests) and LXD_START is unset" }
+        if access(CRIU.installedPath, X_OK) != 0 { return "no criu at \(CRIU.installedPath); run scripts/install-criu" }
+        return nil
+    }
+
+    /// Creates `relative` in every v1 controller the runtime manages, initialising cpuset
+    /// levels from their parent (a new cpuset group has no cpus). Returns the controllers.
+    static func makeCgroups(_ layout: CgroupLayout, relative: String) throws -> [String] {
+        var made: [String] = []
+        for controller in CgroupLayout.v1Controllers {
+            guard let mount = layout.v1[controller] else { continue }
+            var path = mount
+            for part in relative.split(separator: "/") {
+                let parent = path
+                path += "/" + part
+                if mkdir(path, 0o755) != 0 && errno != EEXIST { throw RuntimeError.system("mkdir", on: path, errno) }
+                if controller == "cpuset" {
+                    for file in ["cpuset.cpus", "cpuset.mems"] {
+                        let value = try String(contentsOfFile: parent + "/" + file, encoding: .utf8)
+                        let current = try String(contentsOfFile: path + "/" + file, encoding: .utf8)
+                        if current.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                            try value.write(toFile: path + "/" + file, atomically: false, encoding: .utf8)
+                        }
+                    }
+                }
+            }
+            made.append(controller)
+        }
+        return made
+    }
+
+    /// controller -> path from /proc/PID/cgroup.
+    static func cgroups(of pid: Int32) -> [String: String] {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)) ?? ""
+        var out: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard f.count == 3 else { continue }
+            for c in f[1].split(separator: ",") { out[String(c)] = String(f[2]) }
+        }
+        return out
+    }
+
+    static let useFreezer = ProcessInfo.processInfo.environment["LXD_TEST_FREEZER"] == "1"
+
+    @Test func unprivilegedContainerCheckpointAndRestoreOnTheSameRoot() async throws {
+        if let why = Self.skipReason { print("skipping ContainerCheckpointTests: \(why)"); return }
+        let criu = try CRIU.locate()
+        if let why = await RealCRIUTests.unusable(criu) { print("skipping ContainerCheckpointTests: \(why)"); return }
+
+        let root = try RealCRIUTests.tempDir()
+        chmod(root, 0o711)
+        let layer = root + "/layer"
+        let fm = FileManager.default
+        for d in ["bin", "sbin", "tmp", "proc", "sys", "dev", "root"] {
+            try fm.createDirectory(atPath: layer + "/" + d, withIntermediateDirectories: true)
+        }
+        chmod(layer + "/tmp", 0o1777)
+        try fm.copyItem(atPath: "/bin/busybox", toPath: layer + "/bin/busybox")
+        for a in ["sh", "sleep", "echo", "cat", "mv"] { try fm.createSymbolicLink(atPath: layer + "/bin/" + a, withDestinationPath: "busybox") }
+        try """
+        #!/bin/sh
+        i=0
+        while true; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.1; done
+
+        """.write(toFile: layer + "/sbin/init", atomically: true, encoding: .utf8)
+        chmod(layer + "/sbin/init", 0o755)
+        let dataDir = root + "/lxd"
+        try fm.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        chmod(dataDir, 0o711)
+        var logger = Logger(label: "migration-tests")
+        logger.logLevel = .warning
+        let member = "mig\(getpid())"
+        let runtime = try ContainerRuntime(dataDir: dataDir, memberName: member, helperPath: Self.helperPath!, logger: logger)
+        let name = "c1"
+        let idmap = IDMap(hostBase: 1_300_000)
+        let containerDir = dataDir + "/containers/" + name
+        // Images under a 0700 parent: the restored tasks must reach them through CRIU's
+        // directory fd alone (CRIUDriver.restore).
+        let imagesParent = try RealCRIUTests.tempDir()
+        let images = imagesParent + "/images"
+        var restoredPid: Int32?
+        // Whatever happens, nothing of this test may stay running, mounted or in a cgroup.
+        defer {
+            var pids = [restoredPid, runtime.state(name: name)?.pid].compactMap { $0 }.filter { $0 > 0 }
+            for pid in pids { kill(pid, SIGKILL) }
+            for _ in 0..<300 where !pids.isEmpty {
+                usleep(10_000)
+                pids.removeAll { !RealCRIUTests.alive($0) }
+            }
+            umount2(containerDir + "/rootfs", Int32(MNT_DETACH))
+            for dir in runtime.cgroupLayout.directories(relative: "lxd-swift/\(member)/\(name)") { rmdir(dir) }
+            for dir in runtime.cgroupLayout.directories(relative: "lxd-swift/\(member)") { rmdir(dir) }
+            for dir in runtime.cgroupLayout.directories(relative: "lxd-swift/\(member)-b/\(name)") { rmdir(dir) }
+            for dir in runtime.cgroupLayout.directories(relative: "lxd-swift/\(member)-b") { rmdir(dir) }
+            try? runtime.delete(name: name)
+            try? fm.removeItem(atPath: imagesParent)
+            if !((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?.contains(root) ?? true) {
+                try? fm.removeItem(atPath: root)
+            }
+        }
+
+        _ = try await runtime.start(ContainerSpec(name: name, layerRootfs: layer, idmap: idmap, initCommand: ["/sbin/init"]))
+        try await RealCRIUTests.waitFor("the container's counter to reach 10") { (RealCRIUTests.read(containerDir + "/upper/tmp") ?? 0) >= 10 }
+
+        let checkpointer = Checkpointer(driver: CRIUDriver(criu: criu, runner: SpawnerCommandRunner(), logger: logger))
+        let target = try await runtime.checkpointTarget(name: name)
+        #expect(target.freezerCgroup != nil, "runtime containers have a v1 freezer cgroup here")
+        // Measured both ways: the freezer costs CRIU's 100 ms polling step (see Options).
+        let dumped = try await checkpointer.checkpoint(name: name, source: runtime, into: images,
+                                                       options: .init(freezeCgroup: Self.useFreezer))
+        let atDump = try #require(RealCRIUTests.read(containerDir + "/upper/tmp"))
+        #expect(runtime.state(name: name)?.running == false)
+        #expect(!runtime.runningNames().contains(name))
+        let stats = try #require(dumped.image.dumpStats)
+        print("container checkpoint (freezer \(Self.useFreezer)): \(dumped.elapsed), frozen \(stats.frozenTime) µs (freezing \(stats.freezingTime) µs), "
+              + "\(dumped.image.processes.count) processes, \(dumped.image.storedMemoryBytes / 1024) KiB of pages")
+        #expect(dumped.image.processes.first?.pid == 1)
+
+        // The target side: the same root filesystem again, then CRIU. As on another member: Runtime's part (root mounted, cgroups made under another
+        // member name) is played by `StandInDestination` until Runtime provides it.
+        let moved = "lxd-swift/\(member)-b/\(name)"
+        let destination = StandInDestination(runtime: runtime, relativeCgroup: moved)
+        let restored = try await checkpointer.restore(name: name, destination: destination, from: images)
+        let controllers = CgroupLayout.v1Controllers.filter { runtime.cgroupLayout.v1[$0] != nil }
+        #expect(await destination.adopted == restored.pid)
+        restoredPid = restored.pid
+        try await RealCRIUTests.waitFor("the restored counter to move") { (RealCRIUTests.read(containerDir + "/upper/tmp") ?? atDump) != atDump }
+        let next = try #require(RealCRIUTests.read(containerDir + "/upper/tmp"))
+        #expect(next > atDump && next <= atDump + 3, "counter went from \(atDump) to \(next)")
+        let uidMap = try String(contentsOfFile: "/proc/\(restored.pid)/uid_map", encoding: .utf8)
+        #expect(uidMap.split(whereSeparator: \.isWhitespace) == ["0", "1300000", "65536"], "restored id map: \(uidMap)")
+        #expect(RealCRIUTests.nspid(restored.pid).last == 1)
+        let cgroups = Self.cgroups(of: restored.pid)
+        for c in controllers { #expect(cgroups[c] == "/" + moved, "\(c) cgroup of the restored init: \(cgroups[c] ?? "none")") }
+        #expect(cgroups["blkio"] == "/", "controllers the runtime does not manage stay where they were")
+        print("container restore: \(restored.elapsed), pid \(restored.pid), counter \(atDump) -> \(next)")
+
+        // The restored init is our child (we are a subreaper): it must be reaped after a kill.
+        kill(restored.pid, SIGKILL)
+        try await RealCRIUTests.waitFor("the restored init to be reaped") { !RealCRIUTests.alive(restored.pid) }
+        restoredPid = nil
+    }
+}
+
+/// The destination side Runtime does not offer yet, from its public API plus direct cgroup
+/// writes: what `ContainerRuntime.prepareRestore/adoptRestored/abandonRestore` must do.
+actor StandInDestination: RestoreDestination {
+    let runtime: ContainerRuntime
+    let relativeCgroup: String
+    var adopted: Int32?
+
+    init(runtime: ContainerRuntime, relativeCgroup: String) {
+        self.runtime = runtime
+        self.relativeCgroup = relativeCgroup
+    }
+
+    func prepareRestore(name: String) async throws -> RestoreTarget {
+        try await runtime.mountRootfs(name: name)
+        let controllers = try ContainerCheckpointTests.makeCgroups(runtime.cgroupLayout, relative: relativeCgroup)
+        return RestoreTarget(rootfs: runtime.dataDir + "/containers/\(name)/rootfs",
+                             cgroupRoots: [CgroupRoot(controllers: controllers, path: "/" + relativeCgroup)],
+                             reapedAfter: Reaper.shared.sequence)
+    }
+
+    func adoptRestored(name: String, pid: Int32, target: RestoreTarget) async throws { adopted = pid }
+
+    func abandonRestore(name: String) async {
+        try? runtime.unmountRootfs(name: name)
+        for dir in runtime.cgroupLayout.directories(relative: relativeCgroup) { rmdir(dir) }
+    }
+}
