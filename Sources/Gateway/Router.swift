@@ -1,0 +1,294 @@
+import APITypes
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Instances
+import Logging
+import NIOCore
+import Operations
+
+/// Limits on request bodies: anything larger is refused with 413 before it is processed.
+public struct BodyLimits: Sendable {
+    public var json: Int = 4 << 20
+    public var image: Int64 = 4 << 30
+    public var file: Int = 256 << 20
+    public init() {}
+}
+
+typealias Context = BasicWebSocketRequestContext
+
+/// Routes of the REST API. Handlers parse HTTP and call the use cases; no business rules here.
+public struct APIRoutes: Sendable {
+    public let instances: InstanceService
+    public let images: ImageService
+    public let operations: OperationRegistry
+    public let serverInfo: @Sendable () async -> Server
+    public let limits: BodyLimits
+    public let uploadDirectory: String
+    let logger: Logger
+
+    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, logger: Logger) {
+        self.instances = instances
+        self.images = images
+        self.operations = operations
+        self.serverInfo = serverInfo
+        self.limits = limits
+        self.uploadDirectory = uploadDirectory
+        self.logger = logger
+    }
+
+    func build() -> Router<Context> {
+        let router = Router(context: Context.self)
+        let r = self
+
+        router.get("/") { _, _ in Reply.sync(["/1.0"]) }
+        router.get("/1.0") { _, _ in Reply.sync(await r.serverInfo()) }
+
+        // Instances
+        router.get("/1.0/instances") { req, _ in
+            try await handle {
+                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
+                let list = try await r.instances.list(withState: recursion >= 2)
+                if recursion == 0 { return Reply.sync(list.map { "/1.0/instances/\($0.name)" }) }
+                return Reply.sync(list)
+            }
+        }
+        router.post("/1.0/instances") { req, ctx in
+            try await handle {
+                let post: InstancesPost = try await r.decode(req, ctx)
+                return Reply.async(try await r.instances.create(post))
+            }
+        }
+        router.get("/1.0/instances/:name") { req, ctx in
+            try await handle {
+                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
+                return Reply.sync(try await r.instances.get(try ctx.name(), withState: recursion >= 1))
+            }
+        }
+        router.put("/1.0/instances/:name") { req, ctx in
+            try await handle {
+                let put: InstancePut = try await r.decode(req, ctx)
+                try await r.instances.update(try ctx.name(), put, replace: true)
+                return Reply.empty()
+            }
+        }
+        router.patch("/1.0/instances/:name") { req, ctx in
+            try await handle {
+                let put: InstancePut = try await r.decode(req, ctx)
+                try await r.instances.update(try ctx.name(), put, replace: false)
+                return Reply.empty()
+            }
+        }
+        router.delete("/1.0/instances/:name") { _, ctx in
+            try await handle { Reply.async(try await r.instances.delete(try ctx.name())) }
+        }
+        router.get("/1.0/instances/:name/state") { _, ctx in
+            try await handle { Reply.sync(try await r.instances.state(try ctx.name())) }
+        }
+        router.put("/1.0/instances/:name/state") { req, ctx in
+            try await handle {
+                let put: InstanceStatePut = try await r.decode(req, ctx)
+                return Reply.async(try await r.instances.changeState(try ctx.name(), put))
+            }
+        }
+        router.post("/1.0/instances/:name/exec") { req, ctx in
+            try await handle {
+                let post: InstanceExecPost = try await r.decode(req, ctx)
+                return Reply.async(try await r.instances.exec(try ctx.name(), post))
+            }
+        }
+        router.get("/1.0/instances/:name/console") { _, ctx in
+            try await handle { Reply.raw(try await r.instances.consoleLog(try ctx.name())) }
+        }
+        router.get("/1.0/instances/:name/logs") { _, ctx in
+            try await handle {
+                let name = try ctx.name()
+                _ = try await r.instances.get(name, withState: false)
+                return Reply.sync(["/1.0/instances/\(name)/logs/console.log"])
+            }
+        }
+        router.get("/1.0/instances/:name/logs/:file") { _, ctx in
+            try await handle {
+                guard ctx.parameters.get("file") == "console.log" else { throw APIError.notFound("Log file not found: only console.log exists") }
+                return Reply.raw(try await r.instances.consoleLog(try ctx.name()))
+            }
+        }
+        router.get("/1.0/instances/:name/files") { req, ctx in
+            try await handle {
+                let path = try req.requiredQuery("path")
+                let f = try await r.instances.readFile(try ctx.name(), path: path)
+                return Reply.raw(f.content, headers: [
+                    ("X-LXD-uid", "\(f.uid)"), ("X-LXD-gid", "\(f.gid)"),
+                    ("X-LXD-mode", String(f.mode, radix: 8)), ("X-LXD-type", f.type),
+                ])
+            }
+        }
+        router.post("/1.0/instances/:name/files") { req, ctx in
+            try await handle {
+                let path = try req.requiredQuery("path")
+                var request = req
+                let type = req.headers[HTTPField.Name("X-LXD-type")!] ?? "file"
+                guard type == "file" || type == "directory" else { throw APIError.badRequest("Unsupported X-LXD-type \"\(type)\": use file or directory") }
+                let body = try await request.collectBody(upTo: r.limits.file)
+                let mode = req.headers[HTTPField.Name("X-LXD-mode")!].map { UInt32($0, radix: 8) } ?? nil
+                let uid = req.headers[HTTPField.Name("X-LXD-uid")!].flatMap { UInt32($0) } ?? 0
+                let gid = req.headers[HTTPField.Name("X-LXD-gid")!].flatMap { UInt32($0) } ?? 0
+                try await r.instances.writeFile(
+                    try ctx.name(), path: path,
+                    InstanceFile(content: Array(buffer: body), uid: uid, gid: gid, mode: mode ?? (type == "file" ? 0o644 : 0o755), type: type))
+                return Reply.empty()
+            }
+        }
+
+        // Images
+        router.get("/1.0/images") { req, _ in
+            try await handle {
+                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
+                let list = try await r.images.list()
+                if recursion == 0 { return Reply.sync(list.map { "/1.0/images/\($0.fingerprint)" }) }
+                return Reply.sync(list)
+            }
+        }
+        router.post("/1.0/images") { req, ctx in
+            try await handle {
+                let filename = req.headers[HTTPField.Name("X-LXD-filename")!] ?? "image.tar"
+                let path = try await r.receiveUpload(req)
+                return Reply.async(try await r.images.importTarball(at: path, filename: filename))
+            }
+        }
+        router.get("/1.0/images/aliases") { req, _ in
+            try await handle {
+                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
+                let aliases = try await r.images.aliases()
+                if recursion == 0 { return Reply.sync(aliases.map { "/1.0/images/aliases/\($0.name)" }) }
+                return Reply.sync(aliases)
+            }
+        }
+        router.post("/1.0/images/aliases") { req, ctx in
+            try await handle {
+                let post: ImageAliasesPost = try await r.decode(req, ctx)
+                try await r.images.createAlias(post)
+                return Reply.empty()
+            }
+        }
+        router.get("/1.0/images/aliases/:alias") { _, ctx in
+            try await handle { Reply.sync(try await r.images.alias(ctx.parameters.get("alias") ?? "")) }
+        }
+        router.delete("/1.0/images/aliases/:alias") { _, ctx in
+            try await handle {
+                try await r.images.deleteAlias(ctx.parameters.get("alias") ?? "")
+                return Reply.empty()
+            }
+        }
+        router.get("/1.0/images/:fingerprint") { _, ctx in
+            try await handle { Reply.sync(try await r.images.get(ctx.parameters.get("fingerprint") ?? "")) }
+        }
+        router.delete("/1.0/images/:fingerprint") { _, ctx in
+            try await handle { Reply.async(try await r.images.delete(ctx.parameters.get("fingerprint") ?? "")) }
+        }
+
+        // Operations
+        router.get("/1.0/operations") { req, _ in
+            try await handle {
+                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
+                let ops = await r.operations.list()
+                if recursion == 0 {
+                    return Reply.sync(Dictionary(grouping: ops, by: { $0.status.lowercased() }).mapValues { $0.map { "/1.0/operations/\($0.id)" } })
+                }
+                return Reply.sync(Dictionary(grouping: ops, by: { $0.status.lowercased() }))
+            }
+        }
+        router.get("/1.0/operations/:id") { _, ctx in
+            try await handle {
+                let id = ctx.parameters.get("id") ?? ""
+                guard let op = await r.operations.get(id) else { throw APIError.notFound("APIOperation \(id) not found") }
+                return Reply.sync(op)
+            }
+        }
+        router.get("/1.0/operations/:id/wait") { req, ctx in
+            try await handle {
+                let id = ctx.parameters.get("id") ?? ""
+                let timeout = req.uri.queryParameters.get("timeout").flatMap(Double.init).flatMap { $0 < 0 ? nil : Duration.milliseconds(Int64($0 * 1000)) }
+                guard let op = await r.operations.wait(id, timeout: timeout) else { throw APIError.notFound("APIOperation \(id) not found") }
+                return Reply.sync(op)
+            }
+        }
+        router.ws("/1.0/operations/:id/websocket") { req, ctx in
+            let id = ctx.parameters.get("id") ?? ""
+            let secret = req.uri.queryParameters.get("secret") ?? ""
+            // Peek without consuming: the secret is taken on upgrade.
+            guard await r.operations.get(id) != nil, !secret.isEmpty else { return .dontUpgrade }
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, wsContext in
+            let id = wsContext.requestContext.parameters.get("id") ?? ""
+            let secret = wsContext.request.uri.queryParameters.get("secret") ?? ""
+            guard let (fd, handler) = await r.operations.webSocket(id: id, secret: secret) else { return }
+            await WebSocketBridge.run(fd: fd, handler: handler, inbound: inbound, outbound: outbound)
+        }
+        return router
+    }
+
+    fileprivate func decode<T: Decodable>(_ req: Request, _ ctx: Context) async throws -> T {
+        var request = req
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: limits.json)
+        } catch {
+            throw APIError.tooLarge("Request body is larger than \(limits.json) bytes")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer: body))
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw APIError.badRequest("Invalid request body: missing field \"\(key.stringValue)\"")
+        } catch let DecodingError.typeMismatch(_, c) {
+            throw APIError.badRequest("Invalid request body: wrong type at \"\(c.codingPath.map(\.stringValue).joined(separator: "."))\"")
+        } catch {
+            throw APIError.badRequest("Invalid request body: malformed JSON")
+        }
+    }
+
+    /// Streams an upload to a file in the upload directory, refusing it once it passes the limit.
+    fileprivate func receiveUpload(_ req: Request) async throws -> String {
+        let path = "\(uploadDirectory)/upload-\(UUID().uuidString)"
+        guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+            throw APIError.internal("Cannot create upload file in \(uploadDirectory): check the data directory is writable")
+        }
+        var total: Int64 = 0
+        do {
+            for try await chunk in req.body {
+                total += Int64(chunk.readableBytes)
+                if total > limits.image { throw APIError.tooLarge("Image upload is larger than \(limits.image) bytes") }
+                try handle.write(contentsOf: Data(buffer: chunk))
+            }
+            try handle.close()
+        } catch {
+            try? handle.close()
+            unlink(path)
+            throw error
+        }
+        return path
+    }
+}
+
+private func handle(_ body: () async throws -> Hummingbird.Response) async throws -> Hummingbird.Response {
+    do {
+        return try await body()
+    } catch {
+        return Reply.error(Reply.apiError(from: error))
+    }
+}
+
+extension Context {
+    func name() throws -> String {
+        guard let n = parameters.get("name") else { throw APIError.badRequest("Missing instance name") }
+        return n
+    }
+}
+
+extension Request {
+    func requiredQuery(_ key: String) throws -> String {
+        guard let v = uri.queryParameters.get(key), !v.isEmpty else { throw APIError.badRequest("Missing query parameter \"\(key)\"") }
+        return v
+    }
+}

@@ -1,0 +1,138 @@
+import APITypes
+import ClusterDB
+import Foundation
+import Images
+import Logging
+import Operations
+
+/// Image use cases: import a unified tarball into this member's layer store and the cluster's
+/// image table, list, alias, delete (the layer survives while instances use it).
+public final class ImageService: Sendable {
+    let member: MemberIdentity
+    let db: ClusterDB
+    let store: ImageStore
+    let operations: OperationRegistry
+    let maxImageBytes: Int64
+    let logger: Logger
+
+    public init(member: MemberIdentity, db: ClusterDB, store: ImageStore, operations: OperationRegistry, maxImageBytes: Int64 = 4 << 30, logger: Logger) {
+        self.member = member
+        self.db = db
+        self.store = store
+        self.operations = operations
+        self.maxImageBytes = maxImageBytes
+        self.logger = logger
+    }
+
+    /// Imports an uploaded tarball (a temporary file this call takes ownership of).
+    public func importTarball(at path: String, filename: String) async throws -> APIOperation {
+        let member = self.member
+        return await operations.start(description: "Importing image", resources: [:]) { [self] _ in
+            defer { unlink(path) }
+            let layer: ImportedLayer
+            do {
+                layer = try await Self.offload { try self.store.importTarball(at: path, maxBytes: self.maxImageBytes) }
+            } catch let e as ImageError {
+                throw APIError.badRequest("Invalid image: \(e)")
+            }
+            let now = Date()
+            let created = layer.metadata.creationDate.map { Date(timeIntervalSince1970: TimeInterval($0)) } ?? now
+            try await db.transaction { tx in
+                var image = try tx.image(fingerprintPrefix: layer.fingerprint)
+                if image?.fingerprint != layer.fingerprint {
+                    image = try tx.insertImage(NewImage(
+                        fingerprint: layer.fingerprint, filename: filename, size: layer.size,
+                        architecture: layer.metadata.architecture, properties: layer.metadata.properties,
+                        createdAt: created, uploadedAt: now))
+                }
+                try tx.addImageMember(imageID: image!.id, memberID: member.id)
+            }
+            return ["fingerprint": .string(layer.fingerprint), "size": .int(Int(layer.size))]
+        }
+    }
+
+    public func list() async throws -> [Image] {
+        try await db.transaction { tx in try tx.images() }.map(Self.apiImage)
+    }
+
+    public func get(_ fingerprint: String) async throws -> Image {
+        Self.apiImage(try await row(fingerprint))
+    }
+
+    public func delete(_ fingerprint: String) async throws -> APIOperation {
+        let image = try await row(fingerprint)
+        return await operations.start(description: "Deleting image", resources: ["images": ["/1.0/images/\(image.fingerprint)"]]) { [self] _ in
+            let users: Int = try await db.transaction { tx in
+                _ = try tx.deleteImage(fingerprint: image.fingerprint)
+                return try tx.instanceCount(usingImage: image.fingerprint)
+            }
+            // Instances still running from this layer keep it; the last one to go removes it.
+            if users == 0 { try store.removeLayer(fingerprint: image.fingerprint) }
+            return nil
+        }
+    }
+
+    public func createAlias(_ post: ImageAliasesPost) async throws {
+        guard !post.name.isEmpty, !post.name.contains("/"), post.name.count <= 255 else {
+            throw APIError.badRequest("Invalid alias name \"\(post.name)\"")
+        }
+        let image = try await row(post.target)
+        do {
+            try await db.transaction { tx in
+                if try tx.imageByAlias(post.name) != nil { throw APIError.conflict("Alias \"\(post.name)\" already exists") }
+                try tx.addAlias(name: post.name, imageID: image.id, description: post.description ?? "")
+            }
+        } catch let e as ClusterDBError {
+            if case .alreadyExists = e { throw APIError.conflict("Alias \"\(post.name)\" already exists") }
+            throw e
+        }
+    }
+
+    public func aliases() async throws -> [ImageAliasEntry] {
+        let images = try await db.transaction { tx in try tx.images() }
+        return images.flatMap { img in img.aliases.map { ImageAliasEntry(name: $0.name, description: $0.description, target: img.fingerprint) } }
+            .sorted { $0.name < $1.name }
+    }
+
+    public func alias(_ name: String) async throws -> ImageAliasEntry {
+        guard let img = try await db.transaction({ tx in try tx.imageByAlias(name) }),
+              let a = img.aliases.first(where: { $0.name == name }) else {
+            throw APIError.notFound("Image alias \"\(name)\" not found")
+        }
+        return ImageAliasEntry(name: a.name, description: a.description, target: img.fingerprint)
+    }
+
+    public func deleteAlias(_ name: String) async throws {
+        let deleted = try await db.transaction { tx in try tx.deleteAlias(name: name) }
+        if !deleted { throw APIError.notFound("Image alias \"\(name)\" not found") }
+    }
+
+    func row(_ fingerprint: String) async throws -> ImageRow {
+        guard !fingerprint.isEmpty, fingerprint.allSatisfy(\.isHexDigit) else {
+            throw APIError.badRequest("Invalid image fingerprint \"\(fingerprint)\"")
+        }
+        do {
+            guard let r = try await db.transaction({ tx in try tx.image(fingerprintPrefix: fingerprint) }) else {
+                throw APIError.notFound("Image \"\(fingerprint)\" not found")
+            }
+            return r
+        } catch let e as ClusterDBError {
+            if case .ambiguous = e { throw APIError.badRequest("Image fingerprint prefix \"\(fingerprint)\" is ambiguous: give more characters") }
+            throw e
+        }
+    }
+
+    static func apiImage(_ r: ImageRow) -> Image {
+        Image(
+            fingerprint: r.fingerprint, filename: r.filename, size: r.size, architecture: r.architecture,
+            createdAt: InstanceService.iso(r.createdAt), uploadedAt: InstanceService.iso(r.uploadedAt),
+            properties: r.properties, aliases: r.aliases.map { Image.Alias(name: $0.name, description: $0.description) })
+    }
+
+    /// Runs blocking file work (hashing, unpacking) off Swift's cooperative pool.
+    static func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in
+            DispatchQueue.global().async { c.resume(with: Result { try work() }) }
+        }
+    }
+}

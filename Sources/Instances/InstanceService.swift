@@ -1,0 +1,447 @@
+import APITypes
+import ClusterDB
+import Foundation
+import Images
+import InstanceConfig
+import Logging
+import Operations
+import Runtime
+
+/// This member's identity in the cluster.
+public struct MemberIdentity: Sendable {
+    public let id: Int64
+    public let name: String
+    public init(id: Int64, name: String) {
+        self.id = id
+        self.name = name
+    }
+}
+
+/// Host ids that containers' user namespaces are mapped to, allocated per instance in ClusterDB.
+public struct IDMapRange: Sendable {
+    public let start: Int64
+    public let size: Int64
+    public static let block: Int64 = 65536
+    public init(start: Int64, size: Int64) {
+        self.start = start
+        self.size = size
+    }
+
+    /// Root's subordinate ids from /etc/subuid, else LXD's default range.
+    public static func fromHost() -> IDMapRange {
+        if let text = try? String(contentsOfFile: "/etc/subuid", encoding: .utf8) {
+            for line in text.split(separator: "\n") {
+                let f = line.split(separator: ":")
+                if f.count == 3, f[0] == "root", let s = Int64(f[1]), let n = Int64(f[2]), n >= block {
+                    return IDMapRange(start: s, size: n)
+                }
+            }
+        }
+        return IDMapRange(start: 1_000_000, size: 1_000_000_000)
+    }
+}
+
+/// A file read from or written into an instance.
+public struct InstanceFile: Sendable {
+    public var content: [UInt8]
+    public var uid: UInt32
+    public var gid: UInt32
+    public var mode: UInt32
+    public var type: String
+    public init(content: [UInt8], uid: UInt32, gid: UInt32, mode: UInt32, type: String = "file") {
+        self.content = content
+        self.uid = uid
+        self.gid = gid
+        self.mode = mode
+        self.type = type
+    }
+}
+
+/// Instance use cases: validate → persist → run locally → undo on failure. Every entry point
+/// (API, CLI through the API, later forwarding) goes through here.
+public final class InstanceService: Sendable {
+    let member: MemberIdentity
+    let db: ClusterDB
+    let runtime: ContainerRuntime
+    let store: ImageStore
+    let operations: OperationRegistry
+    let idmaps: IDMapRange
+    let locks = InstanceLocks()
+    let logger: Logger
+
+    public init(member: MemberIdentity, db: ClusterDB, runtime: ContainerRuntime, store: ImageStore, operations: OperationRegistry, idmaps: IDMapRange, logger: Logger) {
+        self.member = member
+        self.db = db
+        self.runtime = runtime
+        self.store = store
+        self.operations = operations
+        self.idmaps = idmaps
+        self.logger = logger
+    }
+
+    // MARK: reads
+
+    public func list(withState: Bool) async throws -> [Instance] {
+        let rows = try await db.transaction { tx in try tx.instances() }
+        return rows.map { apiInstance($0, withState: withState) }
+    }
+
+    public func get(_ name: String, withState: Bool) async throws -> Instance {
+        apiInstance(try await row(name), withState: withState)
+    }
+
+    public func state(_ name: String) async throws -> InstanceState {
+        let r = try await row(name)
+        return apiState(r)
+    }
+
+    // MARK: create
+
+    public func create(_ post: InstancesPost) async throws -> APIOperation {
+        do { try InstanceName.validate(post.name) } catch { throw APIError.badRequest(error.description) }
+        if let type = post.type, type != "container" {
+            throw APIError.badRequest("Unsupported instance type \"\(type)\": only containers are supported")
+        }
+        guard post.source.type == "image" else {
+            throw APIError.badRequest("Unsupported source type \"\(post.source.type)\": use an image (alias or fingerprint)")
+        }
+        let userConfig = post.config ?? [:]
+        do { try InstanceConfigSchema.validate(user: userConfig) } catch { throw APIError.badRequest("Invalid config: \(error.description)") }
+        if let devices = post.devices, !devices.isEmpty {
+            throw APIError.badRequest("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
+        }
+
+        let image = try await resolveImage(alias: post.source.alias, fingerprint: post.source.fingerprint)
+        guard let layer = store.layer(fingerprint: image.fingerprint) else {
+            throw APIError.unavailable("Image \(image.fingerprint.prefix(12)) is not present on member \(member.name): import it there")
+        }
+        let privileged = InstanceConfigSchema.isTrue(userConfig["security.privileged"])
+        let member = self.member
+        let idmaps = self.idmaps
+        var config = userConfig
+        config["volatile.base_image"] = image.fingerprint
+        for (k, v) in layer.metadata.properties { config["image.\(k)"] = v }
+
+        // One transaction: name check, id range allocation and insert, so concurrent launches
+        // can never get the same name or overlapping id ranges.
+        let finalConfig = config
+        let row: InstanceRow
+        do {
+            row = try await db.transaction { tx in
+                if try tx.instance(name: post.name) != nil {
+                    throw APIError.conflict("Instance \"\(post.name)\" already exists")
+                }
+                var cfg = finalConfig
+                var base: Int64? = nil
+                if !privileged {
+                    base = try tx.allocateIdmapBase(rangeStart: idmaps.start, rangeSize: idmaps.size, block: IDMapRange.block)
+                    cfg["volatile.idmap.base"] = "\(base!)"
+                }
+                return try tx.insertInstance(NewInstance(
+                    name: post.name, memberID: member.id, imageFingerprint: image.fingerprint,
+                    architecture: layer.metadata.architecture, config: cfg, powerState: .stopped, idmapBase: base))
+            }
+        } catch let e as ClusterDBError {
+            if case .alreadyExists = e { throw APIError.conflict("Instance \"\(post.name)\" already exists") }
+            throw e
+        }
+
+        let start = post.start ?? false
+        return await operations.start(
+            description: start ? "Creating and starting instance" : "Creating instance",
+            resources: ["instances": ["/1.0/instances/\(post.name)"]]
+        ) { [self] _ in
+            try await locks.withLock(row.name) {
+                let spec = try self.spec(for: row)
+                do {
+                    try self.runtime.create(spec)
+                    if start {
+                        _ = try await self.runtime.start(spec)
+                        try await self.db.transaction { tx in try tx.updateInstancePowerState(name: row.name, .running) }
+                    }
+                } catch {
+                    // Never leave a half-existing instance: undo the runtime side, then the row.
+                    self.logger.warning("create failed, undoing", metadata: ["instance": "\(row.name)", "error": "\(error)"])
+                    try? await self.runtime.stop(name: row.name, force: true, timeout: .seconds(5))
+                    try? self.runtime.delete(name: row.name)
+                    _ = try? await self.db.transaction { tx in try tx.deleteInstance(name: row.name) }
+                    throw APIError.internal("Failed to \(start ? "start" : "create") instance \(row.name): \(error)")
+                }
+            }
+            return nil
+        }
+    }
+
+    // MARK: state changes
+
+    public func changeState(_ name: String, _ put: InstanceStatePut) async throws -> APIOperation {
+        let r = try await row(name)
+        let force = put.force ?? false
+        let timeout = Duration.seconds(put.timeout.flatMap { $0 >= 0 ? $0 : nil } ?? 30)
+        switch put.action {
+        case "start":
+            if runtime.state(name: name)?.running == true { throw APIError.badRequest("Instance \(name) is already running") }
+        case "stop":
+            if runtime.state(name: name)?.running != true { throw APIError.badRequest("Instance \(name) is not running") }
+        case "restart":
+            if runtime.state(name: name)?.running != true { throw APIError.badRequest("Instance \(name) is not running: use start") }
+        default:
+            throw APIError.badRequest("Unsupported action \"\(put.action)\": use start, stop or restart")
+        }
+        return await operations.start(
+            description: "\(put.action.prefix(1).uppercased())\(put.action.dropFirst())ing instance",
+            resources: ["instances": ["/1.0/instances/\(name)"]]
+        ) { [self] _ in
+            try await locks.withLock(name) {
+                switch put.action {
+                case "start":
+                    try await self.startLocked(r)
+                case "stop":
+                    try await self.stopLocked(name, force: force, timeout: timeout)
+                default:
+                    try await self.stopLocked(name, force: force, timeout: timeout)
+                    try await self.startLocked(try await self.row(name))
+                }
+            }
+            return nil
+        }
+    }
+
+    private func startLocked(_ r: InstanceRow) async throws {
+        if runtime.state(name: r.name)?.running == true { return }
+        let spec = try spec(for: r)
+        _ = try await runtime.start(spec)
+        try await db.transaction { tx in
+            try tx.updateInstancePowerState(name: r.name, .running)
+            try tx.touchInstance(name: r.name, lastUsedAt: Date())
+        }
+    }
+
+    private func stopLocked(_ name: String, force: Bool, timeout: Duration) async throws {
+        try await runtime.stop(name: name, force: force, timeout: timeout)
+        try await db.transaction { tx in try tx.updateInstancePowerState(name: name, .stopped) }
+    }
+
+    // MARK: delete
+
+    public func delete(_ name: String) async throws -> APIOperation {
+        let r = try await row(name)
+        if runtime.state(name: name)?.running == true {
+            throw APIError.badRequest("Instance \(name) is running: stop it first (or delete --force)")
+        }
+        return await operations.start(description: "Deleting instance", resources: ["instances": ["/1.0/instances/\(name)"]]) { [self] _ in
+            try await locks.withLock(name) {
+                if self.runtime.state(name: name)?.running == true {
+                    throw APIError.badRequest("Instance \(name) is running: stop it first (or delete --force)")
+                }
+                try self.runtime.delete(name: name)
+                let stillUsed: Bool = try await self.db.transaction { tx in
+                    _ = try tx.deleteInstance(name: name)
+                    let imageKnown = try tx.image(fingerprintPrefix: r.imageFingerprint) != nil
+                    let users = try tx.instanceCount(usingImage: r.imageFingerprint)
+                    return imageKnown || users > 0
+                }
+                // A layer outlives its image while instances use it; the last one removes it.
+                if !stillUsed { try? self.store.removeLayer(fingerprint: r.imageFingerprint) }
+            }
+            return nil
+        }
+    }
+
+    // MARK: config
+
+    public func update(_ name: String, _ put: InstancePut, replace: Bool) async throws {
+        if let devices = put.devices, !devices.isEmpty {
+            throw APIError.badRequest("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
+        }
+        try await locks.withLock(name) {
+            let r = try await self.row(name)
+            let running = self.runtime.state(name: name)?.running == true
+            var next: [String: String]
+            if replace {
+                // PUT: the user's keys replace the user's keys; server keys stay.
+                next = r.config.filter { InstanceConfigSchema.key($0.key)?.scope == .server }
+                for (k, v) in put.config ?? [:] { next[k] = v }
+            } else {
+                next = r.config
+                for (k, v) in put.config ?? [:] { next[k] = v }
+            }
+            let userPart = next.filter { InstanceConfigSchema.key($0.key)?.scope != .server || r.config[$0.key] != $0.value }
+            let previousUser = r.config
+            do {
+                try InstanceConfigSchema.validate(user: userPart, previous: previousUser, running: running)
+            } catch {
+                throw APIError.badRequest("Invalid config: \(error)")
+            }
+            if running {
+                let limits = ResourceLimits(config: next)
+                if limits != ResourceLimits(config: r.config) {
+                    try self.runtime.updateLimits(name: name, limits: Self.runtimeLimits(limits))
+                }
+            }
+            let finalConfig = next
+            try await self.db.transaction { tx in try tx.updateInstanceConfig(name: name, config: finalConfig) }
+        }
+    }
+
+    // MARK: console and files
+
+    public func consoleLog(_ name: String) async throws -> [UInt8] {
+        _ = try await row(name)
+        return try runtime.consoleLog(name: name)
+    }
+
+    public func readFile(_ name: String, path: String) async throws -> InstanceFile {
+        _ = try await row(name)
+        guard path.hasPrefix("/") else { throw APIError.badRequest("File path must be absolute: \(path)") }
+        do {
+            let f = try await runtime.readFile(name: name, path: path)
+            if let entries = f.entries {
+                return InstanceFile(content: Array(entries.joined(separator: "\n").utf8), uid: f.uid, gid: f.gid, mode: f.mode, type: "directory")
+            }
+            return InstanceFile(content: f.content, uid: f.uid, gid: f.gid, mode: f.mode)
+        } catch {
+            throw error.apiError
+        }
+    }
+
+    public func writeFile(_ name: String, path: String, _ file: InstanceFile) async throws {
+        _ = try await row(name)
+        guard path.hasPrefix("/") else { throw APIError.badRequest("File path must be absolute: \(path)") }
+        guard file.type == "file" else { throw APIError.badRequest("Only regular files can be pushed") }
+        do {
+            try await runtime.writeFile(name: name, path: path, content: file.content, mode: file.mode, uid: file.uid, gid: file.gid)
+        } catch {
+            throw error.apiError
+        }
+    }
+
+    // MARK: helpers
+
+    func row(_ name: String) async throws -> InstanceRow {
+        guard let r = try await db.transaction({ tx in try tx.instance(name: name) }) else {
+            throw APIError.notFound("Instance \"\(name)\" not found")
+        }
+        return r
+    }
+
+    func resolveImage(alias: String?, fingerprint: String?) async throws -> ImageRow {
+        let found: ImageRow? = try await db.transaction { tx in
+            if let fp = fingerprint, !fp.isEmpty { return try tx.image(fingerprintPrefix: fp) }
+            if let a = alias, !a.isEmpty { return try tx.imageByAlias(a) }
+            return nil
+        }
+        guard let image = found else {
+            if (alias ?? "").isEmpty, (fingerprint ?? "").isEmpty {
+                throw APIError.badRequest("Image source needs an alias or a fingerprint")
+            }
+            throw APIError.notFound("Image \"\(alias ?? fingerprint ?? "")\" not found: import it with lxdctl image import")
+        }
+        return image
+    }
+
+    func spec(for r: InstanceRow) throws -> ContainerSpec {
+        guard let layer = store.layer(fingerprint: r.imageFingerprint) else {
+            throw APIError.internal("Image layer \(r.imageFingerprint.prefix(12)) of instance \(r.name) is missing on member \(member.name)")
+        }
+        var env: [String: String] = [:]
+        for (k, v) in r.config where k.hasPrefix("environment.") { env[String(k.dropFirst(12))] = v }
+        return ContainerSpec(
+            name: r.name, layerRootfs: layer.rootfsPath,
+            idmap: r.idmapBase.map { IDMap(hostBase: UInt32($0), size: UInt32(IDMapRange.block)) },
+            limits: Self.runtimeLimits(ResourceLimits(config: r.config)),
+            environment: env)
+    }
+
+    static func runtimeLimits(_ l: ResourceLimits) -> Limits {
+        Limits(memoryBytes: l.memoryBytes, cpuCores: l.cpu?.cores, processes: l.processes)
+    }
+
+    func apiInstance(_ r: InstanceRow, withState: Bool) -> Instance {
+        let st = runtime.state(name: r.name)
+        let status: StatusCode = st?.running == true ? .running : .stopped
+        var i = Instance(
+            name: r.name, status: status, architecture: r.architecture, config: r.config, location: r.location,
+            createdAt: Self.iso(r.createdAt), lastUsedAt: Self.iso(r.lastUsedAt ?? Date(timeIntervalSince1970: 0)))
+        if withState { i.state = apiState(r, st) }
+        return i
+    }
+
+    func apiState(_ r: InstanceRow, _ known: ContainerState?? = nil) -> InstanceState {
+        let st = known ?? runtime.state(name: r.name)
+        let running = st?.running == true
+        return InstanceState(
+            status: running ? .running : .stopped,
+            pid: running ? Int64(st!.pid) : 0,
+            processes: running ? Int64(st!.processes) : 0,
+            memory: .init(usage: running ? st!.memoryUsage : 0, usagePeak: running ? st!.memoryPeak : 0, total: 0),
+            cpu: .init(usage: running ? st!.cpuUsageNanoseconds : 0))
+    }
+
+    static func iso(_ date: Date) -> String { OperationRegistry.timestamp(date) }
+}
+
+extension InstanceService {
+    /// `POST /1.0/instances/NAME/exec`: a websocket operation as LXD's clients expect.
+    public func exec(_ name: String, _ post: InstanceExecPost) async throws -> APIOperation {
+        _ = try await row(name)
+        guard runtime.state(name: name)?.running == true else {
+            throw APIError.badRequest("Instance \(name) is not running: start it first")
+        }
+        guard !post.command.isEmpty, !post.command[0].isEmpty else { throw APIError.badRequest("Exec needs a command") }
+        guard post.waitForWebsocket == true else {
+            throw APIError.badRequest("Only wait-for-websocket=true is supported: connect to the operation's websockets")
+        }
+        let session = ExecSession(interactive: post.interactive ?? false)
+        var secrets: [String: String] = [:]
+        var fds: [String: JSONValue] = [:]
+        for fd in session.names {
+            var bytes = [UInt8](repeating: 0, count: 32)
+            for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+            let secret = bytes.map { String(format: "%02x", $0) }.joined()
+            secrets[secret] = fd
+            fds[fd] = .string(secret)
+        }
+        var env = ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "USER": "root", "LANG": "C.UTF-8"]
+        if post.interactive == true { env["TERM"] = "xterm-256color" }
+        for (k, v) in post.environment ?? [:] { env[k] = v }
+        let request = ExecRequest(
+            command: post.command, environment: env, cwd: post.cwd ?? "/root",
+            uid: post.user ?? 0, gid: post.group ?? 0)
+        let runtime = self.runtime
+        let logger = self.logger
+        return await operations.start(
+            class: "websocket", description: "Executing command",
+            resources: ["instances": ["/1.0/instances/\(name)"]],
+            metadata: ["fds": .object(fds)], secrets: secrets,
+            webSocketHandler: { fd, attachment in await session.attach(fd, attachment) }
+        ) { _ in
+            try await session.waitForAll(timeout: .seconds(30))
+            let code = try await session.run(runtime: runtime, name: name, request: request, width: post.width, height: post.height, logger: logger)
+            return ["return": .int(Int(code))]
+        }
+    }
+}
+
+/// What to run for an exec.
+struct ExecRequest: Sendable {
+    var command: [String]
+    var environment: [String: String]
+    var cwd: String
+    var uid: UInt32
+    var gid: UInt32
+}
+
+extension RuntimeError {
+    /// The API status of a runtime failure: missing things are 404, misuse 400, the rest 500.
+    var apiError: APIError {
+        switch self {
+        case .notFound: APIError.notFound(description)
+        case .notRunning, .alreadyRunning, .invalid: APIError.badRequest(description)
+        case .unsupported: APIError(501, description)
+        case .system(_, _, let code) where code == ENOENT || code == ENOTDIR: APIError.notFound(description)
+        case .system(_, _, let code) where code == ELOOP || code == EXDEV || code == EISDIR: APIError.badRequest(description)
+        default: APIError.internal(description)
+        }
+    }
+}

@@ -1,0 +1,186 @@
+import Foundation
+import Testing
+
+/// Where the built executables and the repository live.
+enum Paths {
+    static let buildDir: String = {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().path
+    }()
+    static let repo: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static var lxdd: String { "\(buildDir)/lxdd" }
+    static var lxdctl: String { "\(buildDir)/lxdctl" }
+}
+
+/// Why the real-container tests cannot run here, or nil when they can.
+enum Prerequisites {
+    static let missing: String? = {
+        if getuid() != 0 { return "integration tests need root (containers, cgroups, mounts)" }
+        for tool in [Paths.lxdd, Paths.lxdctl, "\(Paths.buildDir)/lxd-start"] where !FileManager.default.isExecutableFile(atPath: tool) {
+            return "\(tool) is not built: run swift build first"
+        }
+        if !FileManager.default.isExecutableFile(atPath: "/bin/busybox") { return "busybox-static is not installed: run scripts/bootstrap" }
+        return nil
+    }()
+
+    static var available: Bool {
+        if let m = missing { print("SKIP integration: \(m)") }
+        return missing == nil
+    }
+}
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a program to completion with optional stdin.
+@discardableResult
+func run(_ path: String, _ args: [String], environment: [String: String] = [:], stdin: String? = nil) throws -> CommandResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let out = Pipe(), err = Pipe(), input = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = stdin == nil ? FileHandle.nullDevice : input
+    try p.run()
+    if let stdin {
+        input.fileHandleForWriting.write(Data(stdin.utf8))
+        try input.fileHandleForWriting.close()
+    }
+    // Drain both pipes concurrently so a large output cannot block the child.
+    nonisolated(unsafe) var errData = Data()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async {
+        errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.leave()
+    }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    p.waitUntilExit()
+    return CommandResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// One real agent with its own data directory.
+final class TestAgent: @unchecked Sendable {
+    // @unchecked: `process` is only touched from the test that owns this agent.
+    let dataDir: String
+    let name: String
+    private(set) var process: Process?
+
+    init(name: String = "m1") throws {
+        self.name = name
+        dataDir = "/tmp/lxd-swift-it-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        try start()
+    }
+
+    var socket: String { "\(dataDir)/unix.socket" }
+    var env: [String: String] { ["LXD_DIR": dataDir] }
+
+    func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Paths.lxdd)
+        p.arguments = ["--data-dir", dataDir, "--name", name]
+        let log = FileHandle(forWritingAtPath: "\(dataDir)/lxdd.log") ?? {
+            FileManager.default.createFile(atPath: "\(dataDir)/lxdd.log", contents: nil)
+            return FileHandle(forWritingAtPath: "\(dataDir)/lxdd.log")!
+        }()
+        log.seekToEndOfFile()
+        p.standardOutput = log
+        p.standardError = log
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        process = p
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if let r = try? ctl(["list", "--format", "csv"]), r.status == 0 { return }
+            if !p.isRunning { break }
+            usleep(50_000)
+        }
+        throw HarnessError("lxdd did not come up; log:\n\(logTail())")
+    }
+
+    func logTail() -> String {
+        let text = (try? String(contentsOfFile: "\(dataDir)/lxdd.log", encoding: .utf8)) ?? ""
+        return String(text.suffix(3000))
+    }
+
+    /// SIGKILL, as a crash would.
+    func kill9() {
+        guard let p = process else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    func stop() {
+        guard let p = process else { return }
+        p.terminate()
+        p.waitUntilExit()
+        process = nil
+    }
+
+    @discardableResult
+    func ctl(_ args: [String], stdin: String? = nil) throws -> CommandResult {
+        try run(Paths.lxdctl, args, environment: env, stdin: stdin)
+    }
+
+    /// Runs lxdctl and requires success.
+    @discardableResult
+    func ok(_ args: [String], stdin: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+        let r = try ctl(args, stdin: stdin)
+        #expect(r.status == 0, "lxdctl \(args.joined(separator: " ")) failed: \(r.stderr)", sourceLocation: sourceLocation)
+        return r.stdout
+    }
+
+    /// Deletes every instance, stops the agent and removes its data.
+    func destroy() {
+        if let r = try? ctl(["list", "--format", "csv"]) {
+            for line in r.stdout.split(separator: "\n") {
+                if let name = line.split(separator: ",").first {
+                    _ = try? ctl(["delete", "--force", String(name)])
+                }
+            }
+        }
+        stop()
+        _ = try? run("/bin/umount", ["-R", "-l", dataDir])
+        try? FileManager.default.removeItem(atPath: dataDir)
+    }
+
+    /// Builds (once per process) and imports the busybox test image under `alias`.
+    func importBusybox(alias: String = "busybox", initKind: String? = nil) throws {
+        let image = try TestImages.busybox(initKind: initKind)
+        try ok(["image", "import", image, "--alias", alias])
+    }
+}
+
+enum TestImages {
+    nonisolated(unsafe) private static var cache: [String: String] = [:]
+    private static let lock = NSLock()
+
+    static func busybox(initKind: String? = nil) throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        let key = initKind ?? "default"
+        if let p = cache[key] { return p }
+        let out = "/tmp/lxd-swift-it-image-\(getpid())-\(key).tar.xz"
+        var args = [out]
+        if let k = initKind { args += ["--init", k] }
+        let r = try run("\(Paths.repo)/scripts/make-busybox-image", args)
+        guard r.status == 0 else { throw HarnessError("make-busybox-image failed: \(r.stderr)") }
+        cache[key] = out
+        return out
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+
+/// Real containers through the real agent and CLI (issue 2 acceptance).
+@Suite(.serialized, .enabled(if: Prerequisites.available, "needs root, busybox and the built binaries"))
+final class LifecycleTests {
+    let agent: TestAgent
+
+    init() throws {
+        agent = try TestAgent()
+        try agent.importBusybox()
+    }
+
+    deinit { agent.destroy() }
+
+    @Test func launchedContainerIsIsolated() throws {
+        try agent.ok(["launch", "busybox", "c1", "-c", "limits.memory=64MiB", "-c", "limits.processes=200", "-c", "limits.cpu=1"])
+        let csv = try agent.ok(["list", "--format", "csv"])
+        #expect(csv.contains("c1,RUNNING"), "list: \(csv)")
+
+        // PID 1 is our init and a session leader.
+        let stat = try agent.ok(["exec", "c1", "--", "cat", "/proc/1/stat"])
+        let fields = stat.split(separator: " ")
+        #expect(fields.count > 6 && fields[0] == "1" && fields[5] == "1", "pid 1 must be its own session leader: \(stat)")
+        #expect(try agent.ok(["exec", "c1", "--", "cat", "/proc/1/cmdline"]).contains("init"))
+        #expect(try agent.ok(["exec", "c1", "--", "hostname"]).trimmingCharacters(in: .whitespacesAndNewlines) == "c1")
+
+        // Unprivileged: root inside maps to a 65536-id host range.
+        let uidMap = try agent.ok(["exec", "c1", "--", "cat", "/proc/self/uid_map"]).split(whereSeparator: \.isWhitespace)
+        #expect(uidMap.count == 3 && uidMap[0] == "0" && uidMap[2] == "65536" && uidMap[1] != "0", "uid_map: \(uidMap)")
+
+        let status = try agent.ok(["exec", "c1", "--", "cat", "/proc/1/status"])
+        #expect(status.contains("Seccomp:\t2"), "seccomp filter mode expected")
+        let capBnd = status.split(separator: "\n").first { $0.hasPrefix("CapBnd:") }.map { String($0.dropFirst(7)).trimmingCharacters(in: .whitespaces) } ?? ""
+        let bound = UInt64(capBnd, radix: 16) ?? .max
+        for (cap, bit) in [("sys_module", 16), ("sys_rawio", 17), ("sys_time", 25), ("mac_override", 32), ("mac_admin", 33)] {
+            #expect(bound & (1 << UInt64(bit)) == 0, "\(cap) must be dropped from the bounding set (CapBnd \(capBnd))")
+        }
+
+        // The memory limit is in the container's cgroup (v1 or v2).
+        let limitFiles = [
+            "/sys/fs/cgroup/memory/lxd-swift/\(agent.name)/c1/memory.limit_in_bytes",
+            "/sys/fs/cgroup/lxd-swift/\(agent.name)/c1/memory.max",
+        ]
+        let limit = limitFiles.compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }.first?.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(limit == "\(64 << 20)", "memory limit file: \(limit ?? "missing")")
+
+        // Denied syscalls answer EPERM inside (busybox's modprobe-free check: delete_module via rmmod).
+        let rm = try agent.ctl(["exec", "c1", "--", "rmmod", "nonexistent"])
+        #expect(rm.status != 0)
+    }
+
+    @Test func execExitCodesAndStdin() throws {
+        try agent.ok(["launch", "busybox", "e1"])
+        #expect(try agent.ctl(["exec", "e1", "--", "sh", "-c", "exit 42"]).status == 42)
+        #expect(try agent.ctl(["exec", "e1", "--", "true"]).status == 0)
+        let echoed = try agent.ctl(["exec", "e1", "-T", "--", "cat"], stdin: "hello from stdin\nline two\n")
+        #expect(echoed.status == 0)
+        #expect(echoed.stdout == "hello from stdin\nline two\n")
+        let err = try agent.ctl(["exec", "e1", "--", "sh", "-c", "echo oops >&2; exit 3"])
+        #expect(err.status == 3 && err.stderr.contains("oops"))
+        #expect(try agent.ctl(["exec", "e1", "--", "/no/such/command"]).status == 127)
+    }
+
+    @Test func stopStartDeleteLeaveNothingBehind() throws {
+        try agent.ok(["launch", "busybox", "s1"])
+        let pid = try #require(Int32(agent.ok(["list", "--format", "csv"]).split(separator: "\n").first { $0.hasPrefix("s1,") }?.split(separator: ",")[2] ?? ""))
+        try agent.ok(["stop", "s1"])
+        #expect(kill(pid, 0) != 0, "init must be gone after stop")
+        #expect(try agent.ok(["list", "--format", "csv"]).contains("s1,STOPPED"))
+        try agent.ok(["start", "s1"])
+        #expect(try agent.ok(["list", "--format", "csv"]).contains("s1,RUNNING"))
+        try agent.ok(["restart", "s1", "--force"])
+        try agent.ok(["stop", "s1", "--force"])
+        try agent.ok(["delete", "s1"])
+        let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        #expect(!mounts.contains("\(agent.dataDir)/containers/s1"), "no mount of s1 may remain")
+        #expect(!FileManager.default.fileExists(atPath: "\(agent.dataDir)/containers/s1"))
+        for dir in ["/sys/fs/cgroup/memory/lxd-swift/\(agent.name)/s1", "/sys/fs/cgroup/pids/lxd-swift/\(agent.name)/s1", "/sys/fs/cgroup/lxd-swift/\(agent.name)/s1"] {
+            #expect(!FileManager.default.fileExists(atPath: dir), "cgroup \(dir) must be removed")
+        }
+    }
+
+    @Test func containersSurviveAgentCrash() throws {
+        try agent.ok(["launch", "busybox", "k1"])
+        let before = try agent.ok(["list", "--format", "csv"])
+        agent.kill9()
+        try agent.start()
+        let after = try agent.ok(["list", "--format", "csv"])
+        #expect(after.contains("k1,RUNNING"), "after restart: \(after)")
+        func pid(_ csv: String) -> Substring? { csv.split(separator: "\n").first { $0.hasPrefix("k1,") }?.split(separator: ",")[2] }
+        #expect(pid(before) != nil && pid(before) == pid(after), "same pid after re-adoption: \(before) / \(after)")
+        #expect(try agent.ok(["exec", "k1", "--", "echo", "still here"]) == "still here\n")
+        try agent.ok(["stop", "k1", "--force"])
+        #expect(try agent.ok(["list", "--format", "csv"]).contains("k1,STOPPED"))
+    }
+
+    @Test func filesAndConsole() throws {
+        try agent.ok(["launch", "busybox", "f1"])
+        let src = "\(agent.dataDir)/push-src"
+        try "pushed content\n".write(toFile: src, atomically: true, encoding: .utf8)
+        try agent.ok(["file", "push", src, "f1/root/pushed.txt"])
+        #expect(try agent.ok(["exec", "f1", "--", "cat", "/root/pushed.txt"]) == "pushed content\n")
+        #expect(try agent.ok(["file", "pull", "f1/root/pushed.txt", "-"]) == "pushed content\n")
+        // A symlink inside the container must not lead a pull to the host's files.
+        try agent.ok(["exec", "f1", "--", "ln", "-s", "/etc/shadow", "/root/evil"])
+        let pulled = try agent.ctl(["file", "pull", "f1/root/evil", "-"])
+        #expect(!pulled.stdout.contains("root:"), "pull followed a container symlink to the host")
+        _ = try agent.ctl(["console", "f1", "--show-log"])
+    }
+}
