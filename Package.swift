@@ -73,7 +73,7 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
         ]),
         .target(name: "Agent", dependencies: [
-            "Gateway", "Instances", "ClusterDB", "Dqlite", "Runtime", "Images", "Operations",
+            "Gateway", "Instances", "ClusterDB", "Dqlite", "Runtime", "Images", "Migration", "Operations",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -1,0 +1,153 @@
+import Foundation
+import Glibc
+
+/// The container cgroups on this host: `<parent>/<member>/<instance>` in every hierarchy used.
+struct Cgroups: Sendable {
+    let layout: CgroupLayout
+    let base: String   // "<parent>/<member>"
+
+    init(layout: CgroupLayout, parent: String = "lxd-swift", member: String) {
+        self.layout = layout
+        self.base = parent + "/" + member
+    }
+
+    func relative(_ name: String) -> String { base + "/" + name }
+    func directories(_ name: String) -> [String] { layout.directories(relative: relative(name)) }
+
+    /// Creates the container's groups (and missing parents), applies limits, and hands the
+    /// groups to the container's root so it can manage its own subtree.
+    func create(_ name: String, limits: Limits, owner: IDMap?) throws(RuntimeError) {
+        let levels = [base.split(separator: "/").first.map(String.init)!, base, relative(name)]
+        if layout.usesV2 {
+            let root = layout.unified!
+            for level in levels.dropLast() {
+                try makeDir(root + "/" + level)
+            }
+            // Enable the controllers for children at the root and each parent level.
+            for dir in [root] + levels.dropLast().map({ root + "/" + $0 }) {
+                let available = (try? readString(dir + "/cgroup.controllers")) ?? ""
+                let wanted = ["memory", "cpu", "pids", "cpuset"].filter { available.split(separator: " ").contains(Substring($0)) }
+                if !wanted.isEmpty {
+                    try writeString(dir + "/cgroup.subtree_control", wanted.map { "+" + $0 }.joined(separator: " "))
+                }
+            }
+            try makeDir(root + "/" + relative(name))
+        } else {
+            for dir in Set(layout.v1.values).sorted() {
+                for level in levels { try makeDir(dir + "/" + level) }
+            }
+            if let cpuset = layout.v1["cpuset"] {
+                // A new v1 cpuset starts empty and refuses tasks: inherit the parent's sets.
+                var parent = cpuset
+                for level in levels {
+                    let dir = cpuset + "/" + level
+                    for file in ["cpuset.cpus", "cpuset.mems"] {
+                        let mine = (try? readString(dir + "/" + file)) ?? ""
+                        if mine.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                            try writeString(dir + "/" + file, try readString(parent + "/" + file))
+                        }
+                    }
+                    parent = dir
+                }
+            }
+        }
+        if let devices = layout.v1["devices"], !layout.usesV2 {
+            let dir = devices + "/" + relative(name)
+            try writeString(dir + "/devices.deny", CgroupLayout.v1DeviceRules.deny)
+            for rule in CgroupLayout.v1DeviceRules.allow { try writeString(dir + "/devices.allow", rule) }
+        }
+        try apply(name, limits: limits)
+        if let owner {
+            for dir in directories(name) {
+                for entry in ["", "/cgroup.procs", "/tasks", "/cgroup.subtree_control", "/cgroup.threads"] {
+                    _ = chown(dir + entry, owner.hostBase, owner.hostBase)   // missing files are fine
+                }
+            }
+        }
+    }
+
+    func apply(_ name: String, limits: Limits) throws(RuntimeError) {
+        for w in layout.limitWrites(limits) {
+            guard let dir = layout.directory(of: w.controller, relative: relative(name)) else { continue }
+            try writeString(dir + "/" + w.file, w.value)
+        }
+    }
+
+    /// Removes the container's groups. A group can stay busy for a moment after its last
+    /// task was reaped, and an exec helper (outside the container's pid namespace) can still
+    /// be in it: stragglers are killed, EBUSY is retried for up to ~2 s.
+    func remove(_ name: String) throws(RuntimeError) {
+        for dir in directories(name) {
+            var attempts = 0
+            while rmdir(dir) != 0 {
+                let e = errno
+                if e == ENOENT { break }
+                attempts += 1
+                if e != EBUSY || attempts > 400 { throw .system("rmdir cgroup", on: dir, e) }
+                if attempts % 20 == 1, let procs = try? readString(dir + "/cgroup.procs") {
+                    for pid in procs.split(separator: "\n").compactMap({ pid_t($0) }) { kill(pid, SIGKILL) }
+                }
+                usleep(5_000)
+            }
+        }
+    }
+
+    /// Live figures; absent files give nil.
+    func stats(_ name: String) -> (processes: Int64?, memory: Int64?, peak: Int64?, cpu: Int64?) {
+        let rel = relative(name)
+        func num(_ controller: String, _ file: String) -> Int64? {
+            guard let dir = layout.directory(of: controller, relative: rel) else { return nil }
+            return readInt(dir + "/" + file)
+        }
+        if layout.usesV2 {
+            var cpu: Int64?
+            if let dir = layout.directory(of: "cpu", relative: rel), let stat = try? readString(dir + "/cpu.stat") {
+                for line in stat.split(separator: "\n") where line.hasPrefix("usage_usec ") {
+                    cpu = Int64(line.dropFirst(11)).map { $0 * 1000 }
+                }
+            }
+            return (num("pids", "pids.current"), num("memory", "memory.current"), num("memory", "memory.peak"), cpu)
+        }
+        return (num("pids", "pids.current"), num("memory", "memory.usage_in_bytes"),
+                num("memory", "memory.max_usage_in_bytes"), num("cpuacct", "cpuacct.usage"))
+    }
+
+    private func makeDir(_ path: String) throws(RuntimeError) {
+        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw .system("mkdir cgroup", on: path, errno) }
+    }
+}
+
+// Small-file I/O with plain syscalls: these run often (state of 100 containers) and must be cheap.
+
+func readString(_ path: String) throws(RuntimeError) -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw .system("open", on: path, errno) }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buf, buf.count)
+        if n < 0 { if errno == EINTR { continue }; throw .system("read", on: path, errno) }
+        if n == 0 { break }
+        out += buf[0..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+func readInt(_ path: String) -> Int64? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { return nil }
+    defer { close(fd) }
+    var buf = [UInt8](repeating: 0, count: 64)
+    let n = read(fd, &buf, buf.count)
+    guard n > 0 else { return nil }
+    return Int64(String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+}
+
+func writeString(_ path: String, _ value: String) throws(RuntimeError) {
+    let fd = open(path, O_WRONLY | O_CLOEXEC)
+    if fd < 0 { throw .system("open", on: path, errno) }
+    defer { close(fd) }
+    let bytes = Array(value.utf8)
+    if write(fd, bytes, bytes.count) != bytes.count { throw .system("write '\(value)'", on: path, errno) }
+}

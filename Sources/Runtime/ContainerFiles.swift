@@ -1,0 +1,82 @@
+import CRuntime
+import Glibc
+
+/// A file (or directory) inside a container, with ownership as the container sees it.
+public struct ContainerFile: Sendable, Equatable {
+    public var content: [UInt8]
+    /// Permission bits (07777).
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    /// Entry names when the path is a directory (bytes are empty then).
+    public var entries: [String]?
+}
+
+extension ContainerRuntime {
+    /// Reads a file in the container. Paths resolve inside the container root
+    /// (openat2 RESOLVE_IN_ROOT): container symlinks never lead to host files.
+    public func readFile(name: String, path: String) async throws(RuntimeError) -> ContainerFile {
+        try await withRoot(name) { (root, idmap) throws(RuntimeError) in
+            let fd = cr_openat2_in_root(root, path, O_RDONLY, 0)
+            if fd < 0 { throw .system("open", on: "\(path) in \(name)", errno) }
+            defer { close(fd) }
+            var st = stat()
+            if fstat(fd, &st) != 0 { throw .system("stat", on: "\(path) in \(name)", errno) }
+            let uid = idmap?.containerID(st.st_uid) ?? st.st_uid
+            let gid = idmap?.containerID(st.st_gid) ?? st.st_gid
+            let mode = UInt32(st.st_mode) & 0o7777
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                return ContainerFile(content: [], mode: mode, uid: uid, gid: gid, entries: try listDirectory(fd, path))
+            }
+            guard (st.st_mode & S_IFMT) == S_IFREG else {
+                throw .invalid("\(path) in \(name) is not a regular file or directory")
+            }
+            var out: [UInt8] = []
+            var buf = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = read(fd, &buf, buf.count)
+                if n < 0 { if errno == EINTR { continue }; throw .system("read", on: "\(path) in \(name)", errno) }
+                if n == 0 { break }
+                out += buf[0..<n]
+            }
+            return ContainerFile(content: out, mode: mode, uid: uid, gid: gid, entries: nil)
+        }
+    }
+
+    /// Creates or replaces a regular file in the container with the given mode and owner
+    /// (container ids). The parent directory must exist.
+    public func writeFile(name: String, path: String, content bytes: [UInt8], mode: UInt32 = 0o644,
+                          uid: UInt32 = 0, gid: UInt32 = 0) async throws(RuntimeError) {
+        try await withRoot(name) { (root, idmap) throws(RuntimeError) in
+            let hostUID = idmap.map { $0.hostID(uid) } ?? uid
+            let hostGID = idmap.map { $0.hostID(gid) } ?? gid
+            guard let hostUID, let hostGID else {
+                throw .invalid("owner \(uid):\(gid) is outside the id map of \(name)")
+            }
+            let fd = cr_openat2_in_root(root, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode & 0o7777)
+            if fd < 0 { throw .system("open for writing", on: "\(path) in \(name)", errno) }
+            defer { close(fd) }
+            var off = 0
+            while off < bytes.count {
+                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
+                if n < 0 { if errno == EINTR { continue }; throw .system("write", on: "\(path) in \(name)", errno) }
+                off += n
+            }
+            // Owner first: chown clears setuid/setgid bits, so the mode goes last.
+            if fchown(fd, hostUID, hostGID) != 0 { throw .system("chown", on: "\(path) in \(name)", errno) }
+            if fchmod(fd, mode_t(mode & 0o7777)) != 0 { throw .system("chmod", on: "\(path) in \(name)", errno) }
+        }
+    }
+}
+
+private func listDirectory(_ fd: Int32, _ path: String) throws(RuntimeError) -> [String] {
+    let dupFD = dup(fd)
+    guard dupFD >= 0, let dir = fdopendir(dupFD) else { throw .system("opendir", on: path, errno) }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}

@@ -1,0 +1,235 @@
+import CRuntime
+import Glibc
+
+/// `lxd-start start`: joins the container's cgroups, clones the init process into new user
+/// (unless privileged) and pid namespaces, maps its ids, mounts the root filesystem in the
+/// host mount namespace, then lets the child build the rest and execve init.
+/// Reports "pid=N" once init's execve succeeded, or "error=...".
+struct StartContainer {
+    let hostname: String
+    let lower: String
+    let upper: String
+    let work: String
+    let rootfs: String
+    let console: String
+    let uidMap: IDRange?
+    let gidMap: IDRange?
+    /// False when the lower is already shifted into the map (kernels without idmapped mounts).
+    let idmapLower: Bool
+    let cgroups: [String]
+    let deny: [String]
+    let dropCaps: [String]
+    let argv: [String]
+    let env: [String]
+
+    init(_ a: Arguments) throws(HelperError) {
+        hostname = try a.required("name")
+        lower = try a.required("lower")
+        upper = try a.required("upper")
+        work = try a.required("work")
+        rootfs = try a.required("rootfs")
+        console = a.optional("console") ?? ""
+        uidMap = try a.optional("uidmap").map { (s: String) throws(HelperError) in try IDRange(s) }
+        gidMap = try a.optional("gidmap").map { (s: String) throws(HelperError) in try IDRange(s) }
+        if (uidMap == nil) != (gidMap == nil) { throw HelperError("uidmap= and gidmap= go together") }
+        idmapLower = a.optional("idmaplower") != "0"
+        cgroups = a.all("cgroup")
+        deny = a.all("deny")
+        dropCaps = a.all("dropcap")
+        argv = a.all("arg")
+        env = a.all("env")
+        if a.mode == "start" {
+            if argv.isEmpty { throw HelperError("missing init command (arg=)") }
+            if console.isEmpty { throw HelperError("missing argument console=") }
+        }
+    }
+
+    var privileged: Bool { uidMap == nil }
+
+    /// `lxd-start mount`: only the root filesystem (e.g. to reach files of a stopped
+    /// container, or to prepare a restore). The child exists just to own the user namespace
+    /// the lower layer is idmapped with; the idmapped mount keeps that namespace alive.
+    func mountOnly() throws(HelperError) {
+        guard !privileged && idmapLower else {
+            try mountRoot(usernsFD: -1)
+            return
+        }
+        var sync: [Int32] = [-1, -1]
+        try check(cr_pipe2(&sync, O_CLOEXEC), "pipe")
+        let pid = cr_clone3(UInt64(cr_CLONE_NEWUSER))
+        if pid < 0 { throw HelperError.errno("clone3 (user namespace)") }
+        if pid == 0 {
+            close(sync[1])
+            var b: UInt8 = 0
+            _ = read(sync[0], &b, 1)
+            _exit(0)
+        }
+        close(sync[0])
+        defer {
+            close(sync[1])
+            var st: Int32 = 0
+            waitpid(pid, &st, 0)
+        }
+        try prepareFromParent(child: pid)
+    }
+
+    /// Runs in the helper; returns the init pid once its execve is confirmed.
+    func run() throws(HelperError) -> pid_t {
+        try joinCgroups(cgroups)
+
+        var sync: [Int32] = [-1, -1]   // parent -> child: "maps and rootfs are ready"
+        var failure: [Int32] = [-1, -1] // child -> parent: error text; EOF on execve = success
+        try check(cr_pipe2(&sync, O_CLOEXEC), "pipe")
+        try check(cr_pipe2(&failure, O_CLOEXEC), "pipe")
+
+        var flags = UInt64(cr_CLONE_NEWPID)
+        if !privileged { flags |= UInt64(cr_CLONE_NEWUSER) }
+        let pid = cr_clone3(flags)
+        if pid < 0 { throw HelperError.errno("clone3 (user+pid namespaces)") }
+        if pid == 0 {
+            close(sync[1]); close(failure[0])
+            var go: UInt8 = 0
+            // Nothing may happen before the parent wrote the id maps: until then this process
+            // still holds host root's credentials.
+            if read(sync[0], &go, 1) != 1 { _exit(1) }
+            close(sync[0])
+            let err = childSetup(errorPipe: failure[1])
+            writeAll(failure[1], err.message)
+            _exit(127)
+        }
+        close(sync[0]); close(failure[1])
+        do throws(HelperError) {
+            try prepareFromParent(child: pid)
+        } catch {
+            kill(pid, SIGKILL)
+            var st: Int32 = 0
+            waitpid(pid, &st, 0)
+            throw error
+        }
+        var go: UInt8 = 1
+        if write(sync[1], &go, 1) != 1 { throw HelperError.errno("release container init") }
+        close(sync[1])
+        let message = readAll(failure[0])
+        close(failure[0])
+        if !message.isEmpty {
+            var st: Int32 = 0
+            waitpid(pid, &st, 0)
+            throw HelperError(String(decoding: message, as: UTF8.self))
+        }
+        return pid
+    }
+
+    /// Host side, between clone and release: id maps, then the overlay root filesystem whose
+    /// lower layer is idmapped with the child's user namespace.
+    private func prepareFromParent(child pid: pid_t) throws(HelperError) {
+        var usernsFD: Int32 = -1
+        if let uidMap, let gidMap {
+            try writeFile("/proc/\(pid)/uid_map", uidMap.mapLine)
+            try writeFile("/proc/\(pid)/gid_map", gidMap.mapLine)
+            if idmapLower {
+                usernsFD = open("/proc/\(pid)/ns/user", O_RDONLY | O_CLOEXEC)
+                if usernsFD < 0 { throw HelperError.errno("open user namespace of \(pid)") }
+            }
+        }
+        defer { if usernsFD >= 0 { close(usernsFD) } }
+        try mountRoot(usernsFD: usernsFD)
+    }
+
+    /// The overlay at `rootfs`: lower read-only (idmapped with `usernsFD` when >= 0).
+    private func mountRoot(usernsFD: Int32) throws(HelperError) {
+        // The detached layer's fd must stay open until the overlay exists (NOTES-criu.md).
+        let layer = cr_detached_layer(lower, usernsFD)
+        if layer < 0 {
+            throw HelperError.errno("make \(usernsFD < 0 ? "read-only" : "idmapped") mount of layer \(lower)"
+                                    + (usernsFD >= 0 ? " (kernel needs idmapped mounts; else use shifted layers)" : ""))
+        }
+        defer { close(layer) }
+        var stage: UnsafePointer<CChar>? = nil
+        if cr_mount_overlay("/proc/self/fd/\(layer)", upper, work, rootfs, &stage) < 0 {
+            let what = stage.map { String(cString: $0) } ?? "overlay"
+            throw HelperError.errno("mount overlay root at \(rootfs): \(what)")
+        }
+    }
+
+    /// In the child after release: returns only on failure (the error to report).
+    private func childSetup(errorPipe: Int32) -> HelperError {
+        do throws(HelperError) {
+            if !privileged {
+                try check(cr_setgroups_empty(), "setgroups")
+                try check(cr_setresgid(0), "setresgid(0)")
+                try check(cr_setresuid(0), "setresuid(0)")
+            }
+            // Already inside its cgroups (joined by the helper before clone), so the new
+            // cgroup namespace is rooted at the container's own cgroups.
+            try check(cr_unshare(cr_CLONE_NEWNS | cr_CLONE_NEWUTS | cr_CLONE_NEWIPC | cr_CLONE_NEWNET | cr_CLONE_NEWCGROUP),
+                      "unshare(mount, uts, ipc, net, cgroup)")
+            try mountFS("none", "/", nil, Int(MS_REC) | Int(MS_PRIVATE), nil)
+            // Mounts copied from the host namespace are locked and pivot_root refuses a locked
+            // new root (EINVAL): a bind made here belongs to this namespace.
+            try mountFS(rootfs, rootfs, nil, Int(MS_BIND) | Int(MS_REC), nil)
+            try buildMounts()
+            try check(cr_sethostname(hostname), "sethostname \(hostname)")
+            try check(cr_loopback_up(), "bring up lo")
+            try check(chdir(rootfs), "chdir \(rootfs)")
+            try check(cr_pivot_root(".", "."), "pivot_root \(rootfs)")
+            try check(umount2(".", Int32(MNT_DETACH)), "detach old root")
+            try check(chdir("/"), "chdir /")
+            if setsid() < 0 { throw HelperError.errno("setsid") }
+            try stdio()
+            // Every inherited fd goes at exec; the error pipe stays until then.
+            try check(cr_close_range_cloexec(3), "close_range")
+            resetSignals()
+            try applySecurity(deny: deny, dropCaps: dropCaps)
+        } catch {
+            return error
+        }
+        return execCommand(argv, env: env)
+    }
+
+    private func buildMounts() throws(HelperError) {
+        let r = rootfs
+        let nosuidNodevNoexec = Int(MS_NOSUID) | Int(MS_NODEV) | Int(MS_NOEXEC)
+        for d in ["proc", "sys", "dev"] { try makeDir(pathJoin(r, d)) }
+        try mountFS("proc", r + "/proc", "proc", nosuidNodevNoexec, nil)
+        if privileged {
+            // Host root inside: keep kernel tunables read-only.
+            try bind(r + "/proc/sys", r + "/proc/sys")
+            try mountFS("none", r + "/proc/sys", nil, Int(MS_BIND) | Int(MS_REMOUNT) | Int(MS_RDONLY) | nosuidNodevNoexec, nil)
+        }
+        try mountFS("sysfs", r + "/sys", "sysfs", nosuidNodevNoexec | (privileged ? Int(MS_RDONLY) : 0), nil)
+        try mountFS("tmpfs", r + "/dev", "tmpfs", Int(MS_NOSUID) | Int(MS_NOEXEC), "mode=755,size=65536k")
+        // mknod is not allowed in a user namespace: bind the host's device nodes instead.
+        for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+            try makeFile(r + "/dev/" + dev)
+            try bind("/dev/" + dev, r + "/dev/" + dev)
+        }
+        try makeFile(r + "/dev/console")
+        try bind(console, r + "/dev/console")
+        try makeDir(r + "/dev/pts")
+        try mountFS("devpts", r + "/dev/pts", "devpts", Int(MS_NOSUID) | Int(MS_NOEXEC),
+                    "newinstance,ptmxmode=0666,mode=0620,gid=5")
+        try makeSymlink("pts/ptmx", r + "/dev/ptmx")
+        try makeDir(r + "/dev/shm", 0o1777)
+        try mountFS("tmpfs", r + "/dev/shm", "tmpfs", Int(MS_NOSUID) | Int(MS_NODEV), "mode=1777")
+        try makeDir(r + "/dev/mqueue")
+        try mountFS("mqueue", r + "/dev/mqueue", "mqueue", nosuidNodevNoexec, nil)
+        try makeSymlink("/proc/self/fd", r + "/dev/fd")
+        try makeSymlink("/proc/self/fd/0", r + "/dev/stdin")
+        try makeSymlink("/proc/self/fd/1", r + "/dev/stdout")
+        try makeSymlink("/proc/self/fd/2", r + "/dev/stderr")
+    }
+
+    /// stdin from the container's /dev/null, stdout/stderr to its /dev/console (the console
+    /// log bind): nothing refers to a host file the container did not mount itself.
+    private func stdio() throws(HelperError) {
+        let null = open("/dev/null", O_RDONLY | O_NOCTTY)
+        if null < 0 { throw HelperError.errno("open /dev/null") }
+        let cons = open("/dev/console", O_WRONLY | O_APPEND | O_NOCTTY)
+        if cons < 0 { throw HelperError.errno("open /dev/console") }
+        try check(dup2(null, 0), "dup2 stdin")
+        try check(dup2(cons, 1), "dup2 stdout")
+        try check(dup2(cons, 2), "dup2 stderr")
+        if null > 2 { close(null) }
+        if cons > 2 { close(cons) }
+    }
+}

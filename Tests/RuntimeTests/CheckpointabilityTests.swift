@@ -1,0 +1,60 @@
+import Foundation
+import Glibc
+import Testing
+@testable import Runtime
+
+/// Containers are built to be checkpointable (NOTES-criu.md): prove it with the host's CRIU
+/// and the runtime's restore bookkeeping. Migration owns the real driver; this only checks
+/// that what the runtime builds is dumpable and restorable.
+@Suite(.serialized, .enabled(if: Host.canRunContainers && access("/usr/local/sbin/criu", X_OK) == 0,
+                             "needs root, busybox, lxd-start and /usr/local/sbin/criu (scripts/install-criu)"))
+struct CheckpointabilityTests {
+    static func criu(_ args: [String], log dir: String) async throws -> Int32 {
+        let out = open(dir + "/criu.out", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        defer { close(out) }
+        let p = try Spawner.spawn("/usr/local/sbin/criu", arguments: ["criu"] + args,
+                                  environment: ["PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"], fds: [1: out, 2: out])
+        return await p.wait().shellCode
+    }
+
+    @Test(arguments: [UInt32?.some(3_500_000), nil])
+    func dumpAndRestore(base: UInt32?) async throws {
+        let f = try Fixture(base == nil ? "criu-priv" : "criu")
+        defer { f.tearDown() }
+        let rt = f.runtime
+        var spec = f.spec("k1", base: base)
+        // A counter in init's memory shows the process state came back, not a restart.
+        spec.initCommand = ["/bin/sh", "-c", "trap 'exit 0' TERM PWR; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"]
+        let c = try await rt.start(spec)
+        try await Task.sleep(for: .milliseconds(300))
+        let images = f.root + "/images"
+        // Restored tasks of an unprivileged container probe optional images (tty-info.img)
+        // as the mapped root: the directory must be searchable, or ENOENT turns into EACCES.
+        mkdir(images, 0o711)
+        let dump = try await Self.criu(["dump", "-t", "\(c.pid)", "-D", images, "-o", "dump.log", "--external", "mnt[]", "--network-lock", "nftables"], log: images)
+        #expect(dump == 0, "criu dump failed: \(hostFile(images + "/dump.log").suffix(1500))")
+        guard dump == 0 else { try? await rt.stop(name: "k1", force: true); try? rt.delete(name: "k1"); return }
+        #expect(await rt.awaitStopped(name: "k1", timeout: .seconds(5)))
+        let before = Int(hostFile(f.dataDir + "/containers/k1/upper/tmp/count").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+
+        let prep = try await rt.mountForRestore(name: "k1")
+        let pidfile = images + "/restored.pid"
+        let restore = try await Self.criu(["restore", "-D", images, "-o", "restore.log", "--root", prep.rootfs,
+                                           "--external", "mnt[]", "--network-lock", "nftables", "-d", "--pidfile", pidfile], log: images)
+        #expect(restore == 0, "criu restore failed: \(hostFile(images + "/restore.log").suffix(1500))")
+        guard restore == 0, let pid = pid_t(hostFile(pidfile).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            rt.releaseRestore(name: "k1"); try? rt.delete(name: "k1"); return
+        }
+        let restored = try rt.registerRestored(name: "k1", pid: pid, reapedAfter: prep.reapedAfter)
+        #expect(try await run(rt, "k1", ["hostname"]).output == "k1\n")
+        try await Task.sleep(for: .milliseconds(200))
+        let after = Int(try await run(rt, "k1", ["cat", "/tmp/count"]).output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        #expect(before > 0 && after > before, "counter \(before) -> \(after)")
+        if let base {
+            #expect(squeezed(try await run(rt, "k1", ["cat", "/proc/self/uid_map"]).output) == "0 \(base) 65536")
+        }
+        try await rt.stop(name: "k1", force: false, timeout: .seconds(5))
+        try expectNothingLeft(f, "k1", pid: restored.pid)
+        try rt.delete(name: "k1")
+    }
+}
