@@ -6,6 +6,7 @@ import Gateway
 import Images
 import Instances
 import Logging
+import Migration
 import Operations
 import Runtime
 import ServiceLifecycle
@@ -62,7 +63,9 @@ public enum Agent {
         // An import interrupted by a crash leaves temporary directories; no import runs yet.
         try store.removeLeftovers()
         let operations = OperationRegistry(location: local.name, logger: logger)
-        let instances = InstanceService(member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: .fromHost(), logger: logger)
+        let instances = InstanceService(
+            member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: .fromHost(),
+            checkpointer: checkpointer(logger: logger), dataDir: dataDir, logger: logger)
         let images = ImageService(member: member, db: db, store: store, operations: operations, logger: logger)
         let uploads = "\(dataDir)/uploads"
         try? FileManager.default.removeItem(atPath: uploads)
@@ -83,6 +86,17 @@ public enum Agent {
         // Containers keep running; only our own node stops.
         try? node.stop()
         logger.info("agent stopped; containers left running")
+    }
+
+    /// CRIU for stateful stop/start, when one is installed (scripts/install-criu).
+    static func checkpointer(logger: Logger) -> Checkpointer? {
+        do {
+            let criu = try CRIU.locate()
+            return Checkpointer(driver: CRIUDriver(criu: criu, runner: SpawnerCommandRunner(), logger: logger), logger: logger)
+        } catch {
+            logger.notice("stateful stop/start disabled", metadata: ["reason": "\(error)"])
+            return nil
+        }
     }
 
     static func serverInfo(member: String) -> Server {

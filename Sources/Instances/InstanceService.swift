@@ -4,6 +4,7 @@ import Foundation
 import Images
 import InstanceConfig
 import Logging
+import Migration
 import Operations
 import Runtime
 
@@ -67,9 +68,14 @@ public final class InstanceService: Sendable {
     let operations: OperationRegistry
     let idmaps: IDMapRange
     let locks = InstanceLocks()
+    /// Checkpoint/restore for stateful stop and start; nil when no usable CRIU was found.
+    let checkpointer: Checkpointer?
+    let dataDir: String
     let logger: Logger
 
-    public init(member: MemberIdentity, db: ClusterDB, runtime: ContainerRuntime, store: ImageStore, operations: OperationRegistry, idmaps: IDMapRange, logger: Logger) {
+    public init(member: MemberIdentity, db: ClusterDB, runtime: ContainerRuntime, store: ImageStore, operations: OperationRegistry, idmaps: IDMapRange, checkpointer: Checkpointer?, dataDir: String, logger: Logger) {
+        self.checkpointer = checkpointer
+        self.dataDir = dataDir
         self.member = member
         self.db = db
         self.runtime = runtime
@@ -177,7 +183,14 @@ public final class InstanceService: Sendable {
     public func changeState(_ name: String, _ put: InstanceStatePut) async throws -> APIOperation {
         let r = try await row(name)
         let force = put.force ?? false
+        let stateful = put.stateful ?? false
         let timeout = Duration.seconds(put.timeout.flatMap { $0 >= 0 ? $0 : nil } ?? 30)
+        if stateful {
+            guard put.action == "stop" else { throw APIError.badRequest("stateful applies to stop only: start restores a saved state by itself") }
+            guard checkpointer != nil else {
+                throw APIError.badRequest("Stateful stop needs CRIU >= 4.2 on member \(member.name): run scripts/install-criu")
+            }
+        }
         switch put.action {
         case "start":
             if runtime.state(name: name)?.running == true { throw APIError.badRequest("Instance \(name) is already running") }
@@ -196,6 +209,8 @@ public final class InstanceService: Sendable {
                 switch put.action {
                 case "start":
                     try await self.startLocked(r)
+                case "stop" where stateful:
+                    try await self.checkpointLocked(name)
                 case "stop":
                     try await self.stopLocked(name, force: force, timeout: timeout)
                 default:
@@ -209,12 +224,46 @@ public final class InstanceService: Sendable {
 
     private func startLocked(_ r: InstanceRow) async throws {
         if runtime.state(name: r.name)?.running == true { return }
-        let spec = try spec(for: r)
-        _ = try await runtime.start(spec)
+        if hasSavedState(r.name) {
+            guard let checkpointer else {
+                throw APIError.badRequest("Instance \(r.name) has a saved state but CRIU is missing on member \(member.name): run scripts/install-criu")
+            }
+            do {
+                _ = try await checkpointer.restore(name: r.name, destination: runtime, from: stateDirectory(r.name))
+            } catch {
+                throw APIError.internal("Restoring the saved state of \(r.name) failed: \(error). The state is kept; start again to retry")
+            }
+            try? FileManager.default.removeItem(atPath: stateDirectory(r.name))
+        } else {
+            let spec = try spec(for: r)
+            _ = try await runtime.start(spec)
+        }
         try await db.transaction { tx in
             try tx.updateInstancePowerState(name: r.name, .running)
             try tx.touchInstance(name: r.name, lastUsedAt: Date())
         }
+    }
+
+    /// Stateful stop: CRIU dumps the process tree into the instance's state directory and the
+    /// container stops; the next start restores it (memory, pids, open files).
+    private func checkpointLocked(_ name: String) async throws {
+        guard let checkpointer else { throw APIError.badRequest("Stateful stop needs CRIU") }
+        let dir = stateDirectory(name)
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        do {
+            _ = try await checkpointer.checkpoint(name: name, source: runtime, into: dir)
+        } catch {
+            try? FileManager.default.removeItem(atPath: dir)
+            throw APIError.internal("Stateful stop of \(name) failed: \(error). The instance keeps running")
+        }
+        try await db.transaction { tx in try tx.updateInstancePowerState(name: name, .stopped) }
+    }
+
+    func stateDirectory(_ name: String) -> String { "\(dataDir)/containers/\(name)/state" }
+
+    func hasSavedState(_ name: String) -> Bool {
+        FileManager.default.fileExists(atPath: "\(stateDirectory(name))/inventory.img")
     }
 
     private func stopLocked(_ name: String, force: Bool, timeout: Duration) async throws {
@@ -363,6 +412,7 @@ public final class InstanceService: Sendable {
         var i = Instance(
             name: r.name, status: status, architecture: r.architecture, config: r.config, location: r.location,
             createdAt: Self.iso(r.createdAt), lastUsedAt: Self.iso(r.lastUsedAt ?? Date(timeIntervalSince1970: 0)))
+        i.stateful = hasSavedState(r.name)
         if withState { i.state = apiState(r, st) }
         return i
     }

@@ -2,8 +2,6 @@ import Glibc
 import Runtime
 
 /// The checkpoint side of `ContainerRuntime`, from its public API.
-/// The restore side (`RestoreDestination`) needs Runtime to mount the root, create cgroups and
-/// adopt a restored init under its own bookkeeping; it is not provided here.
 extension ContainerRuntime: CheckpointSource {
     public func checkpointTarget(name: String) async throws -> CheckpointTarget {
         guard let s = state(name: name), s.running, s.pid > 0 else { throw RuntimeError.notRunning(name) }
@@ -13,13 +11,26 @@ extension ContainerRuntime: CheckpointSource {
     }
 
     public func waitStopped(name: String, timeout: Duration) async throws {
-        let deadline = ContinuousClock.now + timeout
-        // The runtime drops a container from its table only after unmounting and removing cgroups.
-        while runningNames().contains(name) {
-            guard ContinuousClock.now < deadline else {
-                throw RuntimeError.invalid("container \(name) still registered as running \(timeout) after its checkpoint; check the runtime's cleanup")
-            }
-            try await Task.sleep(for: .milliseconds(5))
+        // The runtime reports stopped only after reaping init, unmounting and removing cgroups.
+        guard await awaitStopped(name: name, timeout: timeout) else {
+            throw RuntimeError.invalid("container \(name) still registered as running \(timeout) after its checkpoint; check the runtime's cleanup")
         }
+    }
+}
+
+/// The restore side on the same host: the runtime rebuilds the same root filesystem and the
+/// container's own cgroups (same paths as at dump time, so no --cgroup-root is needed).
+extension ContainerRuntime: RestoreDestination {
+    public func prepareRestore(name: String) async throws -> RestoreTarget {
+        let prep = try await mountForRestore(name: name)
+        return RestoreTarget(rootfs: prep.rootfs, reapedAfter: prep.reapedAfter)
+    }
+
+    public func adoptRestored(name: String, pid: Int32, target: RestoreTarget) async throws {
+        _ = try registerRestored(name: name, pid: pid, reapedAfter: target.reapedAfter)
+    }
+
+    public func abandonRestore(name: String) async {
+        releaseRestore(name: name)
     }
 }
