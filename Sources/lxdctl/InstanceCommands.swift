@@ -1,0 +1,212 @@
+import APITypes
+import ArgumentParser
+import LXDClient
+
+struct Launch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create and start an instance.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Image alias.") var image: String
+    @Argument(help: "Instance name.") var name: String
+    @Option(name: [.customShort("c"), .long], help: "Config key=value (repeatable).") var config: [String] = []
+
+    func run() async throws {
+        let config = try ArgumentSyntax.keyValues(config)
+        Output.stdout("Creating \(name)\n")
+        try await connection.client.createInstance(InstancesPost(name: name, source: .init(alias: image), config: config, start: true))
+        Output.stdout("Starting \(name)\n")
+    }
+}
+
+struct Init: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create an instance without starting it.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Image alias.") var image: String
+    @Argument(help: "Instance name.") var name: String
+    @Option(name: [.customShort("c"), .long], help: "Config key=value (repeatable).") var config: [String] = []
+
+    func run() async throws {
+        let config = try ArgumentSyntax.keyValues(config)
+        Output.stdout("Creating \(name)\n")
+        try await connection.client.createInstance(InstancesPost(name: name, source: .init(alias: image), config: config))
+    }
+}
+
+struct Start: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start instances.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Instance names.") var names: [String]
+
+    func run() async throws {
+        let client = connection.client
+        for name in names { try await client.changeState(name, InstanceStatePut(action: "start")) }
+    }
+}
+
+struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop instances.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Instance names.") var names: [String]
+    @Flag(name: [.customShort("f"), .long], help: "Kill instead of asking init to shut down.") var force = false
+    @Option(help: "Seconds to wait for a clean shutdown (-1: no limit).") var timeout: Int = -1
+    @Flag(help: "Checkpoint the running state so the next start restores it.") var stateful = false
+
+    func run() async throws {
+        let client = connection.client
+        let change = InstanceStatePut(action: "stop", timeout: timeout, force: force, stateful: stateful ? true : nil)
+        for name in names { try await client.changeState(name, change) }
+    }
+}
+
+struct Restart: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Restart instances.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Instance names.") var names: [String]
+    @Flag(name: [.customShort("f"), .long], help: "Kill instead of asking init to shut down.") var force = false
+    @Option(help: "Seconds to wait for a clean shutdown (-1: no limit).") var timeout: Int = -1
+
+    func run() async throws {
+        let client = connection.client
+        for name in names { try await client.changeState(name, InstanceStatePut(action: "restart", timeout: timeout, force: force)) }
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete instances.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Instance names.") var names: [String]
+    @Flag(name: [.customShort("f"), .long], help: "Stop running instances first.") var force = false
+
+    func run() async throws {
+        let client = connection.client
+        for name in names { try await client.deleteInstance(name, force: force) }
+    }
+}
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List instances with their state.")
+    @OptionGroup var connection: ConnectionOptions
+    @Option(name: [.customShort("f"), .long], help: "Output format: table, csv or json.") var format: OutputFormat = .table
+
+    func run() async throws {
+        let instances = try await connection.client.instances()
+        switch format {
+        case .table: Output.stdout(TextTable.render(headers: Views.instanceColumns, rows: Views.instanceRows(instances)))
+        case .csv: Output.stdout(TextTable.csv(rows: Views.instanceRows(instances)))
+        case .json: Output.stdout(try JSONText.encode(instances))
+        }
+    }
+}
+
+struct Info: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show an instance's details and live state.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Instance name.") var name: String
+
+    func run() async throws {
+        let client = connection.client
+        let instance = try await client.instance(name)
+        let state = try await client.instanceState(name)
+        Output.stdout(Views.info(instance, state: state))
+    }
+}
+
+struct ConfigCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config", abstract: "Read and change instance config.",
+        subcommands: [Set.self, Unset.self, Get.self, Show.self]
+    )
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set config keys: NAME key=value... (or NAME key value).")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "Instance name.") var name: String
+        @Argument(help: "key=value pairs.") var settings: [String]
+
+        func run() async throws {
+            let config: [String: String]
+            if settings.count == 2, !settings[0].contains("=") {
+                config = [settings[0]: settings[1]]
+            } else {
+                config = try ArgumentSyntax.keyValues(settings)
+            }
+            guard !config.isEmpty else { throw CLIError("nothing to set; give key=value") }
+            try await connection.client.setConfig(name, config)
+        }
+    }
+
+    struct Unset: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove config keys.")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "Instance name.") var name: String
+        @Argument(help: "Keys to remove.") var keys: [String]
+
+        func run() async throws {
+            try await connection.client.unsetConfig(name, keys: keys)
+        }
+    }
+
+    struct Get: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print one config value (empty when unset).")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "Instance name.") var name: String
+        @Argument(help: "Key.") var key: String
+
+        func run() async throws {
+            Output.stdout((try await connection.client.instance(name).config[key] ?? "") + "\n")
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the instance's configuration as YAML.")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "Instance name.") var name: String
+
+        func run() async throws {
+            Output.stdout(Views.configShow(try await connection.client.instance(name)))
+        }
+    }
+}
+
+struct Console: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show an instance's console log.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Instance name.") var name: String
+    @Flag(name: .customLong("show-log"), help: "Print the console log.") var showLog = false
+
+    func run() async throws {
+        guard showLog else { throw CLIError("attaching to the console is not supported yet; use --show-log") }
+        Output.write(1, try await connection.client.consoleLog(name))
+    }
+}
+
+struct OperationCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "operation", abstract: "Inspect background operations.",
+        subcommands: [ListOperations.self, ShowOperation.self]
+    )
+
+    struct ListOperations: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List operations.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(name: [.customShort("f"), .long], help: "Output format: table, csv or json.") var format: OutputFormat = .table
+
+        func run() async throws {
+            let operations = try await connection.client.operations()
+            switch format {
+            case .table: Output.stdout(TextTable.render(headers: Views.operationColumns, rows: Views.operationRows(operations)))
+            case .csv: Output.stdout(TextTable.csv(rows: Views.operationRows(operations)))
+            case .json: Output.stdout(try JSONText.encode(operations))
+            }
+        }
+    }
+
+    struct ShowOperation: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one operation.")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "Operation id.") var id: String
+
+        func run() async throws {
+            Output.stdout(Views.operationShow(try await connection.client.operation(id)))
+        }
+    }
+}
