@@ -12,7 +12,8 @@ public enum APIServer {
         let router = routes.build()
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: router),
+            // LXD clients send exec stdin in frames larger than the 16 KiB default.
+            server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: .init(maxFrameSize: 1 << 20))),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "lxd-swift"),
             onServerRunning: { _ in chmod(socketPath, 0o660) },
             logger: logger)
