@@ -12,6 +12,7 @@ final class TestCluster: Sendable {
     let bindAddress: String
     let address: String
     private let current: Mutex<DqliteNode?>
+    private let starts = Atomic<Int>(0)
 
     init() throws {
         let n = Self.counter.add(1, ordering: .relaxed).newValue
@@ -29,7 +30,10 @@ final class TestCluster: Sendable {
     }
 
     func startNode() throws {
-        let node = try DqliteNode(id: 1, address: address, dataDir: dataDir, bindAddress: bindAddress,
+        // A restart binds a fresh abstract name: a process another test spawned meanwhile (with
+        // Foundation.Process, which does not close inherited fds) may still hold the old socket.
+        let start = starts.add(1, ordering: .relaxed).newValue
+        let node = try DqliteNode(id: 1, address: address, dataDir: dataDir, bindAddress: start == 1 ? bindAddress : "\(bindAddress)-\(start)",
                                   logger: Logger(label: "test.dqlite"))
         try node.start()
         current.withLock { $0 = node }
