@@ -1,0 +1,100 @@
+# lxd-swift: the two commands a fresh machine needs are `make run` and `make test`.
+#
+#   make run     install what is missing, build, start lxdd, import the busybox image,
+#                launch container c1 and print `lxdctl list` (scripts/run-local)
+#   make test    install what is missing, build everything with tests, run every test
+#   make build   build lxdd, lxdctl and lxd-start
+#   make bench   lifecycle and density benchmark against a private lxdd (scripts/bench/lifecycle)
+#   make stop    stop the lxdd started by `make run` (containers keep running)
+#   make clean   remove build products and generated images
+#
+# Variables: SCRATCH (build dir, default .build), CONFIG (debug|release), LXD_DIR (default
+# /var/lib/lxd-swift), TEST_FLAGS (extra `swift test` flags, e.g. --filter RuntimeTests),
+# BENCH_ARGS (e.g. "--runs 20 --density 500"), SKIP_CRIU=1 (skip CRIU in bootstrap; dev only).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+SWIFT   ?= swift
+SCRATCH ?= .build
+CONFIG  ?= debug
+LXD_DIR ?= /var/lib/lxd-swift
+TEST_FLAGS ?=
+BENCH_ARGS ?=
+# CI has 90 minutes in all; a hung test must fail the run with a message, not eat the budget.
+TEST_TIMEOUT ?= 50m
+
+# The toolchain lives in /opt/swift on this machine kind; make it findable without a login shell.
+ifneq ($(wildcard /opt/swift/usr/bin/swift),)
+export PATH := $(PATH):/opt/swift/usr/bin
+endif
+
+SWIFT_FLAGS := --scratch-path $(SCRATCH) -c $(CONFIG)
+BIN_DIR     := $(abspath $(SCRATCH))/$(CONFIG)
+IMAGES      := images-out
+TEST_LOG    := $(SCRATCH)/test.log
+
+# Contract with the tests: where the binaries and the test images are.
+export LXD_SWIFT_BIN_DIR := $(BIN_DIR)
+export LXD_SWIFT_TEST_IMAGE := $(abspath $(IMAGES))/busybox.tar.xz
+export LXD_SWIFT_TEST_COUNTER_IMAGE := $(abspath $(IMAGES))/busybox-counter.tar.xz
+
+.PHONY: all run test build build-tests bootstrap images bench stop clean
+
+all: build
+
+bootstrap:
+	@scripts/bootstrap
+
+build: bootstrap
+	@echo "== swift build ($(CONFIG))"
+	$(SWIFT) build $(SWIFT_FLAGS)
+
+build-tests: bootstrap
+	@echo "== swift build --build-tests ($(CONFIG))"
+	$(SWIFT) build $(SWIFT_FLAGS) --build-tests
+
+images: $(LXD_SWIFT_TEST_IMAGE) $(LXD_SWIFT_TEST_COUNTER_IMAGE)
+
+# Order-only on bootstrap: busybox-static must exist, but a phony target must not force rebuilds.
+$(LXD_SWIFT_TEST_IMAGE): scripts/make-busybox-image | bootstrap
+	@scripts/make-busybox-image $@ --init idle
+
+$(LXD_SWIFT_TEST_COUNTER_IMAGE): scripts/make-busybox-image | bootstrap
+	@scripts/make-busybox-image $@ --init counter
+
+# Every test, as root, without LXD_DIR: tests make their own data directories and must never
+# reach the agent of `make run`. The summary repeats failures and skips at the end so they are not lost
+# in the scroll; the exit status is swift test's (pipefail), so a failing test fails `make test`.
+test: build-tests images
+	@echo "== scripts/test-busybox-image"
+	@src=0; scripts/test-busybox-image || src=$$?; \
+	echo "== swift test"; \
+	rc=0; \
+	$(if $(CI),timeout -k 60 $(TEST_TIMEOUT)) \
+	    env -u LXD_DIR $(SWIFT) test $(SWIFT_FLAGS) --skip-build --no-parallel $(TEST_FLAGS) 2>&1 | tee $(TEST_LOG) || rc=$$?; \
+	echo "== test summary (full log: $(TEST_LOG))"; \
+	grep -E '(Test run with|Executed [0-9]+ tests?)' $(TEST_LOG) | grep -v 'Executed 0 tests' | sort -u || true; \
+	skips=$$(grep -cE '^[^ ]* ?Test .* skipped' $(TEST_LOG) || true); \
+	[ "$$skips" = 0 ] || { echo "skipped: $$skips"; grep -E '^[^ ]* ?Test .* skipped' $(TEST_LOG) | sed 's/^/  /'; }; \
+	awk '/Test run with/ { next } \
+	     /^[^ ]* ?Test .* (failed|recorded an issue)|error: .*(XCT|failed)/ { print "  " $$0; n = 3; next } \
+	     n > 0 && /^↳/ { print "      " $$0; n--; next } { n = 0 }' $(TEST_LOG) | head -n 80 || true; \
+	[ $$src = 0 ] || echo "make test: FAILED: scripts/test-busybox-image (output above)"; \
+	if [ $$rc = 124 ]; then echo "make test: FAILED: tests did not finish within $(TEST_TIMEOUT)"; \
+	elif [ $$rc != 0 ]; then echo "make test: FAILED (swift test exit status $$rc)"; \
+	elif [ $$src = 0 ]; then echo "make test: all tests passed"; fi; \
+	[ $$rc = 0 ] && exit $$src; exit $$rc
+
+run: build images
+	@LXD_DIR=$(LXD_DIR) scripts/run-local --image $(LXD_SWIFT_TEST_IMAGE)
+
+stop:
+	@LXD_DIR=$(LXD_DIR) scripts/run-local --stop
+
+bench: build images
+	@scripts/bench/lifecycle --image $(LXD_SWIFT_TEST_IMAGE) $(BENCH_ARGS)
+
+clean:
+	rm -rf $(SCRATCH) $(IMAGES)
