@@ -315,10 +315,9 @@ public final class InstanceService: Sendable {
                 next = r.config
                 for (k, v) in put.config ?? [:] { next[k] = v }
             }
-            let userPart = next.filter { InstanceConfigSchema.key($0.key)?.scope != .server || r.config[$0.key] != $0.value }
-            let previousUser = r.config
             do {
-                try InstanceConfigSchema.validate(user: userPart, previous: previousUser, running: running)
+                // Server keys passed back unchanged are accepted; changed ones are refused.
+                try InstanceConfigSchema.validate(user: next, previous: r.config, running: running)
             } catch {
                 throw APIError.badRequest("Invalid config: \(error)")
             }
