@@ -41,11 +41,7 @@ struct ImageCommand: AsyncParsableCommand {
 
         func run() async throws {
             let images = try await connection.client.images()
-            switch format {
-            case .table: Output.stdout(TextTable.render(headers: Views.imageColumns, rows: Views.imageRows(images)))
-            case .csv: Output.stdout(TextTable.csv(rows: Views.imageRows(images)))
-            case .json: Output.stdout(try JSONText.encode(images))
-            }
+            try Output.listing(format, headers: Views.imageColumns, rows: Views.imageRows(images), json: images)
         }
     }
 

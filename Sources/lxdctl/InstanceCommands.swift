@@ -89,11 +89,7 @@ struct List: AsyncParsableCommand {
 
     func run() async throws {
         let instances = try await connection.client.instances()
-        switch format {
-        case .table: Output.stdout(TextTable.render(headers: Views.instanceColumns, rows: Views.instanceRows(instances)))
-        case .csv: Output.stdout(TextTable.csv(rows: Views.instanceRows(instances)))
-        case .json: Output.stdout(try JSONText.encode(instances))
-        }
+        try Output.listing(format, headers: Views.instanceColumns, rows: Views.instanceRows(instances), json: instances)
     }
 }
 
@@ -192,11 +188,7 @@ struct OperationCommand: AsyncParsableCommand {
 
         func run() async throws {
             let operations = try await connection.client.operations()
-            switch format {
-            case .table: Output.stdout(TextTable.render(headers: Views.operationColumns, rows: Views.operationRows(operations)))
-            case .csv: Output.stdout(TextTable.csv(rows: Views.operationRows(operations)))
-            case .json: Output.stdout(try JSONText.encode(operations))
-            }
+            try Output.listing(format, headers: Views.operationColumns, rows: Views.operationRows(operations), json: operations)
         }
     }
 

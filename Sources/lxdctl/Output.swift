@@ -3,12 +3,22 @@ import FoundationEssentials  // not Foundation: it adds ~10 ms of ICU loading to
 #else
 import Foundation
 #endif
+import LXDClient
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Direct writes to the standard fds: no buffering surprises when exec output interleaves.
 enum Output {
+    /// A listing in the chosen format: an LXD-style table, CSV rows, or the API objects as JSON.
+    static func listing<T: Encodable>(_ format: OutputFormat, headers: [String], rows: [[String]], json value: T) throws {
+        switch format {
+        case .table: stdout(TextTable.render(headers: headers, rows: rows))
+        case .csv: stdout(TextTable.csv(rows: rows))
+        case .json: stdout(try JSONText.encode(value))
+        }
+    }
+
     static func stdout(_ text: String) { write(1, Array(text.utf8)) }
     static func stderr(_ text: String) { write(2, Array(text.utf8)) }
 
