@@ -37,7 +37,7 @@ struct ImageCommand: AsyncParsableCommand {
     struct ListImages: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "list", abstract: "List images.")
         @OptionGroup var connection: ConnectionOptions
-        @Option(help: "Output format: table, csv or json.") var format: OutputFormat = .table
+        @Option(name: [.customShort("f"), .long], help: "Output format: table, csv or json.") var format: OutputFormat = .table
 
         func run() async throws {
             let images = try await connection.client.images()
