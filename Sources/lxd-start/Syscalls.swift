@@ -76,14 +76,20 @@ func makeSymlink(_ target: String, _ path: String) throws(HelperError) {
     if symlink(target, path) < 0 && errno != EEXIST { throw HelperError.errno("symlink \(path) -> \(target)") }
 }
 
-/// Signal dispositions and mask back to defaults: the agent ignores SIGPIPE and may block
-/// signals; init and exec'd commands must start clean.
+/// Signal dispositions, mask and the open-files limit back to defaults: the agent ignores
+/// SIGPIPE, may block signals and may run with a raised fd limit; init and exec'd commands
+/// must start clean. Real-time signals included (glibc's internal 32/33 just answer EINVAL).
 func resetSignals() {
     var set = sigset_t()
     sigemptyset(&set)
     sigprocmask(SIG_SETMASK, &set, nil)
-    for sig in 1..<Int32(32) where sig != SIGKILL && sig != SIGSTOP {
+    for sig in 1...Int32(64) where sig != SIGKILL && sig != SIGSTOP {
         signal(sig, SIG_DFL)
+    }
+    var files = rlimit()
+    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &files) == 0, files.rlim_cur > 1024 {
+        files.rlim_cur = 1024
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &files)
     }
 }
 
