@@ -49,6 +49,7 @@ let package = Package(
         ]),
         .target(name: "Runtime", dependencies: ["CRuntime", "Images", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Migration", dependencies: ["Runtime", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Membership", dependencies: [.product(name: "Logging", package: "swift-log")]),
 
         // Use cases, operations, API.
         .target(name: "CTerminal"),
@@ -90,6 +91,7 @@ let package = Package(
         .testTarget(name: "ImagesTests", dependencies: ["Images"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Images"]),
         .testTarget(name: "MigrationTests", dependencies: ["Migration"]),
+        .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),
         .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes"]),
     ]
