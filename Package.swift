@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "lxdd", targets: ["lxdd"]),
         .executable(name: "lxdctl", targets: ["lxdctl"]),
         .executable(name: "lxd-start", targets: ["lxd-start"]),
+        .executable(name: "lxd-keygen", targets: ["lxd-keygen"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -19,11 +20,16 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Pure value types and rules.
         .target(name: "APITypes"),
         .target(name: "InstanceConfig"),
+        .target(name: "Scheduler"),
+        .executableTarget(name: "scheduler-bench", dependencies: ["Scheduler"], path: "Benchmarks/SchedulerBench"),
 
         // State: dqlite node binding + wire client, and our schema on top.
         .target(
@@ -49,6 +55,20 @@ let package = Package(
         ]),
         .target(name: "Runtime", dependencies: ["CRuntime", "Images", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Migration", dependencies: ["Runtime", .product(name: "Logging", package: "swift-log")]),
+        // TLS identities: self-signed certificates, fingerprints, pinned-fingerprint TLS configs.
+        // Foundation-free (lxdctl links it): SHA-256 is plain Swift, certificates go through NIOSSL.
+        .target(name: "Identity", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
+        // New certificates: swift-crypto links full Foundation on Linux, so lxdctl runs lxd-keygen instead.
+        .target(name: "IdentityGenerator", dependencies: [
+            "Identity",
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "lxd-keygen", dependencies: ["IdentityGenerator"]),
         .target(name: "Membership", dependencies: [.product(name: "Logging", package: "swift-log")]),
 
         // Use cases, operations, API.
@@ -59,22 +79,26 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Gateway", dependencies: [
-            "APITypes", "Instances", "Operations",
+            "APITypes", "Instances", "Operations", "Identity", "ClusterDB",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "LXDClient", dependencies: [
-            "APITypes",
+            "APITypes", "Identity",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
         ]),
         .target(name: "Agent", dependencies: [
-            "Gateway", "Instances", "ClusterDB", "Dqlite", "Runtime", "Images", "Migration", "Operations",
+            "Gateway", "Instances", "ClusterDB", "Dqlite", "Runtime", "Images", "Migration", "Operations", "Identity", "IdentityGenerator",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -82,10 +106,11 @@ let package = Package(
             "Agent", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "lxdctl", dependencies: [
-            "LXDClient", "APITypes", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "LXDClient", "APITypes", "Identity", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "InstanceConfigTests", dependencies: ["InstanceConfig"]),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"]),
         .testTarget(name: "DqliteTests", dependencies: ["Dqlite"]),
         .testTarget(name: "ClusterDBTests", dependencies: ["ClusterDB"]),
         .testTarget(name: "ImagesTests", dependencies: ["Images"]),
@@ -93,6 +118,11 @@ let package = Package(
         .testTarget(name: "MigrationTests", dependencies: ["Migration"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes", "Identity", "IdentityGenerator"]),
+        .testTarget(name: "IdentityTests", dependencies: [
+            "Identity", "IdentityGenerator", .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
     ]
 )

@@ -79,6 +79,28 @@ extension Migration {
             """,
             "CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ]),
+        // Remote API trust: client and member certificates, and single-use join tokens.
+        Migration(version: 2, statements: [
+            """
+            CREATE TABLE certificates (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                fingerprint TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL,
+                type TEXT NOT NULL CHECK (type IN ('client', 'server')),
+                certificate TEXT NOT NULL,
+                restricted INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            // Only the secret's SHA-256 is stored: a database copy must not hold usable tokens.
+            """
+            CREATE TABLE trust_tokens (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL,
+                secret_sha256 TEXT NOT NULL UNIQUE,
+                expires_at INTEGER
+            )
+            """,
+        ]),
     ]
 
     static let createSchemaTable = """

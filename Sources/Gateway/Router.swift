@@ -16,7 +16,7 @@ public struct BodyLimits: Sendable {
     public init() {}
 }
 
-typealias Context = BasicWebSocketRequestContext
+typealias Context = APIContext
 
 /// Routes of the REST API. Handlers parse HTTP and call the use cases; no business rules here.
 public struct APIRoutes: Sendable {
@@ -26,9 +26,12 @@ public struct APIRoutes: Sendable {
     public let serverInfo: @Sendable () async -> Server
     public let limits: BodyLimits
     public let uploadDirectory: String
+    /// The trust store; nil serves no /1.0/certificates (and no HTTPS listener can be built).
+    public let trust: TrustService?
     let logger: Logger
 
-    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, logger: Logger) {
+    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: TrustService? = nil, logger: Logger) {
+        self.trust = trust
         self.instances = instances
         self.images = images
         self.operations = operations
@@ -38,12 +41,25 @@ public struct APIRoutes: Sendable {
         self.logger = logger
     }
 
-    func build() -> Router<Context> {
+    /// The routes of one listener. `remote` (HTTPS) puts every request behind the client
+    /// certificate check; the unix socket is trusted as it is.
+    func build(remote: Bool = false) -> Router<Context> {
         let router = Router(context: Context.self)
         let r = self
+        if remote, let trust {
+            router.add(middleware: RemoteAuthMiddleware(trust: trust))
+        }
 
         router.get("/") { _, _ in Reply.sync(["/1.0"]) }
-        router.get("/1.0") { _, _ in Reply.sync(await r.serverInfo()) }
+        router.get("/1.0") { _, ctx in
+            var info = await r.serverInfo()
+            info.auth = ctx.caller.isTrusted ? "trusted" : "untrusted"
+            return Reply.sync(info)
+        }
+
+        if let trust {
+            addCertificateRoutes(router, trust)
+        }
 
         // Instances
         router.get("/1.0/instances") { req, _ in
@@ -229,7 +245,7 @@ public struct APIRoutes: Sendable {
         return router
     }
 
-    fileprivate func decode<T: Decodable>(_ req: Request, _ ctx: Context) async throws -> T {
+    func decode<T: Decodable>(_ req: Request, _ ctx: Context) async throws -> T {
         var request = req
         let body: ByteBuffer
         do {
@@ -271,7 +287,7 @@ public struct APIRoutes: Sendable {
     }
 }
 
-private func handle(_ body: () async throws -> Hummingbird.Response) async throws -> Hummingbird.Response {
+func handle(_ body: () async throws -> Hummingbird.Response) async throws -> Hummingbird.Response {
     do {
         return try await body()
     } catch {

@@ -62,7 +62,8 @@ struct Exec: AsyncParsableCommand {
         )
         let code: Int32
         do {
-            code = try await connection.client.exec(name, options, io: io)
+            let (client, name) = try connection.target(self.name)
+            code = try await client.exec(name, options, io: io)
         } catch {
             rawMode?.restore()
             throw error

@@ -11,8 +11,9 @@ struct Launch: AsyncParsableCommand {
 
     func run() async throws {
         let config = try ArgumentSyntax.keyValues(config)
+        let (client, name) = try connection.target(self.name)
         Output.stdout("Creating \(name)\n")
-        try await connection.client.createInstance(InstancesPost(name: name, source: .init(alias: image), config: config, start: true))
+        try await client.createInstance(InstancesPost(name: name, source: .init(alias: image), config: config, start: true))
         Output.stdout("Starting \(name)\n")
     }
 }
@@ -37,8 +38,10 @@ struct Start: AsyncParsableCommand {
     @Argument(help: "Instance names.") var names: [String]
 
     func run() async throws {
-        let client = connection.client
-        for name in names { try await client.changeState(name, InstanceStatePut(action: "start")) }
+        for reference in names {
+            let (client, name) = try connection.target(reference)
+            try await client.changeState(name, InstanceStatePut(action: "start"))
+        }
     }
 }
 
@@ -77,8 +80,10 @@ struct Delete: AsyncParsableCommand {
     @Flag(name: [.customShort("f"), .long], help: "Stop running instances first.") var force = false
 
     func run() async throws {
-        let client = connection.client
-        for name in names { try await client.deleteInstance(name, force: force) }
+        for reference in names {
+            let (client, name) = try connection.target(reference)
+            try await client.deleteInstance(name, force: force)
+        }
     }
 }
 
@@ -86,9 +91,11 @@ struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List instances with their state.")
     @OptionGroup var connection: ConnectionOptions
     @Option(name: [.customShort("f"), .long], help: "Output format: table, csv or json.") var format: OutputFormat = .table
+    @Argument(help: "Remote to list (REMOTE:); default: the current remote.") var remote: String?
 
     func run() async throws {
-        let instances = try await connection.client.instances()
+        let client = try connection.target(remote ?? "").client
+        let instances = try await client.instances()
         try Output.listing(format, headers: Views.instanceColumns, rows: Views.instanceRows(instances), json: instances)
     }
 }
@@ -99,7 +106,7 @@ struct Info: AsyncParsableCommand {
     @Argument(help: "Instance name.") var name: String
 
     func run() async throws {
-        let client = connection.client
+        let (client, name) = try connection.target(self.name)
         let instance = try await client.instance(name)
         let state = try await client.instanceState(name)
         Output.stdout(Views.info(instance, state: state))
@@ -109,7 +116,7 @@ struct Info: AsyncParsableCommand {
 struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "config", abstract: "Read and change instance config.",
-        subcommands: [Set.self, Unset.self, Get.self, Show.self]
+        subcommands: [Set.self, Unset.self, Get.self, Show.self, TrustCommand.self]
     )
 
     struct Set: AsyncParsableCommand {

@@ -8,6 +8,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import Identity
 import LXDClient
 
 @main
@@ -17,7 +18,7 @@ struct LXDCtl: AsyncParsableCommand {
         abstract: "Manage system containers through an lxd-swift agent.",
         subcommands: [
             ImageCommand.self, Launch.self, Init.self, Start.self, Stop.self, Restart.self, Delete.self,
-            List.self, Info.self, ConfigCommand.self, Exec.self, Console.self, FileCommand.self, OperationCommand.self,
+            List.self, Info.self, ConfigCommand.self, RemoteCommand.self, Exec.self, Console.self, FileCommand.self, OperationCommand.self,
         ]
     )
 
@@ -43,6 +44,8 @@ struct LXDCtl: AsyncParsableCommand {
             fail(error.description)
         } catch let error as CLIError {
             fail(error.description)
+        } catch let error as IdentityError {
+            fail(error.description)
         } catch {
             exit(withError: error)
         }
@@ -65,8 +68,14 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: "Agent unix socket (default: $LXD_DIR/unix.socket, LXD_DIR=/var/lib/lxd-swift).")
     var socket: String?
 
+    /// The client of the current remote (`lxdctl remote switch`), the unix socket by default.
     var client: LXDClient {
-        LXDClient.unixSocket(socket ?? Self.rootSocket ?? LXDClient.defaultSocketPath())
+        if socket != nil || Self.rootSocket != nil { return LXDClient.unixSocket(socket ?? Self.rootSocket!) }
+        do {
+            return try client(remote: ClientConfig.load(from: ClientConfig.directory()).defaultRemote)
+        } catch {
+            LXDCtl.fail("\(error)")
+        }
     }
 
     /// `lxdctl --socket PATH <command> ...` (before the command name) is accepted too.

@@ -10,18 +10,19 @@ struct ClusterDBTests {
     @Test func migrationsApplyOnceAcrossReopenAndNodeRestart() async throws {
         let t = try TestCluster()
         defer { t.shutdown() }
-        let extra = Migration(version: 2, statements: ["CREATE TABLE extra (id INTEGER PRIMARY KEY)"])
+        let next = Migration.all.count + 1
+        let extra = Migration(version: next, statements: ["CREATE TABLE extra (id INTEGER PRIMARY KEY)"])
         let migrations = Migration.all + [extra]
 
         let db = try await t.open(migrations: migrations)
-        #expect(try await db.schemaVersion() == 2)
+        #expect(try await db.schemaVersion() == next)
         try await db.transaction { tx in try tx.exec("INSERT INTO config (key, value) VALUES ('marker', 'kept')") }
         await db.close()
 
         // Re-opening runs migrate again: a re-applied CREATE TABLE would fail, and schema would gain rows.
         let again = try await t.open(migrations: migrations)
         let versions = try await again.transaction { tx in try tx.query("SELECT version FROM schema ORDER BY version").rows }
-        #expect(versions == [[.integer(1)], [.integer(2)]])
+        #expect(versions == (1...next).map { [DqliteValue.integer(Int64($0))] })
         await again.close()
 
         // Same after the node itself restarts from its data directory.
@@ -31,7 +32,7 @@ struct ClusterDBTests {
         let (count, marker) = try await restarted.transaction { tx in
             (try tx.query("SELECT count(*) FROM schema").rows, try tx.config("marker"))
         }
-        #expect(count == [[.integer(2)]])
+        #expect(count == [[.integer(Int64(next))]])
         #expect(marker == "kept")
         await restarted.close()
     }
@@ -39,9 +40,10 @@ struct ClusterDBTests {
     @Test func olderMemberRefusesANewerSchema() async throws {
         let t = try TestCluster()
         defer { t.shutdown() }
-        let newer = try await t.open(migrations: Migration.all + [Migration(version: 2, statements: ["CREATE TABLE later (x)"])])
+        let known = Migration.all.count
+        let newer = try await t.open(migrations: Migration.all + [Migration(version: known + 1, statements: ["CREATE TABLE later (x)"])])
         await newer.close()
-        await #expect(throws: ClusterDBError.schemaTooNew(database: 2, known: 1)) {
+        await #expect(throws: ClusterDBError.schemaTooNew(database: known + 1, known: known)) {
             _ = try await t.open()
         }
     }
@@ -49,13 +51,13 @@ struct ClusterDBTests {
     @Test func failingMigrationLeavesNoTrace() async throws {
         let t = try TestCluster()
         defer { t.shutdown() }
-        let broken = Migration(version: 2, statements: ["CREATE TABLE half (x)", "THIS IS NOT SQL"])
+        let broken = Migration(version: Migration.all.count + 1, statements: ["CREATE TABLE half (x)", "THIS IS NOT SQL"])
         await #expect(throws: ClusterDBError.self) { _ = try await t.open(migrations: Migration.all + [broken]) }
         let db = try await t.open()
         let (version, half) = try await db.transaction { tx in
             (try tx.schemaVersion(), try tx.query("SELECT name FROM sqlite_master WHERE name = 'half'").rows)
         }
-        #expect(version == 1)
+        #expect(version == Migration.all.count)
         #expect(half.isEmpty)
         await db.close()
     }

@@ -16,7 +16,7 @@ enum Paths {
 enum Prerequisites {
     static let missing: String? = {
         if getuid() != 0 { return "integration tests need root (containers, cgroups, mounts)" }
-        for tool in [Paths.lxdd, Paths.lxdctl, "\(Paths.buildDir)/lxd-start"] where !FileManager.default.isExecutableFile(atPath: tool) {
+        for tool in [Paths.lxdd, Paths.lxdctl, "\(Paths.buildDir)/lxd-start", "\(Paths.buildDir)/lxd-keygen"] where !FileManager.default.isExecutableFile(atPath: tool) {
             return "\(tool) is not built: run swift build first"
         }
         if !FileManager.default.isExecutableFile(atPath: "/bin/busybox") { return "busybox-static is not installed: run scripts/bootstrap" }
@@ -73,9 +73,12 @@ final class TestAgent: @unchecked Sendable {
     let dataDir: String
     let name: String
     private(set) var process: Process?
+    /// host:port of the HTTPS API, when enabled.
+    let httpsAddress: String?
 
-    init(name: String = "m1") throws {
+    init(name: String = "m1", httpsAddress: String? = nil) throws {
         self.name = name
+        self.httpsAddress = httpsAddress
         dataDir = "/tmp/lxd-swift-it-\(getpid())-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
         try start()
@@ -87,7 +90,7 @@ final class TestAgent: @unchecked Sendable {
     func start() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Paths.lxdd)
-        p.arguments = ["--data-dir", dataDir, "--name", name]
+        p.arguments = ["--data-dir", dataDir, "--name", name] + (httpsAddress.map { ["--https-address", $0] } ?? [])
         let log = FileHandle(forWritingAtPath: "\(dataDir)/lxdd.log") ?? {
             FileManager.default.createFile(atPath: "\(dataDir)/lxdd.log", contents: nil)
             return FileHandle(forWritingAtPath: "\(dataDir)/lxdd.log")!
@@ -100,11 +103,40 @@ final class TestAgent: @unchecked Sendable {
         process = p
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
-            if let r = try? ctl(["list", "--format", "csv"]), r.status == 0 { return }
+            if let r = try? ctl(["list", "--format", "csv"]), r.status == 0, httpsAddress.map(Self.listening) ?? true { return }
             if !p.isRunning { break }
             usleep(50_000)
         }
         throw HarnessError("lxdd did not come up; log:\n\(logTail())")
+    }
+
+    /// True once something accepts TCP connections at `address` (loopback host:port).
+    static func listening(_ address: String) -> Bool {
+        let parts = address.split(separator: ":")
+        guard parts.count == 2, let port = UInt16(parts[1]) else { return false }
+        let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        inet_pton(AF_INET, String(parts[0]), &addr.sin_addr)
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    /// A loopback TCP port nobody listens on right now.
+    static func freePort() -> Int {
+        let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
     }
 
     func logTail() -> String {

@@ -1,0 +1,146 @@
+import Identity
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+
+/// Connects to an agent's HTTPS API with mutual TLS: presents the client's identity and accepts
+/// only the server whose certificate has the pinned SHA-256 fingerprint (no CA, no host name).
+///
+/// With several addresses (members of one cluster, or one member's several interfaces) they are
+/// tried in order; a connect or handshake failure moves on to the next. Nothing was sent on a
+/// failed connection, so any request may go to the next address.
+public struct TLSConnector: ChannelConnector {
+    public let addresses: [String]
+    public let serverFingerprint: String
+    public let group: any EventLoopGroup
+    public let connectTimeout: TimeAmount
+    let context: NIOSSLContext
+
+    public init(addresses: [String], serverFingerprint: String, identity: TLSIdentity,
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, connectTimeout: TimeAmount = .seconds(10)) throws {
+        precondition(!addresses.isEmpty, "a TLS connector needs at least one address")
+        self.addresses = addresses
+        self.serverFingerprint = serverFingerprint.lowercased()
+        self.group = group
+        self.connectTimeout = connectTimeout
+        context = try NIOSSLContext(configuration: try TLSConfigurations.client(identity))
+    }
+
+    public var endpoint: String { "https://" + addresses.joined(separator: ",") }
+    public var hostHeader: String { addresses[0] }
+
+    public func connect(_ initialize: @escaping @Sendable (Channel) throws -> Void) async throws -> Channel {
+        var failures: [String] = []
+        for address in addresses {
+            do {
+                return try await connect(to: address, initialize)
+            } catch let TransportError.connectFailed(_, reason) {
+                failures.append("\(address): \(reason)")
+            }
+        }
+        throw TransportError.connectFailed(endpoint: endpoint, reason: failures.joined(separator: "; "))
+    }
+
+    /// Connects to one address and completes the handshake before handing the channel out, so a
+    /// wrong server is a connect failure (nothing sent) rather than a broken first request.
+    func connect(to address: String, _ initialize: @escaping @Sendable (Channel) throws -> Void) async throws -> Channel {
+        guard let hp = HostPort.parse(address) else {
+            throw TransportError.connectFailed(endpoint: address, reason: "not a host:port address")
+        }
+        let handshake = group.next().makePromise(of: Void.self)
+        let context = self.context
+        let verifier = TLSConfigurations.pinnedServerVerifier(fingerprint: serverFingerprint)
+        let timeout = connectTimeout
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(connectTimeout)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let ops = channel.pipeline.syncOperations
+                        try ops.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil, customVerificationCallback: verifier))
+                        try ops.addHandler(HandshakeWatcher(handshake, timeout: timeout))
+                        try initialize(channel)
+                    }
+                }
+                .connect(host: hp.host, port: hp.port)
+                .get()
+        } catch {
+            handshake.fail(ChannelError.alreadyClosed)
+            throw TransportError.connectFailed(endpoint: address, reason: UnixSocketConnector.describe(error))
+        }
+        do {
+            try await handshake.futureResult.get()
+        } catch {
+            channel.close(promise: nil)
+            throw TransportError.connectFailed(endpoint: address, reason: Self.describeHandshake(error, pin: serverFingerprint))
+        }
+        return channel
+    }
+
+    static func describeHandshake(_ error: any Error, pin: String) -> String {
+        if case NIOSSLError.handshakeFailed = error {
+            return "TLS handshake failed (\(error)); the server's certificate must have fingerprint \(pin): check the remote's address, or re-add it if the server's certificate changed"
+        }
+        return "TLS handshake failed: \(error)"
+    }
+}
+
+/// Completes `promise` once: on the handshake, or on the first error, close or timeout.
+/// Passes every event on, so it can stay in the pipeline.
+final class HandshakeWatcher: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+    private let promise: EventLoopPromise<Void>
+    private let timeout: TimeAmount
+    private var done = false
+    private var timer: Scheduled<Void>?
+
+    init(_ promise: EventLoopPromise<Void>, timeout: TimeAmount) {
+        self.promise = promise
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: timeout) {
+            loopBound.value.finish(.failure(NIOSSLError.handshakeFailed(.sslError([]))))
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls { finish(.success(())) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(.failure(error))
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(.failure(ChannelError.eof))
+        context.fireChannelInactive()
+    }
+
+    private func finish(_ result: Result<Void, any Error>) {
+        guard !done else { return }
+        done = true
+        timer?.cancel()
+        promise.completeWith(result)
+    }
+}
+
+extension HTTPChannelTransport {
+    /// The transport for an agent's HTTPS API (see `TLSConnector`).
+    public static func https(addresses: [String], serverFingerprint: String, identity: TLSIdentity) throws -> HTTPChannelTransport {
+        HTTPChannelTransport(connector: try TLSConnector(addresses: addresses, serverFingerprint: serverFingerprint, identity: identity))
+    }
+}
+
+extension LXDClient {
+    /// A client of an agent's HTTPS API with mutual TLS and a pinned server fingerprint.
+    public static func https(addresses: [String], serverFingerprint: String, identity: TLSIdentity) throws -> LXDClient {
+        LXDClient(transport: try HTTPChannelTransport.https(addresses: addresses, serverFingerprint: serverFingerprint, identity: identity))
+    }
+}
