@@ -3,6 +3,8 @@ import ClusterDB
 import Dqlite
 import Foundation
 import Gateway
+import Identity
+import IdentityGenerator
 import Images
 import Instances
 import Logging
@@ -17,8 +19,11 @@ public struct AgentConfiguration: Sendable {
     /// The member's cluster address; also its dqlite address from the first start (DESIGN.md).
     public var address: String
     public var helperPath: String
+    /// Where the HTTPS API listens (`host:port`); nil serves the unix socket only.
+    public var httpsAddress: String?
 
-    public init(dataDir: String, memberName: String? = nil, address: String = "127.0.0.1:8443", helperPath: String) {
+    public init(dataDir: String, memberName: String? = nil, address: String = "127.0.0.1:8443", helperPath: String, httpsAddress: String? = nil) {
+        self.httpsAddress = httpsAddress
         self.dataDir = dataDir
         self.memberName = memberName
         self.address = address
@@ -71,18 +76,42 @@ public enum Agent {
         try? FileManager.default.removeItem(atPath: uploads)
         try FileManager.default.createDirectory(atPath: uploads, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
 
+        // The member's TLS identity: made on first start, pinned by clients and peers afterwards.
+        let https = try config.httpsAddress.map { text in
+            guard let hp = HostPort.parse(text) else {
+                throw IdentityError.invalidAddress(text)
+            }
+            return hp
+        }
+        let hosts = Array(Set([https?.host, HostPort.parse(local.address)?.host].compactMap { $0 })).sorted()
+        let identity = try IdentityGenerator.loadOrCreate(
+            certPath: "\(dataDir)/server.crt", keyPath: "\(dataDir)/server.key", commonName: local.name,
+            dnsNames: hosts.filter { IPAddressBytes.parse($0) == nil }, ipAddresses: hosts.filter { IPAddressBytes.parse($0) != nil })
+        let httpsAddresses = config.httpsAddress.map { [$0] } ?? []
+        let trust = TrustService(db: db, serverFingerprint: identity.fingerprint, serverAddresses: { httpsAddresses }, logger: logger)
+
         let routes = APIRoutes(
             instances: instances, images: images, operations: operations,
-            serverInfo: { serverInfo(member: local.name) }, uploadDirectory: uploads, logger: logger)
-        let api = APIServer.unixSocketService(routes: routes, socketPath: "\(dataDir)/unix.socket", logger: logger)
+            serverInfo: { serverInfo(member: local.name) }, uploadDirectory: uploads, trust: trust, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: APIServer.unixSocketService(routes: routes, socketPath: "\(dataDir)/unix.socket", logger: logger)),
+        ]
+        if let https {
+            services.append(.init(service: try APIServer.httpsService(routes: routes, identity: identity, host: https.host, port: https.port, logger: logger)))
+            logger.info("HTTPS API enabled", metadata: ["address": "\(https.host):\(https.port)", "fingerprint": "\(identity.fingerprint)"])
+        }
 
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: api)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // Instances that should run again after a host reboot or agent restart (LXD's rules,
+        // InstanceService.startOnBoot); alongside the API, so clients are served meanwhile.
+        let autostart = Task { await instances.startOnBoot() }
         do {
             try await group.run()
         } catch {
             logger.error("agent stopped with an error", metadata: ["error": "\(error)"])
         }
+        autostart.cancel()
         // Containers keep running; only our own node stops.
         try? node.stop()
         logger.info("agent stopped; containers left running")

@@ -271,6 +271,31 @@ public final class InstanceService: Sendable {
         try await db.transaction { tx in try tx.updateInstancePowerState(name: name, .stopped) }
     }
 
+    // MARK: boot
+
+    /// After the agent starts (host reboot or agent restart): starts this member's instances that
+    /// are not running but should be, as LXD does: `boot.autostart=true`, or the key unset and
+    /// the instance was running when last seen. Failures are logged, one instance at a time.
+    public func startOnBoot() async {
+        let rows: [InstanceRow]
+        do {
+            rows = try await db.transaction { [member] tx in try tx.instances(memberID: member.id) }
+        } catch {
+            logger.error("cannot list instances to autostart", metadata: ["error": "\(error)"])
+            return
+        }
+        for r in rows where runtime.state(name: r.name)?.running != true {
+            let autostart = r.config["boot.autostart"].map(InstanceConfigSchema.isTrue) ?? (r.powerState == .running)
+            guard autostart else { continue }
+            do {
+                try await locks.withLock(r.name) { try await self.startLocked(r) }
+                logger.info("instance autostarted", metadata: ["instance": "\(r.name)"])
+            } catch {
+                logger.error("autostart failed", metadata: ["instance": "\(r.name)", "error": "\(error)"])
+            }
+        }
+    }
+
     // MARK: delete
 
     public func delete(_ name: String) async throws -> APIOperation {
