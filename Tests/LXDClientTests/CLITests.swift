@@ -197,18 +197,7 @@ struct CLITests {
 
     @Test func execExitCodeAndStreams() async throws {
         let sim = ExecSimulation()
-        let server = try await TestServer.start(routes: { request in
-            switch (request.method, request.path) {
-            case ("POST", "/1.0/instances/c1/exec"):
-                let fds: JSONValue = .object(["0": .string("s0"), "1": .string("s1"), "2": .string("s2"), "control": .string("sc")])
-                return LiveSocketTests.async(LiveSocketTests.op("exec1", .running, metadata: ["fds": fds]))
-            case ("GET", "/1.0/operations/exec1/wait"):
-                guard let code = await sim.waitForExit() else { return LiveSocketTests.sync(LiveSocketTests.op("exec1", .running)) }
-                return LiveSocketTests.sync(LiveSocketTests.op("exec1", .success, metadata: ["return": .int(code)]))
-            default:
-                return LiveSocketTests.error(404, "not found")
-            }
-        }, webSockets: { sim.route($0) })
+        let server = try await TestServer.exec(operation: "exec1", fds: ["0": "s0", "1": "s1", "2": "s2", "control": "sc"], waitForExit: sim.waitForExit, webSockets: sim.route)
         defer { server.stop() }
         let r = try await CLI.run(["exec", "c1", "-T", "--env", "A=1", "--cwd", "/tmp", "--", "cat", "-n"], socket: server.path, stdin: "hello world")
         #expect(r.status == 3)

@@ -83,18 +83,7 @@ final class ExecSimulation: Sendable {
 @Suite(.timeLimit(.minutes(1))) struct ExecTests {
     @Test func execPipesStdinOutputAndExitCode() async throws {
         let sim = ExecSimulation(expectedControlMessages: 1)
-        let server = try await TestServer.start(routes: { request in
-            switch (request.method, request.path) {
-            case ("POST", "/1.0/instances/c1/exec"):
-                let fds: JSONValue = .object(["0": .string("s0"), "1": .string("s1"), "2": .string("s2"), "control": .string("sc")])
-                return LiveSocketTests.async(LiveSocketTests.op("exec1", .running, metadata: ["fds": fds]))
-            case ("GET", "/1.0/operations/exec1/wait"):
-                guard let code = await sim.waitForExit() else { return LiveSocketTests.sync(LiveSocketTests.op("exec1", .running)) }
-                return LiveSocketTests.sync(LiveSocketTests.op("exec1", .success, metadata: ["return": .int(code)]))
-            default:
-                return LiveSocketTests.error(404, "not found")
-            }
-        }, webSockets: { sim.route($0) })
+        let server = try await TestServer.exec(operation: "exec1", fds: ["0": "s0", "1": "s1", "2": "s2", "control": "sc"], waitForExit: sim.waitForExit, webSockets: sim.route)
         defer { server.stop() }
 
         let stdout = Mutex<[UInt8]>([])
@@ -179,18 +168,7 @@ final class PtySimulation: Sendable {
 extension ExecTests {
     @Test func interactiveExecSharesOneSocketAndForwardsResize() async throws {
         let sim = PtySimulation()
-        let server = try await TestServer.start(routes: { request in
-            switch (request.method, request.path) {
-            case ("POST", "/1.0/instances/c1/exec"):
-                let fds: JSONValue = .object(["0": .string("p0"), "control": .string("pc")])
-                return LiveSocketTests.async(LiveSocketTests.op("pty1", .running, metadata: ["fds": fds]))
-            case ("GET", "/1.0/operations/pty1/wait"):
-                guard let code = await sim.waitForExit() else { return LiveSocketTests.sync(LiveSocketTests.op("pty1", .running)) }
-                return LiveSocketTests.sync(LiveSocketTests.op("pty1", .success, metadata: ["return": .int(code)]))
-            default:
-                return LiveSocketTests.error(404, "not found")
-            }
-        }, webSockets: { sim.route($0) })
+        let server = try await TestServer.exec(operation: "pty1", fds: ["0": "p0", "control": "pc"], waitForExit: sim.waitForExit, webSockets: sim.route)
         defer { server.stop() }
 
         let stdout = Mutex<[UInt8]>([])
@@ -215,5 +193,27 @@ extension ExecTests {
         #expect(body.interactive == true && body.width == 80 && body.height == 24)
         stdinSink.finish()
         controlSink.finish()
+    }
+}
+
+extension TestServer {
+    /// A fake LXD that answers one exec in c1 as operation `operation` with the given fd secrets,
+    /// reports the exit code once `waitForExit` has one, and hands the websockets to `webSockets`.
+    static func exec(
+        operation: String, fds: [String: String], waitForExit: @escaping @Sendable () async -> Int?,
+        webSockets: @escaping @Sendable (_ secret: String) -> WebSocketRoute?
+    ) async throws -> TestServer {
+        try await start(routes: { request in
+            switch (request.method, request.path) {
+            case ("POST", "/1.0/instances/c1/exec"):
+                let fdValues = JSONValue.object(fds.mapValues { .string($0) })
+                return LiveSocketTests.async(LiveSocketTests.op(operation, .running, metadata: ["fds": fdValues]))
+            case ("GET", "/1.0/operations/\(operation)/wait"):
+                guard let code = await waitForExit() else { return LiveSocketTests.sync(LiveSocketTests.op(operation, .running)) }
+                return LiveSocketTests.sync(LiveSocketTests.op(operation, .success, metadata: ["return": .int(code)]))
+            default:
+                return LiveSocketTests.error(404, "not found")
+            }
+        }, webSockets: webSockets)
     }
 }

@@ -51,18 +51,7 @@ struct PtyCLITests {
 
     @Test func interactiveExecOnAPty() async throws {
         let sim = PtySimulation()
-        let server = try await TestServer.start(routes: { request in
-            switch (request.method, request.path) {
-            case ("POST", "/1.0/instances/c1/exec"):
-                let fds: JSONValue = .object(["0": .string("p0"), "control": .string("pc")])
-                return LiveSocketTests.async(LiveSocketTests.op("pty1", .running, metadata: ["fds": fds]))
-            case ("GET", "/1.0/operations/pty1/wait"):
-                guard let code = await sim.waitForExit() else { return LiveSocketTests.sync(LiveSocketTests.op("pty1", .running)) }
-                return LiveSocketTests.sync(LiveSocketTests.op("pty1", .success, metadata: ["return": .int(code)]))
-            default:
-                return LiveSocketTests.error(404, "not found")
-            }
-        }, webSockets: { sim.route($0) })
+        let server = try await TestServer.exec(operation: "pty1", fds: ["0": "p0", "control": "pc"], waitForExit: sim.waitForExit, webSockets: sim.route)
         defer { server.stop() }
 
         let pty = try Self.openPty(width: 90, height: 30)
@@ -111,18 +100,7 @@ extension PtyCLITests {
     /// command as a control message instead of killing lxdctl.
     @Test func nonInteractiveForwardsSignals() async throws {
         let sim = ExecSimulation(expectedControlMessages: 1)
-        let server = try await TestServer.start(routes: { request in
-            switch (request.method, request.path) {
-            case ("POST", "/1.0/instances/c1/exec"):
-                let fds: JSONValue = .object(["0": .string("s0"), "1": .string("s1"), "2": .string("s2"), "control": .string("sc")])
-                return LiveSocketTests.async(LiveSocketTests.op("exec1", .running, metadata: ["fds": fds]))
-            case ("GET", "/1.0/operations/exec1/wait"):
-                guard let code = await sim.waitForExit() else { return LiveSocketTests.sync(LiveSocketTests.op("exec1", .running)) }
-                return LiveSocketTests.sync(LiveSocketTests.op("exec1", .success, metadata: ["return": .int(code)]))
-            default:
-                return LiveSocketTests.error(404, "not found")
-            }
-        }, webSockets: { sim.route($0) })
+        let server = try await TestServer.exec(operation: "exec1", fds: ["0": "s0", "1": "s1", "2": "s2", "control": "sc"], waitForExit: sim.waitForExit, webSockets: sim.route)
         defer { server.stop() }
 
         let pty = try Self.openPty(width: 80, height: 24)
