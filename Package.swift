@@ -99,6 +99,7 @@ let package = Package(
         ]),
         .target(name: "Agent", dependencies: [
             "Gateway", "Instances", "ClusterDB", "Dqlite", "Runtime", "Images", "Migration", "Operations", "Identity", "IdentityGenerator",
+            "LXDClient", "Membership",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -118,7 +119,7 @@ let package = Package(
         .testTarget(name: "MigrationTests", dependencies: ["Migration"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes", "Identity", "IdentityGenerator"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes", "Identity", "IdentityGenerator", "Membership"]),
         .testTarget(name: "IdentityTests", dependencies: [
             "Identity", "IdentityGenerator", .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),

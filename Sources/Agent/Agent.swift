@@ -12,6 +12,7 @@ import Migration
 import Operations
 import Runtime
 import ServiceLifecycle
+import Synchronization
 
 public struct AgentConfiguration: Sendable {
     public var dataDir: String
@@ -42,21 +43,59 @@ public enum Agent {
         let dataDir = config.dataDir
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
 
-        var state = try LocalState.load(from: dataDir)
-        if state == nil {
+        if try LocalState.load(from: dataDir) == nil {
             let name = config.memberName ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "member"
-            state = LocalState(name: name, dqliteID: 1, address: config.address)
-            try state!.save(to: dataDir)
+            try LocalState(name: name, dqliteID: 1, address: config.address).save(to: dataDir)
         }
-        let local = state!
+        // Joining a cluster restarts everything above the runtime on the new database.
+        while true {
+            guard let local = try LocalState.load(from: dataDir) else { throw AgentError.localState("member.json vanished from \(dataDir)") }
+            let marker = LocalState.joinMarkerPath(in: dataDir)
+            if FileManager.default.fileExists(atPath: marker) {
+                // Joined (maybe just before a crash): the single-member database stays behind, out of the way.
+                let aside = "\(dataDir)/database.pre-join-\(Int(Date().timeIntervalSince1970))"
+                if FileManager.default.fileExists(atPath: "\(dataDir)/database") {
+                    try FileManager.default.moveItem(atPath: "\(dataDir)/database", toPath: aside)
+                }
+                try FileManager.default.removeItem(atPath: marker)
+                baseLogger.info("joined a cluster: old database moved aside", metadata: ["to": "\(aside)"])
+            }
+            guard try await runOnce(config, local: local, logger: baseLogger) else { break }
+        }
+    }
+
+    /// One life of the agent on one dqlite node; true when it should start again (after a join).
+    static func runOnce(_ config: AgentConfiguration, local: LocalState, logger baseLogger: Logger) async throws -> Bool {
+        let dataDir = config.dataDir
         var logger = baseLogger
         logger[metadataKey: "member"] = "\(local.name)"
 
+        // The member's TLS identity: made on first start, pinned by clients and peers afterwards.
+        let https = try config.httpsAddress.map { text in
+            guard let hp = HostPort.parse(text) else {
+                throw IdentityError.invalidAddress(text)
+            }
+            return hp
+        }
+        let hosts = Array(Set([https?.host, HostPort.parse(local.address)?.host].compactMap { $0 })).sorted()
+        let identity = try IdentityGenerator.loadOrCreate(
+            certPath: "\(dataDir)/server.crt", keyPath: "\(dataDir)/server.key", commonName: local.name,
+            dnsNames: hosts.filter { IPAddressBytes.parse($0) == nil }, ipAddresses: hosts.filter { IPAddressBytes.parse($0) != nil })
+
+        // dqlite peers and SQL clients reach other members through their HTTPS listeners (NOTES-dqlite.md).
+        let directory = PeerDirectory(local.peers ?? [])
+        let bindAddress = dqliteBindAddress(dataDir: dataDir, dqliteID: local.dqliteID)
+        let dialer = MemberLinkDialer(localAddress: local.address, localBindAddress: bindAddress, directory: directory, identity: identity)
         let node = try DqliteNode(
-            id: local.dqliteID, address: local.address, dataDir: "\(dataDir)/database",
-            bindAddress: dqliteBindAddress(dataDir: dataDir), logger: logger)
+            DqliteNode.Configuration(id: local.dqliteID, address: local.address, dataDir: "\(dataDir)/database",
+                                     bindAddress: bindAddress, peerDialer: dialer),
+            logger: logger)
         try node.start()
-        let db = try await ClusterDB.open(node: node, logger: logger)
+        // Other members first: a node that has just joined knows no leader yet.
+        let seeds = (local.peers ?? []).map(\.address).filter { $0 != local.address } + [local.address]
+        let pool = DqlitePool(configuration: .init(seeds: seeds, dialer: dialer, leaderTimeout: .seconds(30),
+                                                   sessionStatements: ClusterDB.sessionStatements), logger: logger)
+        let db = try await ClusterDB.open(pool: pool, logger: logger)
         let memberID = try await db.transaction { tx in try tx.ensureMember(name: local.name, address: local.address) }
         let member = MemberIdentity(id: memberID, name: local.name)
 
@@ -76,23 +115,17 @@ public enum Agent {
         try? FileManager.default.removeItem(atPath: uploads)
         try FileManager.default.createDirectory(atPath: uploads, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
 
-        // The member's TLS identity: made on first start, pinned by clients and peers afterwards.
-        let https = try config.httpsAddress.map { text in
-            guard let hp = HostPort.parse(text) else {
-                throw IdentityError.invalidAddress(text)
-            }
-            return hp
-        }
-        let hosts = Array(Set([https?.host, HostPort.parse(local.address)?.host].compactMap { $0 })).sorted()
-        let identity = try IdentityGenerator.loadOrCreate(
-            certPath: "\(dataDir)/server.crt", keyPath: "\(dataDir)/server.key", commonName: local.name,
-            dnsNames: hosts.filter { IPAddressBytes.parse($0) == nil }, ipAddresses: hosts.filter { IPAddressBytes.parse($0) != nil })
         let httpsAddresses = config.httpsAddress.map { [$0] } ?? []
         let trust = TrustService(db: db, serverFingerprint: identity.fingerprint, serverAddresses: { httpsAddresses }, logger: logger)
+        let restart = RestartSignal()
+        let cluster = ClusterController(
+            db: db, local: local, dataDir: dataDir, identity: identity, httpsAddress: config.httpsAddress, directory: directory,
+            bindAddress: bindAddress, restart: restart, logger: logger)
 
         let routes = APIRoutes(
             instances: instances, images: images, operations: operations,
-            serverInfo: { serverInfo(member: local.name) }, uploadDirectory: uploads, trust: trust, logger: logger)
+            serverInfo: { serverInfo(member: local.name, clustered: cluster.isClustered) }, uploadDirectory: uploads, trust: trust,
+            cluster: cluster, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: APIServer.unixSocketService(routes: routes, socketPath: "\(dataDir)/unix.socket", logger: logger)),
         ]
@@ -101,20 +134,86 @@ public enum Agent {
             logger.info("HTTPS API enabled", metadata: ["address": "\(https.host):\(https.port)", "fingerprint": "\(identity.fingerprint)"])
         }
 
+        // Shut down first (services stop in reverse order): hand leadership over while the
+        // listeners still carry the peers' links.
+        let handoverLogger = logger
+        services.append(.init(service: LeadershipHandover {
+            await handOverLeadership(db: db, local: local, clustered: cluster.isClustered, logger: handoverLogger)
+        } then: {
+            // Stopping the node now ends the peers' database links, which would otherwise keep
+            // the listeners' graceful shutdown waiting (members stopping together wait on each other).
+            if cluster.isClustered { try? node.stop() }
+        }))
+
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        restart.attach(ServiceGroupHandle { await group.triggerGracefulShutdown() })
         // Instances that should run again after a host reboot or agent restart (LXD's rules,
         // InstanceService.startOnBoot); alongside the API, so clients are served meanwhile.
         let autostart = Task { await instances.startOnBoot() }
+        let heartbeater = Heartbeater(cluster: cluster, memberID: memberID, logger: logger)
+        let maintenance = Task { await heartbeater.run() }
+        let peerRefresh = Task { await heartbeater.refreshPeers() }
         do {
             try await group.run()
         } catch {
             logger.error("agent stopped with an error", metadata: ["error": "\(error)"])
         }
         autostart.cancel()
+        maintenance.cancel()
+        peerRefresh.cancel()
+        await db.close()
         // Containers keep running; only our own node stops.
         try? node.stop()
+        if restart.requested {
+            logger.info("agent restarting on its new database")
+            return true
+        }
         logger.info("agent stopped; containers left running")
+        return false
+    }
+
+    /// Waits for the agent's graceful shutdown, then hands database leadership over.
+    struct LeadershipHandover: Service {
+        let handover: @Sendable () async -> Void
+        let then: @Sendable () -> Void
+
+        init(_ handover: @escaping @Sendable () async -> Void, then: @escaping @Sendable () -> Void) {
+            self.handover = handover
+            self.then = then
+        }
+
+        func run() async throws {
+            defer { then() }
+            try? await gracefulShutdown()
+            // Bounded: without a quorum there is no leader to ask, and stopping must not wait for one.
+            let handover = self.handover
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let once = ResumeOnce(continuation)
+                Task { await handover(); once.resume() }
+                Task { try? await Task.sleep(for: .seconds(2)); once.resume() }
+            }
+        }
+    }
+
+    final class ResumeOnce: Sendable {
+        private let continuation: Mutex<CheckedContinuation<Void, Never>?>
+        init(_ c: CheckedContinuation<Void, Never>) { continuation = Mutex(c) }
+        func resume() { continuation.withLock { c in c?.resume(); c = nil } }
+    }
+
+    /// dqlite 1.11 does not hand leadership over when a node stops (NOTES-dqlite.md): a leader
+    /// that stops on purpose transfers it first, so writes go on without an election timeout.
+    static func handOverLeadership(db: ClusterDB, local: LocalState, clustered: Bool, logger: Logger) async {
+        guard clustered else { return }
+        do {
+            let (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id) }
+            guard leader == local.dqliteID, let target = servers.first(where: { $0.role == .voter && $0.id != local.dqliteID }) else { return }
+            try await db.pool.withConnection { c in try c.transfer(to: target.id) }
+            logger.info("database leadership handed over", metadata: ["to": "\(target.address)"])
+        } catch {
+            logger.warning("could not hand database leadership over before stopping", metadata: ["error": "\(error)"])
+        }
     }
 
     /// CRIU for stateful stop/start, when one is installed (scripts/install-criu).
@@ -128,7 +227,7 @@ public enum Agent {
         }
     }
 
-    static func serverInfo(member: String) -> Server {
+    static func serverInfo(member: String, clustered: Bool) -> Server {
         var uts = utsname()
         uname(&uts)
         func field<T>(_ v: T) -> String {
@@ -141,6 +240,6 @@ public enum Agent {
             environment: .init(
                 architectures: [machine], driver: "lxd-swift", driverVersion: version,
                 kernel: field(uts.sysname), kernelVersion: field(uts.release), kernelArchitecture: machine,
-                serverName: member, serverVersion: version, serverClustered: false, serverPid: getpid()))
+                serverName: member, serverVersion: version, serverClustered: clustered, serverPid: getpid()))
     }
 }

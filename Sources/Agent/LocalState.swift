@@ -6,13 +6,18 @@ struct LocalState: Codable, Equatable {
     var name: String
     var dqliteID: UInt64
     var address: String
+    /// The other members as last known (where to find the leader at boot, and whom to trust
+    /// on the database links before the database is reachable); nil before joining a cluster.
+    var peers: [LocalPeer]?
 
     enum CodingKeys: String, CodingKey {
-        case name, address
+        case name, address, peers
         case dqliteID = "dqlite_id"
     }
 
     static func path(in dataDir: String) -> String { "\(dataDir)/member.json" }
+    /// Present between a join and the next start: the old database must be moved aside first.
+    static func joinMarkerPath(in dataDir: String) -> String { "\(dataDir)/join-pending" }
 
     static func load(from dataDir: String) throws -> LocalState? {
         let p = path(in: dataDir)
@@ -35,17 +40,33 @@ struct LocalState: Codable, Equatable {
 public enum AgentError: Error, CustomStringConvertible {
     case localState(String)
     case startup(String)
+    case cluster(String)
 
     public var description: String {
         switch self {
         case .localState(let m): "local state: \(m)"
         case .startup(let m): "startup: \(m)"
+        case .cluster(let m): "cluster: \(m)"
         }
     }
 }
 
+/// A member as this member remembers it locally.
+struct LocalPeer: Codable, Equatable, Sendable {
+    var name: String
+    /// Its HTTPS address, which is also its dqlite address.
+    var address: String
+    /// SHA-256 of its server certificate.
+    var fingerprint: String
+}
+
 /// The abstract socket name for this member's dqlite node: unique per data directory, so several
-/// agents can share a host (tests, `make run` clusters).
+/// agents can share a host (tests, `make run` clusters), and per dqlite id, so the node started
+/// after joining never competes for the name with the one it replaces.
+func dqliteBindAddress(dataDir: String, dqliteID: UInt64) -> String {
+    dqliteBindAddress(dataDir: dataDir) + "-\(dqliteID)"
+}
+
 func dqliteBindAddress(dataDir: String) -> String {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325
     for b in dataDir.utf8 {

@@ -101,6 +101,18 @@ extension Migration {
             )
             """,
         ]),
+        // Cluster join tokens: like trust tokens, but they admit a member, not a client, and
+        // are bound to the member name they were issued for.
+        Migration(version: 3, statements: [
+            """
+            CREATE TABLE join_tokens (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL,
+                secret_sha256 TEXT NOT NULL UNIQUE,
+                expires_at INTEGER NOT NULL
+            )
+            """,
+        ]),
     ]
 
     static let createSchemaTable = """

@@ -11,12 +11,22 @@ import NIOSSL
 struct RemoteAuthMiddleware: RouterMiddleware {
     typealias Context = APIContext
     let trust: TrustService
+    let cluster: (any ClusterService)?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         // The handshake is over once a request arrives, so the peer certificate is final.
         let certificate = try? await context.channel.nioSSL_peerCertificate().get()
         let der = certificate.flatMap { try? $0.toDERBytes() }
+        if Self.membersOnly.contains(request.uri.path) {
+            // Database peer links are checked against the members' certificates held in memory:
+            // a trust lookup would need the database, which may need this very link.
+            guard let der, let cluster, await cluster.isMember(fingerprint: Fingerprint.sha256(der: der)) else {
+                return Reply.error(.forbidden("not authorized"))
+            }
+            context.caller = .trusted(fingerprint: Fingerprint.sha256(der: der))
+            return try await next(request, context)
+        }
         if let der, await trust.isTrusted(fingerprint: Fingerprint.sha256(der: der)) {
             context.caller = .trusted(fingerprint: Fingerprint.sha256(der: der))
         } else {
@@ -26,11 +36,14 @@ struct RemoteAuthMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
+    /// Paths for members only, checked against the member list held in memory.
+    static let membersOnly: Set<String> = ["/internal/database", "/internal/cluster/heartbeat"]
+
     static func openToUntrusted(_ request: Request) -> Bool {
         var path = request.uri.path
         while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
         switch (request.method, path) {
-        case (.get, "/"), (.get, "/1.0"), (.post, "/1.0/certificates"): return true
+        case (.get, "/"), (.get, "/1.0"), (.post, "/1.0/certificates"), (.post, "/internal/cluster/accept"): return true
         default: return false
         }
     }

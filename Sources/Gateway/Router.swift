@@ -28,10 +28,13 @@ public struct APIRoutes: Sendable {
     public let uploadDirectory: String
     /// The trust store; nil serves no /1.0/certificates (and no HTTPS listener can be built).
     public let trust: TrustService?
+    /// Cluster membership; nil serves no /1.0/cluster routes.
+    public let cluster: (any ClusterService)?
     let logger: Logger
 
-    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: TrustService? = nil, logger: Logger) {
+    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: TrustService? = nil, cluster: (any ClusterService)? = nil, logger: Logger) {
         self.trust = trust
+        self.cluster = cluster
         self.instances = instances
         self.images = images
         self.operations = operations
@@ -47,7 +50,7 @@ public struct APIRoutes: Sendable {
         let router = Router(context: Context.self)
         let r = self
         if remote, let trust {
-            router.add(middleware: RemoteAuthMiddleware(trust: trust))
+            router.add(middleware: RemoteAuthMiddleware(trust: trust, cluster: cluster))
         }
 
         router.get("/") { _, _ in Reply.sync(["/1.0"]) }
@@ -59,6 +62,9 @@ public struct APIRoutes: Sendable {
 
         if let trust {
             addCertificateRoutes(router, trust)
+        }
+        if let cluster {
+            addClusterRoutes(router, cluster)
         }
 
         // Instances

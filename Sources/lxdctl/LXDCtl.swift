@@ -18,7 +18,7 @@ struct LXDCtl: AsyncParsableCommand {
         abstract: "Manage system containers through an lxd-swift agent.",
         subcommands: [
             ImageCommand.self, Launch.self, Init.self, Start.self, Stop.self, Restart.self, Delete.self,
-            List.self, Info.self, ConfigCommand.self, RemoteCommand.self, Exec.self, Console.self, FileCommand.self, OperationCommand.self,
+            List.self, Info.self, ConfigCommand.self, RemoteCommand.self, ClusterCommand.self, Exec.self, Console.self, FileCommand.self, OperationCommand.self,
         ]
     )
 

@@ -14,8 +14,8 @@ struct LXDD: AsyncParsableCommand {
     @Option(name: .long, help: "This member's name (default: the host name). Used on first start only.")
     var name: String?
 
-    @Option(name: .long, help: "This member's cluster address host:port. Used on first start only.")
-    var address: String = "127.0.0.1:8443"
+    @Option(name: .long, help: "This member's cluster address host:port (default: the HTTPS address, else 127.0.0.1:8443). Used on first start only.")
+    var address: String?
 
     @Option(name: .long, help: "Serve the API over HTTPS with mutual TLS on host:port (e.g. 127.0.0.2:8443).")
     var httpsAddress: String?
@@ -35,7 +35,7 @@ struct LXDD: AsyncParsableCommand {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let helper = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("lxd-start").path
         try await Agent.run(
-            AgentConfiguration(dataDir: dir, memberName: name, address: address, helperPath: helper, httpsAddress: httpsAddress),
+            AgentConfiguration(dataDir: dir, memberName: name, address: address ?? httpsAddress ?? "127.0.0.1:8443", helperPath: helper, httpsAddress: httpsAddress),
             logger: Logger(label: "lxdd"))
     }
 }

@@ -1,0 +1,427 @@
+import APITypes
+import ClusterDB
+import Dqlite
+import Foundation
+import Gateway
+import Identity
+import LXDClient
+import Logging
+import Membership
+import Synchronization
+
+/// The members this one knows locally: whom to dial for database links and whose certificates
+/// may open one. Kept outside the database on purpose: the database travels over these links.
+final class PeerDirectory: Sendable {
+    private let peers: Mutex<[LocalPeer]>
+
+    init(_ peers: [LocalPeer]) {
+        self.peers = Mutex(peers)
+    }
+
+    var all: [LocalPeer] { peers.withLock { $0 } }
+
+    func fingerprint(address: String) -> String? {
+        peers.withLock { list in list.first { $0.address == address }?.fingerprint }
+    }
+
+    func contains(fingerprint: String) -> Bool {
+        peers.withLock { list in list.contains { !$0.fingerprint.isEmpty && $0.fingerprint == fingerprint } }
+    }
+
+    /// Replaces the list; true when it changed.
+    @discardableResult
+    func replace(_ new: [LocalPeer]) -> Bool {
+        peers.withLock { list in
+            guard list != new else { return false }
+            list = new
+            return true
+        }
+    }
+}
+
+/// dqlite's dialer for this member: its own node through the abstract socket, other members
+/// through a websocket on their HTTPS listener (mutual TLS, their fingerprint pinned).
+struct MemberLinkDialer: DqlitePeerDialer {
+    let localAddress: String
+    let localBindAddress: String
+    let bridged: BridgedPeerDialer
+
+    init(localAddress: String, localBindAddress: String, directory: PeerDirectory, identity: TLSIdentity) {
+        self.localAddress = localAddress
+        self.localBindAddress = localBindAddress
+        bridged = BridgedPeerDialer { address in
+            guard let fingerprint = directory.fingerprint(address: address), !fingerprint.isEmpty else {
+                throw AgentError.cluster("no certificate known for member \(address): it is not (yet) in this member's peer list")
+            }
+            let transport = try HTTPChannelTransport.https(addresses: [address], serverFingerprint: fingerprint, identity: identity)
+            return WebSocketLink(try await transport.openWebSocket(HTTPRequest(.GET, "/internal/database")))
+        }
+    }
+
+    func dial(address: String) throws -> Int32 {
+        if address == localAddress { return try connectAbstractSocket(localBindAddress) }
+        return try bridged.dial(address: address)
+    }
+}
+
+/// A client websocket as a dqlite `PeerStream`.
+struct WebSocketLink: PeerStream {
+    let socket: WebSocket
+    let received: AsyncStream<[UInt8]>
+
+    init(_ socket: WebSocket) {
+        self.socket = socket
+        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
+        received = stream
+        Task {
+            for await message in socket.messages {
+                if case .binary(let bytes) = message { continuation.yield(bytes) }
+            }
+            continuation.finish()
+        }
+    }
+
+    func send(_ bytes: [UInt8]) async throws { try await socket.send(binary: bytes) }
+    func close() async { await socket.close() }
+}
+
+/// Lets the join use case ask the agent to restart itself (new dqlite node, new database).
+final class RestartSignal: Sendable {
+    private let state = Mutex<(group: ServiceGroupHandle?, requested: Bool)>((nil, false))
+
+    func attach(_ group: ServiceGroupHandle) { state.withLock { $0.group = group } }
+    var requested: Bool { state.withLock { $0.requested } }
+
+    func request() async {
+        let group = state.withLock { s -> ServiceGroupHandle? in
+            s.requested = true
+            return s.group
+        }
+        await group?.shutdown()
+    }
+}
+
+struct ServiceGroupHandle: Sendable {
+    let shutdown: @Sendable () async -> Void
+}
+
+/// Membership use cases: join tokens, admitting and joining, listing, removal, role balance.
+final class ClusterController: ClusterService {
+    let db: ClusterDB
+    let local: LocalState
+    let dataDir: String
+    let identity: TLSIdentity
+    let httpsAddress: String?
+    let directory: PeerDirectory
+    let bindAddress: String
+    let restart: RestartSignal
+    let logger: Logger
+    private let joining = Mutex(false)
+
+    init(db: ClusterDB, local: LocalState, dataDir: String, identity: TLSIdentity, httpsAddress: String?, directory: PeerDirectory,
+         bindAddress: String, restart: RestartSignal, logger: Logger) {
+        self.db = db
+        self.local = local
+        self.dataDir = dataDir
+        self.identity = identity
+        self.httpsAddress = httpsAddress
+        self.directory = directory
+        self.bindAddress = bindAddress
+        self.restart = restart
+        self.logger = logger
+    }
+
+    var isClustered: Bool { directory.all.count > 1 }
+
+    // MARK: Listing
+
+    func members() async throws -> [ClusterMemberInfo] {
+        let (rows, peers) = try await db.transaction { tx in (try tx.members(), try tx.memberPeers()) }
+        let servers: [DqliteServerInfo]
+        do {
+            servers = try await db.pool.withConnection { c in try c.cluster() }
+        } catch {
+            logger.warning("dqlite CLUSTER failed; roles unknown", metadata: ["error": "\(error)"])
+            servers = []
+        }
+        return rows.map { row in
+            let role = servers.first { $0.id == UInt64(row.id) }?.role
+            return ClusterMemberInfo(
+                serverName: row.name, url: "https://\(row.address)", database: role.map(Self.roleName) ?? "",
+                status: row.state, message: row.state == "ONLINE" ? "Fully operational" : "No heartbeat answered for \(OfflineDetector.defaultThreshold)",
+                failureDomain: row.failureDomain, fingerprint: peers.first { $0.id == row.id }?.fingerprint ?? "")
+        }
+    }
+
+    static func roleName(_ role: DqliteRole) -> String {
+        switch role {
+        case .voter: "voter"
+        case .standby: "stand-by"
+        case .spare: "spare"
+        }
+    }
+
+    // MARK: Issuing tokens
+
+    /// Clustering needs HTTPS, and the HTTPS address must be the dqlite address (DESIGN "Addresses").
+    private func requireClusterAddress() throws -> String {
+        guard let https = httpsAddress else {
+            throw APIError.badRequest("Clustering needs the HTTPS API: restart lxdd with --https-address HOST:PORT")
+        }
+        guard https == local.address else {
+            throw APIError.badRequest("This member's cluster address \(local.address) is not its HTTPS address \(https): start it with a fresh data directory and --https-address only (the cluster address follows it)")
+        }
+        return https
+    }
+
+    func issueJoinToken(name: String) async throws -> String {
+        _ = try requireClusterAddress()
+        guard !name.isEmpty, !name.contains(where: { $0.isWhitespace || $0 == "/" }) else {
+            throw APIError.badRequest("Invalid member name \"\(name)\": use a name without spaces or slashes")
+        }
+        let own = TrustedCertificate(fingerprint: identity.fingerprint, name: local.name, type: .server, certificate: identity.certificatePEM)
+        let addresses = try await db.transaction { tx -> [String] in
+            if try tx.member(name: name) != nil { throw APIError.conflict("A member named \"\(name)\" already exists") }
+            // Joining members pin this certificate; peers find it under this member's name.
+            if try tx.trustedCertificate(fingerprint: own.fingerprint) == nil { try tx.addTrustedCertificate(own) }
+            return try tx.members().map(\.address)
+        }
+        var rng = SystemRandomNumberGenerator()
+        let ordered = [local.address] + addresses.filter { $0 != local.address }
+        let token: JoinToken
+        do {
+            token = try JoinToken.issue(name: name, fingerprint: identity.fingerprint, addresses: ordered,
+                                        now: Int64(Date().timeIntervalSince1970), using: &rng)
+        } catch {
+            throw APIError.badRequest("Cannot issue a join token: \(error)")
+        }
+        try await db.transaction { tx in
+            try tx.addJoinToken(PendingJoinToken(name: name, secretSHA256: TrustToken.secretDigest(token.secret),
+                                                 expiresAt: Date(timeIntervalSince1970: Double(token.expiresAt))))
+        }
+        try await refreshPeers()
+        logger.info("join token issued", metadata: ["for": "\(name)"])
+        return token.encoded()
+    }
+
+    // MARK: Admitting (existing member)
+
+    func accept(_ request: ClusterAcceptRequest, presentedCertificate: [UInt8]) async throws -> ClusterAcceptResponse {
+        _ = try requireClusterAddress()
+        guard (try? CertificateText.der(from: request.certificate)) == presentedCertificate else {
+            throw APIError.forbidden("not authorized")
+        }
+        guard HostPort.parse(request.address) != nil else {
+            throw APIError.badRequest("Invalid member address \"\(request.address)\": use host:port")
+        }
+        let fingerprint = Fingerprint.sha256(der: presentedCertificate)
+        let name = request.serverName
+        let memberID: Int64
+        do {
+            // Token, member row and certificate in one transaction: all or nothing.
+            memberID = try await db.transaction { tx in
+                _ = try tx.takeJoinToken(secretSHA256: TrustToken.secretDigest(request.secret), name: name, now: Date())
+                let members = try tx.members()
+                if members.contains(where: { $0.name == name }) { throw APIError.conflict("A member named \"\(name)\" already exists") }
+                if let other = members.first(where: { $0.address == request.address }) {
+                    throw APIError.conflict("Address \(request.address) is already used by member \"\(other.name)\"")
+                }
+                let id = try tx.insertMember(name: name, address: request.address)
+                try tx.addTrustedCertificate(TrustedCertificate(fingerprint: fingerprint, name: name, type: .server,
+                                                                certificate: CertificateText.pem(der: presentedCertificate)))
+                return id
+            }
+        } catch let rejection as JoinTokenRejection {
+            logger.notice("join refused", metadata: ["member": "\(name)", "reason": "\(rejection)"])
+            throw APIError.forbidden("not authorized")
+        } catch ClusterDBError.alreadyExists(let what) {
+            throw APIError.conflict("Cannot admit \(name): \(what) already exists")
+        }
+        do {
+            // A spare first: it neither votes nor replicates until the role balance promotes it.
+            try await db.pool.withConnection { c in try c.add(id: UInt64(memberID), address: request.address) }
+        } catch {
+            try? await db.transaction { tx in
+                try? tx.deleteTrustedCertificate(fingerprint: fingerprint)
+                _ = try tx.deleteMember(id: memberID)
+            }
+            throw APIError.internal("Adding \(name) to the database cluster failed: \(error); nothing was kept: issue a new token and join again")
+        }
+        let peers = try await refreshPeers()
+        logger.info("member admitted", metadata: ["joined": "\(name)", "address": "\(request.address)", "dqlite-id": "\(memberID)"])
+        return ClusterAcceptResponse(dqliteID: UInt64(memberID), members: peers.map { p in
+            ClusterPeerInfo(name: p.name, address: p.address, fingerprint: p.fingerprint, dqliteID: UInt64(p.id))
+        })
+    }
+
+    /// Reloads the member list into the peer directory (and member.json when it changed).
+    @discardableResult
+    func refreshPeers() async throws -> [MemberPeer] {
+        let peers = try await db.transaction { tx in try tx.memberPeers() }
+        let locals = peers.map { LocalPeer(name: $0.name, address: $0.address, fingerprint: $0.fingerprint) }
+        if directory.replace(locals) {
+            var state = try LocalState.load(from: dataDir) ?? local
+            state.peers = locals.count > 1 ? locals : nil
+            try state.save(to: dataDir)
+        }
+        return peers
+    }
+
+    // MARK: Joining (new member)
+
+    func join(token text: String) async throws {
+        let address = try requireClusterAddress()
+        guard joining.withLock({ busy in defer { busy = true }; return !busy }) else {
+            throw APIError.conflict("A join is already in progress on this member")
+        }
+        var keepLock = false
+        defer { if !keepLock { joining.withLock { $0 = false } } }
+        guard !isClustered, local.dqliteID == 1 else {
+            throw APIError.conflict("Member \(local.name) is already part of a cluster")
+        }
+        let used = try await db.transaction { tx in
+            (try tx.query("SELECT (SELECT COUNT(*) FROM instances) + (SELECT COUNT(*) FROM images)").rows.first?.first) ?? .integer(0)
+        }
+        guard used == .integer(0) else {
+            throw APIError.badRequest("Member \(local.name) has instances or images: only an empty member can join a cluster (its database is replaced)")
+        }
+        let token: JoinToken
+        do {
+            token = try JoinToken.decode(text)
+            try token.check(forName: local.name, now: Int64(Date().timeIntervalSince1970))
+        } catch {
+            throw APIError.badRequest("\(error)")
+        }
+        // The connector checks the token's fingerprint during the handshake, before the secret is sent.
+        let client = try LXDClient.https(addresses: token.addresses, serverFingerprint: token.fingerprint, identity: identity)
+        let started = ContinuousClock.now
+        let answer: ClusterAcceptResponse
+        do {
+            answer = try await client.call(.POST, "/internal/cluster/accept", json: ClusterAcceptRequest(
+                serverName: local.name, address: address, certificate: identity.certificatePEM, secret: token.secret), as: ClusterAcceptResponse.self)
+        } catch let error as TransportError {
+            throw APIError.unavailable("Cannot reach the cluster: \(error)")
+        }
+        await client.transport.shutdown()
+
+        // Restart on the cluster: the next start runs a node with the new id (not bootstrapping)
+        // and moves the single-member database aside (Agent.run).
+        var state = local
+        state.dqliteID = answer.dqliteID
+        state.peers = answer.members.map { LocalPeer(name: $0.name, address: $0.address, fingerprint: $0.fingerprint) }
+        // Marker first: whichever start comes next (restart below, or after a crash) moves the old database aside.
+        guard FileManager.default.createFile(atPath: LocalState.joinMarkerPath(in: dataDir), contents: nil) else {
+            throw APIError.internal("Joined, but cannot write \(LocalState.joinMarkerPath(in: dataDir)): move \(dataDir)/database aside and restart lxdd")
+        }
+        try state.save(to: dataDir)
+        keepLock = true
+        logger.info("joined; restarting on the cluster", metadata: ["dqlite-id": "\(answer.dqliteID)", "accept-time": "\(ContinuousClock.now - started)"])
+        let restart = self.restart
+        Task {
+            // Let the answer reach the client first.
+            try? await Task.sleep(for: .milliseconds(100))
+            await restart.request()
+        }
+    }
+
+    // MARK: Removal
+
+    func remove(name: String) async throws {
+        let rows = try await db.transaction { tx in try tx.members() }
+        guard let target = rows.first(where: { $0.name == name }) else {
+            throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
+        }
+        guard target.name != local.name else {
+            throw APIError.badRequest("A member cannot remove itself: run cluster remove on another member")
+        }
+        let (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id ?? 0) }
+        let members = Self.plannerView(servers: servers, rows: rows)
+        if case .refused(let reason) = RolePlanner.canRemove(UInt64(target.id), members: members, leader: leader) {
+            throw APIError.badRequest("Cannot remove \(name): \(reason)")
+        }
+        if servers.contains(where: { $0.id == UInt64(target.id) }) {
+            try await db.pool.withConnection { c in try c.remove(id: UInt64(target.id)) }
+        }
+        do {
+            try await db.transaction { tx in
+                if let c = try tx.trustedCertificates().first(where: { $0.name == name && $0.type == .server }) {
+                    try tx.deleteTrustedCertificate(fingerprint: c.fingerprint)
+                }
+                _ = try tx.deleteMember(id: target.id)
+            }
+        } catch let error as DqliteError where error.isConstraintViolation {
+            throw APIError.badRequest("Member \(name) left the database cluster but still owns instances: delete or move them, then remove it again")
+        }
+        try await refreshPeers()
+        try? await rebalance()
+        logger.info("member removed", metadata: ["removed": "\(name)"])
+    }
+
+    // MARK: Roles
+
+    static func plannerView(servers: [DqliteServerInfo], rows: [MemberRow]) -> [ClusterMember] {
+        servers.map { s in
+            let row = rows.first { UInt64($0.id) == s.id }
+            return ClusterMember(id: s.id, name: row?.name ?? "", role: MemberRole(rawValue: UInt8(s.role.rawValue)) ?? .spare,
+                                 online: row.map { $0.state != "OFFLINE" } ?? false, failureDomain: row?.failureDomain ?? "default")
+        }
+    }
+
+    private let rebalancing = Mutex(false)
+
+    /// Starts a `rebalance` unless one is still running.
+    func rebalanceInBackground() {
+        guard rebalancing.withLock({ busy in defer { busy = true }; return !busy }) else { return }
+        Task {
+            defer { rebalancing.withLock { $0 = false } }
+            do {
+                try await rebalance()
+            } catch {
+                logger.debug("role rebalance failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Runs the role planner on dqlite's configuration and applies its changes (through the leader).
+    func rebalance() async throws {
+        let rows = try await db.transaction { tx in try tx.members() }
+        let (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id ?? 0) }
+        guard leader != 0 else { return }
+        let plan = RolePlanner.plan(members: Self.plannerView(servers: servers, rows: rows), leader: leader)
+        for change in plan.changes {
+            guard let role = DqliteRole(rawValue: UInt64(change.to.rawValue)) else { continue }
+            logger.info("database role change", metadata: ["change": "\(change)"])
+            try await db.pool.withConnection { c in try c.assign(id: change.id, role: role) }
+        }
+        if let blocked = plan.blocked { logger.notice("role balance blocked", metadata: ["reason": "\(blocked)"]) }
+    }
+
+    func receiveHeartbeat(_ heartbeat: ClusterHeartbeat) async throws {
+        let peers = heartbeat.members.map { LocalPeer(name: $0.name, address: $0.address, fingerprint: $0.fingerprint) }
+        // A list without this member is stale (or this member was removed): keep ours.
+        guard peers.contains(where: { $0.address == local.address }), directory.replace(peers) else { return }
+        var state = try LocalState.load(from: dataDir) ?? local
+        state.peers = peers.count > 1 ? peers : nil
+        try state.save(to: dataDir)
+    }
+
+    private let lastOnDemandRefresh = Mutex<ContinuousClock.Instant?>(nil)
+
+    func isMember(fingerprint: String) async -> Bool {
+        if directory.contains(fingerprint: fingerprint) { return true }
+        // A member admitted by another member a moment ago: look again, but at most every
+        // 250 ms, so unknown certificates can't make every connection cost a database read.
+        let now = ContinuousClock.now
+        let due = lastOnDemandRefresh.withLock { last in
+            guard last.map({ now - $0 >= .milliseconds(250) }) ?? true else { return false }
+            last = now
+            return true
+        }
+        guard due, (try? await refreshPeers()) != nil else { return false }
+        return directory.contains(fingerprint: fingerprint)
+    }
+
+    func servePeer(_ stream: any PeerStream) async {
+        await DqlitePeerService.serve(stream, bindAddress: bindAddress, logger: logger)
+    }
+}

@@ -1,0 +1,138 @@
+import ClusterDB
+import Foundation
+import Gateway
+import Identity
+import LXDClient
+import Logging
+import Membership
+import Synchronization
+
+/// The leader's heartbeats: every `schedule.interval` it sends the member list to each other
+/// member; `OfflineDetector` turns the answers into ONLINE/OFFLINE and role rebalances.
+/// Every member runs the loop; only the current dqlite leader heartbeats.
+struct Heartbeater {
+    let cluster: ClusterController
+    let memberID: Int64
+    let schedule: HeartbeatSchedule
+    let logger: Logger
+
+    init(cluster: ClusterController, memberID: Int64, threshold: Duration = OfflineDetector.defaultThreshold, logger: Logger) {
+        self.cluster = cluster
+        self.memberID = memberID
+        self.schedule = HeartbeatSchedule(threshold: threshold)
+        self.logger = logger
+    }
+
+    func run() async {
+        let clock = ContinuousClock()
+        let origin = clock.now
+        var detector = OfflineDetector(configuration: .init(threshold: schedule.threshold), local: UInt64(memberID))
+        var clients: [String: LXDClient] = [:]
+        while !Task.isCancelled {
+            let roundStart = clock.now
+            do {
+                let leader = try await cluster.db.pool.withConnection { c in try c.leader() }
+                let isLeader = leader?.address == cluster.local.address
+                if !isLeader {
+                    if detector.isLeader { _ = detector.handle(.leadershipLost) }
+                } else {
+                    let rows = try await cluster.db.transaction { tx in try tx.members() }
+                    var directives: [OfflineDetector.Directive] = []
+                    if !detector.isLeader {
+                        let seed = Dictionary(uniqueKeysWithValues: rows.map { (UInt64($0.id), $0.state != "OFFLINE") })
+                        directives += detector.handle(.leadershipAcquired(at: clock.now - origin, members: seed))
+                    }
+                    for row in rows where detector.members[UInt64(row.id)] == nil {
+                        directives += detector.handle(.memberAdded(UInt64(row.id), at: clock.now - origin, online: row.state != "OFFLINE"))
+                    }
+                    for id in detector.members.keys where !rows.contains(where: { UInt64($0.id) == id }) {
+                        directives += detector.handle(.memberRemoved(id))
+                    }
+                    let peers = cluster.directory.all
+                    let results = await beat(peers.filter { $0.address != cluster.local.address }, clients: &clients)
+                    for (address, answeredAt) in results {
+                        guard let row = rows.first(where: { $0.address == address }) else { continue }
+                        // A success counts from when the answer came, not from the end of the round.
+                        directives += detector.handle(answeredAt.map { .heartbeatSucceeded(UInt64(row.id), at: $0 - origin) }
+                                                      ?? .heartbeatFailed(UInt64(row.id), at: clock.now - origin))
+                    }
+                    directives += detector.handle(.tick(at: clock.now - origin))
+                    try await apply(directives, rows: rows)
+                    // Joins need promotions even when no status changed. In the background: a
+                    // promotion waits for the member to catch up, and heartbeats must go on meanwhile.
+                    cluster.rebalanceInBackground()
+                }
+            } catch {
+                logger.debug("heartbeat round failed", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(until: roundStart + schedule.interval, clock: clock)
+        }
+    }
+
+    /// Keeps the peer directory in step with the database, whichever member admitted a newcomer:
+    /// until this member knows the newcomer's certificate, their database links are refused.
+    func refreshPeers() async {
+        while !Task.isCancelled {
+            do {
+                try await cluster.refreshPeers()
+            } catch {
+                logger.debug("peer list refresh failed", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
+    private func apply(_ directives: [OfflineDetector.Directive], rows: [MemberRow]) async throws {
+        for directive in directives {
+            switch directive {
+            case .markOffline(let id), .markOnline(let id):
+                let online = if case .markOnline = directive { true } else { false }
+                let name = rows.first { UInt64($0.id) == id }?.name ?? "\(id)"
+                logger.notice(online ? "member back online" : "member offline", metadata: ["peer": "\(name)"])
+                try await cluster.db.transaction { tx in try tx.updateMemberState(id: Int64(id), state: online ? "ONLINE" : "OFFLINE") }
+            case .rebalanceRoles:
+                break // done after every round anyway
+            }
+        }
+    }
+
+    /// Heartbeats every peer at once; a peer that has not answered within the timeout failed
+    /// (its request may go on in the background, bounded by the connect timeout).
+    private func beat(_ peers: [LocalPeer], clients: inout [String: LXDClient]) async -> [(String, ContinuousClock.Instant?)] {
+        let answered = Answered()
+        let rows = (try? await cluster.db.transaction { tx in try tx.memberPeers() }) ?? []
+        let body = ClusterHeartbeat(members: rows.map { ClusterPeerInfo(name: $0.name, address: $0.address, fingerprint: $0.fingerprint, dqliteID: UInt64($0.id)) })
+        for peer in peers where !peer.fingerprint.isEmpty {
+            let key = peer.address + "/" + peer.fingerprint
+            if clients[key] == nil {
+                let ms = Int64(schedule.timeout.components.seconds * 1000 + schedule.timeout.components.attoseconds / 1_000_000_000_000_000)
+                if let connector = try? TLSConnector(addresses: [peer.address], serverFingerprint: peer.fingerprint, identity: cluster.identity,
+                                                     connectTimeout: .milliseconds(ms)) {
+                    // No keep-alive: an idle connection would hold up the peer's graceful shutdown.
+                    clients[key] = LXDClient(transport: HTTPChannelTransport(connector: connector, maxIdleConnections: 0))
+                }
+            }
+            guard let client = clients[key] else { continue }
+            Task {
+                do {
+                    try await client.send(.POST, "/internal/cluster/heartbeat", json: body)
+                    answered.add(peer.address)
+                } catch {
+                    // A dropped keep-alive connection must not count twice: the next round reconnects.
+                    await client.transport.shutdown()
+                }
+            }
+        }
+        try? await Task.sleep(for: schedule.timeout)
+        let ok = answered.addresses
+        return peers.map { ($0.address, ok[$0.address]) }
+    }
+}
+
+
+/// Addresses that answered a heartbeat round (written by the round's request tasks).
+private final class Answered: Sendable {
+    private let known = Mutex<[String: ContinuousClock.Instant]>([:])
+    func add(_ address: String) { known.withLock { $0[address] = ContinuousClock.now } }
+    var addresses: [String: ContinuousClock.Instant] { known.withLock { $0 } }
+}

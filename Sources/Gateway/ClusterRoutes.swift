@@ -1,0 +1,242 @@
+import APITypes
+import Dqlite
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+
+/// One member as `GET /1.0/cluster/members` shows it (LXD's field names).
+public struct ClusterMemberInfo: Codable, Sendable, Equatable {
+    public var serverName: String
+    public var url: String
+    /// "voter", "stand-by" or "spare" (dqlite's view), "" when unknown.
+    public var database: String
+    public var status: String
+    public var message: String
+    public var failureDomain: String
+    public var fingerprint: String
+
+    enum CodingKeys: String, CodingKey {
+        case url, database, status, message, fingerprint
+        case serverName = "server_name"
+        case failureDomain = "failure_domain"
+    }
+
+    public init(serverName: String, url: String, database: String, status: String, message: String, failureDomain: String, fingerprint: String) {
+        self.serverName = serverName
+        self.url = url
+        self.database = database
+        self.status = status
+        self.message = message
+        self.failureDomain = failureDomain
+        self.fingerprint = fingerprint
+    }
+}
+
+/// What the joining member sends to an existing member (`POST /internal/cluster/accept`).
+public struct ClusterAcceptRequest: Codable, Sendable {
+    public var serverName: String
+    /// host:port of the joining member's HTTPS listener, which is also its dqlite address.
+    public var address: String
+    /// PEM of the certificate the joining member presents on the connection.
+    public var certificate: String
+    public var secret: String
+
+    enum CodingKeys: String, CodingKey {
+        case address, certificate, secret
+        case serverName = "server_name"
+    }
+
+    public init(serverName: String, address: String, certificate: String, secret: String) {
+        self.serverName = serverName
+        self.address = address
+        self.certificate = certificate
+        self.secret = secret
+    }
+}
+
+/// A member as the join answer lists it.
+public struct ClusterPeerInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var address: String
+    public var fingerprint: String
+    public var dqliteID: UInt64
+
+    enum CodingKeys: String, CodingKey {
+        case name, address, fingerprint
+        case dqliteID = "dqlite_id"
+    }
+
+    public init(name: String, address: String, fingerprint: String, dqliteID: UInt64) {
+        self.name = name
+        self.address = address
+        self.fingerprint = fingerprint
+        self.dqliteID = dqliteID
+    }
+}
+
+/// The answer to an accepted join: the joining member's dqlite id and every member (itself included).
+public struct ClusterAcceptResponse: Codable, Sendable {
+    public var dqliteID: UInt64
+    public var members: [ClusterPeerInfo]
+
+    enum CodingKeys: String, CodingKey {
+        case members
+        case dqliteID = "dqlite_id"
+    }
+
+    public init(dqliteID: UInt64, members: [ClusterPeerInfo]) {
+        self.dqliteID = dqliteID
+        self.members = members
+    }
+}
+
+/// What the leader's heartbeat carries: the member list as it knows it.
+public struct ClusterHeartbeat: Codable, Sendable {
+    public var members: [ClusterPeerInfo]
+    public init(members: [ClusterPeerInfo]) { self.members = members }
+}
+
+/// Cluster use cases the routes call; the agent implements them (it owns the node and the peers).
+public protocol ClusterService: Sendable {
+    func members() async throws -> [ClusterMemberInfo]
+    /// Issues a join token for a new member called `name` (printable form).
+    func issueJoinToken(name: String) async throws -> String
+    /// On an existing member: admits the caller (which presented `presentedCertificate`).
+    func accept(_ request: ClusterAcceptRequest, presentedCertificate: [UInt8]) async throws -> ClusterAcceptResponse
+    /// On the new member: joins the cluster described by `token`.
+    func join(token: String) async throws
+    func remove(name: String) async throws
+    /// Whether `fingerprint` is the server certificate of a cluster member: checked against the
+    /// list held in memory (the database itself travels over the links this guards), which may
+    /// be re-read from the database, at a bounded rate, for an unknown certificate.
+    func isMember(fingerprint: String) async -> Bool
+    /// A heartbeat from the leader (already checked to come from a member).
+    func receiveHeartbeat(_ heartbeat: ClusterHeartbeat) async throws
+    /// Hands a peer's byte stream to this member's dqlite node.
+    func servePeer(_ stream: any PeerStream) async
+}
+
+/// `POST /1.0/cluster/members` answers with this (LXD returns an operation with the token in its metadata).
+struct ClusterTokenReply: Codable, Sendable {
+    var serverName: String
+    var token: String
+    enum CodingKeys: String, CodingKey {
+        case token
+        case serverName = "server_name"
+    }
+}
+
+/// `PUT /1.0/cluster` on the new member's unix socket.
+struct ClusterPut: Codable, Sendable {
+    var clusterToken: String
+    enum CodingKeys: String, CodingKey { case clusterToken = "cluster_token" }
+}
+
+struct ClusterMembersPost: Codable, Sendable {
+    var serverName: String
+    enum CodingKeys: String, CodingKey { case serverName = "server_name" }
+}
+
+/// A websocket seen as a dqlite `PeerStream`.
+struct WebSocketPeerStream: PeerStream {
+    let outbound: WebSocketOutboundWriter
+    let received: AsyncStream<[UInt8]>
+    let finish: @Sendable () -> Void
+
+    func send(_ bytes: [UInt8]) async throws {
+        try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+    }
+
+    func close() async {
+        finish()
+    }
+}
+
+extension APIRoutes {
+    func addClusterRoutes(_ router: Router<Context>, _ cluster: any ClusterService) {
+        let r = self
+        router.get("/1.0/cluster") { _, _ in
+            try await handle {
+                let members = try await cluster.members()
+                return Reply.sync(["enabled": members.count > 1 ? "true" : "false"])
+            }
+        }
+        router.put("/1.0/cluster") { req, ctx in
+            try await handle {
+                guard ctx.caller == .local else { throw APIError.forbidden("joining a cluster is only allowed through the unix socket") }
+                let put: ClusterPut = try await r.decode(req, ctx)
+                try await cluster.join(token: put.clusterToken)
+                return Reply.empty()
+            }
+        }
+        router.get("/1.0/cluster/members") { req, _ in
+            try await handle {
+                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
+                let members = try await cluster.members()
+                if recursion == 0 { return Reply.sync(members.map { "/1.0/cluster/members/\($0.serverName)" }) }
+                return Reply.sync(members)
+            }
+        }
+        router.get("/1.0/cluster/members/:member") { _, ctx in
+            try await handle {
+                let name = ctx.parameters.get("member") ?? ""
+                guard let m = try await cluster.members().first(where: { $0.serverName == name }) else {
+                    throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
+                }
+                return Reply.sync(m)
+            }
+        }
+        router.post("/1.0/cluster/members") { req, ctx in
+            try await handle {
+                let post: ClusterMembersPost = try await r.decode(req, ctx)
+                let token = try await cluster.issueJoinToken(name: post.serverName)
+                return Reply.sync(ClusterTokenReply(serverName: post.serverName, token: token))
+            }
+        }
+        router.delete("/1.0/cluster/members/:member") { _, ctx in
+            try await handle {
+                try await cluster.remove(name: ctx.parameters.get("member") ?? "")
+                return Reply.empty()
+            }
+        }
+        router.post("/internal/cluster/accept") { req, ctx in
+            try await handle {
+                // The secret is the credential; the certificate is the one this connection presented.
+                guard case .untrusted(let presented) = ctx.caller, let presented else {
+                    throw APIError.forbidden("a joining member must present its own, not yet trusted, certificate")
+                }
+                let post: ClusterAcceptRequest = try await r.decode(req, ctx)
+                return Reply.sync(try await cluster.accept(post, presentedCertificate: presented))
+            }
+        }
+        router.post("/internal/cluster/heartbeat") { req, ctx in
+            try await handle {
+                let beat: ClusterHeartbeat = try await r.decode(req, ctx)
+                try await cluster.receiveHeartbeat(beat)
+                return Reply.empty()
+            }
+        }
+        router.ws("/internal/database") { _, ctx in
+            guard case .trusted = ctx.caller else { return .dontUpgrade }
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, _ in
+            let (received, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
+            let stream = WebSocketPeerStream(outbound: outbound, received: received, finish: { continuation.finish() })
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    do {
+                        for try await message in inbound.messages(maxSize: 1 << 20) {
+                            if case .binary(let b) = message { continuation.yield(Array(buffer: b)) }
+                        }
+                    } catch {}
+                    continuation.finish()
+                }
+                await cluster.servePeer(stream)
+                continuation.finish()
+                group.cancelAll()
+            }
+        }
+    }
+}
