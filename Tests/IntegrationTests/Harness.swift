@@ -182,7 +182,32 @@ final class TestAgent: @unchecked Sendable {
             }
         }
         stop()
-        _ = try? run("/bin/umount", ["-R", "-l", dataDir])
+        // Containers outlive their agent by design: kill what is left of this agent's containers
+        // (processes whose root is under its data directory: another agent may use the same member
+        // and instance names) and detach its mounts, so no later test sees them (CRIU, for one,
+        // dumps a whole mount namespace).
+        let instances = (try? FileManager.default.contentsOfDirectory(atPath: "\(dataDir)/containers")) ?? []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let root = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/root"),
+                  root.hasPrefix(dataDir + "/") else { continue }
+            kill(pid, SIGKILL)
+        }
+        let mounts = ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "")
+            .split(separator: "\n").compactMap { $0.split(separator: " ").dropFirst(4).first.map(String.init) }
+            .filter { $0.hasPrefix(dataDir + "/") }
+        for mount in mounts.sorted(by: { $0.count > $1.count }) { _ = try? run("/bin/umount", ["-l", mount]) }
+        let controllers = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []).map { "/sys/fs/cgroup/\($0)/lxd-swift/\(name)" }
+            + ["/sys/fs/cgroup/lxd-swift/\(name)"]
+        for base in controllers {
+            for instance in instances where FileManager.default.fileExists(atPath: "\(base)/\(instance)") {
+                // The killed tasks take a moment to leave the group.
+                var tries = 0
+                while rmdir("\(base)/\(instance)") != 0, errno == EBUSY, tries < 50 {
+                    tries += 1
+                    usleep(20_000)
+                }
+            }
+        }
         try? FileManager.default.removeItem(atPath: dataDir)
     }
 
