@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(name: "MigrationTests", dependencies: ["Migration"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes", "Identity", "IdentityGenerator", "Membership"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes", "Identity", "IdentityGenerator", "Membership", "Gateway", "Operations"]),
         .testTarget(name: "IdentityTests", dependencies: [
             "Identity", "IdentityGenerator", .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -106,7 +106,7 @@ public enum Agent {
         let store = ImageStore(directory: "\(dataDir)/images", logger: logger)
         // An import interrupted by a crash leaves temporary directories; no import runs yet.
         try store.removeLeftovers()
-        let operations = OperationRegistry(location: local.name, logger: logger)
+        let operations = OperationRegistry(location: local.name, memberID: memberID, logger: logger)
         let instances = InstanceService(
             member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: .fromHost(),
             checkpointer: checkpointer(logger: logger), dataDir: dataDir, logger: logger)
@@ -125,7 +125,10 @@ public enum Agent {
         let routes = APIRoutes(
             instances: instances, images: images, operations: operations,
             serverInfo: { serverInfo(member: local.name, clustered: cluster.isClustered) }, uploadDirectory: uploads, trust: trust,
-            cluster: cluster, logger: logger)
+            cluster: cluster,
+            forwarder: MemberRequestForwarder(db: db, identity: identity, localMemberID: memberID, localMemberName: local.name,
+                                              clustered: { cluster.isClustered }, logger: logger),
+            logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: APIServer.unixSocketService(routes: routes, socketPath: "\(dataDir)/unix.socket", logger: logger)),
         ]

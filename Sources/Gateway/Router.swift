@@ -30,9 +30,12 @@ public struct APIRoutes: Sendable {
     public let trust: TrustService?
     /// Cluster membership; nil serves no /1.0/cluster routes.
     public let cluster: (any ClusterService)?
+    /// Reaches other members; nil (a single member) forwards nothing.
+    public let forwarder: (any MemberForwarder)?
     let logger: Logger
 
-    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: TrustService? = nil, cluster: (any ClusterService)? = nil, logger: Logger) {
+    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: TrustService? = nil, cluster: (any ClusterService)? = nil, forwarder: (any MemberForwarder)? = nil, logger: Logger) {
+        self.forwarder = forwarder
         self.trust = trust
         self.cluster = cluster
         self.instances = instances
@@ -51,6 +54,10 @@ public struct APIRoutes: Sendable {
         let r = self
         if remote, let trust {
             router.add(middleware: RemoteAuthMiddleware(trust: trust, cluster: cluster))
+        }
+        // After authentication: only trusted callers get forwarded.
+        if let forwarder {
+            router.add(middleware: ForwardingMiddleware(forwarder: forwarder, instances: instances, bodyLimit: limits.file))
         }
 
         router.get("/") { _, _ in Reply.sync(["/1.0"]) }
@@ -73,7 +80,8 @@ public struct APIRoutes: Sendable {
                 let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
                 let list = try await r.instances.list(withState: recursion >= 2)
                 if recursion == 0 { return Reply.sync(list.map { "/1.0/instances/\($0.name)" }) }
-                return Reply.sync(list)
+                let forwarded = req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
+                return Reply.sync(await r.clusterWide(list, withState: recursion >= 2, forwarded: forwarded))
             }
         }
         router.post("/1.0/instances") { req, ctx in
@@ -214,7 +222,8 @@ public struct APIRoutes: Sendable {
         router.get("/1.0/operations") { req, _ in
             try await handle {
                 let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
-                let ops = await r.operations.list()
+                let forwarded = req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
+                let ops = await r.clusterOperations(await r.operations.list(), forwarded: forwarded)
                 if recursion == 0 {
                     return Reply.sync(Dictionary(grouping: ops, by: { $0.status.lowercased() }).mapValues { $0.map { "/1.0/operations/\($0.id)" } })
                 }
@@ -239,16 +248,39 @@ public struct APIRoutes: Sendable {
         router.ws("/1.0/operations/:id/websocket") { req, ctx in
             let id = ctx.parameters.get("id") ?? ""
             let secret = req.uri.queryParameters.get("secret") ?? ""
+            if r.remoteOwner(ofOperation: id) != nil {
+                // The owner checks the secret when the proxy connects; a second hop is refused.
+                let forwarded = req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
+                return secret.isEmpty || forwarded ? .dontUpgrade : .upgrade([:])
+            }
             // Peek without consuming: the secret is taken on upgrade.
             guard await r.operations.get(id) != nil, !secret.isEmpty else { return .dontUpgrade }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, wsContext in
             let id = wsContext.requestContext.parameters.get("id") ?? ""
             let secret = wsContext.request.uri.queryParameters.get("secret") ?? ""
+            if let owner = r.remoteOwner(ofOperation: id), let forwarder = r.forwarder {
+                let uri = wsContext.request.uri
+                let target = uri.query.map { "\(uri.path)?\($0)" } ?? uri.path
+                do {
+                    let remote = try await forwarder.openWebSocket(target: target, to: .id(owner))
+                    await WebSocketBridge.proxy(remote, inbound: inbound, outbound: outbound)
+                } catch {
+                    r.logger.notice("operation websocket proxy failed", metadata: ["operation": "\(id)", "error": "\(error)"])
+                }
+                return
+            }
             guard let (fd, handler) = await r.operations.webSocket(id: id, secret: secret) else { return }
             await WebSocketBridge.run(fd: fd, handler: handler, inbound: inbound, outbound: outbound)
         }
         return router
+    }
+
+    /// The member running operation `id` when that is another member (DESIGN "Identity").
+    func remoteOwner(ofOperation id: String) -> Int64? {
+        guard let forwarder, forwarder.isClustered, let owner = OperationID.memberID(of: id),
+              owner != 0, owner != forwarder.localMemberID else { return nil }
+        return owner
     }
 
     func decode<T: Decodable>(_ req: Request, _ ctx: Context) async throws -> T {

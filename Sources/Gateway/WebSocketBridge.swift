@@ -31,3 +31,36 @@ enum WebSocketBridge {
         }
     }
 }
+
+extension WebSocketBridge {
+    /// Relays messages both ways between a client's websocket and the owner's, until either
+    /// side closes; then closes the other. Each write waits for the previous one (backpressure).
+    static func proxy(_ remote: any ForwardedWebSocket, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await message in inbound.messages(maxSize: 1 << 20) {
+                        switch message {
+                        case .binary(let b): try await remote.send(.binary(Array(buffer: b)))
+                        case .text(let t): try await remote.send(.text(t))
+                        }
+                    }
+                } catch {}
+            }
+            group.addTask {
+                for await frame in remote.frames {
+                    do {
+                        switch frame {
+                        case .binary(let b): try await outbound.write(.binary(ByteBuffer(bytes: b)))
+                        case .text(let t): try await outbound.write(.text(t))
+                        }
+                    } catch { break }
+                }
+            }
+            // Whichever direction ends first ends the proxy.
+            await group.next()
+            group.cancelAll()
+            await remote.close()
+        }
+    }
+}

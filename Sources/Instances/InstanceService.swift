@@ -96,6 +96,14 @@ public final class InstanceService: Sendable {
         apiInstance(try await row(name), withState: withState)
     }
 
+    /// The member an instance lives on; nil when there is no such instance.
+    public func location(of name: String) async throws -> String? {
+        try await db.transaction { tx in try tx.instance(name: name) }?.location
+    }
+
+    /// This member's name, as instances' `location` shows it.
+    public var memberName: String { member.name }
+
     public func state(_ name: String) async throws -> InstanceState {
         let r = try await row(name)
         return apiState(r)

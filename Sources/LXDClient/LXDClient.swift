@@ -147,8 +147,9 @@ public struct LXDClient: Sendable {
     // MARK: Instances
 
     /// Creates an instance (and starts it when `post.start` is true); waits for the operation.
-    public func createInstance(_ post: InstancesPost) async throws {
-        try await perform(.POST, APIPath.instances, json: post)
+    /// `target` names the cluster member to create it on (the receiving member forwards there).
+    public func createInstance(_ post: InstancesPost, target: String? = nil) async throws {
+        try await perform(.POST, APIPath.instances, query: target.map { [QueryItem("target", $0)] } ?? [], json: post)
     }
 
     /// All instances with their live state (`recursion=2`).

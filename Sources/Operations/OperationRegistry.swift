@@ -49,11 +49,15 @@ public actor OperationRegistry {
 
     private var entries: [String: Entry] = [:]
     private let location: String
+    private let memberID: Int64
     private let logger: Logger
     private let retention: Duration
 
-    public init(location: String, logger: Logger, retention: Duration = .seconds(300)) {
+    /// `memberID` is written into every operation id (`OperationID`), so any member can tell
+    /// which member runs an operation and forward `/1.0/operations/ID` there.
+    public init(location: String, memberID: Int64 = 0, logger: Logger, retention: Duration = .seconds(300)) {
         self.location = location
+        self.memberID = memberID
         self.logger = logger
         self.retention = retention
     }
@@ -65,7 +69,7 @@ public actor OperationRegistry {
         webSocketHandler: WebSocketHandler? = nil, body: @escaping Body
     ) -> APIOperation {
         pruneFinished()
-        let id = UUID().uuidString.lowercased()
+        let id = OperationID.make(memberID: memberID)
         let now = Self.timestamp()
         let op = APIOperation(
             id: id, class: opClass, description: description, createdAt: now, updatedAt: now,
@@ -170,5 +174,22 @@ public actor OperationRegistry {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return f.string(from: date)
+    }
+}
+
+/// Operation ids stay UUID-shaped (clients treat them as opaque) but their first group is the
+/// running member's id in hex: `0000000300a1-...` style lookups need no database or broadcast.
+public enum OperationID {
+    public static func make(memberID: Int64) -> String {
+        let uuid = UUID().uuidString.lowercased()
+        let hex = String(UInt32(truncatingIfNeeded: memberID), radix: 16)
+        return String(repeating: "0", count: 8 - hex.count) + hex + uuid.dropFirst(8)
+    }
+
+    /// The member id written into `id`; nil when `id` is not one of ours.
+    public static func memberID(of id: String) -> Int64? {
+        let parts = id.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 5, parts[0].count == 8, let n = UInt32(parts[0], radix: 16) else { return nil }
+        return Int64(n)
     }
 }

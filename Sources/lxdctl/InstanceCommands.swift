@@ -8,12 +8,13 @@ struct Launch: AsyncParsableCommand {
     @Argument(help: "Image alias.") var image: String
     @Argument(help: "Instance name.") var name: String
     @Option(name: [.customShort("c"), .long], help: "Config key=value (repeatable).") var config: [String] = []
+    @Option(help: "Cluster member to create the instance on.") var target: String?
 
     func run() async throws {
         let config = try ArgumentSyntax.keyValues(config)
         let (client, name) = try connection.target(self.name)
         Output.stdout("Creating \(name)\n")
-        try await client.createInstance(InstancesPost(name: name, source: .init(alias: image), config: config, start: true))
+        try await client.createInstance(InstancesPost(name: name, source: .init(alias: image), config: config, start: true), target: target)
         Output.stdout("Starting \(name)\n")
     }
 }

@@ -1,0 +1,150 @@
+import APITypes
+import ClusterDB
+import Foundation
+import Gateway
+import Identity
+import LXDClient
+import Logging
+import NIOCore
+import Synchronization
+
+/// Sends requests to other members over mutual TLS, presenting this member's certificate and
+/// pinning theirs (as the database links do). Members are looked up in ClusterDB by name or id.
+final class MemberRequestForwarder: MemberForwarder {
+    let db: ClusterDB
+    let identity: TLSIdentity
+    let localMemberID: Int64
+    let localMemberName: String
+    let clustered: @Sendable () -> Bool
+    let logger: Logger
+    /// One client per member address and certificate.
+    private let clients = Mutex<[String: LXDClient]>([:])
+
+    init(db: ClusterDB, identity: TLSIdentity, localMemberID: Int64, localMemberName: String, clustered: @escaping @Sendable () -> Bool, logger: Logger) {
+        self.clustered = clustered
+        self.db = db
+        self.identity = identity
+        self.localMemberID = localMemberID
+        self.localMemberName = localMemberName
+        self.logger = logger
+    }
+
+    var isClustered: Bool { clustered() }
+
+    func otherMembers() async throws -> [String] {
+        try await db.transaction { tx in try tx.memberPeers() }.map(\.name).filter { $0 != localMemberName }
+    }
+
+    func openWebSocket(target: String, to member: MemberReference) async throws -> any ForwardedWebSocket {
+        let (peer, client) = try await resolve(member)
+        do {
+            let socket = try await client.transport.openWebSocket(HTTPRequest(.GET, target, headers: [(Forwarding.markerHeader, localMemberName)]))
+            return ProxiedWebSocket(socket)
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw APIError.unavailable("Cannot open the websocket on member \(peer.name): \(error)")
+        }
+    }
+
+    private func resolve(_ member: MemberReference) async throws -> (MemberPeer, LXDClient) {
+        let peers = try await db.transaction { tx in try tx.memberPeers() }
+        let peer: MemberPeer? = switch member {
+        case .name(let name): peers.first { $0.name == name }
+        case .id(let id): peers.first { $0.id == id }
+        }
+        guard let peer else {
+            throw APIError.notFound("Cluster member \(member) not found: see lxdctl cluster list")
+        }
+        guard !peer.fingerprint.isEmpty else {
+            throw APIError.unavailable("No certificate known for member \(peer.name): it has not finished joining")
+        }
+        return (peer, try client(for: peer))
+    }
+
+    func send(_ request: ForwardedRequest, to member: MemberReference, timeout: Duration?) async throws -> ForwardedResponse {
+        let (peer, client) = try await resolve(member)
+        guard let method = RequestMethod(rawValue: request.method) else {
+            throw APIError.badRequest("Method \(request.method) cannot be forwarded")
+        }
+        let outgoing = HTTPRequest(method, request.target, headers: request.headers, body: request.body)
+        let answer: HTTPResponse
+        if let timeout {
+            // Not a task group: it would wait for the request, which does not stop on cancellation.
+            let pending = Task { try await client.transport.send(outgoing) }
+            guard let first = await Self.first(pending, orAfter: timeout) else {
+                pending.cancel()
+                throw APIError.unavailable("Member \(peer.name) did not answer \(request.method) \(request.target) within \(timeout)")
+            }
+            answer = try first.get()
+        } else {
+            answer = try await client.transport.send(outgoing)
+        }
+        return ForwardedResponse(status: answer.status, headers: answer.headers, body: answer.body)
+    }
+
+    /// The task's result, or nil when `timeout` passes first (the task then goes on unobserved).
+    static func first<T: Sendable>(_ task: Task<T, any Error>, orAfter timeout: Duration) async -> Result<T, any Error>? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>?, Never>) in
+            let once = ResumeFirst(continuation)
+            Task { once.resume(await task.result) }
+            Task {
+                try? await Task.sleep(for: timeout)
+                once.resume(nil)
+            }
+        }
+    }
+
+    private func client(for peer: MemberPeer) throws -> LXDClient {
+        let key = peer.address + "/" + peer.fingerprint
+        if let known = clients.withLock({ $0[key] }) { return known }
+        let connector = try TLSConnector(addresses: [peer.address], serverFingerprint: peer.fingerprint, identity: identity,
+                                         connectTimeout: .seconds(2))
+        // No idle keep-alive connections: one would hold up the peer's graceful shutdown (as with heartbeats).
+        let client = LXDClient(transport: HTTPChannelTransport(connector: connector, maxIdleConnections: 0))
+        return clients.withLock { all in
+            if let raced = all[key] { return raced }
+            all[key] = client
+            return client
+        }
+    }
+}
+
+/// A client websocket to the owner, as the Gateway's proxy sees it.
+struct ProxiedWebSocket: ForwardedWebSocket {
+    let socket: WebSocket
+    let frames: AsyncStream<ForwardedFrame>
+
+    init(_ socket: WebSocket) {
+        self.socket = socket
+        // Unbounded: a client slower than the owner's output buffers here (no backpressure yet).
+        // The reader task ends with the socket.
+        let (stream, continuation) = AsyncStream<ForwardedFrame>.makeStream(bufferingPolicy: .unbounded)
+        frames = stream
+        Task {
+            for await message in socket.messages {
+                switch message {
+                case .binary(let b): continuation.yield(.binary(b))
+                case .text(let t): continuation.yield(.text(t))
+                }
+            }
+            continuation.finish()
+        }
+    }
+
+    func send(_ frame: ForwardedFrame) async throws {
+        switch frame {
+        case .binary(let b): try await socket.send(binary: b)
+        case .text(let t): try await socket.send(text: t)
+        }
+    }
+
+    func close() async { await socket.close() }
+}
+
+/// Resumes a continuation with the first value offered; later ones are dropped.
+private final class ResumeFirst<T: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<T, Never>?>
+    init(_ c: CheckedContinuation<T, Never>) { continuation = Mutex(c) }
+    func resume(_ value: T) { continuation.withLock { c in c?.resume(returning: value); c = nil } }
+}
