@@ -107,11 +107,8 @@ public enum Agent {
         // An import interrupted by a crash leaves temporary directories; no import runs yet.
         try store.removeLeftovers()
         let operations = OperationRegistry(location: local.name, memberID: memberID, logger: logger)
-        let instances = InstanceService(
-            member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: .fromHost(),
-            checkpointer: checkpointer(logger: logger), dataDir: dataDir, logger: logger)
-        let images = ImageService(member: member, db: db, store: store, operations: operations, logger: logger)
         let uploads = "\(dataDir)/uploads"
+        let images = ImageService(member: member, db: db, store: store, operations: operations, logger: logger)
         try? FileManager.default.removeItem(atPath: uploads)
         try FileManager.default.createDirectory(atPath: uploads, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
 
@@ -121,13 +118,17 @@ public enum Agent {
         let cluster = ClusterController(
             db: db, local: local, dataDir: dataDir, identity: identity, httpsAddress: config.httpsAddress, directory: directory,
             bindAddress: bindAddress, restart: restart, logger: logger)
+        let forwarder = MemberRequestForwarder(db: db, identity: identity, localMemberID: memberID, localMemberName: local.name,
+                                               clustered: { cluster.isClustered }, logger: logger)
+        let instances = InstanceService(
+            member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: .fromHost(),
+            checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: forwarder, uploadDirectory: uploads, logger: logger)
 
         let routes = APIRoutes(
             instances: instances, images: images, operations: operations,
             serverInfo: { serverInfo(member: local.name, clustered: cluster.isClustered) }, uploadDirectory: uploads, trust: trust,
             cluster: cluster,
-            forwarder: MemberRequestForwarder(db: db, identity: identity, localMemberID: memberID, localMemberName: local.name,
-                                              clustered: { cluster.isClustered }, logger: logger),
+            forwarder: forwarder,
             logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: APIServer.unixSocketService(routes: routes, socketPath: "\(dataDir)/unix.socket", logger: logger)),

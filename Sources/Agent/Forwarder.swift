@@ -3,6 +3,7 @@ import ClusterDB
 import Foundation
 import Gateway
 import Identity
+import Instances
 import LXDClient
 import Logging
 import NIOCore
@@ -147,4 +148,18 @@ private final class ResumeFirst<T: Sendable>: Sendable {
     private let continuation: Mutex<CheckedContinuation<T, Never>?>
     init(_ c: CheckedContinuation<T, Never>) { continuation = Mutex(c) }
     func resume(_ value: T) { continuation.withLock { c in c?.resume(returning: value); c = nil } }
+}
+
+extension MemberRequestForwarder: ImageTarballFetcher {
+    /// GET /1.0/images/<fp>/export on `member`; only a 200 counts (the caller verifies the hash).
+    func fetchTarball(fingerprint: String, from member: String, timeout: Duration) async throws -> [UInt8] {
+        let request = ForwardedRequest(method: "GET", target: "/1.0/images/\(fingerprint)/export",
+                                       headers: [(Forwarding.markerHeader, localMemberName)], body: [])
+        let answer = try await send(request, to: .name(member), timeout: timeout)
+        guard answer.status == 200 else {
+            let detail = String(decoding: answer.body.prefix(300), as: UTF8.self)
+            throw APIError.unavailable("Member \(member) answered \(answer.status) to the image export: \(detail)")
+        }
+        return answer.body
+    }
 }

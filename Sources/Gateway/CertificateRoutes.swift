@@ -18,7 +18,7 @@ struct RemoteAuthMiddleware: RouterMiddleware {
         // The handshake is over once a request arrives, so the peer certificate is final.
         let certificate = try? await context.channel.nioSSL_peerCertificate().get()
         let der = certificate.flatMap { try? $0.toDERBytes() }
-        if Self.membersOnly.contains(request.uri.path) {
+        if Self.isMembersOnly(request.uri.path) {
             // Database peer links are checked against the members' certificates held in memory:
             // a trust lookup would need the database, which may need this very link.
             guard let der, let cluster, await cluster.isMember(fingerprint: Fingerprint.sha256(der: der)) else {
@@ -38,6 +38,13 @@ struct RemoteAuthMiddleware: RouterMiddleware {
 
     /// Paths for members only, checked against the member list held in memory.
     static let membersOnly: Set<String> = ["/internal/database", "/internal/cluster/heartbeat"]
+
+    /// Image export serves whole layers to members fetching them; clients import, not export.
+    static func isMembersOnly(_ path: String) -> Bool {
+        if membersOnly.contains(path) { return true }
+        let segments = path.split(separator: "/")
+        return segments.count == 4 && segments[0] == "1.0" && segments[1] == "images" && segments[2] != "aliases" && segments[3] == "export"
+    }
 
     static func openToUntrusted(_ request: Request) -> Bool {
         var path = request.uri.path

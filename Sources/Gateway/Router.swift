@@ -214,6 +214,15 @@ public struct APIRoutes: Sendable {
         router.get("/1.0/images/:fingerprint") { _, ctx in
             try await handle { Reply.sync(try await r.images.get(ctx.parameters.get("fingerprint") ?? "")) }
         }
+        // Members fetch an image's original tarball from here on first use (members only over
+        // HTTPS: see RemoteAuthMiddleware). Streamed from disk, not loaded whole.
+        router.get("/1.0/images/:fingerprint/export") { _, ctx in
+            try await handle {
+                let path = try await r.images.exportPath(ctx.parameters.get("fingerprint") ?? "")
+                let body = try await FileIO().loadFile(path: path, context: ctx)
+                return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: body)
+            }
+        }
         router.delete("/1.0/images/:fingerprint") { _, ctx in
             try await handle { Reply.async(try await r.images.delete(ctx.parameters.get("fingerprint") ?? "")) }
         }

@@ -51,6 +51,15 @@ public final class ImageService: Sendable {
         }
     }
 
+    /// The original tarball of an image whose layer is on this member, for a member fetching it.
+    public func exportPath(_ fingerprint: String) async throws -> String {
+        let image = try await row(fingerprint)
+        guard let path = store.tarballPath(fingerprint: image.fingerprint) else {
+            throw APIError.notFound("Image \(image.fingerprint.prefix(12)) has no tarball on member \(member.name): fetch it from another member")
+        }
+        return path
+    }
+
     public func list() async throws -> [Image] {
         try await db.transaction { tx in try tx.images() }.map(Self.apiImage)
     }

@@ -71,9 +71,17 @@ public final class InstanceService: Sendable {
     /// Checkpoint/restore for stateful stop and start; nil when no usable CRIU was found.
     let checkpointer: Checkpointer?
     let dataDir: String
+    /// Brings a missing image layer from a member holding it; nil (a single member) fetches nothing.
+    let imageFetch: ImageFetch?
     let logger: Logger
 
-    public init(member: MemberIdentity, db: ClusterDB, runtime: ContainerRuntime, store: ImageStore, operations: OperationRegistry, idmaps: IDMapRange, checkpointer: Checkpointer?, dataDir: String, logger: Logger) {
+    /// `imageFetcher` and `uploadDirectory` let a create fetch an image imported on another member.
+    public init(member: MemberIdentity, db: ClusterDB, runtime: ContainerRuntime, store: ImageStore, operations: OperationRegistry, idmaps: IDMapRange, checkpointer: Checkpointer?, dataDir: String,
+                imageFetcher: (any ImageTarballFetcher)? = nil, uploadDirectory: String? = nil, maxImageBytes: Int64 = 4 << 30, logger: Logger) {
+        self.imageFetch = imageFetcher.map {
+            ImageFetch(member: member, db: db, store: store, fetcher: $0, uploadDirectory: uploadDirectory ?? "\(dataDir)/uploads",
+                       maxImageBytes: maxImageBytes, logger: logger)
+        }
         self.checkpointer = checkpointer
         self.dataDir = dataDir
         self.member = member
@@ -126,15 +134,19 @@ public final class InstanceService: Sendable {
         }
 
         let image = try await resolveImage(alias: post.source.alias, fingerprint: post.source.fingerprint)
-        guard let layer = store.layer(fingerprint: image.fingerprint) else {
+        // A layer missing here is fetched inside the operation (so the reply stays fast); the
+        // image row carries the same metadata meanwhile.
+        let layer = store.layer(fingerprint: image.fingerprint)
+        if layer == nil, imageFetch == nil {
             throw APIError.unavailable("Image \(image.fingerprint.prefix(12)) is not present on member \(member.name): import it there")
         }
+        let architecture = layer?.metadata.architecture ?? image.architecture
         let privileged = InstanceConfigSchema.isTrue(userConfig["security.privileged"])
         let member = self.member
         let idmaps = self.idmaps
         var config = userConfig
         config["volatile.base_image"] = image.fingerprint
-        for (k, v) in layer.metadata.properties { config["image.\(k)"] = v }
+        for (k, v) in layer?.metadata.properties ?? image.properties { config["image.\(k)"] = v }
 
         // One transaction: name check, id range allocation and insert, so concurrent launches
         // can never get the same name or overlapping id ranges.
@@ -153,7 +165,7 @@ public final class InstanceService: Sendable {
                 }
                 return try tx.insertInstance(NewInstance(
                     name: post.name, memberID: member.id, imageFingerprint: image.fingerprint,
-                    architecture: layer.metadata.architecture, config: cfg, powerState: .stopped, idmapBase: base))
+                    architecture: architecture, config: cfg, powerState: .stopped, idmapBase: base))
             }
         } catch let e as ClusterDBError {
             if case .alreadyExists = e { throw APIError.conflict("Instance \"\(post.name)\" already exists") }
@@ -166,8 +178,9 @@ public final class InstanceService: Sendable {
             resources: ["instances": ["/1.0/instances/\(post.name)"]]
         ) { [self] _ in
             try await locks.withLock(row.name) {
-                let spec = try self.spec(for: row)
                 do {
+                    if layer == nil, let fetch = self.imageFetch { _ = try await fetch.ensureLayer(image) }
+                    let spec = try self.spec(for: row)
                     try self.runtime.create(spec)
                     if start {
                         _ = try await self.runtime.start(spec)
