@@ -39,21 +39,6 @@ public enum Quantity {
         return Int64(result.rounded(.down))
     }
 
-    /// Human form with binary units, as `lxc list` shows memory ("12.34MiB").
-    public static func humanBytes(_ bytes: Int64) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-        var value = Double(bytes)
-        var index = 0
-        while value >= 1024, index < units.count - 1 {
-            value /= 1024
-            index += 1
-        }
-        if index == 0 { return "\(bytes)B" }
-        let hundredths = Int((value * 100).rounded())
-        let frac = hundredths % 100
-        return "\(hundredths / 100).\(frac < 10 ? "0" : "")\(frac)\(units[index])"
-    }
-
     /// A cpu limit: a count of cpus (possibly fractional, as an allowance) or an explicit set to pin to.
     public enum CPU: Equatable, Sendable {
         case count(Double)

@@ -15,13 +15,6 @@ import Testing
         #expect(throws: Quantity.Error.invalidSize(text)) { try Quantity.bytes(text) }
     }
 
-    @Test func humanBytes() {
-        #expect(Quantity.humanBytes(512) == "512B")
-        #expect(Quantity.humanBytes(1536) == "1.50KiB")
-        #expect(Quantity.humanBytes(64 << 20) == "64.00MiB")
-        #expect(Quantity.humanBytes(1_288_490_189) == "1.20GiB")
-    }
-
     @Test func cpuValues() throws {
         #expect(try Quantity.cpu("2") == .count(2))
         #expect(try Quantity.cpu("0.5") == .count(0.5))
