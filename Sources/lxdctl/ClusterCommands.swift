@@ -73,13 +73,22 @@ struct ClusterCommand: AsyncParsableCommand {
 
         func run() async throws {
             let client = connection.client
-            try await client.joinCluster(token: token)
-            // The agent restarts on the cluster's database; wait until it answers as a member.
+            // The agent restarts its listeners on the cluster's database right after accepting, so
+            // the answer to this request can be lost with the old listener: a refusal comes back at
+            // once, while a silence is settled by the membership poll below.
+            if let refused = await Self.bounded(.seconds(10), { try await client.joinCluster(token: token) }), case .failure(let e) = refused {
+                throw e
+            }
+            await client.transport.shutdown()
             let deadline = ContinuousClock.now + .seconds(timeout)
             var last = ""
             while ContinuousClock.now < deadline {
                 do {
-                    let members = try await client.clusterMembers()
+                    // Each poll on a fresh connection, bounded: one left to the old listener never answers.
+                    guard let answer = await Self.bounded(.seconds(2), { try await client.clusterMembers() }) else {
+                        throw CLIError("no answer within 2 s")
+                    }
+                    let members = try answer.get()
                     if members.count > 1 {
                         Output.stdout("Joined a cluster of \(members.count) members\n")
                         return
@@ -91,6 +100,21 @@ struct ClusterCommand: AsyncParsableCommand {
                 try await Task.sleep(for: .milliseconds(100))
             }
             throw CLIError("the agent accepted the join but did not come back as a cluster member within \(timeout) s (\(last)): check its log")
+        }
+
+        /// The result of `work`, or nil when it has not finished within `limit` (then it is left
+        /// behind: a request on a connection the agent dropped cannot be cancelled).
+        static func bounded<T: Sendable>(_ limit: Duration, _ work: @escaping @Sendable () async throws -> T) async -> Result<T, any Error>? {
+            let (results, sink) = AsyncStream<Result<T, any Error>?>.makeStream()
+            Task {
+                do { sink.yield(.success(try await work())) } catch { sink.yield(.failure(error)) }
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                sink.yield(nil)
+            }
+            for await first in results { return first }
+            return nil
         }
     }
 
