@@ -77,7 +77,7 @@ let package = Package(
         .target(name: "CTerminal"),
         .target(name: "Operations", dependencies: ["APITypes", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Instances", dependencies: [
-            "APITypes", "InstanceConfig", "ClusterDB", "Runtime", "Images", "Migration", "Operations", "CTerminal",
+            "APITypes", "InstanceConfig", "ClusterDB", "Runtime", "Images", "Migration", "Operations", "CTerminal", "Scheduler",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Gateway", dependencies: [

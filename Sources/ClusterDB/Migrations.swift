@@ -113,6 +113,25 @@ extension Migration {
             )
             """,
         ]),
+        // Scheduling: what each member reports it can hold, and each instance's footprint as
+        // columns, so a member's allocation is one SUM over its instance rows (NULL = limit not
+        // set; the reader substitutes the scheduler's default footprint).
+        Migration(version: 4, statements: [
+            """
+            CREATE TABLE members_capacity (
+                member_id INTEGER PRIMARY KEY REFERENCES members(id) ON DELETE CASCADE,
+                cpu REAL NOT NULL,
+                memory INTEGER NOT NULL,
+                disk INTEGER,
+                processes INTEGER,
+                updated_at INTEGER NOT NULL
+            )
+            """,
+            "ALTER TABLE instances ADD COLUMN limit_cpu REAL",
+            "ALTER TABLE instances ADD COLUMN limit_memory INTEGER",
+            "ALTER TABLE instances ADD COLUMN limit_disk INTEGER",
+            "ALTER TABLE instances ADD COLUMN limit_processes INTEGER",
+        ]),
     ]
 
     static let createSchemaTable = """

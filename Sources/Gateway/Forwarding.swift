@@ -146,7 +146,8 @@ struct ForwardingMiddleware: RouterMiddleware {
             case .local:
                 return try await next(request, context)
             case .create(let target):
-                guard target != forwarder.localMemberName else { return try await next(request, context) }
+                // `@group` targets are placed by the scheduler here, not forwarded.
+                guard target != forwarder.localMemberName, !target.hasPrefix("@") else { return try await next(request, context) }
                 return try await forward(request, to: .name(target), forwarded: forwarded, what: "creation on member \(target)")
             case .operation(let id), .operationWebSocket(let id):
                 guard id != forwarder.localMemberID, id != 0 else { return try await next(request, context) }

@@ -64,8 +64,27 @@ public struct APIRoutes: Sendable {
         router.get("/1.0") { _, ctx in
             var info = await r.serverInfo()
             info.auth = ctx.caller.isTrusted ? "trusted" : "untrusted"
+            // Cluster-wide config is shown to trusted callers only (LXD does the same).
+            if ctx.caller.isTrusted, let config = try? await r.instances.serverConfig() {
+                info.config.merge(config) { $1 }
+            }
             return Reply.sync(info)
         }
+        router.put("/1.0") { req, ctx in
+            try await handle {
+                let put: ServerPut = try await r.decode(req, ctx)
+                try await r.instances.updateServerConfig(put.config, replace: true)
+                return Reply.empty()
+            }
+        }
+        router.patch("/1.0") { req, ctx in
+            try await handle {
+                let put: ServerPut = try await r.decode(req, ctx)
+                try await r.instances.updateServerConfig(put.config, replace: false)
+                return Reply.empty()
+            }
+        }
+        addSchedulingRoutes(router)
 
         if let trust {
             addCertificateRoutes(router, trust)
@@ -86,8 +105,12 @@ public struct APIRoutes: Sendable {
         }
         router.post("/1.0/instances") { req, ctx in
             try await handle {
-                let post: InstancesPost = try await r.decode(req, ctx)
-                return Reply.async(try await r.instances.create(post))
+                // One body, two views: LXD's fields and our extensions (count, name_prefix, scheduler_policy).
+                let (post, extra): (InstancesPost, InstancesCreateOptions) = try await r.decodeTwice(req, ctx)
+                let options = CreateOptions(
+                    target: req.uri.queryParameters.get("target").flatMap { $0.isEmpty ? nil : String($0) },
+                    count: extra.count, namePrefix: extra.namePrefix, policy: extra.schedulerPolicy)
+                return Reply.async(try await r.instances.create(post, options: options))
             }
         }
         router.get("/1.0/instances/:name") { req, ctx in
@@ -302,6 +325,31 @@ public struct APIRoutes: Sendable {
         }
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer: body))
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw APIError.badRequest("Invalid request body: missing field \"\(key.stringValue)\"")
+        } catch let DecodingError.typeMismatch(_, c) {
+            throw APIError.badRequest("Invalid request body: wrong type at \"\(c.codingPath.map(\.stringValue).joined(separator: "."))\"")
+        } catch {
+            throw APIError.badRequest("Invalid request body: malformed JSON")
+        }
+    }
+
+    /// The JSON body decoded as two types (LXD's fields and our extension fields).
+    func decodeTwice<A: Decodable, B: Decodable>(_ req: Request, _ ctx: Context) async throws -> (A, B) {
+        var request = req
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: limits.json)
+        } catch {
+            throw APIError.tooLarge("Request body is larger than \(limits.json) bytes")
+        }
+        let data = Data(buffer: body)
+        return (try Self.decodeBody(A.self, data), try Self.decodeBody(B.self, data))
+    }
+
+    static func decodeBody<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, _) {
             throw APIError.badRequest("Invalid request body: missing field \"\(key.stringValue)\"")
         } catch let DecodingError.typeMismatch(_, c) {

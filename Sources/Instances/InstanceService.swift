@@ -73,11 +73,15 @@ public final class InstanceService: Sendable {
     let dataDir: String
     /// Brings a missing image layer from a member holding it; nil (a single member) fetches nothing.
     let imageFetch: ImageFetch?
+    /// Asks other members to create instances placed on them; nil (a single member) places here.
+    let materialiser: (any InstanceMaterialiser)?
     let logger: Logger
 
     /// `imageFetcher` and `uploadDirectory` let a create fetch an image imported on another member.
     public init(member: MemberIdentity, db: ClusterDB, runtime: ContainerRuntime, store: ImageStore, operations: OperationRegistry, idmaps: IDMapRange, checkpointer: Checkpointer?, dataDir: String,
-                imageFetcher: (any ImageTarballFetcher)? = nil, uploadDirectory: String? = nil, maxImageBytes: Int64 = 4 << 30, logger: Logger) {
+                imageFetcher: (any ImageTarballFetcher)? = nil, uploadDirectory: String? = nil, maxImageBytes: Int64 = 4 << 30,
+                materialiser: (any InstanceMaterialiser)? = nil, logger: Logger) {
+        self.materialiser = materialiser
         self.imageFetch = imageFetcher.map {
             ImageFetch(member: member, db: db, store: store, fetcher: $0, uploadDirectory: uploadDirectory ?? "\(dataDir)/uploads",
                        maxImageBytes: maxImageBytes, logger: logger)
@@ -119,84 +123,9 @@ public final class InstanceService: Sendable {
 
     // MARK: create
 
+    /// Creates one instance where the scheduler (or `?target=`) puts it; see ``create(_:options:)``.
     public func create(_ post: InstancesPost) async throws -> APIOperation {
-        do { try InstanceName.validate(post.name) } catch { throw APIError.badRequest(error.description) }
-        if let type = post.type, type != "container" {
-            throw APIError.badRequest("Unsupported instance type \"\(type)\": only containers are supported")
-        }
-        guard post.source.type == "image" else {
-            throw APIError.badRequest("Unsupported source type \"\(post.source.type)\": use an image (alias or fingerprint)")
-        }
-        let userConfig = post.config ?? [:]
-        do { try InstanceConfigSchema.validate(user: userConfig) } catch { throw APIError.badRequest("Invalid config: \(error.description)") }
-        if let devices = post.devices, !devices.isEmpty {
-            throw APIError.badRequest("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
-        }
-
-        let image = try await resolveImage(alias: post.source.alias, fingerprint: post.source.fingerprint)
-        // A layer missing here is fetched inside the operation (so the reply stays fast); the
-        // image row carries the same metadata meanwhile.
-        let layer = store.layer(fingerprint: image.fingerprint)
-        if layer == nil, imageFetch == nil {
-            throw APIError.unavailable("Image \(image.fingerprint.prefix(12)) is not present on member \(member.name): import it there")
-        }
-        let architecture = layer?.metadata.architecture ?? image.architecture
-        let privileged = InstanceConfigSchema.isTrue(userConfig["security.privileged"])
-        let member = self.member
-        let idmaps = self.idmaps
-        var config = userConfig
-        config["volatile.base_image"] = image.fingerprint
-        for (k, v) in layer?.metadata.properties ?? image.properties { config["image.\(k)"] = v }
-
-        // One transaction: name check, id range allocation and insert, so concurrent launches
-        // can never get the same name or overlapping id ranges.
-        let finalConfig = config
-        let row: InstanceRow
-        do {
-            row = try await db.transaction { tx in
-                if try tx.instance(name: post.name) != nil {
-                    throw APIError.conflict("Instance \"\(post.name)\" already exists")
-                }
-                var cfg = finalConfig
-                var base: Int64? = nil
-                if !privileged {
-                    base = try tx.allocateIdmapBase(rangeStart: idmaps.start, rangeSize: idmaps.size, block: IDMapRange.block)
-                    cfg["volatile.idmap.base"] = "\(base!)"
-                }
-                return try tx.insertInstance(NewInstance(
-                    name: post.name, memberID: member.id, imageFingerprint: image.fingerprint,
-                    architecture: architecture, config: cfg, powerState: .stopped, idmapBase: base))
-            }
-        } catch let e as ClusterDBError {
-            if case .alreadyExists = e { throw APIError.conflict("Instance \"\(post.name)\" already exists") }
-            throw e
-        }
-
-        let start = post.start ?? false
-        return await operations.start(
-            description: start ? "Creating and starting instance" : "Creating instance",
-            resources: ["instances": ["/1.0/instances/\(post.name)"]]
-        ) { [self] _ in
-            try await locks.withLock(row.name) {
-                do {
-                    if layer == nil, let fetch = self.imageFetch { _ = try await fetch.ensureLayer(image) }
-                    let spec = try self.spec(for: row)
-                    try self.runtime.create(spec)
-                    if start {
-                        _ = try await self.runtime.start(spec)
-                        try await self.db.transaction { tx in try tx.updateInstancePowerState(name: row.name, .running) }
-                    }
-                } catch {
-                    // Never leave a half-existing instance: undo the runtime side, then the row.
-                    self.logger.warning("create failed, undoing", metadata: ["instance": "\(row.name)", "error": "\(error)"])
-                    try? await self.runtime.stop(name: row.name, force: true, timeout: .seconds(5))
-                    try? self.runtime.delete(name: row.name)
-                    _ = try? await self.db.transaction { tx in try tx.deleteInstance(name: row.name) }
-                    throw APIError.internal("Failed to \(start ? "start" : "create") instance \(row.name): \(error)")
-                }
-            }
-            return nil
-        }
+        try await create(post, options: CreateOptions())
     }
 
     // MARK: state changes
@@ -374,7 +303,11 @@ public final class InstanceService: Sendable {
                 }
             }
             let finalConfig = next
-            try await self.db.transaction { tx in try tx.updateInstanceConfig(name: name, config: finalConfig) }
+            try await self.db.transaction { tx in
+                try tx.updateInstanceConfig(name: name, config: finalConfig)
+                // The scheduler's allocation sums read these columns.
+                try tx.setInstanceFootprint(name: name, InstanceFootprint(instanceConfig: finalConfig))
+            }
         }
     }
 

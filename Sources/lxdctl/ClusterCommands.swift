@@ -12,7 +12,7 @@ import LXDClient
 struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster", abstract: "Manage cluster members.",
-        subcommands: [ListMembers.self, ShowMember.self, AddMember.self, JoinCluster.self, RemoveMember.self]
+        subcommands: [ListMembers.self, ShowMember.self, AddMember.self, JoinCluster.self, RemoveMember.self, ClusterInfoCommand.self]
     )
 
     static let columns = ["NAME", "URL", "DATABASE", "STATUS", "FAILURE DOMAIN", "MESSAGE"]

@@ -3,16 +3,34 @@ import ArgumentParser
 import LXDClient
 
 struct Launch: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Create and start an instance.")
+    static let configuration = CommandConfiguration(
+        abstract: "Create and start an instance, or many with --count.",
+        discussion: """
+            Without --target the cluster's scheduler picks the member (policy: server config scheduler.policy,
+            or --policy). --target MEMBER or --target @GROUP narrows the choice.
+            With --count N one request creates N instances named PREFIX001...PREFIXN (--name-prefix, else NAME-).
+            """)
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "Image alias.") var image: String
-    @Argument(help: "Instance name.") var name: String
+    @Argument(help: "Instance name (with --count: the name prefix is NAME- unless --name-prefix is given).") var name: String?
     @Option(name: [.customShort("c"), .long], help: "Config key=value (repeatable).") var config: [String] = []
-    @Option(help: "Cluster member to create the instance on.") var target: String?
+    @Option(help: "Cluster member (or @group) to create the instance on.") var target: String?
+    @Option(help: "How many instances to create in one request.") var count: Int?
+    @Option(name: .customLong("name-prefix"), help: "Name prefix of the instances (with --count).") var namePrefix: String?
+    @Option(help: "Scheduler policy for this launch: fewest, spread or binpack.") var policy: String?
+    @Flag(name: .customLong("no-start"), help: "Create only (with --count).") var noStart = false
 
     func run() async throws {
         let config = try ArgumentSyntax.keyValues(config)
-        let (client, name) = try connection.target(self.name)
+        if count != nil || namePrefix != nil || policy != nil {
+            let (client, name) = try name.map { try connection.target($0) } ?? (connection.client, "")
+            try await LaunchMany.run(client: client, post: InstancesBatchPost(
+                name: name, source: .init(alias: image), config: config, start: !noStart, count: count,
+                namePrefix: namePrefix, schedulerPolicy: policy), target: target)
+            return
+        }
+        guard let reference = self.name else { throw CLIError("launch needs an instance name (or --count N --name-prefix P)") }
+        let (client, name) = try connection.target(reference)
         Output.stdout("Creating \(name)\n")
         try await client.createInstance(InstancesPost(name: name, source: .init(alias: image), config: config, start: true), target: target)
         Output.stdout("Starting \(name)\n")
@@ -120,13 +138,25 @@ struct ConfigCommand: AsyncParsableCommand {
         subcommands: [Set.self, Unset.self, Get.self, Show.self, TrustCommand.self]
     )
 
+    /// A server (cluster-wide) key such as `scheduler.policy`: instance names never contain dots.
+    static func isServerKey(_ argument: String) -> Bool { argument.contains(".") || argument.contains("=") }
+
     struct Set: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Set config keys: NAME key=value... (or NAME key value).")
+        static let configuration = CommandConfiguration(
+            abstract: "Set config keys: NAME key=value... (or NAME key value); server keys: KEY VALUE (e.g. scheduler.policy spread).")
         @OptionGroup var connection: ConnectionOptions
-        @Argument(help: "Instance name.") var name: String
-        @Argument(help: "key=value pairs.") var settings: [String]
+        @Argument(help: "Instance name, or a server key (it contains a dot).") var name: String
+        @Argument(help: "key=value pairs.") var settings: [String] = []
 
         func run() async throws {
+            // Instance names cannot contain dots or '=': this is `lxc config set KEY VALUE` for the server.
+            if ConfigCommand.isServerKey(name) {
+                let config = name.contains("=") ? try ArgumentSyntax.keyValues([name] + settings)
+                    : settings.count == 1 ? [name: settings[0]] : [:]
+                guard !config.isEmpty else { throw CLIError("give the server key's value: config set \(name) VALUE") }
+                try await connection.client.updateServerConfig(config)
+                return
+            }
             let config: [String: String]
             if settings.count == 2, !settings[0].contains("=") {
                 config = [settings[0]: settings[1]]
@@ -142,9 +172,13 @@ struct ConfigCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Remove config keys.")
         @OptionGroup var connection: ConnectionOptions
         @Argument(help: "Instance name.") var name: String
-        @Argument(help: "Keys to remove.") var keys: [String]
+        @Argument(help: "Keys to remove.") var keys: [String] = []
 
         func run() async throws {
+            if ConfigCommand.isServerKey(name) {
+                try await connection.client.updateServerConfig(Dictionary(uniqueKeysWithValues: ([name] + keys).map { ($0, "") }))
+                return
+            }
             try await connection.client.unsetConfig(name, keys: keys)
         }
     }
@@ -153,9 +187,14 @@ struct ConfigCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print one config value (empty when unset).")
         @OptionGroup var connection: ConnectionOptions
         @Argument(help: "Instance name.") var name: String
-        @Argument(help: "Key.") var key: String
+        @Argument(help: "Key.") var key: String?
 
         func run() async throws {
+            guard let key else {
+                guard ConfigCommand.isServerKey(name) else { throw CLIError("give the key: config get \(name) KEY") }
+                Output.stdout((try await connection.client.serverConfig()[name] ?? "") + "\n")
+                return
+            }
             Output.stdout((try await connection.client.instance(name).config[key] ?? "") + "\n")
         }
     }

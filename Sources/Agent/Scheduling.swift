@@ -1,0 +1,128 @@
+import APITypes
+import ClusterDB
+import Foundation
+import Gateway
+import Instances
+import Logging
+
+/// Asks the owner of placed instances to create them, over the members' mutual-TLS links.
+struct MemberMaterialiser: InstanceMaterialiser {
+    let forwarder: any MemberForwarder
+
+    /// How long an owner may take to accept the work (it answers with an operation at once).
+    static let acceptTimeout: Duration = .seconds(15)
+
+    func materialise(_ post: InstancesMaterialisePost, on member: String) async throws -> APIOperation {
+        let body = try JSONEncoder().encode(post)
+        let answer = try await forwarder.send(
+            ForwardedRequest(method: "POST", target: "/internal/instances/materialise",
+                             headers: [("Content-Type", "application/json"), (Forwarding.markerHeader, forwarder.localMemberName)],
+                             body: Array(body)),
+            to: .name(member), timeout: Self.acceptTimeout)
+        return try Self.operation(from: answer, member: member)
+    }
+
+    func operation(_ id: String, on member: String) async throws -> APIOperation {
+        let answer = try await forwarder.send(
+            ForwardedRequest(method: "GET", target: "/1.0/operations/\(id)",
+                             headers: [(Forwarding.markerHeader, forwarder.localMemberName)], body: []),
+            to: .name(member), timeout: Forwarding.stateTimeout)
+        return try Self.operation(from: answer, member: member)
+    }
+
+    /// The operation in an answer (sync or async envelope), or the member's error as `APIError`.
+    static func operation(from answer: ForwardedResponse, member: String) throws -> APIOperation {
+        struct Envelope: Decodable {
+            var metadata: APIOperation?
+            var error: String?
+            var error_code: Int?
+        }
+        let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(answer.body))
+        guard (200..<300).contains(answer.status), let op = envelope?.metadata else {
+            let message = envelope?.error.flatMap { $0.isEmpty ? nil : $0 } ?? String(decoding: answer.body.prefix(300), as: UTF8.self)
+            throw APIError(answer.status >= 400 ? answer.status : 500, "member \(member): \(message)")
+        }
+        return op
+    }
+}
+
+/// What this host offers, read from the kernel: usable cpus, memory, the data directory's
+/// filesystem, and the process limit.
+enum HostCapacity {
+    static func probe(dataDir: String) -> ReportedCapacity {
+        let cpus = usableCPUs()
+        let memory = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)).flatMap(memTotal) ?? 0
+        var fs = statvfs()
+        let disk: Int64? = statvfs(dataDir, &fs) == 0 ? Int64(fs.f_blocks) * Int64(fs.f_frsize) : nil
+        let pidMax = readInteger("/proc/sys/kernel/pid_max")
+        let threadsMax = readInteger("/proc/sys/kernel/threads-max")
+        let processes = [pidMax, threadsMax].compactMap { $0 }.min()
+        return ReportedCapacity(cpu: Double(cpus), memory: memory, disk: disk, processes: processes)
+    }
+
+    /// cpus this process may run on (`Cpus_allowed` of /proc/self/status), else the online count.
+    static func usableCPUs() -> Int {
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let count = allowedCPUs(status), count > 0 {
+            return count
+        }
+        return max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    }
+
+    /// Bits set in the hex mask of `Cpus_allowed:` ("ff" or "00000000,0000000f").
+    static func allowedCPUs(_ status: String) -> Int? {
+        for line in status.split(separator: "\n") where line.hasPrefix("Cpus_allowed:") {
+            var count = 0
+            for ch in line.dropFirst("Cpus_allowed:".count) {
+                guard let nibble = ch.hexDigitValue else { continue }
+                count += nibble.nonzeroBitCount
+            }
+            return count
+        }
+        return nil
+    }
+
+    /// `MemTotal` of /proc/meminfo, in bytes.
+    static func memTotal(_ meminfo: String) -> Int64? {
+        for line in meminfo.split(separator: "\n") where line.hasPrefix("MemTotal:") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 2, let kib = Int64(fields[1]) else { return nil }
+            return kib * 1024
+        }
+        return nil
+    }
+
+    static func readInteger(_ path: String) -> Int64? {
+        (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+}
+
+/// Reports this member's capacity into ClusterDB at start and whenever the probe changes.
+struct CapacityReporter {
+    let instances: InstanceService
+    let dataDir: String
+    let logger: Logger
+    var interval: Duration = .seconds(60)
+
+    func run() async {
+        var last: ReportedCapacity?
+        while !Task.isCancelled {
+            let now = HostCapacity.probe(dataDir: dataDir)
+            if now != last {
+                do {
+                    try await instances.reportCapacity(now)
+                    last = now
+                    logger.info("capacity reported", metadata: [
+                        "cpu": "\(now.cpu)", "memory": "\(now.memory)", "disk": "\(now.disk.map(String.init) ?? "-")",
+                        "processes": "\(now.processes.map(String.init) ?? "-")",
+                    ])
+                } catch {
+                    logger.warning("cannot report capacity; retrying", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: .seconds(2))
+                    continue
+                }
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}

@@ -1,0 +1,402 @@
+import APITypes
+import ClusterDB
+import Foundation
+import Images
+import InstanceConfig
+import Logging
+import Operations
+import Runtime
+
+/// Asks another member to materialise instances whose rows are already placed there (the agent
+/// implements it over the members' mutual-TLS links).
+public protocol InstanceMaterialiser: Sendable {
+    /// `POST /internal/instances/materialise` on `member`; returns the owner's operation.
+    func materialise(_ post: InstancesMaterialisePost, on member: String) async throws -> APIOperation
+    /// `GET /1.0/operations/ID` on `member`.
+    func operation(_ id: String, on member: String) async throws -> APIOperation
+}
+
+/// How a launch is placed, besides the body LXD defines.
+public struct CreateOptions: Sendable, Equatable {
+    /// `?target=`: a member name, or `@group`.
+    public var target: String?
+    /// Batch launch (extension `instances_create_count`).
+    public var count: Int?
+    public var namePrefix: String?
+    /// Scheduler policy for this launch (extension `instances_scheduler_policy`).
+    public var policy: String?
+
+    public init(target: String? = nil, count: Int? = nil, namePrefix: String? = nil, policy: String? = nil) {
+        self.target = target
+        self.count = count
+        self.namePrefix = namePrefix
+        self.policy = policy
+    }
+
+    /// Largest `count` one request may ask for.
+    public static let maxCount = 5000
+}
+
+extension InstanceService {
+    /// How many instances one owner creates at once: container starts are mostly process spawns
+    /// and cgroup writes; more in parallel only queues on this host's cores.
+    static let materialiseWidth = 4
+
+    /// Validate → place and insert in one transaction → materialise on the owners. See DESIGN
+    /// "How a launch travels". Nothing is created when validation or placement fails.
+    public func create(_ post: InstancesPost, options: CreateOptions) async throws -> APIOperation {
+        let names = try Self.names(post, options)
+        for name in names {
+            do { try InstanceName.validate(name) } catch { throw APIError.badRequest(error.description) }
+        }
+        if let type = post.type, type != "container" {
+            throw APIError.badRequest("Unsupported instance type \"\(type)\": only containers are supported")
+        }
+        guard post.source.type == "image" else {
+            throw APIError.badRequest("Unsupported source type \"\(post.source.type)\": use an image (alias or fingerprint)")
+        }
+        if let policy = options.policy { _ = try PlacementPlanner.parsePolicy(policy) }
+        let userConfig = post.config ?? [:]
+        do { try InstanceConfigSchema.validate(user: userConfig) } catch { throw APIError.badRequest("Invalid config: \(error.description)") }
+        if let devices = post.devices, !devices.isEmpty {
+            throw APIError.badRequest("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
+        }
+
+        let image = try await resolveImage(alias: post.source.alias, fingerprint: post.source.fingerprint)
+        let layer = store.layer(fingerprint: image.fingerprint)
+        let architecture = layer?.metadata.architecture ?? image.architecture
+        let privileged = InstanceConfigSchema.isTrue(userConfig["security.privileged"])
+        var config = userConfig
+        config["volatile.base_image"] = image.fingerprint
+        for (k, v) in layer?.metadata.properties ?? image.properties { config["image.\(k)"] = v }
+        let finalConfig = config
+        let footprint = InstanceFootprint(instanceConfig: userConfig)
+        let member = self.member
+        let idmaps = self.idmaps
+        let seed = UInt64.random(in: 0...UInt64.max)
+
+        // One transaction: name check, placement against the allocations it reads, id ranges and
+        // the inserts. dqlite serialises writers, and a transaction that lost the race is re-run
+        // whole, so concurrent launches through any members can never oversubscribe a member.
+        let planned: [PlannedInstance]
+        do {
+            planned = try await db.transaction { tx in
+                let taken = try tx.existingInstanceNames(names)
+                if !taken.isEmpty {
+                    let shown = taken.prefix(5).joined(separator: ", ") + (taken.count > 5 ? " and \(taken.count - 5) more" : "")
+                    throw APIError.conflict(names.count == 1 ? "Instance \"\(names[0])\" already exists"
+                                            : "Instances already exist: \(shown); nothing was created")
+                }
+                let plan: [PlannedInstance]
+                if options.target == nil || options.target == member.name, try tx.members().count <= 1 {
+                    // A single member takes everything, as a standalone LXD does.
+                    plan = names.map { PlannedInstance(name: $0, memberID: member.id, memberName: member.name) }
+                } else {
+                    plan = try PlacementPlanner.place(names, footprint: footprint, target: options.target, policy: options.policy,
+                                                      seed: seed, in: tx)
+                }
+                var bases: [Int64?] = Array(repeating: nil, count: plan.count)
+                if !privileged {
+                    guard let free = IdmapAllocator.lowestFree(count: plan.count, used: try tx.idmapBasesInUse(), rangeStart: idmaps.start,
+                                                                rangeSize: idmaps.size, block: IDMapRange.block) else {
+                        throw ClusterDBError.exhausted("uid/gid range \(idmaps.start)+\(idmaps.size) has fewer than \(plan.count) free blocks")
+                    }
+                    bases = free
+                }
+                var rows: [(instance: NewInstance, footprint: InstanceFootprint)] = []
+                rows.reserveCapacity(plan.count)
+                for (index, placed) in plan.enumerated() {
+                    var cfg = finalConfig
+                    if let base = bases[index] { cfg["volatile.idmap.base"] = "\(base)" }
+                    rows.append((NewInstance(name: placed.name, memberID: placed.memberID, imageFingerprint: image.fingerprint,
+                                             architecture: architecture, config: cfg, powerState: .stopped, idmapBase: bases[index]),
+                                 footprint))
+                }
+                try tx.insertInstances(rows)
+                return plan
+            }
+        } catch let e as ClusterDBError {
+            if case .alreadyExists = e { throw APIError.conflict("Instance \"\(names[0])\" already exists (or a concurrent launch took a name): retry") }
+            throw e
+        }
+        logger.info("instances placed", metadata: [
+            "count": "\(planned.count)", "members": "\(Dictionary(grouping: planned, by: \.memberName).mapValues(\.count))",
+        ])
+
+        let start = post.start ?? false
+        if planned.count == 1 {
+            let placed = planned[0]
+            if placed.memberID == member.id {
+                return try await materialise(InstancesMaterialisePost(names: names, start: start))
+            }
+            return try await materialiseRemotely(InstancesMaterialisePost(names: names, start: start), on: placed.memberName)
+        }
+        return try await materialiseBatch(planned, start: start)
+    }
+
+    /// Instance names of a launch: the one given, or `prefix` + zero-padded index for a batch.
+    static func names(_ post: InstancesPost, _ options: CreateOptions) throws -> [String] {
+        guard let count = options.count else {
+            if options.namePrefix != nil { throw APIError.badRequest("name_prefix needs count") }
+            return [post.name]
+        }
+        guard count >= 1, count <= CreateOptions.maxCount else {
+            throw APIError.badRequest("count must be between 1 and \(CreateOptions.maxCount), got \(count)")
+        }
+        guard let prefix = options.namePrefix ?? (post.name.isEmpty ? nil : post.name + "-") else {
+            throw APIError.badRequest("A launch with count needs name_prefix (or name, used as name-)")
+        }
+        let width = String(count).count
+        return (1...count).map { index in
+            let digits = String(index)
+            return prefix + String(repeating: "0", count: width - digits.count) + digits
+        }
+    }
+
+    /// On the owner: creates (and maybe starts) instances whose rows were placed here. Answers at
+    /// once with an operation; the work runs inside it, `materialiseWidth` instances at a time,
+    /// reporting `progress` ({done, failed, total}) in its metadata.
+    public func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation {
+        guard !post.names.isEmpty else { throw APIError.badRequest("No instance names given") }
+        let wanted = Set(post.names)
+        let member = self.member
+        let rows = try await db.transaction { tx in try tx.instances(memberID: member.id) }.filter { wanted.contains($0.name) }
+        guard rows.count == wanted.count else {
+            let missing = wanted.subtracting(rows.map(\.name)).sorted().prefix(5).joined(separator: ", ")
+            throw APIError.notFound("Instances not placed on member \(member.name): \(missing)")
+        }
+        let start = post.start
+        let total = rows.count
+        let description = total == 1 ? (start ? "Creating and starting instance" : "Creating instance")
+            : (start ? "Creating and starting \(total) instances" : "Creating \(total) instances")
+        return await operations.start(
+            description: description, resources: ["instances": rows.map { "/1.0/instances/\($0.name)" }],
+            metadata: ["progress": Self.progress(done: 0, failed: 0, total: total)]
+        ) { [self] context in
+            try await self.materialiseRows(rows, start: start, context: context)
+            return ["progress": Self.progress(done: total, failed: 0, total: total)]
+        }
+    }
+
+    static func progress(done: Int, failed: Int, total: Int) -> JSONValue {
+        .object(["done": .int(done), "failed": .int(failed), "total": .int(total)])
+    }
+
+    /// The rows' containers, created (and started) here; a failed one is undone (runtime and row)
+    /// and named in the error, the others stay.
+    func materialiseRows(_ rows: [InstanceRow], start: Bool, context: OperationContext) async throws {
+        // Image layers first, once each: a missing one is fetched from a member that has it.
+        for fingerprint in Set(rows.map(\.imageFingerprint)) where store.layer(fingerprint: fingerprint) == nil {
+            do {
+                guard let fetch = imageFetch else {
+                    throw APIError.unavailable("Image \(fingerprint.prefix(12)) is not present on member \(member.name): import it there")
+                }
+                guard let image = try await db.transaction({ tx in try tx.image(fingerprintPrefix: fingerprint) }) else {
+                    throw APIError.notFound("Image \(fingerprint.prefix(12)) was deleted before its instances were created")
+                }
+                _ = try await fetch.ensureLayer(image)
+            } catch {
+                let names = rows.filter { $0.imageFingerprint == fingerprint }.map(\.name)
+                _ = try? await db.transaction { tx in try tx.deleteInstances(names) }
+                throw APIError.internal("Failed to create \(names.count == 1 ? "instance \(names[0])" : "\(names.count) instances"): \(error)")
+            }
+        }
+
+        var done = 0
+        var failures: [(name: String, error: any Error)] = []
+        var started: [String] = []
+        await withTaskGroup(of: (String, (any Error)?).self) { group in
+            var next = 0
+            func launch() {
+                let row = rows[next]
+                next += 1
+                group.addTask { [self] in
+                    do {
+                        try await self.locks.withLock(row.name) {
+                            let spec = try self.spec(for: row)
+                            try self.runtime.create(spec)
+                            if start { _ = try await self.runtime.start(spec) }
+                        }
+                        return (row.name, nil)
+                    } catch {
+                        return (row.name, error)
+                    }
+                }
+            }
+            while next < rows.count, next < Self.materialiseWidth { launch() }
+            while let (name, error) = await group.next() {
+                if let error { failures.append((name, error)) } else { started.append(name) }
+                done += 1
+                if rows.count > 1 { await context.setMetadata("progress", Self.progress(done: done, failed: failures.count, total: rows.count)) }
+                if next < rows.count { launch() }
+            }
+        }
+        if start, !started.isEmpty {
+            let names = started
+            try await db.transaction { tx in try tx.updateInstancesPowerState(names, .running) }
+        }
+        for name in started { announceCreated(name, started: start) }
+        guard !failures.isEmpty else { return }
+        // Never leave a half-existing instance: undo the runtime side, then the rows.
+        for (name, error) in failures {
+            logger.warning("create failed, undoing", metadata: ["instance": "\(name)", "error": "\(error)"])
+            try? await runtime.stop(name: name, force: true, timeout: .seconds(5))
+            try? runtime.delete(name: name)
+        }
+        let failed = failures.map(\.name)
+        _ = try? await db.transaction { tx in try tx.deleteInstances(failed) }
+        if rows.count == 1 {
+            throw APIError.internal("Failed to \(start ? "start" : "create") instance \(failed[0]): \(failures[0].error)")
+        }
+        let detail = failures.prefix(3).map { "\($0.name): \($0.error)" }.joined(separator: "; ")
+        throw APIError.internal("Failed to create \(failures.count) of \(rows.count) instances on member \(member.name) (removed): \(detail)")
+    }
+
+    /// The owner's operation for instances placed on another member; their rows go when the owner
+    /// cannot be reached or refuses.
+    func materialiseRemotely(_ post: InstancesMaterialisePost, on owner: String) async throws -> APIOperation {
+        do {
+            guard let materialiser else { throw APIError.unavailable("this member cannot reach other members") }
+            return try await materialiser.materialise(post, on: owner)
+        } catch {
+            let names = post.names
+            _ = try? await db.transaction { tx in try tx.deleteInstances(names) }
+            let what = names.count == 1 ? "instance \(names[0])" : "\(names.count) instances"
+            throw APIError.unavailable("Member \(owner) could not create \(what), so nothing was created there: \(error)")
+        }
+    }
+
+    /// A batch: one materialise call per owner (this member's share runs here), then one
+    /// operation here that follows them all and sums their progress.
+    func materialiseBatch(_ planned: [PlannedInstance], start: Bool) async throws -> APIOperation {
+        let total = planned.count
+        let byOwner = Dictionary(grouping: planned, by: \.memberName)
+        // Every owner is asked before answering, so an unreachable one is reported now.
+        let parts: [(owner: String, count: Int, result: Result<APIOperation, any Error>)] = await withTaskGroup(
+            of: (String, Int, Result<APIOperation, any Error>).self
+        ) { group in
+            for (owner, share) in byOwner {
+                let post = InstancesMaterialisePost(names: share.map(\.name), start: start)
+                let local = owner == member.name
+                group.addTask { [self] in
+                    do {
+                        let op = local ? try await self.materialise(post) : try await self.materialiseRemotely(post, on: owner)
+                        return (owner, share.count, .success(op))
+                    } catch {
+                        return (owner, share.count, .failure(error))
+                    }
+                }
+            }
+            var all: [(owner: String, count: Int, result: Result<APIOperation, any Error>)] = []
+            for await part in group { all.append((part.0, part.1, part.2)) }
+            return all.sorted { $0.owner < $1.owner }
+        }
+        let refused = parts.compactMap { part -> String? in
+            if case .failure(let error) = part.result { return "\(part.owner) (\(part.count)): \(error)" }
+            return nil
+        }
+        let running = parts.compactMap { part -> (owner: String, count: Int, op: APIOperation)? in
+            if case .success(let op) = part.result { return (part.owner, part.count, op) }
+            return nil
+        }
+        if running.isEmpty { throw APIError.unavailable("No member could create the instances: \(refused.joined(separator: "; "))") }
+        let refusedCount = parts.filter { if case .failure = $0.result { return true }; return false }.map(\.count).reduce(0, +)
+        let perMember = JSONValue.object(Dictionary(uniqueKeysWithValues: running.map { ($0.owner, JSONValue.int($0.count)) }))
+
+        return await operations.start(
+            description: start ? "Creating and starting \(total) instances" : "Creating \(total) instances",
+            resources: ["instances": planned.map { "/1.0/instances/\($0.name)" }],
+            metadata: ["progress": Self.progress(done: refusedCount, failed: refusedCount, total: total), "members": perMember]
+        ) { [self] context in
+            var errors = refused
+            var pending = running
+            var finished: [String: (done: Int, failed: Int)] = [:]
+            var current: [String: (done: Int, failed: Int)] = [:]
+            var misses: [String: Int] = [:]
+            while !pending.isEmpty {
+                try await Task.sleep(for: .milliseconds(200))
+                var still: [(owner: String, count: Int, op: APIOperation)] = []
+                for part in pending {
+                    let op: APIOperation?
+                    if part.owner == self.member.name {
+                        op = await self.operations.get(part.op.id)
+                    } else {
+                        op = try? await self.materialiser?.operation(part.op.id, on: part.owner)
+                    }
+                    guard let op else {
+                        // An owner that stops answering is given up after ~10 s.
+                        misses[part.owner, default: 0] += 1
+                        if misses[part.owner]! > 50 {
+                            errors.append("\(part.owner): stopped answering about operation \(part.op.id)")
+                            finished[part.owner] = (current[part.owner]?.done ?? 0, part.count - (current[part.owner]?.done ?? 0))
+                        } else {
+                            still.append(part)
+                        }
+                        continue
+                    }
+                    misses[part.owner] = 0
+                    let figures = Self.figures(op, total: part.count)
+                    current[part.owner] = figures
+                    switch op.statusCode {
+                    case StatusCode.success.rawValue:
+                        finished[part.owner] = (part.count, 0)
+                    case StatusCode.failure.rawValue, StatusCode.cancelled.rawValue:
+                        finished[part.owner] = (part.count, max(figures.failed, 1))
+                        errors.append("\(part.owner): \(op.err)")
+                    default:
+                        still.append(part)
+                    }
+                }
+                pending = still
+                var done = refusedCount
+                var failed = refusedCount
+                for part in running {
+                    let figures = finished[part.owner] ?? current[part.owner] ?? (0, 0)
+                    done += figures.done
+                    failed += figures.failed
+                }
+                await context.setMetadata("progress", Self.progress(done: done, failed: failed, total: total))
+            }
+            if !errors.isEmpty {
+                throw APIError.internal("Batch of \(total) instances incomplete (failed instances were removed): \(errors.joined(separator: "; "))")
+            }
+            return ["progress": Self.progress(done: total, failed: 0, total: total), "members": perMember]
+        }
+    }
+
+    /// (done, failed) from an owner's operation metadata.
+    static func figures(_ op: APIOperation, total: Int) -> (done: Int, failed: Int) {
+        guard case .object(let progress)? = op.metadata?["progress"] else { return (0, 0) }
+        func int(_ key: String) -> Int {
+            if case .int(let v)? = progress[key] { return v }
+            return 0
+        }
+        return (int("done"), int("failed"))
+    }
+}
+
+extension IdmapAllocator {
+    /// The `count` lowest free `block`-aligned bases (same rules as ``lowestFree(used:rangeStart:rangeSize:block:)``,
+    /// one pass over the sorted used blocks); nil when fewer are left.
+    static func lowestFree(count: Int, used: [Int64], rangeStart: Int64, rangeSize: Int64, block: Int64) -> [Int64]? {
+        guard block > 0, rangeSize >= block else { return count == 0 ? [] : nil }
+        let sorted = used.sorted()
+        let rangeEnd = rangeStart + rangeSize
+        var result: [Int64] = []
+        result.reserveCapacity(count)
+        var candidate = rangeStart
+        var index = 0
+        while result.count < count {
+            while index < sorted.count, sorted[index] + block <= candidate { index += 1 }
+            if index < sorted.count, sorted[index] < candidate + block {
+                let pastIt = sorted[index] + block - rangeStart
+                candidate = rangeStart + ((pastIt + block - 1) / block) * block
+                continue
+            }
+            guard candidate + block <= rangeEnd else { return nil }
+            result.append(candidate)
+            candidate += block
+        }
+        return result
+    }
+}
