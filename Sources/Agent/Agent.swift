@@ -22,8 +22,12 @@ public struct AgentConfiguration: Sendable {
     public var helperPath: String
     /// Where the HTTPS API listens (`host:port`); nil serves the unix socket only.
     public var httpsAddress: String?
+    /// Applied on the first start only (FirstStart.swift).
+    public var preseed: Preseed?
 
-    public init(dataDir: String, memberName: String? = nil, address: String = "127.0.0.1:8443", helperPath: String, httpsAddress: String? = nil) {
+    public init(dataDir: String, memberName: String? = nil, address: String = "127.0.0.1:8443", helperPath: String, httpsAddress: String? = nil,
+                preseed: Preseed? = nil) {
+        self.preseed = preseed
         self.httpsAddress = httpsAddress
         self.dataDir = dataDir
         self.memberName = memberName
@@ -43,10 +47,7 @@ public enum Agent {
         let dataDir = config.dataDir
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
 
-        if try LocalState.load(from: dataDir) == nil {
-            let name = config.memberName ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "member"
-            try LocalState(name: name, dqliteID: 1, address: config.address).save(to: dataDir)
-        }
+        var settings = try await FirstStart.prepare(config, logger: baseLogger)
         // Joining a cluster restarts everything above the runtime on the new database.
         while true {
             guard let local = try LocalState.load(from: dataDir) else { throw AgentError.localState("member.json vanished from \(dataDir)") }
@@ -60,12 +61,13 @@ public enum Agent {
                 try FileManager.default.removeItem(atPath: marker)
                 baseLogger.info("joined a cluster: old database moved aside", metadata: ["to": "\(aside)"])
             }
-            guard try await runOnce(config, local: local, logger: baseLogger) else { break }
+            defer { settings = nil }
+            guard try await runOnce(config, local: local, settings: settings, logger: baseLogger) else { break }
         }
     }
 
     /// One life of the agent on one dqlite node; true when it should start again (after a join).
-    static func runOnce(_ config: AgentConfiguration, local: LocalState, logger baseLogger: Logger) async throws -> Bool {
+    static func runOnce(_ config: AgentConfiguration, local: LocalState, settings: MemberSettings? = nil, logger baseLogger: Logger) async throws -> Bool {
         let dataDir = config.dataDir
         var logger = baseLogger
         logger[metadataKey: "member"] = "\(local.name)"
@@ -77,10 +79,7 @@ public enum Agent {
             }
             return hp
         }
-        let hosts = Array(Set([https?.host, HostPort.parse(local.address)?.host].compactMap { $0 })).sorted()
-        let identity = try IdentityGenerator.loadOrCreate(
-            certPath: "\(dataDir)/server.crt", keyPath: "\(dataDir)/server.key", commonName: local.name,
-            dnsNames: hosts.filter { IPAddressBytes.parse($0) == nil }, ipAddresses: hosts.filter { IPAddressBytes.parse($0) != nil })
+        let identity = try FirstStart.identity(dataDir: dataDir, name: local.name, httpsHost: https?.host, address: local.address)
 
         // dqlite peers and SQL clients reach other members through their HTTPS listeners (NOTES-dqlite.md).
         let directory = PeerDirectory(local.peers ?? [])
@@ -97,6 +96,7 @@ public enum Agent {
                                                    sessionStatements: ClusterDB.sessionStatements), logger: logger)
         let db = try await ClusterDB.open(pool: pool, logger: logger)
         let memberID = try await db.transaction { tx in try tx.ensureMember(name: local.name, address: local.address) }
+        if let settings { try await settings.apply(db: db, memberID: memberID, logger: logger) }
         let member = MemberIdentity(id: memberID, name: local.name)
 
         let runtime = try ContainerRuntime(dataDir: dataDir, memberName: local.name, helperPath: config.helperPath, logger: logger)
@@ -122,12 +122,11 @@ public enum Agent {
                                                clustered: { cluster.isClustered }, logger: logger)
         let instances = InstanceService(
             member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: .fromHost(),
-            checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: forwarder, uploadDirectory: uploads,
-            materialiser: MemberMaterialiser(forwarder: forwarder), logger: logger)
+            checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: forwarder, uploadDirectory: uploads, logger: logger)
 
         let routes = APIRoutes(
             instances: instances, images: images, operations: operations,
-            serverInfo: { serverInfo(member: local.name, clustered: cluster.isClustered) }, uploadDirectory: uploads, trust: trust,
+            serverInfo: { serverInfo(member: local.name, clustered: cluster.isEnabled) }, uploadDirectory: uploads, trust: trust,
             cluster: cluster,
             forwarder: forwarder,
             logger: logger)
@@ -159,8 +158,6 @@ public enum Agent {
         let heartbeater = Heartbeater(cluster: cluster, memberID: memberID, logger: logger)
         let maintenance = Task { await heartbeater.run() }
         let peerRefresh = Task { await heartbeater.refreshPeers() }
-        let reporter = CapacityReporter(instances: instances, dataDir: dataDir, logger: logger)
-        let capacity = Task { await reporter.run() }
         do {
             try await group.run()
         } catch {
@@ -169,7 +166,6 @@ public enum Agent {
         autostart.cancel()
         maintenance.cancel()
         peerRefresh.cancel()
-        capacity.cancel()
         await db.close()
         // Containers keep running; only our own node stops.
         try? node.stop()
@@ -243,8 +239,7 @@ public enum Agent {
         }
         let machine = field(uts.machine)
         return Server(
-            apiExtensions: ["instance_create_start", "container_exec_recording", "exec_control_websocket",
-                            "instances_create_count", "instances_scheduler_policy", "cluster_member_resources"],
+            apiExtensions: ["instance_create_start", "container_exec_recording", "exec_control_websocket"],
             auth: "trusted", config: [:],
             environment: .init(
                 architectures: [machine], driver: "lxd-swift", driverVersion: version,

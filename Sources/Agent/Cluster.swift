@@ -4,6 +4,7 @@ import Dqlite
 import Foundation
 import Gateway
 import Identity
+import InstanceConfig
 import LXDClient
 import Logging
 import Membership
@@ -117,6 +118,8 @@ final class ClusterController: ClusterService {
     let restart: RestartSignal
     let logger: Logger
     private let joining = Mutex(false)
+    /// Clustering enabled (`cluster enable`, a bootstrap preseed, or a join): kept in member.json.
+    private let enabledFlag: Mutex<Bool>
 
     init(db: ClusterDB, local: LocalState, dataDir: String, identity: TLSIdentity, httpsAddress: String?, directory: PeerDirectory,
          bindAddress: String, restart: RestartSignal, logger: Logger) {
@@ -129,27 +132,46 @@ final class ClusterController: ClusterService {
         self.bindAddress = bindAddress
         self.restart = restart
         self.logger = logger
+        enabledFlag = Mutex(local.clusterEnabled ?? false)
     }
 
     var isClustered: Bool { directory.all.count > 1 }
+    /// Enabled on this member, or part of a cluster of several (members joined before the flag existed).
+    var isEnabled: Bool { enabledFlag.withLock { $0 } || isClustered }
+
+    func info() async throws -> ClusterInfo {
+        ClusterInfo(serverName: local.name, enabled: isEnabled)
+    }
 
     // MARK: Listing
 
     func members() async throws -> [ClusterMemberInfo] {
         let (rows, peers) = try await db.transaction { tx in (try tx.members(), try tx.memberPeers()) }
         let servers: [DqliteServerInfo]
+        var leader: UInt64 = 0
         do {
-            servers = try await db.pool.withConnection { c in try c.cluster() }
+            (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id ?? 0) }
         } catch {
             logger.warning("dqlite CLUSTER failed; roles unknown", metadata: ["error": "\(error)"])
             servers = []
         }
         return rows.map { row in
             let role = servers.first { $0.id == UInt64(row.id) }?.role
+            var roles: [String] = role == .voter ? ["database"] : role == .standby ? ["database-standby"] : []
+            if leader == UInt64(row.id) { roles.append("database-leader") }
             return ClusterMemberInfo(
                 serverName: row.name, url: "https://\(row.address)", database: role.map(Self.roleName) ?? "",
-                status: row.state, message: row.state == "ONLINE" ? "Fully operational" : "No heartbeat answered for \(OfflineDetector.defaultThreshold)",
-                failureDomain: row.failureDomain, fingerprint: peers.first { $0.id == row.id }?.fingerprint ?? "")
+                status: row.state, message: Self.statusMessage(row.state),
+                failureDomain: row.failureDomain, fingerprint: peers.first { $0.id == row.id }?.fingerprint ?? "",
+                config: row.config, roles: roles)
+        }
+    }
+
+    static func statusMessage(_ state: String) -> String {
+        switch state {
+        case "ONLINE": "Fully operational"
+        case "OFFLINE": "No heartbeat answered for \(OfflineDetector.defaultThreshold)"
+        default: state
         }
     }
 
@@ -174,11 +196,67 @@ final class ClusterController: ClusterService {
         return https
     }
 
+    static func validateMemberName(_ name: String) throws {
+        guard !name.isEmpty, name.count <= 63, !name.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "," || $0 == ":" }) else {
+            throw APIError.badRequest("Invalid member name \"\(name)\": use 1-63 characters without spaces, slashes, commas or colons")
+        }
+    }
+
+    // MARK: Enabling
+
+    /// Makes this member the first of a cluster, named `serverName`. Enabling is a flag and a name
+    /// only: the dqlite address has been the HTTPS address since the first start (DESIGN "Addresses").
+    /// A rename restarts the agent (the name is in the runtime's cgroup paths, operation locations, logs).
+    func enable(serverName: String) async throws {
+        try Self.validateMemberName(serverName)
+        if isEnabled {
+            guard serverName == local.name else {
+                throw APIError.conflict("Clustering is already enabled on this member, as \"\(local.name)\": it cannot be renamed now")
+            }
+            return
+        }
+        _ = try requireClusterAddress()
+        let oldName = local.name
+        if serverName != oldName {
+            try await db.transaction { tx in
+                guard let row = try tx.member(name: oldName) else {
+                    throw APIError.internal("This member's row \"\(oldName)\" is missing from the database: restart lxdd")
+                }
+                // Containers live in cgroups named after the member: renaming under them would orphan them.
+                let owned = try tx.instances(memberID: row.id)
+                guard owned.isEmpty else {
+                    throw APIError.badRequest("Cannot rename member \"\(oldName)\" to \"\(serverName)\" while it has instances: run `lxdctl cluster enable \(oldName)` to keep its name, or delete its instances first")
+                }
+                if try tx.member(name: serverName) != nil {
+                    throw APIError.conflict("A member named \"\(serverName)\" already exists")
+                }
+                _ = try tx.exec("UPDATE members SET name = ? WHERE id = ?", .text(serverName), .integer(row.id))
+                _ = try tx.exec("UPDATE certificates SET name = ? WHERE name = ? AND type = 'server'", .text(serverName), .text(oldName))
+            }
+        }
+        var state = try LocalState.load(from: dataDir) ?? local
+        state.name = serverName
+        state.clusterEnabled = true
+        try state.save(to: dataDir)
+        enabledFlag.withLock { $0 = true }
+        logger.info("clustering enabled", metadata: ["server-name": "\(serverName)"])
+        if serverName != oldName {
+            logger.info("member renamed; restarting under its new name", metadata: ["from": "\(oldName)"])
+            let restart = self.restart
+            Task {
+                // Let the answer reach the client first.
+                try? await Task.sleep(for: .milliseconds(100))
+                await restart.request()
+            }
+        }
+    }
+
     func issueJoinToken(name: String) async throws -> String {
         _ = try requireClusterAddress()
-        guard !name.isEmpty, !name.contains(where: { $0.isWhitespace || $0 == "/" }) else {
-            throw APIError.badRequest("Invalid member name \"\(name)\": use a name without spaces or slashes")
-        }
+        try Self.validateMemberName(name)
+        // Unlike LXD, `cluster add` on a member that is not clustered yet enables clustering under
+        // its current name: that changes nothing but a flag here (docs/clustering.md).
+        if !isEnabled { try await enable(serverName: local.name) }
         let own = TrustedCertificate(fingerprint: identity.fingerprint, name: local.name, type: .server, certificate: identity.certificatePEM)
         let addresses = try await db.transaction { tx -> [String] in
             if try tx.member(name: name) != nil { throw APIError.conflict("A member named \"\(name)\" already exists") }
@@ -269,15 +347,17 @@ final class ClusterController: ClusterService {
 
     // MARK: Joining (new member)
 
-    func join(token text: String) async throws {
+    func join(token text: String, serverName: String?) async throws {
         let address = try requireClusterAddress()
+        let name = serverName ?? local.name
+        try Self.validateMemberName(name)
         guard joining.withLock({ busy in defer { busy = true }; return !busy }) else {
             throw APIError.conflict("A join is already in progress on this member")
         }
         var keepLock = false
         defer { if !keepLock { joining.withLock { $0 = false } } }
-        guard !isClustered, local.dqliteID == 1 else {
-            throw APIError.conflict("Member \(local.name) is already part of a cluster")
+        guard !isEnabled, local.dqliteID == 1 else {
+            throw APIError.conflict("Member \(local.name) is already part of a cluster (clustering is enabled on it): only a fresh member can join")
         }
         let used = try await db.transaction { tx in
             (try tx.query("SELECT (SELECT COUNT(*) FROM instances) + (SELECT COUNT(*) FROM images)").rows.first?.first) ?? .integer(0)
@@ -285,30 +365,12 @@ final class ClusterController: ClusterService {
         guard used == .integer(0) else {
             throw APIError.badRequest("Member \(local.name) has instances or images: only an empty member can join a cluster (its database is replaced)")
         }
-        let token: JoinToken
-        do {
-            token = try JoinToken.decode(text)
-            try token.check(forName: local.name, now: Int64(Date().timeIntervalSince1970))
-        } catch {
-            throw APIError.badRequest("\(error)")
-        }
-        // The connector checks the token's fingerprint during the handshake, before the secret is sent.
-        let client = try LXDClient.https(addresses: token.addresses, serverFingerprint: token.fingerprint, identity: identity)
         let started = ContinuousClock.now
-        let answer: ClusterAcceptResponse
-        do {
-            answer = try await client.call(.POST, "/internal/cluster/accept", json: ClusterAcceptRequest(
-                serverName: local.name, address: address, certificate: identity.certificatePEM, secret: token.secret), as: ClusterAcceptResponse.self)
-        } catch let error as TransportError {
-            throw APIError.unavailable("Cannot reach the cluster: \(error)")
-        }
-        await client.transport.shutdown()
+        let answer = try await Self.requestAdmission(token: text, name: name, address: address, identity: identity)
 
         // Restart on the cluster: the next start runs a node with the new id (not bootstrapping)
         // and moves the single-member database aside (Agent.run).
-        var state = local
-        state.dqliteID = answer.dqliteID
-        state.peers = answer.members.map { LocalPeer(name: $0.name, address: $0.address, fingerprint: $0.fingerprint) }
+        let state = Self.joinedState(local, name: name, answer: answer)
         // Marker first: whichever start comes next (restart below, or after a crash) moves the old database aside.
         guard FileManager.default.createFile(atPath: LocalState.joinMarkerPath(in: dataDir), contents: nil) else {
             throw APIError.internal("Joined, but cannot write \(LocalState.joinMarkerPath(in: dataDir)): move \(dataDir)/database aside and restart lxdd")
@@ -324,9 +386,77 @@ final class ClusterController: ClusterService {
         }
     }
 
+    /// Asks a member named in `token` to admit this one as `name` at `address`. The connector checks
+    /// the token's fingerprint during the TLS handshake, before the secret is sent.
+    static func requestAdmission(token text: String, name: String, address: String, identity: TLSIdentity,
+                                 preferredAddress: String? = nil) async throws -> ClusterAcceptResponse {
+        let token: JoinToken
+        do {
+            token = try JoinToken.decode(text)
+            try token.check(forName: name, now: Int64(Date().timeIntervalSince1970))
+        } catch {
+            throw APIError.badRequest("\(error)")
+        }
+        let addresses = preferredAddress.map { p in [p] + token.addresses.filter { $0 != p } } ?? token.addresses
+        let client = try LXDClient.https(addresses: addresses, serverFingerprint: token.fingerprint, identity: identity)
+        do {
+            let answer = try await client.call(.POST, "/internal/cluster/accept", json: ClusterAcceptRequest(
+                serverName: name, address: address, certificate: identity.certificatePEM, secret: token.secret), as: ClusterAcceptResponse.self)
+            await client.transport.shutdown()
+            return answer
+        } catch let error as TransportError {
+            await client.transport.shutdown()
+            throw APIError.unavailable("Cannot reach the cluster: \(error)")
+        } catch {
+            await client.transport.shutdown()
+            throw error
+        }
+    }
+
+    /// Local state after an accepted join: the new dqlite id, the members, clustering enabled.
+    static func joinedState(_ local: LocalState, name: String, answer: ClusterAcceptResponse) -> LocalState {
+        var state = local
+        state.name = name
+        state.dqliteID = answer.dqliteID
+        state.peers = answer.members.map { LocalPeer(name: $0.name, address: $0.address, fingerprint: $0.fingerprint) }
+        state.clusterEnabled = true
+        return state
+    }
+
+    // MARK: Member settings
+
+    func updateMember(name: String, _ put: ClusterMemberPut) async throws {
+        if let d = put.description, !d.isEmpty {
+            throw APIError.badRequest("Member descriptions are not stored: send an empty description (use a user.* config key for notes)")
+        }
+        if let g = put.groups, !(g.isEmpty || g == ["default"]) {
+            throw APIError.badRequest("The groups field is not supported: set scheduler.groups in the member's config instead")
+        }
+        let config = put.config ?? [:]
+        let domain = put.failureDomain.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
+        do {
+            try MemberConfigSchema.validate(config)
+            try MemberConfigSchema.validateFailureDomain(domain)
+        } catch {
+            throw APIError.badRequest("\(error) (member config keys: \(MemberConfigSchema.knownKeys.joined(separator: ", ")), user.*)")
+        }
+        try await db.transaction { tx in
+            guard let row = try tx.member(name: name) else {
+                throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
+            }
+            try tx.updateMemberConfig(id: row.id, config: config, failureDomain: domain)
+        }
+        logger.info("member settings updated", metadata: ["target": "\(name)", "failure-domain": "\(domain)"])
+        // The planner prefers distinct failure domains: let it look again now.
+        rebalanceInBackground()
+    }
+
     // MARK: Removal
 
-    func remove(name: String) async throws {
+    /// Removes member `name`. Without `force` a member that owns instances is refused; with it, an
+    /// OFFLINE member is removed together with its instances' rows (should it ever come back, its
+    /// containers are not managed any more), as LXD's `cluster remove --force`.
+    func remove(name: String, force: Bool) async throws {
         let rows = try await db.transaction { tx in try tx.members() }
         guard let target = rows.first(where: { $0.name == name }) else {
             throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
@@ -334,27 +464,43 @@ final class ClusterController: ClusterService {
         guard target.name != local.name else {
             throw APIError.badRequest("A member cannot remove itself: run cluster remove on another member")
         }
-        let (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id ?? 0) }
-        let members = Self.plannerView(servers: servers, rows: rows)
-        if case .refused(let reason) = RolePlanner.canRemove(UInt64(target.id), members: members, leader: leader) {
-            throw APIError.badRequest("Cannot remove \(name): \(reason)")
+        if force, target.state != "OFFLINE" {
+            throw APIError.badRequest("Member \(name) is \(target.state): --force removes only an OFFLINE member; move or delete its instances and remove it without --force")
         }
-        if servers.contains(where: { $0.id == UInt64(target.id) }) {
+        let (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id ?? 0) }
+        // A member already gone from the database configuration (after a quorum-loss recovery) has no role to check.
+        let inDatabase = servers.contains(where: { $0.id == UInt64(target.id) })
+        if inDatabase {
+            let members = Self.plannerView(servers: servers, rows: rows)
+            if case .refused(let reason) = RolePlanner.canRemove(UInt64(target.id), members: members, leader: leader) {
+                throw APIError.badRequest("Cannot remove \(name): \(reason)")
+            }
+        }
+        if !force {
+            let owned = try await db.transaction { tx in try tx.instances(memberID: target.id).map(\.name) }
+            guard owned.isEmpty else {
+                throw APIError.badRequest("Member \(name) still owns instances (\(owned.sorted().joined(separator: ", "))): move or delete them first, or, if it is gone for good, run cluster remove \(name) --force")
+            }
+        }
+        if inDatabase {
             try await db.pool.withConnection { c in try c.remove(id: UInt64(target.id)) }
         }
+        let dropped: Int64
         do {
-            try await db.transaction { tx in
+            dropped = try await db.transaction { tx in
+                let dropped = force ? try tx.exec("DELETE FROM instances WHERE member_id = ?", .integer(target.id)).rowsAffected : 0
                 if let c = try tx.trustedCertificates().first(where: { $0.name == name && $0.type == .server }) {
                     try tx.deleteTrustedCertificate(fingerprint: c.fingerprint)
                 }
                 _ = try tx.deleteMember(id: target.id)
+                return dropped
             }
         } catch let error as DqliteError where error.isConstraintViolation {
-            throw APIError.badRequest("Member \(name) left the database cluster but still owns instances: delete or move them, then remove it again")
+            throw APIError.badRequest("Member \(name) left the database cluster but still owns instances: delete or move them, then remove it again (or use --force if it is gone for good)")
         }
         try await refreshPeers()
         try? await rebalance()
-        logger.info("member removed", metadata: ["removed": "\(name)"])
+        logger.info("member removed", metadata: ["removed": "\(name)", "forced": "\(force)", "instance-rows-dropped": "\(dropped)"])
     }
 
     // MARK: Roles

@@ -9,10 +9,21 @@ struct LocalState: Codable, Equatable {
     /// The other members as last known (where to find the leader at boot, and whom to trust
     /// on the database links before the database is reachable); nil before joining a cluster.
     var peers: [LocalPeer]?
+    /// Set by `cluster enable`, a bootstrap preseed or a join; nil (not enabled) in files written before it existed.
+    var clusterEnabled: Bool?
+
+    init(name: String, dqliteID: UInt64, address: String, peers: [LocalPeer]? = nil, clusterEnabled: Bool? = nil) {
+        self.name = name
+        self.dqliteID = dqliteID
+        self.address = address
+        self.peers = peers
+        self.clusterEnabled = clusterEnabled
+    }
 
     enum CodingKeys: String, CodingKey {
         case name, address, peers
         case dqliteID = "dqlite_id"
+        case clusterEnabled = "cluster_enabled"
     }
 
     static func path(in dataDir: String) -> String { "\(dataDir)/member.json" }

@@ -188,6 +188,29 @@ public final class DqliteNode: Sendable {
         logger.info("dqlite node stopped")
     }
 
+    /// Rewrites this node's raft configuration to `voters` (each a voter), for a cluster that lost
+    /// its majority (dqlite_node_recover_ext). Only on a created, never started node, with every
+    /// other node of the cluster stopped; the caller picks the survivor with the newest log.
+    public func recover(voters: [(id: UInt64, address: String)]) throws(DqliteError) {
+        try handle.withLock { (h: inout Handle) throws(DqliteError) in
+            guard let p = h.pointer, h.phase == .created else {
+                throw .node(operation: "recover", code: -1, message: "node \(configuration.id) was already started: recover needs a node that is not running")
+            }
+            let addresses = voters.map { strdup($0.address) }
+            defer { addresses.forEach { free($0) } }
+            // dqlite's role numbering (as on the wire): voter 0.
+            var infos = zip(voters, addresses).map { voter, address in
+                dqlite_node_info_ext(size: UInt64(MemoryLayout<dqlite_node_info_ext>.size), id: voter.id,
+                                     address: UInt64(UInt(bitPattern: address)), dqlite_role: 0)
+            }
+            let rv = infos.withUnsafeMutableBufferPointer { buf in dqlite_node_recover_ext(p, buf.baseAddress, Int32(buf.count)) }
+            if rv != 0 {
+                throw .node(operation: "recover (data dir \(configuration.dataDir))", code: rv, message: String(cString: dqlite_node_errmsg(p)))
+            }
+        }
+        logger.notice("dqlite raft configuration rewritten", metadata: ["voters": "\(voters.map(\.address))"])
+    }
+
     /// A client-side dialer that reaches this node by its bind address (for pools in this process).
     public var localDialer: AbstractSocketDialer {
         AbstractSocketDialer(bindAddresses: [configuration.address: configuration.bindAddress])

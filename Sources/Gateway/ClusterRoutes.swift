@@ -16,14 +16,19 @@ public struct ClusterMemberInfo: Codable, Sendable, Equatable {
     public var message: String
     public var failureDomain: String
     public var fingerprint: String
+    /// Member config (`scheduler.*`, `user.*`): MemberConfigSchema.
+    public var config: [String: String]
+    /// LXD's roles list: "database" for a voter, "database-leader" added for the leader.
+    public var roles: [String]
 
     enum CodingKeys: String, CodingKey {
-        case url, database, status, message, fingerprint
+        case url, database, status, message, fingerprint, config, roles
         case serverName = "server_name"
         case failureDomain = "failure_domain"
     }
 
-    public init(serverName: String, url: String, database: String, status: String, message: String, failureDomain: String, fingerprint: String) {
+    public init(serverName: String, url: String, database: String, status: String, message: String, failureDomain: String, fingerprint: String,
+                config: [String: String] = [:], roles: [String] = []) {
         self.serverName = serverName
         self.url = url
         self.database = database
@@ -31,6 +36,51 @@ public struct ClusterMemberInfo: Codable, Sendable, Equatable {
         self.message = message
         self.failureDomain = failureDomain
         self.fingerprint = fingerprint
+        self.config = config
+        self.roles = roles
+    }
+}
+
+/// `GET /1.0/cluster` (LXD's shape).
+public struct ClusterInfo: Codable, Sendable, Equatable {
+    public var serverName: String
+    public var enabled: Bool
+    /// Keys a joining member may set for itself (LXD lists storage keys here; none are needed yet).
+    public var memberConfig: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case enabled
+        case serverName = "server_name"
+        case memberConfig = "member_config"
+    }
+
+    public init(serverName: String, enabled: Bool, memberConfig: [String] = []) {
+        self.serverName = serverName
+        self.enabled = enabled
+        self.memberConfig = memberConfig
+    }
+}
+
+/// `PUT /1.0/cluster/members/NAME` (LXD's shape). PUT replaces config and failure domain;
+/// `roles` are the database's to decide and are ignored, as LXD recomputes them too.
+public struct ClusterMemberPut: Codable, Sendable, Equatable {
+    public var description: String?
+    public var config: [String: String]?
+    public var failureDomain: String?
+    public var roles: [String]?
+    public var groups: [String]?
+
+    enum CodingKeys: String, CodingKey {
+        case description, config, roles, groups
+        case failureDomain = "failure_domain"
+    }
+
+    public init(description: String? = nil, config: [String: String]? = nil, failureDomain: String? = nil, roles: [String]? = nil, groups: [String]? = nil) {
+        self.description = description
+        self.config = config
+        self.failureDomain = failureDomain
+        self.roles = roles
+        self.groups = groups
     }
 }
 
@@ -101,13 +151,20 @@ public struct ClusterHeartbeat: Codable, Sendable {
 /// Cluster use cases the routes call; the agent implements them (it owns the node and the peers).
 public protocol ClusterService: Sendable {
     func members() async throws -> [ClusterMemberInfo]
+    /// `GET /1.0/cluster`: this member's name and whether clustering is enabled.
+    func info() async throws -> ClusterInfo
+    /// Enables clustering on a member that is not clustered yet, under `serverName` (renaming it if needed).
+    func enable(serverName: String) async throws
+    /// Replaces a member's config and failure domain (validated against MemberConfigSchema).
+    func updateMember(name: String, _ put: ClusterMemberPut) async throws
     /// Issues a join token for a new member called `name` (printable form).
     func issueJoinToken(name: String) async throws -> String
     /// On an existing member: admits the caller (which presented `presentedCertificate`).
     func accept(_ request: ClusterAcceptRequest, presentedCertificate: [UInt8]) async throws -> ClusterAcceptResponse
-    /// On the new member: joins the cluster described by `token`.
-    func join(token: String) async throws
-    func remove(name: String) async throws
+    /// On the new member: joins the cluster described by `token`, as `serverName` when given.
+    func join(token: String, serverName: String?) async throws
+    /// Removes a member; `force` removes an unreachable one even when it owns instances (their rows go too).
+    func remove(name: String, force: Bool) async throws
     /// Whether `fingerprint` is the server certificate of a cluster member: checked against the
     /// list held in memory (the database itself travels over the links this guards), which may
     /// be re-read from the database, at a bounded rate, for an unknown certificate.
@@ -128,10 +185,25 @@ struct ClusterTokenReply: Codable, Sendable {
     }
 }
 
-/// `PUT /1.0/cluster` on the new member's unix socket.
+/// `PUT /1.0/cluster` on a member's unix socket (LXD's shape): `enabled` with `server_name`
+/// bootstraps (enables clustering); `cluster_token` joins.
 struct ClusterPut: Codable, Sendable {
-    var clusterToken: String
-    enum CodingKeys: String, CodingKey { case clusterToken = "cluster_token" }
+    var serverName: String?
+    var enabled: Bool?
+    var clusterToken: String?
+    var serverAddress: String?
+    var clusterAddress: String?
+    var clusterCertificate: String?
+    var memberConfig: [String]?
+    enum CodingKeys: String, CodingKey {
+        case enabled
+        case serverName = "server_name"
+        case clusterToken = "cluster_token"
+        case serverAddress = "server_address"
+        case clusterAddress = "cluster_address"
+        case clusterCertificate = "cluster_certificate"
+        case memberConfig = "member_config"
+    }
 }
 
 struct ClusterMembersPost: Codable, Sendable {
@@ -158,16 +230,24 @@ extension APIRoutes {
     func addClusterRoutes(_ router: Router<Context>, _ cluster: any ClusterService) {
         let r = self
         router.get("/1.0/cluster") { _, _ in
-            try await handle {
-                let members = try await cluster.members()
-                return Reply.sync(["enabled": members.count > 1 ? "true" : "false"])
-            }
+            try await handle { Reply.sync(try await cluster.info()) }
         }
         router.put("/1.0/cluster") { req, ctx in
             try await handle {
-                guard ctx.caller == .local else { throw APIError.forbidden("joining a cluster is only allowed through the unix socket") }
+                guard ctx.caller == .local else { throw APIError.forbidden("enabling or joining a cluster is only allowed through the unix socket") }
                 let put: ClusterPut = try await r.decode(req, ctx)
-                try await cluster.join(token: put.clusterToken)
+                if let token = put.clusterToken, !token.isEmpty {
+                    try await cluster.join(token: token, serverName: put.serverName.flatMap { $0.isEmpty ? nil : $0 })
+                } else if put.enabled == true {
+                    guard let name = put.serverName, !name.isEmpty else {
+                        throw APIError.badRequest("server_name is required to enable clustering")
+                    }
+                    try await cluster.enable(serverName: name)
+                } else if put.enabled == false {
+                    throw APIError.badRequest("Disabling clustering is not supported: remove this member from the cluster instead")
+                } else {
+                    throw APIError.badRequest("Nothing to do: send enabled=true with server_name, or a cluster_token")
+                }
                 return Reply.empty()
             }
         }
@@ -195,9 +275,34 @@ extension APIRoutes {
                 return Reply.sync(ClusterTokenReply(serverName: post.serverName, token: token))
             }
         }
-        router.delete("/1.0/cluster/members/:member") { _, ctx in
+        router.delete("/1.0/cluster/members/:member") { req, ctx in
             try await handle {
-                try await cluster.remove(name: ctx.parameters.get("member") ?? "")
+                let force = ["1", "true"].contains(req.uri.queryParameters.get("force") ?? "")
+                try await cluster.remove(name: ctx.parameters.get("member") ?? "", force: force)
+                return Reply.empty()
+            }
+        }
+        router.put("/1.0/cluster/members/:member") { req, ctx in
+            try await handle {
+                let put: ClusterMemberPut = try await r.decode(req, ctx)
+                try await cluster.updateMember(name: ctx.parameters.get("member") ?? "", put)
+                return Reply.empty()
+            }
+        }
+        router.patch("/1.0/cluster/members/:member") { req, ctx in
+            try await handle {
+                // PATCH: only the fields sent change; config keys are merged.
+                let name = ctx.parameters.get("member") ?? ""
+                let patch: ClusterMemberPut = try await r.decode(req, ctx)
+                guard let current = try await cluster.members().first(where: { $0.serverName == name }) else {
+                    throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
+                }
+                var put = ClusterMemberPut(config: current.config, failureDomain: current.failureDomain)
+                if let c = patch.config { put.config = current.config.merging(c) { $1 } }
+                if let d = patch.failureDomain { put.failureDomain = d }
+                put.description = patch.description
+                put.groups = patch.groups
+                try await cluster.updateMember(name: name, put)
                 return Reply.empty()
             }
         }

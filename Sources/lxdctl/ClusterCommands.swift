@@ -12,7 +12,8 @@ import LXDClient
 struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster", abstract: "Manage cluster members.",
-        subcommands: [ListMembers.self, ShowMember.self, AddMember.self, JoinCluster.self, RemoveMember.self, ClusterInfoCommand.self]
+        subcommands: [ListMembers.self, ShowMember.self, EnableCluster.self, AddMember.self, JoinCluster.self, SetMember.self, UnsetMember.self,
+                      RemoveMember.self]
     )
 
     static let columns = ["NAME", "URL", "DATABASE", "STATUS", "FAILURE DOMAIN", "MESSAGE"]
@@ -47,8 +48,90 @@ struct ClusterCommand: AsyncParsableCommand {
                 failure_domain: \(m.failureDomain)
                 message: \(m.message)
                 fingerprint: \(m.fingerprint ?? "")
+                roles: [\((m.roles ?? []).joined(separator: ", "))]
+                config:\((m.config ?? [:]).isEmpty ? " {}" : "")
 
                 """)
+            for (k, v) in (m.config ?? [:]).sorted(by: { $0.key < $1.key }) { Output.stdout("  \(k): \(v)\n") }
+        }
+    }
+
+    struct EnableCluster: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "enable", abstract: "Enable clustering on this (not yet clustered) agent, naming it NAME.",
+            discussion: "The agent must serve HTTPS (lxdd --https-address HOST:PORT): that address is the cluster address.")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "This member's name in the cluster.") var name: String
+        @Option(help: "Seconds to wait for the agent when a rename restarts it.") var timeout: Int = 30
+
+        func run() async throws {
+            let client = connection.client
+            // A rename restarts the agent: as with join, the answer may be lost with the old listener.
+            if let answer = await JoinCluster.bounded(.seconds(10), { try await client.enableCluster(serverName: name) }), case .failure(let e) = answer {
+                throw e
+            }
+            await client.transport.shutdown()
+            let deadline = ContinuousClock.now + .seconds(timeout)
+            var last = ""
+            while ContinuousClock.now < deadline {
+                do {
+                    guard let answer = await JoinCluster.bounded(.seconds(2), { try await client.clusterInfo() }) else {
+                        throw CLIError("no answer within 2 s")
+                    }
+                    let info = try answer.get()
+                    if info.enabled && info.serverName == name {
+                        Output.stdout("Clustering enabled on member \(name)\n")
+                        return
+                    }
+                    last = "server_name \(info.serverName), enabled \(info.enabled)"
+                } catch {
+                    last = "\(error)"
+                }
+                await client.transport.shutdown()
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            throw CLIError("clustering was not seen enabled as \(name) within \(timeout) s (\(last)): check the agent's log")
+        }
+    }
+
+    struct SetMember: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set", abstract: "Set a member's failure_domain or config keys (KEY=VALUE ...).",
+            discussion: "failure_domain=NAME places the member in a failure domain (the database roles prefer distinct ones); other keys are member config (scheduler.*, user.*).")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "Member name.") var name: String
+        @Argument(help: "KEY=VALUE pairs.") var pairs: [String]
+
+        func run() async throws {
+            guard !pairs.isEmpty else { throw CLIError("nothing to set: give KEY=VALUE pairs, e.g. failure_domain=rack1") }
+            let client = connection.client
+            let m = try await client.clusterMember(name)
+            var update = ClusterMemberUpdate(config: m.config ?? [:], failureDomain: m.failureDomain)
+            for pair in pairs {
+                guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else { throw CLIError("\"\(pair)\" is not KEY=VALUE") }
+                let key = String(pair[..<eq]), value = String(pair[pair.index(after: eq)...])
+                if key == "failure_domain" { update.failureDomain = value } else { update.config[key] = value }
+            }
+            try await client.updateClusterMember(name, update)
+        }
+    }
+
+    struct UnsetMember: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "unset", abstract: "Remove member config keys (failure_domain goes back to \"default\").")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "Member name.") var name: String
+        @Argument(help: "Keys.") var keys: [String]
+
+        func run() async throws {
+            let client = connection.client
+            let m = try await client.clusterMember(name)
+            var update = ClusterMemberUpdate(config: m.config ?? [:], failureDomain: m.failureDomain)
+            for key in keys {
+                if key == "failure_domain" { update.failureDomain = "default"; continue }
+                guard update.config.removeValue(forKey: key) != nil else { throw CLIError("member \(name) has no config key \(key)") }
+            }
+            try await client.updateClusterMember(name, update)
         }
     }
 
@@ -122,9 +205,18 @@ struct ClusterCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a member from the cluster.")
         @OptionGroup var connection: ConnectionOptions
         @Argument(help: "Member name.") var name: String
+        @Flag(help: "Remove an OFFLINE member even if it owns instances: their records are deleted from the database.") var force = false
+        @Flag(help: "With --force: do not ask for confirmation.") var yes = false
 
         func run() async throws {
-            try await connection.client.removeClusterMember(name)
+            if force && !yes {
+                guard Terminal.isTerminal(0) else {
+                    throw CLIError("--force deletes \(name)'s instances from the database: confirm with --yes (no terminal to ask on)")
+                }
+                Output.stdout("Forcefully removing \(name) deletes its instances from the database; its containers, if it ever comes back, are not managed any more.\nAre you sure? (yes/no): ")
+                guard readLine()?.lowercased() == "yes" else { throw CLIError("aborted: \(name) was not removed") }
+            }
+            try await connection.client.removeClusterMember(name, force: force)
         }
     }
 }

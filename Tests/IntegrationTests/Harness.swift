@@ -76,11 +76,15 @@ final class TestAgent: @unchecked Sendable {
     /// host:port of the HTTPS API, when enabled.
     let httpsAddress: String?
 
-    init(name: String = "m1", httpsAddress: String? = nil) throws {
+    /// More lxdd arguments, on every start (e.g. `--preseed FILE`).
+    let extraArguments: [String]
+
+    init(name: String = "m1", httpsAddress: String? = nil, extraArguments: [String] = [], dataDir: String? = nil) throws {
         self.name = name
         self.httpsAddress = httpsAddress
-        dataDir = "/tmp/lxd-swift-it-\(getpid())-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        self.extraArguments = extraArguments
+        self.dataDir = dataDir ?? "/tmp/lxd-swift-it-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: self.dataDir, withIntermediateDirectories: true)
         try start()
     }
 
@@ -90,7 +94,7 @@ final class TestAgent: @unchecked Sendable {
     func start() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Paths.lxdd)
-        p.arguments = ["--data-dir", dataDir, "--name", name] + (httpsAddress.map { ["--https-address", $0] } ?? [])
+        p.arguments = ["--data-dir", dataDir, "--name", name] + (httpsAddress.map { ["--https-address", $0] } ?? []) + extraArguments
         let log = FileHandle(forWritingAtPath: "\(dataDir)/lxdd.log") ?? {
             FileManager.default.createFile(atPath: "\(dataDir)/lxdd.log", contents: nil)
             return FileHandle(forWritingAtPath: "\(dataDir)/lxdd.log")!
