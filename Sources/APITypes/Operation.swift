@@ -37,22 +37,5 @@ public struct Operation: Codable, Sendable, Equatable {
     }
 }
 
-/// One message on `/1.0/events` (LXD `api.Event`).
-public struct Event: Codable, Sendable {
-    public var type: String
-    public var timestamp: String
-    public var metadata: JSONValue
-    public var location: String
-    public var project: String
-
-    public init(type: String, timestamp: String, metadata: JSONValue, location: String, project: String = "default") {
-        self.type = type
-        self.timestamp = timestamp
-        self.metadata = metadata
-        self.location = location
-        self.project = project
-    }
-}
-
 /// `Operation` collides with Foundation's in any file importing both: use this name there.
 public typealias APIOperation = Operation

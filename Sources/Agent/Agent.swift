@@ -71,6 +71,9 @@ public enum Agent {
         let dataDir = config.dataDir
         var logger = baseLogger
         logger[metadataKey: "member"] = "\(local.name)"
+        // This member's events hub; its log records become `logging` events while someone watches.
+        let events = EventHub(location: local.name)
+        logger.handler = EventLogHandler(wrapping: logger.handler, hub: events)
 
         // The member's TLS identity: made on first start, pinned by clients and peers afterwards.
         let https = try config.httpsAddress.map { text in
@@ -106,7 +109,7 @@ public enum Agent {
         let store = ImageStore(directory: "\(dataDir)/images", logger: logger)
         // An import interrupted by a crash leaves temporary directories; no import runs yet.
         try store.removeLeftovers()
-        let operations = OperationRegistry(location: local.name, memberID: memberID, logger: logger)
+        let operations = OperationRegistry(location: local.name, memberID: memberID, logger: logger, events: events)
         let uploads = "\(dataDir)/uploads"
         let images = ImageService(member: member, db: db, store: store, operations: operations, logger: logger)
         try? FileManager.default.removeItem(atPath: uploads)
@@ -117,7 +120,7 @@ public enum Agent {
         let restart = RestartSignal()
         let cluster = ClusterController(
             db: db, local: local, dataDir: dataDir, identity: identity, httpsAddress: config.httpsAddress, directory: directory,
-            bindAddress: bindAddress, restart: restart, logger: logger)
+            bindAddress: bindAddress, restart: restart, events: events, logger: logger)
         let forwarder = MemberRequestForwarder(db: db, identity: identity, localMemberID: memberID, localMemberName: local.name,
                                                clustered: { cluster.isClustered }, logger: logger)
         let instances = InstanceService(

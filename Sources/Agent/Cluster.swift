@@ -8,6 +8,7 @@ import InstanceConfig
 import LXDClient
 import Logging
 import Membership
+import Operations
 import Synchronization
 
 /// The members this one knows locally: whom to dial for database links and whose certificates
@@ -117,12 +118,15 @@ final class ClusterController: ClusterService {
     let bindAddress: String
     let restart: RestartSignal
     let logger: Logger
+    /// Where member-added/removed lifecycle events are published (nil: nowhere).
+    let events: EventHub?
     private let joining = Mutex(false)
     /// Clustering enabled (`cluster enable`, a bootstrap preseed, or a join): kept in member.json.
     private let enabledFlag: Mutex<Bool>
 
     init(db: ClusterDB, local: LocalState, dataDir: String, identity: TLSIdentity, httpsAddress: String?, directory: PeerDirectory,
-         bindAddress: String, restart: RestartSignal, logger: Logger) {
+         bindAddress: String, restart: RestartSignal, events: EventHub? = nil, logger: Logger) {
+        self.events = events
         self.db = db
         self.local = local
         self.dataDir = dataDir
@@ -326,6 +330,7 @@ final class ClusterController: ClusterService {
             throw APIError.internal("Adding \(name) to the database cluster failed: \(error); nothing was kept: issue a new token and join again")
         }
         let peers = try await refreshPeers()
+        events?.lifecycle(.clusterMemberAdded, source: "/1.0/cluster/members/\(name)", name: name)
         logger.info("member admitted", metadata: ["joined": "\(name)", "address": "\(request.address)", "dqlite-id": "\(memberID)"])
         return ClusterAcceptResponse(dqliteID: UInt64(memberID), members: peers.map { p in
             ClusterPeerInfo(name: p.name, address: p.address, fingerprint: p.fingerprint, dqliteID: UInt64(p.id))
@@ -500,6 +505,7 @@ final class ClusterController: ClusterService {
         }
         try await refreshPeers()
         try? await rebalance()
+        events?.lifecycle(.clusterMemberRemoved, source: "/1.0/cluster/members/\(name)", name: name)
         logger.info("member removed", metadata: ["removed": "\(name)", "forced": "\(force)", "instance-rows-dropped": "\(dropped)"])
     }
 

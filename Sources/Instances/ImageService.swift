@@ -47,6 +47,7 @@ public final class ImageService: Sendable {
                 }
                 try tx.addImageMember(imageID: image!.id, memberID: member.id)
             }
+            self.announceImage(.imageCreated, fingerprint: layer.fingerprint)
             return ["fingerprint": .string(layer.fingerprint), "size": .int(Int(layer.size))]
         }
     }
@@ -77,6 +78,7 @@ public final class ImageService: Sendable {
             }
             // Instances still running from this layer keep it; the last one to go removes it.
             if users == 0 { try store.removeLayer(fingerprint: image.fingerprint) }
+            self.announceImage(.imageDeleted, fingerprint: image.fingerprint)
             return nil
         }
     }
@@ -95,6 +97,7 @@ public final class ImageService: Sendable {
             if case .alreadyExists = e { throw APIError.conflict("Alias \"\(post.name)\" already exists") }
             throw e
         }
+        announceAlias(.imageAliasCreated, name: post.name)
     }
 
     public func aliases() async throws -> [ImageAliasEntry] {
@@ -114,6 +117,7 @@ public final class ImageService: Sendable {
     public func deleteAlias(_ name: String) async throws {
         let deleted = try await db.transaction { tx in try tx.deleteAlias(name: name) }
         if !deleted { throw APIError.notFound("Image alias \"\(name)\" not found") }
+        announceAlias(.imageAliasDeleted, name: name)
     }
 
     func row(_ fingerprint: String) async throws -> ImageRow {

@@ -168,6 +168,7 @@ public final class InstanceService: Sendable {
                     try await self.startLocked(try await self.row(name))
                 }
             }
+            self.announceStateChange(name, action: put.action, stateful: stateful)
             return nil
         }
     }
@@ -240,6 +241,7 @@ public final class InstanceService: Sendable {
             do {
                 try await locks.withLock(r.name) { try await self.startLocked(r) }
                 logger.info("instance autostarted", metadata: ["instance": "\(r.name)"])
+                events.instance(.instanceStarted, r.name, context: ["autostart": .bool(true)])
             } catch {
                 logger.error("autostart failed", metadata: ["instance": "\(r.name)", "error": "\(error)"])
             }
@@ -268,6 +270,7 @@ public final class InstanceService: Sendable {
                 // A layer outlives its image while instances use it; the last one removes it.
                 if !stillUsed { try? self.store.removeLayer(fingerprint: r.imageFingerprint) }
             }
+            self.events.instance(.instanceDeleted, name)
             return nil
         }
     }
@@ -309,6 +312,7 @@ public final class InstanceService: Sendable {
                 try tx.setInstanceFootprint(name: name, InstanceFootprint(instanceConfig: finalConfig))
             }
         }
+        events.instance(.instanceUpdated, name)
     }
 
     // MARK: console and files

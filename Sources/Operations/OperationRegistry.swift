@@ -52,10 +52,14 @@ public actor OperationRegistry {
     private let memberID: Int64
     private let logger: Logger
     private let retention: Duration
+    /// This member's events: every state change of an operation is published here, and the use
+    /// cases holding this registry publish their lifecycle events through it.
+    public nonisolated let events: EventHub
 
     /// `memberID` is written into every operation id (`OperationID`), so any member can tell
     /// which member runs an operation and forward `/1.0/operations/ID` there.
-    public init(location: String, memberID: Int64 = 0, logger: Logger, retention: Duration = .seconds(300)) {
+    public init(location: String, memberID: Int64 = 0, logger: Logger, retention: Duration = .seconds(300), events: EventHub? = nil) {
+        self.events = events ?? EventHub(location: location)
         self.location = location
         self.memberID = memberID
         self.logger = logger
@@ -75,12 +79,15 @@ public actor OperationRegistry {
             id: id, class: opClass, description: description, createdAt: now, updatedAt: now,
             status: .running, resources: resources, metadata: metadata, location: location)
         entries[id] = Entry(operation: op, secrets: secrets, webSocketHandler: webSocketHandler)
+        events.operation(op)
         let context = OperationContext(id: id, registry: self)
         let log = logger
         Task {
             do {
                 let result = try await body(context)
                 self.finish(id: id, status: .success, metadata: result, error: "")
+            } catch is CancellationError {
+                self.finish(id: id, status: .cancelled, metadata: nil, error: "operation cancelled")
             } catch {
                 log.info("operation failed", metadata: ["operation": "\(id)", "error": "\(error)"])
                 self.finish(id: id, status: .failure, metadata: nil, error: "\(error)")
@@ -130,6 +137,7 @@ public actor OperationRegistry {
         md[key] = value
         entries[id]!.operation.metadata = md
         entries[id]!.operation.updatedAt = Self.timestamp()
+        events.operation(entries[id]!.operation)
     }
 
     private func addWaiter(id: String, token: UUID, _ c: CheckedContinuation<Void, Never>) {
@@ -160,6 +168,7 @@ public actor OperationRegistry {
         let waiters = entry.waiters.values
         entry.waiters = [:]
         entries[id] = entry
+        events.operation(entry.operation)
         for w in waiters { w.resume() }
     }
 
