@@ -92,6 +92,7 @@ public struct APIRoutes: Sendable {
         if let cluster {
             addClusterRoutes(router, cluster)
         }
+        addEventRoutes(router)
 
         // Instances
         router.get("/1.0/instances") { req, _ in
