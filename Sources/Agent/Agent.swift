@@ -169,6 +169,7 @@ public enum Agent {
         autostart.cancel()
         maintenance.cancel()
         peerRefresh.cancel()
+        await forwarder.closeConnections()
         await db.close()
         // Containers keep running; only our own node stops.
         try? node.stop()

@@ -20,6 +20,9 @@ final class MemberRequestForwarder: MemberForwarder {
     let logger: Logger
     /// One client per member address and certificate.
     private let clients = Mutex<[String: LXDClient]>([:])
+    static let idleConnectionsPerMember = 4
+    /// Below the server's idle timeout (60 s, APIServer.channel), so the server rarely closes one under us.
+    static let idleTimeout = TimeAmount.seconds(20)
 
     init(db: ClusterDB, identity: TLSIdentity, localMemberID: Int64, localMemberName: String, clustered: @escaping @Sendable () -> Bool, logger: Logger) {
         self.clustered = clustered
@@ -96,13 +99,21 @@ final class MemberRequestForwarder: MemberForwarder {
         }
     }
 
+    /// Closes the pooled connections to every member (the agent is stopping).
+    func closeConnections() async {
+        let all = clients.withLock { all in defer { all = [:] }; return Array(all.values) }
+        for client in all { await client.transport.shutdown() }
+    }
+
     private func client(for peer: MemberPeer) throws -> LXDClient {
         let key = peer.address + "/" + peer.fingerprint
         if let known = clients.withLock({ $0[key] }) { return known }
         let connector = try TLSConnector(addresses: [peer.address], serverFingerprint: peer.fingerprint, identity: identity,
                                          connectTimeout: .seconds(2))
-        // No idle keep-alive connections: one would hold up the peer's graceful shutdown (as with heartbeats).
-        let client = LXDClient(transport: HTTPChannelTransport(connector: connector, maxIdleConnections: 0))
+        // Pooled: a mutual-TLS handshake per request cost 10-50 ms. The peer closes idle connections
+        // when it shuts down (quiescing) or after its own idle timeout, longer than ours.
+        let client = LXDClient(transport: HTTPChannelTransport(connector: connector, maxIdleConnections: Self.idleConnectionsPerMember,
+                                                               idleTimeout: Self.idleTimeout))
         return clients.withLock { all in
             if let raced = all[key] { return raced }
             all[key] = client

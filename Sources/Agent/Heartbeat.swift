@@ -67,6 +67,7 @@ struct Heartbeater {
             }
             try? await Task.sleep(until: roundStart + schedule.interval, clock: clock)
         }
+        for client in clients.values { await client.transport.shutdown() }
     }
 
     /// Keeps the peer directory in step with the database, whichever member admitted a newcomer:
@@ -108,8 +109,10 @@ struct Heartbeater {
                 let ms = Int64(schedule.timeout.components.seconds * 1000 + schedule.timeout.components.attoseconds / 1_000_000_000_000_000)
                 if let connector = try? TLSConnector(addresses: [peer.address], serverFingerprint: peer.fingerprint, identity: cluster.identity,
                                                      connectTimeout: .milliseconds(ms)) {
-                    // No keep-alive: an idle connection would hold up the peer's graceful shutdown.
-                    clients[key] = LXDClient(transport: HTTPChannelTransport(connector: connector, maxIdleConnections: 0))
+                    // One kept connection per peer: a heartbeat is then one round trip, not a handshake.
+                    // The read timeout ends a request to a hung peer with the round.
+                    clients[key] = LXDClient(transport: HTTPChannelTransport(connector: connector, maxIdleConnections: 1,
+                                                                             idleTimeout: .seconds(20), readTimeout: .milliseconds(ms)))
                 }
             }
             guard let client = clients[key] else { continue }

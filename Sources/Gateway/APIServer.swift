@@ -13,6 +13,9 @@ import ServiceLifecycle
 public enum APIServer {
     /// LXD clients send exec stdin in frames larger than the 16 KiB default.
     static let webSocket = WebSocketServerConfiguration(maxFrameSize: 1 << 20)
+    /// Keep-alive connections with no request in progress are closed after 60 s (and at once on
+    /// graceful shutdown); clients that pool connections (Forwarder) drop theirs sooner.
+    static let channel = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(idleTimeout: .seconds(60)), ws: webSocket)
 
     public static func unixSocketService(routes: APIRoutes, socketPath: String, logger: Logger) -> some Service {
         // A stale socket from a previous run would make bind fail.
@@ -20,7 +23,7 @@ public enum APIServer {
         let router = routes.build()
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: webSocket)),
+            server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: channel),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "lxd-swift"),
             onServerRunning: { _ in chmod(socketPath, 0o660) },
             logger: logger)
@@ -34,12 +37,17 @@ public enum APIServer {
             throw APIError.internal("the HTTPS listener needs a trust store (APIRoutes.trust)")
         }
         let router = routes.build(remote: true)
+        var server = try TLSConfigurations.server(identity)
+        // Closing a connection waits for the peer's TLS close_notify, but an idle keep-alive
+        // connection is no longer read once its handler is done, so the wait always ran to the
+        // default 5 s and held up graceful shutdown for every pooled member connection.
+        server.shutdownTimeout = .milliseconds(200)
         let tls = TLSChannelConfiguration(
-            tlsConfiguration: try TLSConfigurations.server(identity),
+            tlsConfiguration: server,
             customVerificationCallback: TLSConfigurations.acceptAnyCertificate)
         return Application(
             router: router,
-            server: try .tls(.http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: webSocket)), configuration: tls),
+            server: try .tls(.http1WebSocketUpgrade(webSocketRouter: router, configuration: channel), configuration: tls),
             configuration: .init(address: .hostname(host, port: port), serverName: "lxd-swift"),
             logger: logger)
     }

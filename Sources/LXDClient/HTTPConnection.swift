@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// One request handed to the pipeline as a single write, with the promise its response completes.
 struct HTTPExchange: Sendable {
@@ -87,10 +88,14 @@ final class HTTPExchangeHandler: ChannelDuplexHandler {
 final class HTTPConnection: Sendable {
     let channel: any Channel
     let hostHeader: String
+    let endpoint: String
+    /// Counts idle periods, so an idle-timeout timer knows whether its period is still the current one.
+    let idleGeneration = Atomic<UInt64>(0)
 
-    init(channel: any Channel, hostHeader: String) {
+    init(channel: any Channel, hostHeader: String, endpoint: String) {
         self.channel = channel
         self.hostHeader = hostHeader
+        self.endpoint = endpoint
     }
 
     /// Sets up the pipeline of a fresh connection (runs on its event loop).
@@ -99,8 +104,20 @@ final class HTTPConnection: Sendable {
         try channel.pipeline.syncOperations.addHandler(HTTPExchangeHandler(endpoint: endpoint))
     }
 
-    func execute(_ request: HTTPRequest) async throws -> ExchangeResult {
+    /// Sends `request` and waits for the whole response; after `readTimeout` the connection is
+    /// closed and the request fails with `TransportError.timedOut` (it may have run).
+    func execute(_ request: HTTPRequest, readTimeout: TimeAmount? = nil) async throws -> ExchangeResult {
         let promise = channel.eventLoop.makePromise(of: ExchangeResult.self)
+        if let readTimeout {
+            let channel = self.channel
+            let failure = TransportError.timedOut(endpoint: endpoint, request: "\(request.method.rawValue) \(request.target)",
+                                                  milliseconds: readTimeout.nanoseconds / 1_000_000)
+            let timer = channel.eventLoop.scheduleTask(in: readTimeout) {
+                promise.fail(failure)
+                channel.close(promise: nil)
+            }
+            promise.futureResult.whenComplete { _ in timer.cancel() }
+        }
         let exchange = HTTPExchange(
             head: Self.requestHead(request, host: hostHeader),
             body: request.body.isEmpty ? nil : ByteBuffer(bytes: request.body),
@@ -131,15 +148,22 @@ final class HTTPConnection: Sendable {
     }
 }
 
-/// Idle keep-alive connections waiting for the next request.
+/// Idle keep-alive connections waiting for the next request: at most `limit`, each closed
+/// after `timeout` unused (nil: kept until the server closes it).
 actor IdleConnections {
     private var idle: [HTTPConnection] = []
     private let limit: Int
+    private let timeout: TimeAmount?
 
-    init(limit: Int) { self.limit = limit }
+    init(limit: Int, timeout: TimeAmount? = nil) {
+        self.limit = limit
+        self.timeout = timeout
+    }
 
     func take() -> HTTPConnection? {
         while let connection = idle.popLast() {
+            // Ends the idle period: a pending idle-timeout timer leaves the connection alone.
+            connection.idleGeneration.add(1, ordering: .sequentiallyConsistent)
             if connection.channel.isActive { return connection }
         }
         return nil
@@ -147,8 +171,18 @@ actor IdleConnections {
 
     /// Keeps `connection` for reuse; false when full (the caller closes it).
     func put(_ connection: HTTPConnection) -> Bool {
+        idle.removeAll { !$0.channel.isActive }
         guard idle.count < limit else { return false }
         idle.append(connection)
+        if let timeout {
+            let period = connection.idleGeneration.add(1, ordering: .sequentiallyConsistent).newValue
+            // Closing makes `take` skip it; a reuse racing the close fails its write (stale) and retries.
+            connection.channel.eventLoop.scheduleTask(in: timeout) {
+                if connection.idleGeneration.load(ordering: .sequentiallyConsistent) == period {
+                    connection.channel.close(promise: nil)
+                }
+            }
+        }
         return true
     }
 

@@ -32,6 +32,8 @@ public enum TransportError: Error, CustomStringConvertible, Sendable, Equatable 
     case closedBeforeResponse(endpoint: String, request: String)
     /// A reused keep-alive connection was found closed when writing; nothing was sent.
     case staleConnection
+    /// No complete response within the transport's read timeout; the request may have run.
+    case timedOut(endpoint: String, request: String, milliseconds: Int64)
     /// The server refused the websocket upgrade without an LXD error body.
     case upgradeFailed(endpoint: String, request: String, reason: String)
 
@@ -43,6 +45,8 @@ public enum TransportError: Error, CustomStringConvertible, Sendable, Equatable 
             "connection to \(endpoint) closed before the response to \(request) arrived; the request may or may not have taken effect"
         case .staleConnection:
             "reused connection was already closed"
+        case .timedOut(let endpoint, let request, let ms):
+            "\(endpoint) did not answer \(request) within \(ms) ms; the request may or may not have taken effect"
         case .upgradeFailed(let endpoint, let request, let reason):
             "websocket upgrade of \(request) at \(endpoint) failed: \(reason)"
         }
