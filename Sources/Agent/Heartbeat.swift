@@ -5,7 +5,6 @@ import Identity
 import LXDClient
 import Logging
 import Membership
-import Synchronization
 
 /// The leader's heartbeats: every `schedule.interval` it sends the member list to each other
 /// member; `OfflineDetector` turns the answers into ONLINE/OFFLINE and role rebalances.
@@ -23,20 +22,27 @@ struct Heartbeater {
         self.logger = logger
     }
 
+    /// How often a member that does not lead checks whether it leads now: a new leader's
+    /// heartbeats, and its offline judgements, start at most this long after its election.
+    static let leadershipPoll = Duration.milliseconds(250)
+
     func run() async {
         let clock = ContinuousClock()
         let origin = clock.now
         var detector = OfflineDetector(configuration: .init(threshold: schedule.threshold), local: UInt64(memberID))
         var clients: [String: LXDClient] = [:]
+        var rows: [MemberRow] = []
         while !Task.isCancelled {
             let roundStart = clock.now
+            var next = roundStart + schedule.interval
             do {
                 let leader = try await cluster.db.pool.withConnection { c in try c.leader() }
                 let isLeader = leader?.address == cluster.local.address
                 if !isLeader {
                     if detector.isLeader { _ = detector.handle(.leadershipLost) }
+                    next = roundStart + min(schedule.interval, Self.leadershipPoll)
                 } else {
-                    let rows = try await cluster.db.transaction { tx in try tx.members() }
+                    rows = try await cluster.db.transaction { tx in try tx.members() }
                     var directives: [OfflineDetector.Directive] = []
                     if !detector.isLeader {
                         let seed = Dictionary(uniqueKeysWithValues: rows.map { (UInt64($0.id), $0.state != "OFFLINE") })
@@ -65,7 +71,21 @@ struct Heartbeater {
             } catch {
                 logger.debug("heartbeat round failed", metadata: ["error": "\(error)"])
             }
-            try? await Task.sleep(until: roundStart + schedule.interval, clock: clock)
+            // Between rounds, judge a silent member exactly when its threshold runs out rather
+            // than at the next round (which would add up to a whole interval to the detection).
+            while detector.isLeader, !Task.isCancelled, let due = detector.nextDeadline.map({ origin + $0 }), due < next {
+                try? await Task.sleep(until: due, clock: clock)
+                let directives = detector.handle(.tick(at: clock.now - origin))
+                guard !directives.isEmpty else { break }
+                do {
+                    try await apply(directives, rows: rows)
+                    cluster.rebalanceInBackground()
+                } catch {
+                    logger.debug("offline status update failed", metadata: ["error": "\(error)"])
+                    break
+                }
+            }
+            try? await Task.sleep(until: next, clock: clock)
         }
         for client in clients.values { await client.transport.shutdown() }
     }
@@ -97,12 +117,13 @@ struct Heartbeater {
         }
     }
 
-    /// Heartbeats every peer at once; a peer that has not answered within the timeout failed
-    /// (its request may go on in the background, bounded by the connect timeout).
+    /// Heartbeats every peer at once and returns when all have answered or the timeout passed
+    /// (a peer that has not answered by then failed; its request ends with the read timeout).
     private func beat(_ peers: [LocalPeer], clients: inout [String: LXDClient]) async -> [(String, ContinuousClock.Instant?)] {
-        let answered = Answered()
         let rows = (try? await cluster.db.transaction { tx in try tx.memberPeers() }) ?? []
         let body = ClusterHeartbeat(members: rows.map { ClusterPeerInfo(name: $0.name, address: $0.address, fingerprint: $0.fingerprint, dqliteID: UInt64($0.id)) })
+        let (answers, sink) = AsyncStream<(String, ContinuousClock.Instant?)>.makeStream()
+        var expected = 0
         for peer in peers where !peer.fingerprint.isEmpty {
             let key = peer.address + "/" + peer.fingerprint
             if clients[key] == nil {
@@ -116,26 +137,33 @@ struct Heartbeater {
                 }
             }
             guard let client = clients[key] else { continue }
+            expected += 1
             Task {
                 do {
                     try await client.send(.POST, "/internal/cluster/heartbeat", json: body)
-                    answered.add(peer.address)
+                    sink.yield((peer.address, ContinuousClock.now))
                 } catch {
                     // A dropped keep-alive connection must not count twice: the next round reconnects.
                     await client.transport.shutdown()
+                    sink.yield((peer.address, nil))
                 }
             }
         }
-        try? await Task.sleep(for: schedule.timeout)
-        let ok = answered.addresses
-        return peers.map { ($0.address, ok[$0.address]) }
+        let timeout = schedule.timeout
+        Task {
+            try? await Task.sleep(for: timeout)
+            sink.finish()
+        }
+        var answered: [String: ContinuousClock.Instant] = [:]
+        var heard = 0
+        if expected > 0 {
+            for await (address, at) in answers {
+                heard += 1
+                if let at { answered[address] = at }
+                if heard == expected { break }
+            }
+        }
+        sink.finish()
+        return peers.map { ($0.address, answered[$0.address]) }
     }
-}
-
-
-/// Addresses that answered a heartbeat round (written by the round's request tasks).
-private final class Answered: Sendable {
-    private let known = Mutex<[String: ContinuousClock.Instant]>([:])
-    func add(_ address: String) { known.withLock { $0[address] = ContinuousClock.now } }
-    var addresses: [String: ContinuousClock.Instant] { known.withLock { $0 } }
 }

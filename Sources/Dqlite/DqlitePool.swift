@@ -151,7 +151,9 @@ public actor DqlitePool {
                 throw DqliteError.noLeader("none of \(config.seeds) led to a leader within \(config.leaderTimeout); last error: \(lastError.map { "\($0)" } ?? "none"). Check that the node is started and a quorum of members is up")
             }
             try await Task.sleep(for: delay)
-            delay = min(delay * 2, .milliseconds(200))
+            // Capped low: after a leader dies, every poll interval here adds straight to the
+            // time writes wait, and one poll costs a few local round trips.
+            delay = min(delay * 2, .milliseconds(50))
         }
     }
 
