@@ -214,8 +214,8 @@ extension InstanceService {
                     do {
                         try await self.locks.withLock(row.name) {
                             let spec = try self.spec(for: row)
-                            try self.runtime.create(spec)
-                            if start { _ = try await self.runtime.start(spec) }
+                            // start creates the root filesystem itself.
+                            if start { _ = try await self.runtime.start(spec) } else { try self.runtime.create(spec) }
                         }
                         return (row.name, nil)
                     } catch {
@@ -372,31 +372,5 @@ extension InstanceService {
             return 0
         }
         return (int("done"), int("failed"))
-    }
-}
-
-extension IdmapAllocator {
-    /// The `count` lowest free `block`-aligned bases (same rules as ``lowestFree(used:rangeStart:rangeSize:block:)``,
-    /// one pass over the sorted used blocks); nil when fewer are left.
-    static func lowestFree(count: Int, used: [Int64], rangeStart: Int64, rangeSize: Int64, block: Int64) -> [Int64]? {
-        guard block > 0, rangeSize >= block else { return count == 0 ? [] : nil }
-        let sorted = used.sorted()
-        let rangeEnd = rangeStart + rangeSize
-        var result: [Int64] = []
-        result.reserveCapacity(count)
-        var candidate = rangeStart
-        var index = 0
-        while result.count < count {
-            while index < sorted.count, sorted[index] + block <= candidate { index += 1 }
-            if index < sorted.count, sorted[index] < candidate + block {
-                let pastIt = sorted[index] + block - rangeStart
-                candidate = rangeStart + ((pastIt + block - 1) / block) * block
-                continue
-            }
-            guard candidate + block <= rangeEnd else { return nil }
-            result.append(candidate)
-            candidate += block
-        }
-        return result
     }
 }
