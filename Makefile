@@ -1,15 +1,17 @@
 # lxd-swift: the two commands a fresh machine needs are `make run` and `make test`.
 #
-#   make run     install what is missing, build, start lxdd, import the busybox image,
-#                launch container c1 and print `lxdctl list` (scripts/run-local)
+#   make run     install what is missing, build, start a three-member cluster on 127.0.0.1-3
+#                (cluster-configs/three-members.yaml), import the busybox image, launch one
+#                container per member, print `lxdctl cluster list` and `lxdctl list` (scripts/run-local)
 #   make test    install what is missing, build everything with tests, run every test
 #   make build   build lxdd, lxdctl and lxd-start
 #   make bench   lifecycle and density benchmark against a private lxdd (scripts/bench/lifecycle)
-#   make stop    stop the lxdd started by `make run` (containers keep running)
+#   make stop    stop the members started by `make run` (containers keep running)
 #   make clean   remove build products and generated images
 #
 # Variables: SCRATCH (build dir, default .build), CONFIG (debug|release), LXD_DIR (default
-# /var/lib/lxd-swift), TEST_FLAGS (extra `swift test` flags, e.g. --filter RuntimeTests),
+# /var/lib/lxd-swift; `make run` puts each member in LXD_DIR/<member>), LAYOUT (the cluster
+# `make run` starts, default cluster-configs/three-members.yaml), TEST_FLAGS (extra `swift test` flags, e.g. --filter RuntimeTests),
 # BENCH_ARGS (e.g. "--runs 20 --density 500"), SKIP_CRIU=1 (skip CRIU in bootstrap; dev only).
 
 SHELL := /bin/bash
@@ -20,6 +22,7 @@ SWIFT   ?= swift
 SCRATCH ?= .build
 CONFIG  ?= debug
 LXD_DIR ?= /var/lib/lxd-swift
+LAYOUT  ?= cluster-configs/three-members.yaml
 TEST_FLAGS ?=
 BENCH_ARGS ?=
 # CI has 90 minutes in all; a hung test must fail the run with a message, not eat the budget.
@@ -88,10 +91,10 @@ test: build-tests images
 	[ $$rc = 0 ] && exit $$src; exit $$rc
 
 run: build images
-	@LXD_DIR=$(LXD_DIR) scripts/run-local --image $(LXD_SWIFT_TEST_IMAGE)
+	@LXD_DIR=$(LXD_DIR) scripts/run-local --image $(LXD_SWIFT_TEST_IMAGE) --layout $(LAYOUT)
 
 stop:
-	@LXD_DIR=$(LXD_DIR) scripts/run-local --stop
+	@LXD_DIR=$(LXD_DIR) LXD_SWIFT_BIN_DIR=$(BIN_DIR) scripts/run-local --stop --layout $(LAYOUT)
 
 bench: build images
 	@scripts/bench/lifecycle --image $(LXD_SWIFT_TEST_IMAGE) $(BENCH_ARGS)

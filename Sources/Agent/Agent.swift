@@ -97,7 +97,16 @@ public enum Agent {
         let seeds = (local.peers ?? []).map(\.address).filter { $0 != local.address } + [local.address]
         let pool = DqlitePool(configuration: .init(seeds: seeds, dialer: dialer, leaderTimeout: .seconds(30),
                                                    sessionStatements: ClusterDB.sessionStatements), logger: logger)
-        let db = try await ClusterDB.open(pool: pool, logger: logger)
+        let links = try DatabaseLinkListener.start(https: https, peers: local.peers ?? [], directory: directory, identity: identity,
+                                                   bindAddress: bindAddress, logger: logger)
+        let db: ClusterDB
+        do {
+            db = try await ClusterDB.open(pool: pool, logger: logger)
+            await links?.stop()
+        } catch {
+            await links?.stop()
+            throw error
+        }
         let memberID = try await db.transaction { tx in try tx.ensureMember(name: local.name, address: local.address) }
         if let settings { try await settings.apply(db: db, memberID: memberID, logger: logger) }
         let member = MemberIdentity(id: memberID, name: local.name)

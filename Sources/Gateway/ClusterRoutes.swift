@@ -2,9 +2,13 @@ import APITypes
 import Dqlite
 import Foundation
 import Hummingbird
+import HummingbirdTLS
 import HummingbirdWebSocket
+import Identity
 import Logging
 import NIOCore
+import NIOSSL
+import ServiceLifecycle
 
 /// One member as `GET /1.0/cluster/members` shows it (LXD's field names).
 public struct ClusterMemberInfo: Codable, Sendable, Equatable {
@@ -323,6 +327,12 @@ extension APIRoutes {
                 return Reply.empty()
             }
         }
+        Self.addDatabaseLinkRoute(router) { stream in await cluster.servePeer(stream) }
+    }
+
+    /// `/internal/database`: a member's dqlite peer link, as a websocket of binary frames
+    /// (the caller must already be known as a member: RemoteAuthMiddleware or DatabaseLinkGuard).
+    static func addDatabaseLinkRoute(_ router: Router<Context>, serve: @escaping @Sendable (any PeerStream) async -> Void) {
         router.ws("/internal/database") { _, ctx in
             guard case .trusted = ctx.caller else { return .dontUpgrade }
             return .upgrade([:])
@@ -338,10 +348,49 @@ extension APIRoutes {
                     } catch {}
                     continuation.finish()
                 }
-                await cluster.servePeer(stream)
+                await serve(stream)
                 continuation.finish()
                 group.cancelAll()
             }
         }
+    }
+}
+
+/// Lets only members' certificates (as the caller's closure knows them) through, to the database link only.
+struct DatabaseLinkGuard: RouterMiddleware {
+    typealias Context = APIContext
+    let isMember: @Sendable (String) async -> Bool
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let certificate = try? await context.channel.nioSSL_peerCertificate().get()
+        guard request.uri.path == "/internal/database", let der = certificate.flatMap({ try? $0.toDERBytes() }),
+              await isMember(Fingerprint.sha256(der: der)) else {
+            return Reply.error(.unavailable("This member is starting: its database is not open yet; retry in a moment"))
+        }
+        context.caller = .trusted(fingerprint: Fingerprint.sha256(der: der))
+        return try await next(request, context)
+    }
+}
+
+extension APIServer {
+    /// A listener on the member's HTTPS address that serves only the database peer links, for the
+    /// time between the node's start and the database being open: when a whole cluster starts at
+    /// once, no member can open its database before the others' links carry an election, and
+    /// the full API listener needs the open database. Stop it before the full listener binds.
+    public static func databaseLinkService(isMember: @escaping @Sendable (String) async -> Bool,
+                                           serve: @escaping @Sendable (any PeerStream) async -> Void,
+                                           identity: TLSIdentity, host: String, port: Int, logger: Logger) throws -> some Service {
+        let router = Router(context: APIContext.self)
+        router.add(middleware: DatabaseLinkGuard(isMember: isMember))
+        APIRoutes.addDatabaseLinkRoute(router, serve: serve)
+        let tls = TLSChannelConfiguration(
+            tlsConfiguration: try TLSConfigurations.server(identity),
+            customVerificationCallback: TLSConfigurations.acceptAnyCertificate)
+        return Application(
+            router: router,
+            server: try .tls(.http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: webSocket)), configuration: tls),
+            configuration: .init(address: .hostname(host, port: port), serverName: "lxd-swift"),
+            logger: logger)
     }
 }
