@@ -287,24 +287,30 @@ final class EventTests {
         let m = try (1...3).map { n in try TestAgent(name: "m\(n)", httpsAddress: "127.0.0.\(n):\(TestAgent.freePort())") }
         agents = m
         let (m1, m2, m3) = (m[0], m[1], m[2])
-        for joiner in [m2, m3] {
-            let out = try m1.ok(["cluster", "add", joiner.name])
+        func join(_ joiner: TestAgent, via issuer: TestAgent, members: Int) throws {
+            let out = try issuer.ok(["cluster", "add", joiner.name])
             let token = try #require(out.split(separator: "\n").last.map(String.init))
             let join = try joiner.ctl(["cluster", "join", token])
             try #require(join.status == 0, "join \(joiner.name): \(join.stderr)\n\(joiner.logTail())")
+            for a in m.prefix(members) {
+                let deadline = Date().addingTimeInterval(30)
+                while Date() < deadline, (try? a.ok(["cluster", "list", "--format", "csv"]).split(separator: "\n").count) != members { usleep(100_000) }
+            }
         }
-        for a in m {
-            let deadline = Date().addingTimeInterval(30)
-            while Date() < deadline, (try? a.ok(["cluster", "list", "--format", "csv"]).split(separator: "\n").count) != 3 { usleep(100_000) }
-        }
-        print("events test: cluster formed in \(String(format: "%.1f", Date().timeIntervalSince(begun))) s")
-        try m3.importBusybox(alias: "bb")
+        try join(m2, via: m1, members: 2)
         let c1 = LXDClient.unixSocket(m1.socket)
-        let fingerprint = try await LXDClient.unixSocket(m3.socket).resolveImage("bb")
-
         let whole = try await Watcher(c1)
         let ownOnly = try await Watcher(c1, headers: [(name: "X-LXD-Forwarded", value: "test")])
-        // The relays come up in the background: probe with alias events on m2 and m3 until both arrive.
+
+        // m3 joins while the watcher is connected, admitted by m2: m2's event and then m3's own reach m1.
+        try join(m3, via: m2, members: 3)
+        print("events test: cluster formed in \(String(format: "%.1f", Date().timeIntervalSince(begun))) s")
+        await whole.until("m3 admitted by m2") { $0.contains { $0.isLifecycle(.clusterMemberAdded, "/1.0/cluster/members/m3") && $0.location == "m2" } }
+        try m3.importBusybox(alias: "bb")
+        let fingerprint = try await LXDClient.unixSocket(m3.socket).resolveImage("bb")
+
+        // Relays come up in the background (m3's once the member list shows it): probe with alias
+        // events on m2 and m3 until both arrive.
         var probes = 0
         func probe(_ member: TestAgent) async throws -> String {
             probes += 1
@@ -323,7 +329,7 @@ final class EventTests {
             }
             #expect(seen, "no events from \(member.name) reached the watcher on m1")
         }
-        print("events: relays from m2 and m3 delivering \(String(format: "%.2f", Date().timeIntervalSince(watching))) s after the watcher connected to m1")
+        print("events: relays from m2 and m3 delivering \(String(format: "%.2f", Date().timeIntervalSince(watching))) s after m3's image import")
 
         try m1.ok(["launch", "bb", "c3", "--target", "m3"])
         await whole.until("c3 created on m3") { $0.contains { $0.isLifecycle(.instanceStarted, "/1.0/instances/c3") } }
@@ -357,7 +363,18 @@ final class EventTests {
 
         try m1.ok(["delete", "--force", "c3"])
         await whole.until("c3 deleted on m3") { $0.contains { $0.isLifecycle(.instanceDeleted, "/1.0/instances/c3") && $0.location == "m3" } }
+
+        // A member with a watcher's relay attached still stops promptly (the link is not a request to drain).
+        let stopping = Date()
+        m2.stop()
+        let stopTime = Date().timeIntervalSince(stopping)
+        print("events: m2 stopped in \(String(format: "%.2f", stopTime)) s with a relay attached")
+        #expect(stopTime < 10, "m2 took \(stopTime) s to stop with an event relay attached")
+        // Back up, so the teardown's requests find a quorum until the end.
+        try m2.start()
+        #expect(await !whole.log.ended)
         await whole.close()
         await ownOnly.close()
+        print("events test: body done at \(String(format: "%.1f", Date().timeIntervalSince(begun))) s")
     }
 }
