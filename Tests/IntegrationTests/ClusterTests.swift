@@ -83,7 +83,7 @@ final class ClusterTests {
             #expect(try a.ok(["image", "list", "--format", "csv"]).contains("bb3,"), "image imported on m3 not visible on \(a.name)")
         }
         // An instance on m3 is listed, with its location, by the others.
-        try m3.ok(["launch", "bb3", "c3"])
+        try m3.ok(["launch", "bb3", "c3", "--target", "m3"])
         for a in [m1, m2] {
             let listed = try a.ok(["list", "--format", "csv"])
             #expect(listed.hasPrefix("c3,") && listed.hasSuffix(",m3\n"), "list on \(a.name): \(listed)")

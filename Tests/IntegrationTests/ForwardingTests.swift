@@ -68,15 +68,15 @@ final class ForwardingTests {
         var throughM1: [Double] = [], direct: [Double] = []
         for i in 0..<3 {
             throughM1.append(try timed { try m1.ok(["launch", "bb", "t\(i)", "--target", "m3"]) })
-            direct.append(try timed { try m3.ok(["launch", "bb", "u\(i)"]) })
+            direct.append(try timed { try m3.ok(["launch", "bb", "u\(i)", "--target", "m3"]) })
         }
         #expect(try listed(m3)["t0"]?.location == "m3")
         for i in 0..<3 { try m3.ok(["delete", "--force", "t\(i)", "u\(i)"]) }
         try m1.ok(["launch", "bb", "c3", "--target", "m3"])
-        try m3.ok(["launch", "bb", "d3"])
+        try m3.ok(["launch", "bb", "d3", "--target", "m3"])
         print("launch on m3 (median of 3): through m1 \(median(throughM1)) s, on m3 itself \(median(direct)) s")
         var started = Date()
-        try m1.ok(["launch", "bb1", "c1"])
+        try m1.ok(["launch", "bb1", "c1", "--target", "m1"])
 
         // Lists everywhere show the live state the owner reports, with the location.
         for a in [m1, m2, m3] {
