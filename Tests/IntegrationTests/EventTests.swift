@@ -191,7 +191,7 @@ final class EventTests {
         let logs = try await Watcher(client, types: [.logging])
         // lxdctl monitor, the way an operator watches, alongside.
         let monitorOut = "\(m1.dataDir)/monitor.out"
-        FileManager.default.createFile(atPath: monitorOut, contents: nil)
+        _ = FileManager.default.createFile(atPath: monitorOut, contents: nil)
         let monitor = Process()
         monitor.executableURL = URL(fileURLWithPath: Paths.lxdctl)
         monitor.arguments = ["monitor", "--type", "lifecycle", "--format", "json"]
