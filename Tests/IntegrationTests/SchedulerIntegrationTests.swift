@@ -181,7 +181,7 @@ final class SchedulerIntegrationTests {
         try await deleteAll(c1)
     }
 
-    @Test func cliLaunchCountShowsProgressAndSummary() async throws {
+    @Test func cliLaunchCountShowsProgressAndOfflineMembersAreSkipped() async throws {
         let members = try formCluster()
         let c1 = client(members[0])
         for m in members { try await setMember(c1, m.name, ["scheduler.cpu": "2", "scheduler.memory": "2GiB"]) }
@@ -198,6 +198,24 @@ final class SchedulerIntegrationTests {
         let again = try members[0].ctl(["launch", "bb", "--count", "13", "--name-prefix", "web-"])
         #expect(again.status != 0 && again.stderr.contains("already exist"), "\(again.stderr)")
         #expect(try await locations(c1).count == 12)
+        try await deleteAll(c1)
+
+        // An offline member is skipped, and named as such when nothing fits.
+        members[2].kill9()
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, try await c1.clusterResources().first(where: { $0.serverName == "m3" })?.status != "OFFLINE" {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let viaM2 = client(members[1])
+        let op = try await viaM2.startCreatingInstances(Self.batch("up-", count: 4))
+        try await viaM2.wait(operation: op.id)
+        #expect(Set(try await locations(c1).values) == ["m1", "m2"])
+        await #expect {
+            try await viaM2.createInstance(InstancesPost(name: "huge", source: .init(alias: "bb"), config: ["limits.memory": "100GiB"]))
+        } throws: { error in
+            let text = (error as? APIError)?.description ?? ""
+            return text.contains("m1, m2: memory") && text.contains("m3: offline")
+        }
         try await deleteAll(c1)
     }
 
