@@ -6,6 +6,7 @@
 #   make test    install what is missing, build everything with tests, run every test
 #   make build   build lxdd, lxdctl and lxd-start
 #   make bench   lifecycle and density benchmark against a private lxdd (scripts/bench/lifecycle)
+#   make bench-cluster  join, leader kill, forwarding and offline figures of three private members (scripts/bench/cluster)
 #   make stop    stop the members started by `make run` (containers keep running)
 #   make clean   remove build products and generated images
 #
@@ -43,7 +44,7 @@ export LXD_SWIFT_BIN_DIR := $(BIN_DIR)
 export LXD_SWIFT_TEST_IMAGE := $(abspath $(IMAGES))/busybox.tar.xz
 export LXD_SWIFT_TEST_COUNTER_IMAGE := $(abspath $(IMAGES))/busybox-counter.tar.xz
 
-.PHONY: all run test build build-tests bootstrap images bench stop clean
+.PHONY: all run test build build-tests bootstrap images bench bench-cluster stop clean
 
 all: build
 
@@ -98,6 +99,9 @@ stop:
 
 bench: build images
 	@scripts/bench/lifecycle --image $(LXD_SWIFT_TEST_IMAGE) $(BENCH_ARGS)
+
+bench-cluster: build images
+	@scripts/bench/cluster --image $(LXD_SWIFT_TEST_IMAGE) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(SCRATCH) $(IMAGES)
