@@ -77,9 +77,16 @@ final class ClusterAdminTests {
         #expect(refused.status != 0 && refused.stderr.contains("--https-address"), "\(refused.stderr)")
         #expect(try await clusterInfo(plain).enabled == false)
 
-        // Enabling under another name renames the member (the agent restarts under it).
+        // Enabling under another name renames the member (the agent restarts under it), but not
+        // while it has instances (their cgroups carry the member's name).
         let a = try agent(1, name: "first")
         #expect(try await clusterInfo(a) == ClusterInfoRecord(serverName: "first", enabled: false))
+        try a.importBusybox(alias: "bb")
+        try a.ok(["launch", "bb", "c1"])
+        let busy = try a.ctl(["cluster", "enable", "boot"])
+        #expect(busy.status != 0 && busy.stderr.contains("while it has instances"), "\(busy.stderr)")
+        #expect(try await clusterInfo(a) == ClusterInfoRecord(serverName: "first", enabled: false))
+        try a.ok(["delete", "--force", "c1"])
         let bad = try a.ctl(["cluster", "enable", "no/slashes"])
         #expect(bad.status != 0 && bad.stderr.contains("Invalid member name"), "\(bad.stderr)")
         try a.ok(["cluster", "enable", "boot"])
@@ -241,5 +248,26 @@ final class ClusterAdminTests {
         #expect(Set(left.keys) == ["m1"] && left["m1"]?[2] == "VOTER" && left["m1"]?[3] == "ONLINE", "\(left)")
         try m1.importBusybox(alias: "after")
         #expect(try m1.ok(["image", "list", "--format", "csv"]).contains("after,"))
+    }
+
+    @Test func wholeClusterRestartsTogether() async throws {
+        let m1 = try agent(1, name: "m1"), m2 = try agent(2, name: "m2"), m3 = try agent(3, name: "m3")
+        for a in [m2, m3] {
+            let join = try a.ctl(["cluster", "join", try token(from: m1, for: a.name)])
+            #expect(join.status == 0, "join \(a.name): \(join.stderr)\n\(a.logTail())")
+        }
+        try eventually("three voters", timeout: 30) { try members(m1).values.filter { $0[2] == "VOTER" }.count == 3 }
+        try m2.ok(["cluster", "set", "m2", "user.before=restart"])
+        for a in [m1, m2, m3] { a.stop() }
+
+        // All at once, as after a power cut: none can open its database before a quorum runs.
+        let started = Date()
+        for a in [m1, m2, m3] { try a.launch() }
+        for a in [m1, m2, m3] { try a.waitUntilUp() }
+        print("whole-cluster restart: all three members answering \(String(format: "%.2f", Date().timeIntervalSince(started))) s after launch")
+        try eventually("three ONLINE members") { try members(m3).values.filter { $0[3] == "ONLINE" }.count == 3 }
+        #expect(try m3.ok(["cluster", "show", "m2"]).contains("user.before: restart"))
+        try m3.ok(["cluster", "set", "m1", "user.after=restart"])
+        #expect(try m1.ok(["cluster", "show", "m1"]).contains("user.after: restart"))
     }
 }

@@ -92,6 +92,13 @@ final class TestAgent: @unchecked Sendable {
     var env: [String: String] { ["LXD_DIR": dataDir] }
 
     func start() throws {
+        try launch()
+        try waitUntilUp()
+    }
+
+    /// Starts lxdd without waiting for it (members of a cluster restarting together answer only
+    /// once a quorum of them runs).
+    func launch() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Paths.lxdd)
         p.arguments = ["--data-dir", dataDir, "--name", name] + (httpsAddress.map { ["--https-address", $0] } ?? []) + extraArguments
@@ -105,6 +112,10 @@ final class TestAgent: @unchecked Sendable {
         p.standardInput = FileHandle.nullDevice
         try p.run()
         process = p
+    }
+
+    func waitUntilUp() throws {
+        guard let p = process else { throw HarnessError("lxdd was not launched") }
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             if let r = try? ctl(["list", "--format", "csv"]), r.status == 0, httpsAddress.map(Self.listening) ?? true { return }
