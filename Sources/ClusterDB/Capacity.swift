@@ -199,6 +199,20 @@ extension Transaction {
     }
 }
 
+extension Transaction {
+    /// (name, member id) of the instances inserted with `requestID`: how a launch whose COMMIT
+    /// outcome was unknown learns whether it applied.
+    public func placedInstances(requestID: String) throws -> [(name: String, memberID: Int64, location: String)] {
+        try query("""
+            SELECT i.name, i.member_id, m.name FROM instances i JOIN members m ON m.id = i.member_id
+            WHERE i.request_id = ? ORDER BY i.id
+            """, .text(requestID)).rows.map {
+            let r = Row(values: $0, table: "instances")
+            return (try r.text(0, "name"), try r.int(1, "member_id"), try r.text(2, "members.name"))
+        }
+    }
+}
+
 extension Row {
     func real(_ i: Int, _ column: String) throws -> Double {
         guard i < values.count else { throw ClusterDBError.corrupt("\(table).\(column) is missing") }

@@ -38,9 +38,10 @@ public struct CreateOptions: Sendable, Equatable {
 }
 
 extension InstanceService {
-    /// How many instances one owner creates at once: container starts are mostly process spawns
-    /// and cgroup writes; more in parallel only queues on this host's cores.
-    static let materialiseWidth = 4
+    /// How many instances one owner creates at once. A start mostly waits (helper spawn, cgroup and
+    /// mount syscalls serialised in the kernel), so 8 in flight nearly doubled the rate of 4 on two
+    /// cores; 16 starved the database's raft heartbeats (leadership lost mid-commit).
+    static let materialiseWidth = 8
 
     /// Validate → place and insert in one transaction → materialise on the owners. See DESIGN
     /// "How a launch travels". Nothing is created when validation or placement fails.
@@ -74,13 +75,15 @@ extension InstanceService {
         let member = self.member
         let idmaps = self.idmaps
         let seed = UInt64.random(in: 0...UInt64.max)
+        // Stored on every row of this launch: tells whether a COMMIT with an unknown outcome applied.
+        let requestID = UUID().uuidString
 
         // One transaction: name check, placement against the allocations it reads, id ranges and
         // the inserts. dqlite serialises writers, and a transaction that lost the race is re-run
         // whole, so concurrent launches through any members can never oversubscribe a member.
         let planned: [PlannedInstance]
         do {
-            planned = try await db.transaction { tx in
+            planned = try await reconcilingUnknownOutcome(requestID: requestID) { tx in
                 let taken = try tx.existingInstanceNames(names)
                 if !taken.isEmpty {
                     let shown = taken.prefix(5).joined(separator: ", ") + (taken.count > 5 ? " and \(taken.count - 5) more" : "")
@@ -109,7 +112,8 @@ extension InstanceService {
                     var cfg = finalConfig
                     if let base = bases[index] { cfg["volatile.idmap.base"] = "\(base)" }
                     rows.append((NewInstance(name: placed.name, memberID: placed.memberID, imageFingerprint: image.fingerprint,
-                                             architecture: architecture, config: cfg, powerState: .stopped, idmapBase: bases[index]),
+                                             architecture: architecture, config: cfg, powerState: .stopped, idmapBase: bases[index],
+                                             requestID: requestID),
                                  footprint))
                 }
                 try tx.insertInstances(rows)
@@ -132,6 +136,40 @@ extension InstanceService {
             return try await materialiseRemotely(InstancesMaterialisePost(names: names, start: start), on: placed.memberName)
         }
         return try await materialiseBatch(planned, start: start)
+    }
+
+    /// Runs the placing transaction; when its COMMIT outcome is unknown (leadership lost mid-commit),
+    /// looks the launch's rows up by `requestID`: present → it applied; absent → runs it again.
+    func reconcilingUnknownOutcome(
+        requestID: String, _ body: @escaping @Sendable (Transaction) throws -> [PlannedInstance]
+    ) async throws -> [PlannedInstance] {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await db.transaction(body)
+            } catch ClusterDBError.outcomeUnknown(let what) where attempt < 3 {
+                let applied = try await db.transaction { tx in try tx.placedInstances(requestID: requestID) }
+                logger.notice("launch commit outcome unknown; reconciled by request id",
+                              metadata: ["request-id": "\(requestID)", "applied": "\(!applied.isEmpty)", "error": "\(what)"])
+                if !applied.isEmpty {
+                    return applied.map { PlannedInstance(name: $0.name, memberID: $0.memberID, memberName: $0.location) }
+                }
+            }
+        }
+    }
+
+    /// A write that may safely run twice, retried when its COMMIT outcome is unknown.
+    func idempotentWrite(_ body: @escaping @Sendable (Transaction) throws -> Void) async throws {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await db.transaction(body)
+            } catch ClusterDBError.outcomeUnknown where attempt < 3 {
+                continue
+            }
+        }
     }
 
     /// Instance names of a launch: the one given, or `prefix` + zero-padded index for a batch.
@@ -233,7 +271,7 @@ extension InstanceService {
         }
         if start, !started.isEmpty {
             let names = started
-            try await db.transaction { tx in try tx.updateInstancesPowerState(names, .running) }
+            try await idempotentWrite { tx in try tx.updateInstancesPowerState(names, .running) }
         }
         for name in started { announceCreated(name, started: start) }
         guard !failures.isEmpty else { return }
@@ -244,7 +282,7 @@ extension InstanceService {
             try? runtime.delete(name: name)
         }
         let failed = failures.map(\.name)
-        _ = try? await db.transaction { tx in try tx.deleteInstances(failed) }
+        try? await idempotentWrite { tx in _ = try tx.deleteInstances(failed) }
         if rows.count == 1 {
             throw APIError.internal("Failed to \(start ? "start" : "create") instance \(failed[0]): \(failures[0].error)")
         }
