@@ -27,12 +27,15 @@ public struct ClusterLayout: Equatable, Sendable {
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
-            throw PreseedError(file: path, key: nil, message: "cannot read the file: \(error.localizedDescription)")
+            var refusal = PreseedError(file: path, key: nil, message: "cannot read the file: \(error.localizedDescription)")
+            refusal.kind = "cluster layout"
+            throw refusal
         }
         do {
             return try parse(text)
         } catch var error as PreseedError {
             error.file = path
+            error.kind = "cluster layout"
             throw error
         }
     }

@@ -147,6 +147,8 @@ struct MemberSettings: Sendable, Equatable {
 }
 
 public struct PreseedError: Error, CustomStringConvertible, Equatable {
+    /// What the file is, for the message: "preseed" or "cluster layout".
+    public var kind = "preseed"
     public var file: String?
     /// Dotted path of the offending key (`cluster.enabled`); nil for the whole file.
     public var key: String?
@@ -159,7 +161,7 @@ public struct PreseedError: Error, CustomStringConvertible, Equatable {
     }
 
     public var description: String {
-        let place = file.map { "preseed \($0)" } ?? "preseed"
+        let place = file.map { "\(kind) \($0)" } ?? kind
         return key.map { "\(place): \($0) \(message)" } ?? "\(place): \(message)"
     }
 }
