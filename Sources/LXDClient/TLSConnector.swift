@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import Synchronization
 
 /// Connects to an agent's HTTPS API with mutual TLS: presents the client's identity and accepts
 /// only the server whose certificate has the pinned SHA-256 fingerprint (no CA, no host name).
@@ -24,8 +25,27 @@ public struct TLSConnector: ChannelConnector {
         self.serverFingerprint = serverFingerprint.lowercased()
         self.group = group
         self.connectTimeout = connectTimeout
-        context = try NIOSSLContext(configuration: try TLSConfigurations.client(identity))
+        context = try Self.context(for: identity)
     }
+
+    /// One client context per identity: making one parses the key and certificate, and with
+    /// the default trust roots also the whole system CA bundle (unused: the pin replaces chain
+    /// checks). Members make connectors often (every database link, heartbeat and forwarding
+    /// client), and that cost sat on the path of elections and failovers.
+    static func context(for identity: TLSIdentity) throws -> NIOSSLContext {
+        let key = identity.fingerprint
+        if let known = contexts.withLock({ $0[key] }) { return known }
+        var configuration = try TLSConfigurations.client(identity)
+        configuration.trustRoots = .certificates([])
+        let made = try NIOSSLContext(configuration: configuration)
+        return contexts.withLock { all in
+            if let raced = all[key] { return raced }
+            all[key] = made
+            return made
+        }
+    }
+
+    private static let contexts = Mutex<[String: NIOSSLContext]>([:])
 
     public var endpoint: String { "https://" + addresses.joined(separator: ",") }
     public var hostHeader: String { addresses[0] }
