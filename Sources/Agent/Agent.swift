@@ -101,8 +101,8 @@ public enum Agent {
                                                    bindAddress: bindAddress, logger: logger)
         let db: ClusterDB
         do {
+            // The links listener keeps serving until the full HTTPS listener takes the address over.
             db = try await ClusterDB.open(pool: pool, logger: logger)
-            await links?.stop()
         } catch {
             await links?.stop()
             throw error
@@ -146,7 +146,8 @@ public enum Agent {
             .init(service: APIServer.unixSocketService(routes: routes, socketPath: "\(dataDir)/unix.socket", logger: logger)),
         ]
         if let https {
-            services.append(.init(service: try APIServer.httpsService(routes: routes, identity: identity, host: https.host, port: https.port, logger: logger)))
+            services.append(.init(service: DatabaseLinkHandover(links, then: try APIServer.httpsService(
+                routes: routes, identity: identity, host: https.host, port: https.port, logger: logger))))
             logger.info("HTTPS API enabled", metadata: ["address": "\(https.host):\(https.port)", "fingerprint": "\(identity.fingerprint)"])
         }
 

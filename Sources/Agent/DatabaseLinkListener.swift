@@ -45,3 +45,20 @@ final class DatabaseLinkListener: Sendable {
         }
     }
 }
+
+/// The full HTTPS listener, started only once the links listener has let go of the address:
+/// as late as possible, so the peers' links are down for the shortest time.
+struct DatabaseLinkHandover<Listener: Service>: Service {
+    let links: DatabaseLinkListener?
+    let listener: Listener
+
+    init(_ links: DatabaseLinkListener?, then listener: Listener) {
+        self.links = links
+        self.listener = listener
+    }
+
+    func run() async throws {
+        await links?.stop()
+        try await listener.run()
+    }
+}
