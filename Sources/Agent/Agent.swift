@@ -134,7 +134,8 @@ public enum Agent {
                                                clustered: { cluster.isClustered }, logger: logger)
         let instances = InstanceService(
             member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: .fromHost(),
-            checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: forwarder, uploadDirectory: uploads, logger: logger)
+            checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: forwarder, uploadDirectory: uploads,
+            materialiser: MemberMaterialiser(forwarder: forwarder), logger: logger)
 
         let routes = APIRoutes(
             instances: instances, images: images, operations: operations,
@@ -171,6 +172,8 @@ public enum Agent {
         let heartbeater = Heartbeater(cluster: cluster, memberID: memberID, logger: logger)
         let maintenance = Task { await heartbeater.run() }
         let peerRefresh = Task { await heartbeater.refreshPeers() }
+        let reporter = CapacityReporter(instances: instances, dataDir: dataDir, logger: logger)
+        let capacity = Task { await reporter.run() }
         do {
             try await group.run()
         } catch {
@@ -179,6 +182,7 @@ public enum Agent {
         autostart.cancel()
         maintenance.cancel()
         peerRefresh.cancel()
+        capacity.cancel()
         await forwarder.closeConnections()
         await db.close()
         // Containers keep running; only our own node stops.
@@ -253,7 +257,8 @@ public enum Agent {
         }
         let machine = field(uts.machine)
         return Server(
-            apiExtensions: ["instance_create_start", "container_exec_recording", "exec_control_websocket"],
+            apiExtensions: ["instance_create_start", "container_exec_recording", "exec_control_websocket",
+                            "instances_create_count", "instances_scheduler_policy", "cluster_member_resources"],
             auth: "trusted", config: [:],
             environment: .init(
                 architectures: [machine], driver: "lxd-swift", driverVersion: version,

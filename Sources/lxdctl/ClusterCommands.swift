@@ -13,7 +13,7 @@ struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster", abstract: "Manage cluster members.",
         subcommands: [ListMembers.self, ShowMember.self, EnableCluster.self, AddMember.self, JoinCluster.self, SetMember.self, UnsetMember.self,
-                      RemoveMember.self]
+                      RemoveMember.self, ClusterInfoCommand.self]
     )
 
     static let columns = ["NAME", "URL", "DATABASE", "STATUS", "FAILURE DOMAIN", "MESSAGE"]
