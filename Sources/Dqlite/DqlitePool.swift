@@ -182,10 +182,16 @@ public actor DqlitePool {
     }
 }
 
-/// Runs a short blocking call off the cooperative pool.
+/// Runs a blocking call off the cooperative pool.
+///
+/// Not on `DispatchQueue.global()`: on Linux Swift's cooperative threads come from that same
+/// root queue, as wide as the cores. A leader search dials peers through the agent's links, and
+/// opening a link is async work, so two searches blocked there (two cores) left no thread to
+/// open the links they waited for: everything stalled until the dial timeout (seen as a 1.7 s
+/// pause of a joining member's start). A serial queue of its own runs on an overcommit thread.
 func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
+        DispatchQueue(label: "dqlite-blocking").async {
             continuation.resume(with: Result { try body() })
         }
     }
