@@ -548,7 +548,11 @@ final class ClusterController: ClusterService {
         if let blocked = plan.blocked { logger.notice("role balance blocked", metadata: ["reason": "\(blocked)"]) }
     }
 
+    /// When the leader's last heartbeat arrived: a successor judges the silent old leader from then.
+    let lastLeaderHeartbeat = Mutex<ContinuousClock.Instant?>(nil)
+
     func receiveHeartbeat(_ heartbeat: ClusterHeartbeat) async throws {
+        lastLeaderHeartbeat.withLock { $0 = .now }
         let peers = heartbeat.members.map { LocalPeer(name: $0.name, address: $0.address, fingerprint: $0.fingerprint) }
         // A list without this member is stale (or this member was removed): keep ours.
         guard peers.contains(where: { $0.address == local.address }), directory.replace(peers) else { return }

@@ -46,7 +46,15 @@ struct Heartbeater {
                     var directives: [OfflineDetector.Directive] = []
                     if !detector.isLeader {
                         let seed = Dictionary(uniqueKeysWithValues: rows.map { (UInt64($0.id), $0.state != "OFFLINE") })
-                        directives += detector.handle(.leadershipAcquired(at: clock.now - origin, members: seed))
+                        // Everyone counts as heard when the old leader's last heartbeat came, not
+                        // now: a dead old leader has been silent since about then (so it shows
+                        // OFFLINE a threshold after its death, not after the election), and the
+                        // live members answer the round that follows at once. An older heartbeat
+                        // (this member led before) says nothing about the others: then now.
+                        let now = clock.now
+                        let heard = cluster.lastLeaderHeartbeat.withLock { $0 }
+                            .flatMap { now - $0 < schedule.threshold / 2 && $0 >= origin ? $0 : nil } ?? now
+                        directives += detector.handle(.leadershipAcquired(at: heard - origin, members: seed))
                     }
                     for row in rows where detector.members[UInt64(row.id)] == nil {
                         directives += detector.handle(.memberAdded(UInt64(row.id), at: clock.now - origin, online: row.state != "OFFLINE"))
