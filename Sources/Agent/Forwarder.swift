@@ -40,9 +40,11 @@ final class MemberRequestForwarder: MemberForwarder {
     }
 
     func openWebSocket(target: String, to member: MemberReference) async throws -> any ForwardedWebSocket {
+        let started = ContinuousClock.now
         let (peer, client) = try await resolve(member)
         do {
             let socket = try await client.transport.openWebSocket(HTTPRequest(.GET, target, headers: [(Forwarding.markerHeader, localMemberName)]))
+            logger.debug("websocket to member opened", metadata: ["peer": "\(peer.name)", "took": "\(ContinuousClock.now - started)"])
             return ProxiedWebSocket(socket)
         } catch let error as APIError {
             throw error
