@@ -403,7 +403,9 @@ final class ClusterController: ClusterService {
             throw APIError.badRequest("\(error)")
         }
         let addresses = preferredAddress.map { p in [p] + token.addresses.filter { $0 != p } } ?? token.addresses
-        let client = try LXDClient.https(addresses: addresses, serverFingerprint: token.fingerprint, identity: identity)
+        // In order: the token names first the member whose certificate it pins.
+        let client = LXDClient(transport: HTTPChannelTransport(connector: try TLSConnector(
+            addresses: addresses, serverFingerprint: token.fingerprint, identity: identity, inOrder: true)))
         do {
             let answer = try await client.call(.POST, "/internal/cluster/accept", json: ClusterAcceptRequest(
                 serverName: name, address: address, certificate: identity.certificatePEM, secret: token.secret), as: ClusterAcceptResponse.self)

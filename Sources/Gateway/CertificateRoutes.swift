@@ -27,7 +27,13 @@ struct RemoteAuthMiddleware: RouterMiddleware {
             context.caller = .trusted(fingerprint: Fingerprint.sha256(der: der))
             return try await next(request, context)
         }
-        if let der, await trust.isTrusted(fingerprint: Fingerprint.sha256(der: der)) {
+        let trusted: Bool
+        do {
+            if let der { trusted = try await trust.isTrusted(fingerprint: Fingerprint.sha256(der: der)) } else { trusted = false }
+        } catch {
+            return Reply.error(Reply.apiError(from: error))
+        }
+        if trusted, let der {
             context.caller = .trusted(fingerprint: Fingerprint.sha256(der: der))
         } else {
             context.caller = .untrusted(certificateDER: der)

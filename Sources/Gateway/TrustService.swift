@@ -21,12 +21,14 @@ public struct TrustService: Sendable {
     }
 
     /// Looked up on every HTTPS request: a removed certificate loses access at once.
-    public func isTrusted(fingerprint: String) async -> Bool {
+    /// Throws `APIError.unavailable` when the database cannot answer (no quorum, no leader): a
+    /// trusted client must then hear "try later", not "not authorized".
+    public func isTrusted(fingerprint: String) async throws -> Bool {
         do {
             return try await db.transaction { tx in try tx.trustedCertificate(fingerprint: fingerprint) } != nil
         } catch {
-            logger.warning("trust lookup failed; treating the client as untrusted", metadata: ["error": "\(error)"])
-            return false
+            logger.warning("trust lookup failed", metadata: ["error": "\(error)"])
+            throw APIError.unavailable("This member cannot check client certificates: the cluster database is unavailable (\(error)); retry, or see lxdctl cluster list on another member")
         }
     }
 

@@ -37,9 +37,16 @@ public enum TLSConfigurations {
 
     /// Verifies the server by its leaf certificate's SHA-256 fingerprint: no CA, no host name.
     public static func pinnedServerVerifier(fingerprint: String) -> @Sendable ([NIOSSLCertificate], EventLoopPromise<NIOSSLVerificationResult>) -> Void {
-        let expected = fingerprint.lowercased()
+        pinnedServerVerifier(fingerprints: [fingerprint])
+    }
+
+    /// Accepts a server whose leaf certificate is any of `fingerprints` (the members of one
+    /// cluster each have their own certificate).
+    public static func pinnedServerVerifier(fingerprints: Set<String>) -> @Sendable ([NIOSSLCertificate], EventLoopPromise<NIOSSLVerificationResult>) -> Void {
+        let expected = Set(fingerprints.map { $0.lowercased() })
         return { certificates, promise in
-            promise.succeed(PinCheck.matches(certificates.first, expected: expected) ? .certificateVerified : .failed)
+            let actual = certificates.first.flatMap(PinCheck.fingerprint(of:))
+            promise.succeed(actual.map(expected.contains) == true ? .certificateVerified : .failed)
         }
     }
 }

@@ -8,24 +8,41 @@ import Synchronization
 /// Connects to an agent's HTTPS API with mutual TLS: presents the client's identity and accepts
 /// only the server whose certificate has the pinned SHA-256 fingerprint (no CA, no host name).
 ///
-/// With several addresses (members of one cluster, or one member's several interfaces) they are
-/// tried in order; a connect or handshake failure moves on to the next. Nothing was sent on a
-/// failed connection, so any request may go to the next address.
+/// With several addresses (members of one cluster, or one member's several interfaces) a
+/// connector starts at a random one, so clients spread their load over the members, and stays
+/// with the address that last worked; a connect or handshake failure moves on to the next one.
+/// Nothing was sent on a failed connection, so any request may go to the next address.
 public struct TLSConnector: ChannelConnector {
     public let addresses: [String]
     public let serverFingerprint: String
+    /// Every certificate accepted (`serverFingerprint` and the other members').
+    public let serverFingerprints: Set<String>
     public let group: any EventLoopGroup
     public let connectTimeout: TimeAmount
     let context: NIOSSLContext
+    private let preferred: Preferred
 
-    public init(addresses: [String], serverFingerprint: String, identity: TLSIdentity,
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, connectTimeout: TimeAmount = .seconds(10)) throws {
+    /// `otherFingerprints`: further certificates accepted at any of the addresses. `inOrder` tries
+    /// the addresses as given (a join token names the member whose certificate it pins first).
+    public init(addresses: [String], serverFingerprint: String, otherFingerprints: [String] = [], identity: TLSIdentity,
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, connectTimeout: TimeAmount = .seconds(10),
+                inOrder: Bool = false) throws {
         precondition(!addresses.isEmpty, "a TLS connector needs at least one address")
         self.addresses = addresses
         self.serverFingerprint = serverFingerprint.lowercased()
+        serverFingerprints = Set(([serverFingerprint] + otherFingerprints).map { $0.lowercased() })
         self.group = group
         self.connectTimeout = connectTimeout
         context = try Self.context(for: identity)
+        preferred = Preferred(inOrder ? 0 : Int.random(in: 0..<addresses.count))
+    }
+
+    /// The index of the address tried first; shared by copies of the connector.
+    final class Preferred: Sendable {
+        private let index: Atomic<Int>
+        init(_ start: Int) { index = Atomic(start) }
+        var value: Int { index.load(ordering: .relaxed) }
+        func set(_ i: Int) { index.store(i, ordering: .relaxed) }
     }
 
     /// One client context per identity: making one parses the key and certificate, and with
@@ -52,9 +69,14 @@ public struct TLSConnector: ChannelConnector {
 
     public func connect(_ initialize: @escaping @Sendable (Channel) throws -> Void) async throws -> Channel {
         var failures: [String] = []
-        for address in addresses {
+        let first = preferred.value
+        for offset in 0..<addresses.count {
+            let index = (first + offset) % addresses.count
+            let address = addresses[index]
             do {
-                return try await connect(to: address, initialize)
+                let channel = try await connect(to: address, initialize)
+                if index != first { preferred.set(index) }
+                return channel
             } catch let TransportError.connectFailed(_, reason) {
                 failures.append("\(address): \(reason)")
             }
@@ -70,7 +92,7 @@ public struct TLSConnector: ChannelConnector {
         }
         let handshake = group.next().makePromise(of: Void.self)
         let context = self.context
-        let verifier = TLSConfigurations.pinnedServerVerifier(fingerprint: serverFingerprint)
+        let verifier = TLSConfigurations.pinnedServerVerifier(fingerprints: serverFingerprints)
         let timeout = connectTimeout
         let channel: Channel
         do {
@@ -160,7 +182,8 @@ extension HTTPChannelTransport {
 
 extension LXDClient {
     /// A client of an agent's HTTPS API with mutual TLS and a pinned server fingerprint.
-    public static func https(addresses: [String], serverFingerprint: String, identity: TLSIdentity) throws -> LXDClient {
-        LXDClient(transport: try HTTPChannelTransport.https(addresses: addresses, serverFingerprint: serverFingerprint, identity: identity))
+    public static func https(addresses: [String], serverFingerprint: String, otherFingerprints: [String] = [], identity: TLSIdentity) throws -> LXDClient {
+        LXDClient(transport: HTTPChannelTransport(connector: try TLSConnector(
+            addresses: addresses, serverFingerprint: serverFingerprint, otherFingerprints: otherFingerprints, identity: identity)))
     }
 }

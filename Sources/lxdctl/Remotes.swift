@@ -18,6 +18,14 @@ struct ClientConfig: Codable, Equatable {
         var addresses: [String]
         /// The server certificate's SHA-256, pinned when the remote was added.
         var fingerprint: String
+        /// The other cluster members' certificates, learned over the pinned connection when the
+        /// remote was added (each member has its own); nil for a single server.
+        var memberFingerprints: [String]? = nil
+
+        enum CodingKeys: String, CodingKey {
+            case addresses, fingerprint
+            case memberFingerprints = "member_fingerprints"
+        }
     }
 
     /// "local" is the unix socket; it is always there and cannot be removed.
@@ -114,7 +122,8 @@ extension ConnectionOptions {
         let dir = ClientConfig.directory()
         let config = try ClientConfig.load(from: dir)
         guard let r = config.remotes[remote] else { throw CLIError("unknown remote \"\(remote)\": see lxdctl remote list") }
-        return try LXDClient.https(addresses: r.addresses, serverFingerprint: r.fingerprint, identity: try ClientIdentity.loadOrCreate(in: dir))
+        return try LXDClient.https(addresses: r.addresses, serverFingerprint: r.fingerprint, otherFingerprints: r.memberFingerprints ?? [],
+                                   identity: try ClientIdentity.loadOrCreate(in: dir))
     }
 
     /// The client and the bare instance name for `REMOTE:NAME`. An explicit --socket means local.
@@ -158,15 +167,26 @@ struct RemoteCommand: AsyncParsableCommand {
             let client = try LXDClient.https(addresses: list, serverFingerprint: parsed.fingerprint, identity: identity)
             // The GET pins the server (TLS handshake against the token's fingerprint) before the
             // secret is sent: a wrong server never sees it.
-            let info = try await client.get(Server.self, "/1.0")
-            if info.auth != "trusted" {
+            var check = try await client.get(Server.self, "/1.0")
+            if check.auth != "trusted" {
                 try await client.addPresentedCertificate(name: parsed.clientName, trustToken: parsed.secret)
-                let check = try await client.get(Server.self, "/1.0")
+                check = try await client.get(Server.self, "/1.0")
                 guard check.auth == "trusted" else { throw CLIError("the server accepted the token but still does not trust this client") }
             }
-            config.remotes[name] = .init(addresses: list, fingerprint: parsed.fingerprint)
+            // A cluster: every member's address and certificate, so requests spread over the
+            // members and fail over when one is down (learned over the pinned connection).
+            var all = list
+            var others: [String]? = nil
+            if check.environment.serverClustered, let members = try? await client.clusterMembers() {
+                for m in members {
+                    let address = m.url.hasPrefix("https://") ? String(m.url.dropFirst("https://".count)) : m.url
+                    if !address.isEmpty, !all.contains(address) { all.append(address) }
+                }
+                others = members.compactMap(\.fingerprint).filter { !$0.isEmpty && $0.lowercased() != parsed.fingerprint.lowercased() }
+            }
+            config.remotes[name] = .init(addresses: all, fingerprint: parsed.fingerprint, memberFingerprints: others)
             try config.save(to: dir)
-            Output.stdout("Remote \(name) added (\(list.joined(separator: ",")), fingerprint \(parsed.fingerprint.prefix(12)))\n")
+            Output.stdout("Remote \(name) added (\(all.joined(separator: ",")), fingerprint \(parsed.fingerprint.prefix(12)))\n")
         }
     }
 
