@@ -142,10 +142,12 @@ public final class ImageService: Sendable {
             properties: r.properties, aliases: r.aliases.map { Image.Alias(name: $0.name, description: $0.description) })
     }
 
-    /// Runs blocking file work (hashing, unpacking) off Swift's cooperative pool.
+    /// Runs blocking file work (hashing, unpacking) off Swift's cooperative pool. A queue of its
+    /// own, not `DispatchQueue.global()`: on Linux that root queue also feeds the cooperative
+    /// threads (one per core), so a long unpack there starves every async task (see Dqlite's runBlocking).
     static func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { c in
-            DispatchQueue.global().async { c.resume(with: Result { try work() }) }
+            DispatchQueue(label: "image-blocking").async { c.resume(with: Result { try work() }) }
         }
     }
 }
