@@ -71,26 +71,12 @@ struct ClusterCommand: AsyncParsableCommand {
                 throw e
             }
             await client.transport.shutdown()
-            let deadline = ContinuousClock.now + .seconds(timeout)
-            var last = ""
-            while ContinuousClock.now < deadline {
-                do {
-                    guard let answer = await JoinCluster.bounded(.seconds(2), { try await client.clusterInfo() }) else {
-                        throw CLIError("no answer within 2 s")
-                    }
-                    let info = try answer.get()
-                    if info.enabled && info.serverName == name {
-                        Output.stdout("Clustering enabled on member \(name)\n")
-                        return
-                    }
-                    last = "server_name \(info.serverName), enabled \(info.enabled)"
-                } catch {
-                    last = "\(error)"
-                }
-                await client.transport.shutdown()
-                try await Task.sleep(for: .milliseconds(100))
+            try await JoinCluster.poll(client, timeout: timeout, what: "clustering was not seen enabled as \(name)") {
+                let info = try await client.clusterInfo()
+                guard info.enabled && info.serverName == name else { return "server_name \(info.serverName), enabled \(info.enabled)" }
+                Output.stdout("Clustering enabled on member \(name)\n")
+                return nil
             }
-            throw CLIError("clustering was not seen enabled as \(name) within \(timeout) s (\(last)): check the agent's log")
         }
     }
 
@@ -163,26 +149,32 @@ struct ClusterCommand: AsyncParsableCommand {
                 throw e
             }
             await client.transport.shutdown()
+            try await Self.poll(client, timeout: timeout, what: "the agent accepted the join but did not come back as a cluster member") {
+                let members = try await client.clusterMembers()
+                guard members.count > 1 else { return "\(members.count) member" }
+                Output.stdout("Joined a cluster of \(members.count) members\n")
+                return nil
+            }
+        }
+
+        /// Asks `check` every 100 ms, each time on a fresh connection and bounded to 2 s (a connection
+        /// left to the agent's old listener never answers), until it returns nil (done); its other
+        /// answers and errors say how far it got when `timeout` seconds pass.
+        static func poll(_ client: LXDClient, timeout: Int, what: String, _ check: @escaping @Sendable () async throws -> String?) async throws {
             let deadline = ContinuousClock.now + .seconds(timeout)
             var last = ""
             while ContinuousClock.now < deadline {
                 do {
-                    // Each poll on a fresh connection, bounded: one left to the old listener never answers.
-                    guard let answer = await Self.bounded(.seconds(2), { try await client.clusterMembers() }) else {
-                        throw CLIError("no answer within 2 s")
-                    }
-                    let members = try answer.get()
-                    if members.count > 1 {
-                        Output.stdout("Joined a cluster of \(members.count) members\n")
-                        return
-                    }
+                    guard let answer = await bounded(.seconds(2), check) else { throw CLIError("no answer within 2 s") }
+                    guard let progress = try answer.get() else { return }
+                    last = progress
                 } catch {
                     last = "\(error)"
                 }
                 await client.transport.shutdown()
                 try await Task.sleep(for: .milliseconds(100))
             }
-            throw CLIError("the agent accepted the join but did not come back as a cluster member within \(timeout) s (\(last)): check its log")
+            throw CLIError("\(what) within \(timeout) s (\(last)): check the agent's log")
         }
 
         /// The result of `work`, or nil when it has not finished within `limit` (then it is left
