@@ -132,6 +132,20 @@ extension Migration {
             "ALTER TABLE instances ADD COLUMN limit_disk INTEGER",
             "ALTER TABLE instances ADD COLUMN limit_processes INTEGER",
         ]),
+        // Placement groups: named rules (together / apart) that instances join with their
+        // `placement.group` config key; the scheduler reads the members of each group.
+        Migration(version: 5, statements: [
+            """
+            CREATE TABLE placement_groups (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL UNIQUE,
+                policy TEXT NOT NULL CHECK (policy IN ('affinity', 'anti-affinity')),
+                rigor TEXT NOT NULL CHECK (rigor IN ('strict', 'permissive')),
+                scope TEXT NOT NULL CHECK (scope IN ('member', 'failure-domain')),
+                description TEXT NOT NULL DEFAULT ''
+            )
+            """,
+        ]),
     ]
 
     static let createSchemaTable = """

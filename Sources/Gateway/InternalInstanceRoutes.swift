@@ -11,6 +11,30 @@ extension APIRoutes {
         router.get("/1.0/cluster/resources") { _, _ in
             try await handle { Reply.sync(try await r.instances.memberResources()) }
         }
+        // Placement groups (rules the scheduler applies to instances naming them in `placement.group`).
+        router.get("/1.0/placement-groups") { req, _ in
+            try await handle {
+                let groups = try await r.instances.placementGroups()
+                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
+                return recursion >= 1 ? Reply.sync(groups) : Reply.sync(groups.map { "/1.0/placement-groups/\($0.name)" })
+            }
+        }
+        router.post("/1.0/placement-groups") { req, ctx in
+            try await handle {
+                let post: PlacementGroup = try await r.decode(req, ctx)
+                try await r.instances.createPlacementGroup(post)
+                return Reply.sync([String: String]())
+            }
+        }
+        router.get("/1.0/placement-groups/:group") { _, ctx in
+            try await handle { Reply.sync(try await r.instances.placementGroup(ctx.parameters.get("group") ?? "")) }
+        }
+        router.delete("/1.0/placement-groups/:group") { _, ctx in
+            try await handle {
+                try await r.instances.deletePlacementGroup(ctx.parameters.get("group") ?? "")
+                return Reply.sync([String: String]())
+            }
+        }
         router.post("/internal/instances/materialise") { req, ctx in
             try await handle {
                 try await r.requireMember(ctx)

@@ -47,6 +47,12 @@ public enum InstanceConfigSchema {
             ConfigKey(name: "limits.processes", scope: .user, liveUpdatable: true) { _ = try Quantity.positiveInteger($0) },
             ConfigKey(name: "security.privileged", scope: .user, liveUpdatable: false, validate: bool),
             ConfigKey(name: "boot.autostart", scope: .user, liveUpdatable: true, validate: bool),
+            // A placement group's name (`lxdctl placement-group create`); checked when the instance is placed.
+            ConfigKey(name: "placement.group", scope: .user, liveUpdatable: false) { v in
+                do { try InstanceName.validate(v) } catch {
+                    throw InstanceConfigError.invalidValue(key: "", reason: "\"\(v)\" is not a placement group name (letters, digits, hyphens)")
+                }
+            },
             ConfigKey(name: "volatile.base_image", scope: .server, liveUpdatable: true) { _ in },
             ConfigKey(name: "volatile.idmap.base", scope: .server, liveUpdatable: true) { _ in },
             ConfigKey(name: "volatile.last_state.power", scope: .server, liveUpdatable: true) { _ in },

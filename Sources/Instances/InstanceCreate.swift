@@ -72,6 +72,7 @@ extension InstanceService {
         for (k, v) in layer?.metadata.properties ?? image.properties { config["image.\(k)"] = v }
         let finalConfig = config
         let footprint = InstanceFootprint(instanceConfig: userConfig)
+        let placementGroup = userConfig[Transaction.placementGroupKey].flatMap { $0.isEmpty ? nil : $0 }
         let member = self.member
         let idmaps = self.idmaps
         let seed = UInt64.random(in: 0...UInt64.max)
@@ -91,12 +92,13 @@ extension InstanceService {
                                             : "Instances already exist: \(shown); nothing was created")
                 }
                 let plan: [PlannedInstance]
-                if options.target == nil || options.target == member.name, try tx.members().count <= 1 {
+                // A placement group's rule holds on a single member too (anti-affinity: one instance).
+                if placementGroup == nil, options.target == nil || options.target == member.name, try tx.members().count <= 1 {
                     // A single member takes everything, as a standalone LXD does.
                     plan = names.map { PlannedInstance(name: $0, memberID: member.id, memberName: member.name) }
                 } else {
                     plan = try PlacementPlanner.place(names, footprint: footprint, target: options.target, policy: options.policy,
-                                                      seed: seed, in: tx)
+                                                      placementGroup: placementGroup, seed: seed, in: tx)
                 }
                 var bases: [Int64?] = Array(repeating: nil, count: plan.count)
                 if !privileged {

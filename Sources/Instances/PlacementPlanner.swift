@@ -33,6 +33,7 @@ enum PlacementPlanner {
         let rows = try tx.members()
         let reported = try tx.reportedCapacities()
         let allocations = try tx.memberAllocations(defaults: defaultFootprint)
+        let grouped = try tx.placementGroupInstances()
         return rows.map { row in
             let config = MemberSchedulingConfig(config: row.config)
             let report = reported[row.id]
@@ -46,7 +47,7 @@ enum PlacementPlanner {
                 instanceMode: InstanceSchedulingMode(rawValue: config.mode) ?? .all,
                 groups: Set(["default"] + config.groups), failureDomain: row.failureDomain, capacity: capacity,
                 allocated: Resources(cpu: used.cpu, memory: used.memory, disk: used.disk, processes: used.processes),
-                instanceCount: used.instances)
+                instanceCount: used.instances, placementGroupInstances: grouped[row.id] ?? [:])
         }
     }
 
@@ -54,8 +55,15 @@ enum PlacementPlanner {
     /// member name, `@group`, or nil for any member. Throws `APIError`: 409 with every member's
     /// reason when nothing fits, 404 for an unknown member or group, 400 for a bad policy.
     static func place(
-        _ names: [String], footprint: InstanceFootprint, target: String?, policy: String?, seed: UInt64, in tx: Transaction
+        _ names: [String], footprint: InstanceFootprint, target: String?, policy: String?, placementGroup: String? = nil,
+        seed: UInt64, in tx: Transaction
     ) throws -> [PlannedInstance] {
+        let rule = try placementGroup.map { name -> PlacementGroupRule in
+            guard let row = try tx.placementGroup(name: name) else {
+                throw APIError.notFound("Placement group \"\(name)\" not found: create it with lxdctl placement-group create \(name) POLICY")
+            }
+            return try Self.rule(row)
+        }
         let members = try snapshots(tx)
         let settings = settings(try tx.allConfig())
         let placementTarget: PlacementTarget
@@ -66,7 +74,7 @@ enum PlacementPlanner {
         }
         let template = PlacementRequest(
             limits: ResourceLimits(cpu: footprint.cpu, memory: footprint.memory, disk: footprint.disk, processes: footprint.processes),
-            target: placementTarget, policy: try policy.map(parsePolicy))
+            target: placementTarget, placementGroup: rule, policy: try policy.map(parsePolicy))
         let requests = names.map { name -> PlacementRequest in
             var request = template
             request.name = name
@@ -78,6 +86,15 @@ enum PlacementPlanner {
         case .failure(let refusal):
             throw apiError(refusal, batch: names.count > 1)
         }
+    }
+
+    /// The Scheduler's rule for a stored group (its values were checked when it was created).
+    static func rule(_ row: PlacementGroupRow) throws -> PlacementGroupRule {
+        guard let kind = PlacementGroupRule.Kind(rawValue: row.policy), let rigor = PlacementGroupRule.Rigor(rawValue: row.rigor),
+              let scope = PlacementGroupRule.Scope(rawValue: row.scope) else {
+            throw APIError.internal("Placement group \(row.name) is stored with unknown values (\(row.policy), \(row.rigor), \(row.scope))")
+        }
+        return PlacementGroupRule(name: row.name, kind: kind, rigor: rigor, scope: scope)
     }
 
     static func parsePolicy(_ text: String) throws -> SchedulerPolicy {

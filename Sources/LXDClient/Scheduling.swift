@@ -22,4 +22,16 @@ extension LXDClient {
     public func updateServerConfig(_ config: [String: String]) async throws {
         try await send(.PATCH, APIPath.server, json: ServerPut(config: config))
     }
+
+    public func placementGroups() async throws -> [PlacementGroup] {
+        try await get([PlacementGroup].self, "/1.0/placement-groups", query: [QueryItem("recursion", "1")])
+    }
+
+    public func createPlacementGroup(_ group: PlacementGroup) async throws {
+        try await send(.POST, "/1.0/placement-groups", json: group)
+    }
+
+    public func deletePlacementGroup(_ name: String) async throws {
+        try Envelope.checkSync(try await transport.send(HTTPRequest(.DELETE, "/1.0/placement-groups/\(PercentEncoding.escape(name))")))
+    }
 }

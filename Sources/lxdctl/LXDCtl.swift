@@ -19,7 +19,7 @@ struct LXDCtl: AsyncParsableCommand {
         subcommands: [
             ImageCommand.self, Launch.self, Init.self, Start.self, Stop.self, Restart.self, Delete.self,
             List.self, Info.self, ConfigCommand.self, RemoteCommand.self, ClusterCommand.self, Exec.self, Console.self, FileCommand.self, OperationCommand.self,
-            Monitor.self,
+            Monitor.self, PlacementGroupCommand.self,
         ]
     )
 
