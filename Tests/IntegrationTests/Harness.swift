@@ -222,6 +222,8 @@ final class TestAgent: @unchecked Sendable {
                     usleep(20_000)
                 }
             }
+            // The member's own group too, once empty (another agent with this name keeps it).
+            _ = rmdir(base)
         }
         try? FileManager.default.removeItem(atPath: dataDir)
     }
