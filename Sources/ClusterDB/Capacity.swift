@@ -1,21 +1,11 @@
+import APITypes
 import Dqlite
 import Foundation
 
-/// What a member reports it can hold (before any override in its config).
-public struct ReportedCapacity: Sendable, Equatable {
-    public var cpu: Double
-    public var memory: Int64
-    /// nil: not reported (the scheduler then does not check it).
-    public var disk: Int64?
-    public var processes: Int64?
-
-    public init(cpu: Double, memory: Int64, disk: Int64? = nil, processes: Int64? = nil) {
-        self.cpu = cpu
-        self.memory = memory
-        self.disk = disk
-        self.processes = processes
-    }
-}
+/// What a member reports it can hold (before any override in its config): the API's figures
+/// type, so the report reaches `GET /1.0/cluster/resources` unchanged. nil disk or processes:
+/// not reported (the scheduler then does not check them).
+public typealias ReportedCapacity = ResourceFigures
 
 /// An instance's resource limits as stored in its row; nil = not set (the reader of allocations
 /// substitutes a default footprint, so an unlimited instance still counts).

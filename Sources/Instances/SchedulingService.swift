@@ -32,7 +32,7 @@ extension InstanceService {
             MemberResources(
                 serverName: snapshot.name, status: row.state, failureDomain: snapshot.failureDomain,
                 schedulerInstance: snapshot.instanceMode.rawValue,
-                reported: reported[row.id].map { ResourceFigures(cpu: $0.cpu, memory: $0.memory, disk: $0.disk, processes: $0.processes) },
+                reported: reported[row.id],
                 capacity: ResourceFigures(cpu: snapshot.capacity.cpu, memory: snapshot.capacity.memory,
                                           disk: snapshot.capacity.disk, processes: snapshot.capacity.processes),
                 allocated: ResourceFigures(cpu: snapshot.allocated.cpu, memory: snapshot.allocated.memory,
