@@ -213,29 +213,3 @@ extension Row {
         }
     }
 }
-
-extension IdmapAllocator {
-    /// The `count` lowest free `block`-aligned bases (same rules as ``lowestFree(used:rangeStart:rangeSize:block:)``,
-    /// one pass over the sorted used blocks); nil when fewer are left.
-    public static func lowestFree(count: Int, used: [Int64], rangeStart: Int64, rangeSize: Int64, block: Int64) -> [Int64]? {
-        guard block > 0, rangeSize >= block else { return count == 0 ? [] : nil }
-        let sorted = used.sorted()
-        let rangeEnd = rangeStart + rangeSize
-        var result: [Int64] = []
-        result.reserveCapacity(count)
-        var candidate = rangeStart
-        var index = 0
-        while result.count < count {
-            while index < sorted.count, sorted[index] + block <= candidate { index += 1 }
-            if index < sorted.count, sorted[index] < candidate + block {
-                let pastIt = sorted[index] + block - rangeStart
-                candidate = rangeStart + ((pastIt + block - 1) / block) * block
-                continue
-            }
-            guard candidate + block <= rangeEnd else { return nil }
-            result.append(candidate)
-            candidate += block
-        }
-        return result
-    }
-}

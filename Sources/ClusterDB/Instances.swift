@@ -185,9 +185,7 @@ extension Transaction {
         guard block > 0, rangeSize > 0, rangeStart >= 0 else {
             throw ClusterDBError.invalidArgument("idmap range start \(rangeStart) size \(rangeSize) block \(block)")
         }
-        let used = try query("SELECT idmap_base FROM instances WHERE idmap_base IS NOT NULL").rows.map {
-            try Row(values: $0, table: "instances").int(0, "idmap_base")
-        }
+        let used = try idmapBasesInUse()
         guard let base = IdmapAllocator.lowestFree(used: used, rangeStart: rangeStart, rangeSize: rangeSize, block: block) else {
             throw ClusterDBError.exhausted("uid/gid range \(rangeStart)+\(rangeSize) (\(used.count) blocks of \(block) in use)")
         }
