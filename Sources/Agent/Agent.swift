@@ -107,7 +107,7 @@ public enum Agent {
             await links?.stop()
             throw error
         }
-        let memberID = try await db.transaction { tx in try tx.ensureMember(name: local.name, address: local.address) }
+        let memberID = try await db.idempotentTransaction { tx in try tx.ensureMember(name: local.name, address: local.address) }
         if let settings { try await settings.apply(db: db, memberID: memberID, logger: logger) }
         let member = MemberIdentity(id: memberID, name: local.name)
 

@@ -58,7 +58,7 @@ enum FirstStart {
 extension MemberSettings {
     /// Writes the preseed's failure domain and member config into this member's row.
     func apply(db: ClusterDB, memberID: Int64, logger: Logger) async throws {
-        try await db.transaction { tx in
+        try await db.idempotentTransaction { tx in
             let current = try tx.member(id: memberID)?.config ?? [:]
             try tx.updateMemberConfig(id: memberID, config: current.merging(config) { $1 }, failureDomain: failureDomain)
         }

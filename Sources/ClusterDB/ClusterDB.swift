@@ -19,7 +19,7 @@ public final class ClusterDB: Sendable {
     public static func open(pool: DqlitePool, logger: Logger, migrations: [Migration] = Migration.all,
                             retry: RetryPolicy = RetryPolicy()) async throws -> ClusterDB {
         let db = ClusterDB(pool: pool, retry: retry, logger: logger)
-        let foreignKeys = try await db.transaction { tx in try tx.query("PRAGMA foreign_keys").rows }
+        let foreignKeys = try await db.idempotentTransaction { tx in try tx.query("PRAGMA foreign_keys").rows }
         guard foreignKeys == [[.integer(1)]] else {
             throw ClusterDBError.invalidArgument("the pool's connections do not enforce foreign keys; create it with sessionStatements: ClusterDB.sessionStatements")
         }
@@ -50,6 +50,18 @@ public final class ClusterDB: Sendable {
     /// lost or a dropped connection throws `ClusterDBError.outcomeUnknown`.
     @discardableResult
     public func transaction<T: Sendable>(_ body: @Sendable (Transaction) throws -> T) async throws -> T {
+        try await transaction(rerunWhenOutcomeUnknown: false, body)
+    }
+
+    /// A transaction whose second run leaves the same state as one run (reads, upserts, guarded
+    /// migrations): a COMMIT with unknown outcome is simply run again, as leadership changes while
+    /// members start together make that common.
+    @discardableResult
+    public func idempotentTransaction<T: Sendable>(_ body: @Sendable (Transaction) throws -> T) async throws -> T {
+        try await transaction(rerunWhenOutcomeUnknown: true, body)
+    }
+
+    private func transaction<T: Sendable>(rerunWhenOutcomeUnknown: Bool, _ body: @Sendable (Transaction) throws -> T) async throws -> T {
         var attempt = 0
         while true {
             attempt += 1
@@ -57,6 +69,9 @@ public final class ClusterDB: Sendable {
                 return try await pool.withConnection { connection in
                     try Self.runOnce(connection, body)
                 }
+            } catch ClusterDBError.outcomeUnknown(let what) where rerunWhenOutcomeUnknown && attempt < retry.maxAttempts {
+                logger.debug("re-running an idempotent transaction whose COMMIT outcome is unknown", metadata: ["error": "\(what)"])
+                try await Task.sleep(for: retry.maxDelay)
             } catch {
                 switch retry.decision(after: error, attempt: attempt, jitter: Double.random(in: 0...1)) {
                 case .retry(let delay):
@@ -108,19 +123,19 @@ public final class ClusterDB: Sendable {
 
     /// The schema version currently in the database.
     public func schemaVersion() async throws -> Int {
-        try await transaction { tx in try tx.schemaVersion() }
+        try await idempotentTransaction { tx in try tx.schemaVersion() }
     }
 
     private func migrate(_ migrations: [Migration]) async throws {
         let ordered = migrations.sorted { $0.version < $1.version }
         let known = ordered.last?.version ?? 0
-        let current = try await transaction { tx in
+        let current = try await idempotentTransaction { tx in
             try tx.exec(Migration.createSchemaTable)
             return try tx.schemaVersion()
         }
         if current > known { throw ClusterDBError.schemaTooNew(database: current, known: known) }
         for migration in ordered where migration.version > current {
-            let applied = try await transaction { tx -> Bool in
+            let applied = try await idempotentTransaction { tx -> Bool in
                 // Re-read inside the transaction: another member may have migrated meanwhile.
                 guard try tx.schemaVersion() < migration.version else { return false }
                 for (index, statement) in migration.statements.enumerated() {

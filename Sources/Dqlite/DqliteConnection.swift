@@ -30,9 +30,7 @@ public final class DqliteConnection: Sendable {
     public init(fd: Int32, address: String, timeoutSeconds: Int = 30) throws(DqliteError) {
         self.address = address
         self.queue = DispatchQueue(label: "dqlite.connection.\(address)")
-        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        Self.setTimeouts(fd, seconds: timeoutSeconds)
         self.socket = Mutex(Socket(fd: fd, db: nil))
         try socket.withLock { (s: inout Socket) throws(DqliteError) in
             try Self.writeAll(s.fd, WireCodec.handshake(), context: "handshake")
@@ -44,6 +42,19 @@ public final class DqliteConnection: Sendable {
             if s.fd >= 0 { closeDescriptor(s.fd) }
             s.fd = -1
         }
+    }
+
+    /// Changes the per-call timeout (a leader search probes with a short one, then keeps the connection).
+    public func setTimeout(seconds: Int) {
+        socket.withLock { s in
+            if s.fd >= 0 { Self.setTimeouts(s.fd, seconds: seconds) }
+        }
+    }
+
+    private static func setTimeouts(_ fd: Int32, seconds: Int) {
+        var tv = timeval(tv_sec: seconds, tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
     /// False once closed, by `close()` or after a socket/protocol error.

@@ -22,11 +22,16 @@ public actor DqlitePool {
         public var leaderTimeout: Duration
         /// Per-call socket timeout: a node that does not answer within it fails the call.
         public var ioTimeoutSeconds: Int
+        /// Per-call timeout while looking for the leader (LEADER, OPEN, session statements): a live
+        /// node answers those in milliseconds, and a link that went silent under a member starting
+        /// (its links listener handing over) must not hold the whole search for `ioTimeoutSeconds`.
+        public var probeTimeoutSeconds: Int
         /// Run on every new connection right after OPEN (per-connection settings such as PRAGMA foreign_keys).
         public var sessionStatements: [String]
 
         public init(seeds: [String], dialer: any DqlitePeerDialer, database: String = "db", maxConnections: Int = 4,
-                    leaderTimeout: Duration = .seconds(10), ioTimeoutSeconds: Int = 30, sessionStatements: [String] = []) {
+                    leaderTimeout: Duration = .seconds(10), ioTimeoutSeconds: Int = 30, probeTimeoutSeconds: Int = 2,
+                    sessionStatements: [String] = []) {
             self.sessionStatements = sessionStatements
             self.seeds = seeds
             self.dialer = dialer
@@ -34,6 +39,7 @@ public actor DqlitePool {
             self.maxConnections = max(1, maxConnections)
             self.leaderTimeout = leaderTimeout
             self.ioTimeoutSeconds = ioTimeoutSeconds
+            self.probeTimeoutSeconds = min(probeTimeoutSeconds, ioTimeoutSeconds)
         }
     }
 
@@ -137,6 +143,7 @@ public actor DqlitePool {
         var delay = Duration.milliseconds(10)
         while true {
             for seed in config.seeds {
+                let tried = clock.now
                 do {
                     if let connection = try await runBlocking({ try attempt(seed: seed, config: config) }) {
                         return connection
@@ -144,7 +151,7 @@ public actor DqlitePool {
                     lastError = DqliteError.noLeader("\(seed) knows no leader yet (election in progress)")
                 } catch {
                     lastError = error
-                    logger.debug("dqlite seed unusable", metadata: ["seed": "\(seed)", "error": "\(error)"])
+                    logger.debug("dqlite seed unusable", metadata: ["seed": "\(seed)", "error": "\(error)", "after": "\(clock.now - tried)"])
                 }
             }
             if clock.now >= deadline {
@@ -159,7 +166,7 @@ public actor DqlitePool {
 
     /// One blocking try: nil when the seed knows no leader yet.
     private static func attempt(seed: String, config: Configuration) throws -> DqliteConnection? {
-        let probe = try DqliteConnection(fd: try config.dialer.dial(address: seed), address: seed, timeoutSeconds: config.ioTimeoutSeconds)
+        let probe = try DqliteConnection(fd: try config.dialer.dial(address: seed), address: seed, timeoutSeconds: config.probeTimeoutSeconds)
         guard let leader = try probe.leader() else {
             probe.close()
             return nil
@@ -169,7 +176,7 @@ public actor DqlitePool {
             connection = probe
         } else {
             probe.close()
-            connection = try DqliteConnection(fd: try config.dialer.dial(address: leader.address), address: leader.address, timeoutSeconds: config.ioTimeoutSeconds)
+            connection = try DqliteConnection(fd: try config.dialer.dial(address: leader.address), address: leader.address, timeoutSeconds: config.probeTimeoutSeconds)
         }
         do {
             try connection.open(config.database)
@@ -178,6 +185,7 @@ public actor DqlitePool {
             connection.close()
             throw error
         }
+        connection.setTimeout(seconds: config.ioTimeoutSeconds)
         return connection
     }
 }

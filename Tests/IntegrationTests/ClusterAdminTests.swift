@@ -263,7 +263,13 @@ final class ClusterAdminTests {
         // All at once, as after a power cut: none can open its database before a quorum runs.
         let started = Date()
         for a in [m1, m2, m3] { try a.launch() }
-        for a in [m1, m2, m3] { try a.waitUntilUp() }
+        do {
+            for a in [m1, m2, m3] { try a.waitUntilUp() }
+        } catch {
+            // Which member waited for what shows only in the others' logs too.
+            for a in [m1, m2, m3] { print("==== log of \(a.name)\n\(a.logTail(20000))") }
+            throw error
+        }
         print("whole-cluster restart: all three members answering \(String(format: "%.2f", Date().timeIntervalSince(started))) s after launch")
         try eventually("three ONLINE members") { try members(m3).values.filter { $0[3] == "ONLINE" }.count == 3 }
         #expect(try m3.ok(["cluster", "show", "m2"]).contains("user.before: restart"))

@@ -154,9 +154,9 @@ final class TestAgent: @unchecked Sendable {
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
-    func logTail() -> String {
+    func logTail(_ characters: Int = 3000) -> String {
         let text = (try? String(contentsOfFile: "\(dataDir)/lxdd.log", encoding: .utf8)) ?? ""
-        return String(text.suffix(3000))
+        return String(text.suffix(characters))
     }
 
     /// SIGKILL, as a crash would.
