@@ -174,6 +174,8 @@ public enum Agent {
         let peerRefresh = Task { await heartbeater.refreshPeers() }
         let reporter = CapacityReporter(instances: instances, dataDir: dataDir, logger: logger)
         let capacity = Task { await reporter.run() }
+        let abandoned = AbandonedPlacementSweeper(instances: instances, logger: logger)
+        let sweeper = Task { await abandoned.run() }
         do {
             try await group.run()
         } catch {
@@ -183,6 +185,7 @@ public enum Agent {
         maintenance.cancel()
         peerRefresh.cancel()
         capacity.cancel()
+        sweeper.cancel()
         await forwarder.closeConnections()
         await db.close()
         // Containers keep running; only our own node stops.

@@ -126,3 +126,28 @@ struct CapacityReporter {
         }
     }
 }
+
+/// Removes instance rows placed on this member that no launch ever asked it to create.
+struct AbandonedPlacementSweeper {
+    let instances: InstanceService
+    let logger: Logger
+    /// Far above the few seconds between a launch's insert and its request to the owner (which
+    /// itself gives up after `MemberMaterialiser.acceptTimeout`), so a live launch is never cut.
+    var grace: Duration = .seconds(120)
+    var interval: Duration = .seconds(60)
+
+    func run() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            do {
+                let removed = try await instances.removeAbandonedPlacements(grace: grace)
+                if !removed.isEmpty {
+                    logger.warning("removed instance rows whose launch never asked this member to create them",
+                                   metadata: ["instances": "\(removed.prefix(10).joined(separator: ","))", "count": "\(removed.count)"])
+                }
+            } catch {
+                logger.debug("abandoned placement sweep failed; next round retries", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}

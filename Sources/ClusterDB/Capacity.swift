@@ -142,11 +142,13 @@ extension Transaction {
                     DqliteValue(footprint.processes),
                 ]
             }
-            let tuple = "(" + Array(repeating: "?", count: columns).joined(separator: ", ") + ")"
+            // Unclaimed until the owner takes them (`claimInstances`).
+            let tuple = "(" + Array(repeating: "?", count: columns).joined(separator: ", ") + ", 0)"
             do {
                 try exec("""
                     INSERT INTO instances (project, name, member_id, image_fingerprint, architecture, config, power_state,
-                                           idmap_base, created_at, request_id, limit_cpu, limit_memory, limit_disk, limit_processes)
+                                           idmap_base, created_at, request_id, limit_cpu, limit_memory, limit_disk, limit_processes,
+                                           claimed)
                     VALUES \(Array(repeating: tuple, count: chunk.count).joined(separator: ", "))
                     """, params: params)
             } catch let error as DqliteError {
@@ -165,24 +167,77 @@ extension Transaction {
     @discardableResult
     public func deleteInstances(_ names: [String], project: String = "default") throws -> Int {
         var deleted = 0
-        var start = 0
-        while start < names.count {
-            let chunk = Array(names[start..<min(start + 200, names.count)])
-            start += chunk.count
-            let marks = Array(repeating: "?", count: chunk.count).joined(separator: ", ")
+        try forEachChunk(names) { chunk, marks in
             deleted += Int(try exec("DELETE FROM instances WHERE project = ? AND name IN (\(marks))",
                                     params: [.text(project)] + chunk.map { .text($0) }).rowsAffected)
         }
         return deleted
     }
 
-    /// Sets the desired power state of many instances at once.
-    public func updateInstancesPowerState(_ names: [String], project: String = "default", _ state: InstancePowerState) throws {
+    /// On the owner, before it creates anything: takes the named rows placed on `memberID`.
+    /// Returns the rows it took; throws `notFound` naming rows that are gone (the placing member
+    /// gave up on them) or not placed here, and `alreadyExists` for rows already taken (a repeated
+    /// request), taking none in either case.
+    public func claimInstances(_ names: [String], memberID: Int64, project: String = "default") throws -> [InstanceRow] {
+        let wanted = Set(names)
+        let rows = try instances(memberID: memberID).filter { $0.project == project && wanted.contains($0.name) }
+        guard rows.count == wanted.count else {
+            let missing = wanted.subtracting(rows.map(\.name)).sorted()
+            throw ClusterDBError.notFound("instances \(missing.prefix(5).joined(separator: ", "))\(missing.count > 5 ? " (and \(missing.count - 5) more)" : "") placed on this member")
+        }
+        var taken: [String] = []
+        try forEachChunk(names) { chunk, marks in
+            let rows = try query("SELECT name FROM instances WHERE project = ? AND claimed = 1 AND name IN (\(marks))",
+                                 params: [.text(project)] + chunk.map { .text($0) }).rows
+            taken += try rows.map { try Row(values: $0, table: "instances").text(0, "name") }
+        }
+        guard taken.isEmpty else {
+            throw ClusterDBError.alreadyExists("instances \(taken.sorted().prefix(5).joined(separator: ", ")) are already being created")
+        }
+        try forEachChunk(names) { chunk, marks in
+            try exec("UPDATE instances SET claimed = 1 WHERE project = ? AND name IN (\(marks))", params: [.text(project)] + chunk.map { .text($0) })
+        }
+        return rows
+    }
+
+    /// On the placing member after its request to the owner failed: deletes the named rows the owner
+    /// never claimed and returns the names the owner did claim (it is creating those: they stay).
+    public func releaseUnclaimedInstances(_ names: [String], project: String = "default") throws -> (released: Int, claimed: [String]) {
+        var claimed: [String] = []
+        var released = 0
+        try forEachChunk(names) { chunk, marks in
+            let params: [DqliteValue] = [.text(project)] + chunk.map { .text($0) }
+            claimed += try query("SELECT name FROM instances WHERE project = ? AND claimed = 1 AND name IN (\(marks))", params: params)
+                .rows.map { try Row(values: $0, table: "instances").text(0, "name") }
+            released += Int(try exec("DELETE FROM instances WHERE project = ? AND claimed = 0 AND name IN (\(marks))", params: params).rowsAffected)
+        }
+        return (released, claimed.sorted())
+    }
+
+    /// Deletes rows placed on `memberID` that nobody claimed since before `date` (the placing
+    /// member died between inserting and asking the owner); returns their names.
+    public func deleteAbandonedPlacements(memberID: Int64, placedBefore date: Date) throws -> [String] {
+        let params: [DqliteValue] = [.integer(memberID), .integer(Timestamp.nanoseconds(date))]
+        let names = try query("SELECT name FROM instances WHERE member_id = ? AND claimed = 0 AND created_at < ? ORDER BY name",
+                              params: params).rows.map { try Row(values: $0, table: "instances").text(0, "name") }
+        if !names.isEmpty { try exec("DELETE FROM instances WHERE member_id = ? AND claimed = 0 AND created_at < ?", params: params) }
+        return names
+    }
+
+    /// Runs `body` over `names` in chunks small enough for one statement's parameters, with the
+    /// chunk's `?, ?, …` list.
+    private func forEachChunk(_ names: [String], _ body: ([String], String) throws -> Void) throws {
         var start = 0
         while start < names.count {
             let chunk = Array(names[start..<min(start + 200, names.count)])
             start += chunk.count
-            let marks = Array(repeating: "?", count: chunk.count).joined(separator: ", ")
+            try body(chunk, Array(repeating: "?", count: chunk.count).joined(separator: ", "))
+        }
+    }
+
+    /// Sets the desired power state of many instances at once.
+    public func updateInstancesPowerState(_ names: [String], project: String = "default", _ state: InstancePowerState) throws {
+        try forEachChunk(names) { chunk, marks in
             try exec("UPDATE instances SET power_state = ?, last_used_at = ? WHERE project = ? AND name IN (\(marks))",
                      params: [.text(state.rawValue), .integer(Timestamp.nanoseconds(Date())), .text(project)] + chunk.map { .text($0) })
         }

@@ -146,6 +146,12 @@ extension Migration {
             )
             """,
         ]),
+        // Placed rows wait for their owner: a launch inserts them unclaimed (0) and the owner
+        // claims them before creating anything, so a member whose request to the owner failed
+        // removes only rows the owner never took (a lost answer must not orphan containers).
+        Migration(version: 6, statements: [
+            "ALTER TABLE instances ADD COLUMN claimed INTEGER NOT NULL DEFAULT 1",
+        ]),
     ]
 
     static let createSchemaTable = """

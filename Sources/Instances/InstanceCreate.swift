@@ -131,11 +131,7 @@ extension InstanceService {
 
         let start = post.start ?? false
         if planned.count == 1 {
-            let placed = planned[0]
-            if placed.memberID == member.id {
-                return try await materialise(InstancesMaterialisePost(names: names, start: start))
-            }
-            return try await materialiseRemotely(InstancesMaterialisePost(names: names, start: start), on: placed.memberName)
+            return try await materialise(InstancesMaterialisePost(names: names, start: start), on: planned[0].memberName)
         }
         return try await materialiseBatch(planned, start: start)
     }
@@ -157,19 +153,6 @@ extension InstanceService {
                 if !applied.isEmpty {
                     return applied.map { PlannedInstance(name: $0.name, memberID: $0.memberID, memberName: $0.location) }
                 }
-            }
-        }
-    }
-
-    /// A write that may safely run twice, retried when its COMMIT outcome is unknown.
-    func idempotentWrite(_ body: @escaping @Sendable (Transaction) throws -> Void) async throws {
-        var attempt = 0
-        while true {
-            attempt += 1
-            do {
-                return try await db.transaction(body)
-            } catch ClusterDBError.outcomeUnknown where attempt < 3 {
-                continue
             }
         }
     }
@@ -198,12 +181,16 @@ extension InstanceService {
     /// reporting `progress` ({done, failed, total}) in its metadata.
     public func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation {
         guard !post.names.isEmpty else { throw APIError.badRequest("No instance names given") }
-        let wanted = Set(post.names)
         let member = self.member
-        let rows = try await db.transaction { tx in try tx.instances(memberID: member.id) }.filter { wanted.contains($0.name) }
-        guard rows.count == wanted.count else {
-            let missing = wanted.subtracting(rows.map(\.name)).sorted().prefix(5).joined(separator: ", ")
-            throw APIError.notFound("Instances not placed on member \(member.name): \(missing)")
+        let names = post.names
+        // Claimed before anything is created: the placing member deletes only rows nobody claimed.
+        let rows: [InstanceRow]
+        do {
+            rows = try await db.transaction { tx in try tx.claimInstances(names, memberID: member.id) }
+        } catch ClusterDBError.notFound(let what) {
+            throw APIError.notFound("Member \(member.name) has no unclaimed \(what): nothing created")
+        } catch ClusterDBError.alreadyExists(let what) {
+            throw APIError.conflict("On member \(member.name), \(what): nothing more created")
         }
         let start = post.start
         let total = rows.count
@@ -273,7 +260,7 @@ extension InstanceService {
         }
         if start, !started.isEmpty {
             let names = started
-            try await idempotentWrite { tx in try tx.updateInstancesPowerState(names, .running) }
+            try await db.idempotentTransaction { tx in try tx.updateInstancesPowerState(names, .running) }
         }
         for name in started { announceCreated(name, started: start) }
         guard !failures.isEmpty else { return }
@@ -284,7 +271,7 @@ extension InstanceService {
             try? runtime.delete(name: name)
         }
         let failed = failures.map(\.name)
-        try? await idempotentWrite { tx in _ = try tx.deleteInstances(failed) }
+        try? await db.idempotentTransaction { tx in _ = try tx.deleteInstances(failed) }
         if rows.count == 1 {
             throw APIError.internal("Failed to \(start ? "start" : "create") instance \(failed[0]): \(failures[0].error)")
         }
@@ -292,17 +279,31 @@ extension InstanceService {
         throw APIError.internal("Failed to create \(failures.count) of \(rows.count) instances on member \(member.name) (removed): \(detail)")
     }
 
-    /// The owner's operation for instances placed on another member; their rows go when the owner
-    /// cannot be reached or refuses.
-    func materialiseRemotely(_ post: InstancesMaterialisePost, on owner: String) async throws -> APIOperation {
+    /// The owner's operation (this member's own, or another's) for instances placed on `owner`;
+    /// their rows go when the owner cannot be reached or refuses.
+    func materialise(_ post: InstancesMaterialisePost, on owner: String) async throws -> APIOperation {
         do {
+            if owner == member.name { return try await materialise(post) }
             guard let materialiser else { throw APIError.unavailable("this member cannot reach other members") }
             return try await materialiser.materialise(post, on: owner)
         } catch {
+            // The request may have reached the owner and only its answer been lost: rows the owner
+            // claimed are being created there and stay; the rest go.
             let names = post.names
-            _ = try? await db.transaction { tx in try tx.deleteInstances(names) }
+            let claimed = (try? await db.idempotentTransaction { tx in try tx.releaseUnclaimedInstances(names) })?.claimed
             let what = names.count == 1 ? "instance \(names[0])" : "\(names.count) instances"
-            throw APIError.unavailable("Member \(owner) could not create \(what), so nothing was created there: \(error)")
+            guard let claimed else {
+                throw APIError.unavailable("Member \(owner) could not be asked to create \(what), and whether it took them is unknown (the database did not answer): check with lxdctl list. Error: \(error)")
+            }
+            if claimed.isEmpty {
+                if owner == member.name { throw error }
+                throw APIError.unavailable("Member \(owner) could not create \(what), so nothing was created there: \(error)")
+            }
+            logger.warning("owner took instances but its answer was lost", metadata: [
+                "owner": "\(owner)", "claimed": "\(claimed.count)", "requested": "\(names.count)", "error": "\(error)"])
+            let taken = claimed.count == 1 ? "instance \(claimed[0])" : "\(claimed.count) instances (\(claimed.prefix(3).joined(separator: ", "))…)"
+            let gone = names.count - claimed.count
+            throw APIError.unavailable("Member \(owner)'s answer was lost, but it took \(taken) and is creating \(claimed.count == 1 ? "it" : "them") (lxdctl list shows progress)\(gone > 0 ? "; the other \(gone) were removed" : ""): \(error)")
         }
     }
 
@@ -317,10 +318,9 @@ extension InstanceService {
         ) { group in
             for (owner, share) in byOwner {
                 let post = InstancesMaterialisePost(names: share.map(\.name), start: start)
-                let local = owner == member.name
                 group.addTask { [self] in
                     do {
-                        let op = local ? try await self.materialise(post) : try await self.materialiseRemotely(post, on: owner)
+                        let op = try await self.materialise(post, on: owner)
                         return (owner, share.count, .success(op))
                     } catch {
                         return (owner, share.count, .failure(error))

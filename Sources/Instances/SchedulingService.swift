@@ -1,3 +1,4 @@
+import Foundation
 import APITypes
 import ClusterDB
 import Scheduler
@@ -39,6 +40,14 @@ extension InstanceService {
                                            disk: snapshot.allocated.disk, processes: snapshot.allocated.processes),
                 instances: snapshot.instanceCount, cpuOvercommit: ratio)
         }
+    }
+
+    /// Removes rows placed here that were never claimed within `grace` (see `claimInstances`):
+    /// whoever placed them died before asking this member to create them. Returns their names.
+    public func removeAbandonedPlacements(grace: Duration) async throws -> [String] {
+        let id = member.id
+        let before = Date().addingTimeInterval(-Double(grace.components.seconds))
+        return try await db.idempotentTransaction { tx in try tx.deleteAbandonedPlacements(memberID: id, placedBefore: before) }
     }
 
     /// Records what this member offers (the agent probes the host at start and when it changes).

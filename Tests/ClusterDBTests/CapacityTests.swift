@@ -89,4 +89,49 @@ import Testing
         #expect(names == ["c3", "c4"])
         await db.close()
     }
+
+    @Test func ownersClaimPlacedRowsAndAFailedRequestReleasesOnlyUnclaimedOnes() async throws {
+        let cluster = try TestCluster()
+        defer { cluster.shutdown() }
+        let db = try await cluster.open()
+        let (m1, m2) = try await db.transaction { tx in
+            (try tx.ensureMember(name: "m1", address: "a:1"), try tx.ensureMember(name: "m2", address: "a:2"))
+        }
+        try await db.transaction { tx in
+            try tx.insertInstances((0..<6).map { i in
+                (NewInstance(name: "p\(i)", memberID: i < 4 ? m2 : m1, imageFingerprint: "f", architecture: "x86_64",
+                             idmapBase: Int64(i) * 65536), InstanceFootprint())
+            })
+        }
+        // Rows placed elsewhere, or unknown, are refused and nothing is claimed.
+        await #expect(throws: ClusterDBError.notFound("instances p4 placed on this member")) {
+            try await db.transaction { tx in try tx.claimInstances(["p0", "p4"], memberID: m2) }
+        }
+        let claimed = try await db.transaction { tx in try tx.claimInstances(["p0", "p1"], memberID: m2) }
+        #expect(claimed.map(\.name).sorted() == ["p0", "p1"])
+        // A repeated request takes nothing twice.
+        await #expect(throws: ClusterDBError.self) {
+            try await db.transaction { tx in try tx.claimInstances(["p1", "p2"], memberID: m2) }
+        }
+        // The placing member gives up on p0-p3: the owner's p0, p1 stay, p2, p3 go.
+        let released = try await db.transaction { tx in try tx.releaseUnclaimedInstances(["p0", "p1", "p2", "p3"]) }
+        #expect(released.released == 2 && released.claimed == ["p0", "p1"])
+        let left = try await db.transaction { tx in try tx.existingInstanceNames((0..<6).map { "p\($0)" }) }
+        #expect(left == ["p0", "p1", "p4", "p5"])
+        // A request that reaches the owner after that finds nothing to create.
+        await #expect(throws: ClusterDBError.self) {
+            try await db.transaction { tx in try tx.claimInstances(["p2"], memberID: m2) }
+        }
+        // Unclaimed rows are swept only once they are older than the grace the owner gives them.
+        #expect(try await db.transaction { tx in try tx.deleteAbandonedPlacements(memberID: m1, placedBefore: Date().addingTimeInterval(-3600)) } == [])
+        #expect(try await db.transaction { tx in try tx.deleteAbandonedPlacements(memberID: m2, placedBefore: Date().addingTimeInterval(1)) } == [])
+        #expect(try await db.transaction { tx in try tx.deleteAbandonedPlacements(memberID: m1, placedBefore: Date().addingTimeInterval(1)) } == ["p4", "p5"])
+        #expect(try await db.transaction { tx in try tx.existingInstanceNames((0..<6).map { "p\($0)" }) } == ["p0", "p1"])
+        // Rows from before claims existed (and single inserts) count as claimed.
+        try await db.transaction { tx in
+            _ = try tx.insertInstance(NewInstance(name: "old", memberID: m1, imageFingerprint: "f", architecture: "x86_64"))
+        }
+        #expect(try await db.transaction { tx in try tx.releaseUnclaimedInstances(["old"]) }.claimed == ["old"])
+        await db.close()
+    }
 }
