@@ -66,6 +66,22 @@ public struct CgroupLayout: Sendable, Equatable {
         return CgroupLayout(version: .v2, v1: [:], unified: unified)
     }
 
+    /// Whether the cgroup2 mount at `unified` has `favordynmods`; nil without a cgroup2 mount.
+    /// Without it every move of a process into a cgroup (each container start and exec) waits
+    /// for an RCU grace period: 3 ms on an idle 2-core host, 12-19 ms while it relays traffic.
+    public static func favorsDynamicMoves(mountinfo: String, unified: String?) -> Bool? {
+        guard let unified else { return nil }
+        for line in mountinfo.split(separator: "\n") {
+            let halves = line.components(separatedBy: " - ")
+            guard halves.count == 2 else { continue }
+            let pre = halves[0].split(separator: " ")
+            let post = halves[1].split(separator: " ")
+            guard pre.count >= 5, post.count >= 3, post[0] == "cgroup2", unescape(String(pre[4])) == unified else { continue }
+            return post[2].split(separator: ",").contains("favordynmods")
+        }
+        return nil
+    }
+
     /// True when limits go through the cgroup2 hierarchy (pure v2). In a hybrid layout the
     /// controllers live in v1 and cgroup2 carries none, so v1 is used.
     public var usesV2: Bool { version == .v2 }

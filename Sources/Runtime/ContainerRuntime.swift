@@ -66,6 +66,11 @@ public final class ContainerRuntime: Sendable {
             throw .invalid("helper \(helperPath) is missing or not executable (build the lxd-start product)")
         }
         cgroupLayout = try HostProbe.cgroupLayout()
+        if let mountinfo = try? readString("/proc/self/mountinfo"),
+           CgroupLayout.favorsDynamicMoves(mountinfo: mountinfo, unified: cgroupLayout.unified) == false {
+            logger.notice("cgroup2 is mounted without favordynmods: each container start and exec waits for an RCU grace period (3-20 ms); see docs/clustering.md to remount it",
+                          metadata: ["mount": "\(cgroupLayout.unified ?? "")"])
+        }
         idmappedLayers = !shiftLayers && ((try? HostProbe.kernelFeatures())?.idmappedOverlayLower ?? false)
         if !idmappedLayers {
             logger.notice("idmapped layers unavailable: unprivileged containers get a shifted copy of their image layer")

@@ -30,6 +30,17 @@ import Testing
         ])
     }
 
+    @Test func readsWhetherTheUnifiedMountFavorsDynamicMoves() throws {
+        let plain = try CgroupLayout.parse(mountinfo: Self.hybrid)
+        #expect(CgroupLayout.favorsDynamicMoves(mountinfo: Self.hybrid, unified: plain.unified) == false)
+        let favoring = Self.hybrid.replacingOccurrences(of: "cgroup2 cgroup2 rw", with: "cgroup2 cgroup2 rw,favordynmods")
+        #expect(CgroupLayout.favorsDynamicMoves(mountinfo: favoring, unified: plain.unified) == true)
+        // Only the mount in use counts (not CRIU's temporary one), and v1-only hosts have none.
+        let yard = favoring + "\n91 27 0:38 / /tmp/yard/unified rw - cgroup2 none rw"
+        #expect(CgroupLayout.favorsDynamicMoves(mountinfo: yard, unified: "/tmp/yard/unified") == false)
+        #expect(CgroupLayout.favorsDynamicMoves(mountinfo: yard, unified: nil) == nil)
+    }
+
     @Test func detectsPureV2AndCoMountedV1() throws {
         let v2 = try CgroupLayout.parse(mountinfo: "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate")
         #expect(v2.version == .v2 && v2.usesV2)
