@@ -100,14 +100,15 @@ public enum Agent {
         let links = try DatabaseLinkListener.start(https: https, peers: local.peers ?? [], directory: directory, identity: identity,
                                                    bindAddress: bindAddress, logger: logger)
         let db: ClusterDB
+        let memberID: Int64
         do {
             // The links listener keeps serving until the full HTTPS listener takes the address over.
-            db = try await ClusterDB.open(pool: pool, logger: logger)
+            (db, memberID) = try await ClusterDB.openAsMember(name: local.name, address: local.address, apiExtensions: memberVersion.apiExtensions,
+                                                              pool: pool, logger: logger)
         } catch {
             await links?.stop()
             throw error
         }
-        let memberID = try await db.idempotentTransaction { tx in try tx.ensureMember(name: local.name, address: local.address) }
         if let settings { try await settings.apply(db: db, memberID: memberID, logger: logger) }
         let member = MemberIdentity(id: memberID, name: local.name)
 
@@ -252,6 +253,14 @@ public enum Agent {
         }
     }
 
+    /// What this API offers beyond LXD's base; members wait for each other to offer the same
+    /// (ClusterDB.openAsMember), so append only.
+    static let apiExtensions = ["instance_create_start", "container_exec_recording", "exec_control_websocket",
+                                "instances_create_count", "instances_scheduler_policy", "cluster_member_resources"]
+
+    /// This binary's version as members compare it (schema and API extensions).
+    static let memberVersion = MemberVersion(schema: Migration.all.map(\.version).max() ?? 0, apiExtensions: apiExtensions.count)
+
     static func serverInfo(member: String, clustered: Bool) -> Server {
         var uts = utsname()
         uname(&uts)
@@ -260,8 +269,7 @@ public enum Agent {
         }
         let machine = field(uts.machine)
         return Server(
-            apiExtensions: ["instance_create_start", "container_exec_recording", "exec_control_websocket",
-                            "instances_create_count", "instances_scheduler_policy", "cluster_member_resources"],
+            apiExtensions: apiExtensions,
             auth: "trusted", config: [:],
             environment: .init(
                 architectures: [machine], driver: "lxd-swift", driverVersion: version,

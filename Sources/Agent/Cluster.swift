@@ -298,6 +298,12 @@ final class ClusterController: ClusterService {
         }
         let fingerprint = Fingerprint.sha256(der: presentedCertificate)
         let name = request.serverName
+        if let schema = request.schemaVersion, let extensions = request.apiExtensions {
+            let joining = MemberVersion(schema: schema, apiExtensions: extensions)
+            guard joining == Agent.memberVersion else {
+                throw APIError.conflict("Member \(name) runs lxdd with \(joining), this member \(Agent.memberVersion): install the same lxdd version on both, then join again (the token stays valid)")
+            }
+        }
         let memberID: Int64
         do {
             // Token, member row and certificate in one transaction: all or nothing.
@@ -408,7 +414,8 @@ final class ClusterController: ClusterService {
             addresses: addresses, serverFingerprint: token.fingerprint, identity: identity, inOrder: true)))
         do {
             let answer = try await client.call(.POST, "/internal/cluster/accept", json: ClusterAcceptRequest(
-                serverName: name, address: address, certificate: identity.certificatePEM, secret: token.secret), as: ClusterAcceptResponse.self)
+                serverName: name, address: address, certificate: identity.certificatePEM, secret: token.secret,
+                schemaVersion: Agent.memberVersion.schema, apiExtensions: Agent.memberVersion.apiExtensions), as: ClusterAcceptResponse.self)
             await client.transport.shutdown()
             return answer
         } catch let error as TransportError {

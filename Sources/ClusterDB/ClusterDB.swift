@@ -18,12 +18,18 @@ public final class ClusterDB: Sendable {
     /// Throws `schemaTooNew` when another member already migrated further than this one knows.
     public static func open(pool: DqlitePool, logger: Logger, migrations: [Migration] = Migration.all,
                             retry: RetryPolicy = RetryPolicy()) async throws -> ClusterDB {
+        let db = try await openUnmigrated(pool: pool, logger: logger, retry: retry)
+        try await db.migrate(migrations)
+        return db
+    }
+
+    /// Connects and checks the session settings, leaving the schema as it is.
+    static func openUnmigrated(pool: DqlitePool, logger: Logger, retry: RetryPolicy = RetryPolicy()) async throws -> ClusterDB {
         let db = ClusterDB(pool: pool, retry: retry, logger: logger)
         let foreignKeys = try await db.idempotentTransaction { tx in try tx.query("PRAGMA foreign_keys").rows }
         guard foreignKeys == [[.integer(1)]] else {
             throw ClusterDBError.invalidArgument("the pool's connections do not enforce foreign keys; create it with sessionStatements: ClusterDB.sessionStatements")
         }
-        try await db.migrate(migrations)
         return db
     }
 
@@ -126,7 +132,7 @@ public final class ClusterDB: Sendable {
         try await idempotentTransaction { tx in try tx.schemaVersion() }
     }
 
-    private func migrate(_ migrations: [Migration]) async throws {
+    func migrate(_ migrations: [Migration]) async throws {
         let ordered = migrations.sorted { $0.version < $1.version }
         let known = ordered.last?.version ?? 0
         let current = try await idempotentTransaction { tx in

@@ -96,17 +96,25 @@ public struct ClusterAcceptRequest: Codable, Sendable {
     /// PEM of the certificate the joining member presents on the connection.
     public var certificate: String
     public var secret: String
+    /// The joining binary's newest schema migration and API extension count: members of one
+    /// cluster run one version (ClusterDB.VersionGate), so a mismatch is refused before anything is written.
+    public var schemaVersion: Int?
+    public var apiExtensions: Int?
 
     enum CodingKeys: String, CodingKey {
         case address, certificate, secret
         case serverName = "server_name"
+        case schemaVersion = "schema_version"
+        case apiExtensions = "api_extensions"
     }
 
-    public init(serverName: String, address: String, certificate: String, secret: String) {
+    public init(serverName: String, address: String, certificate: String, secret: String, schemaVersion: Int? = nil, apiExtensions: Int? = nil) {
         self.serverName = serverName
         self.address = address
         self.certificate = certificate
         self.secret = secret
+        self.schemaVersion = schemaVersion
+        self.apiExtensions = apiExtensions
     }
 }
 

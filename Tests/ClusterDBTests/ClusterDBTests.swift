@@ -1,6 +1,7 @@
 import ClusterDB
 import Dqlite
 import Foundation
+import Logging
 import Testing
 
 @Suite("ClusterDB on a real dqlite node")
@@ -46,6 +47,42 @@ struct ClusterDBTests {
         await #expect(throws: ClusterDBError.schemaTooNew(database: known + 1, known: known)) {
             _ = try await t.open()
         }
+    }
+
+    /// A rolling upgrade: the upgraded member waits while another member still runs the old
+    /// version, and migrates once that one reports the new version.
+    @Test func upgradedMemberWaitsForTheOthersThenMigrates() async throws {
+        let t = try TestCluster()
+        defer { t.shutdown() }
+        let logger = Logger(label: "test.versions")
+        let known = Migration.all.count
+        func pool() -> DqlitePool { DqlitePool(node: t.node, sessionStatements: ClusterDB.sessionStatements, logger: logger) }
+        let (old, m1) = try await ClusterDB.openAsMember(name: "m1", address: "a:1", apiExtensions: 3, pool: pool(), logger: logger)
+        let m2 = try await old.transaction { tx in
+            let id = try tx.ensureMember(name: "m2", address: "a:2")
+            try tx.updateMemberVersions(id: id, schemaVersion: Int64(known), apiExtensions: 3)
+            return id
+        }
+        let recorded = try await old.transaction { tx in try tx.member(id: m1) }
+        #expect(recorded?.schemaVersion == Int64(known) && recorded?.apiExtensions == 3)
+
+        let newer = Migration.all + [Migration(version: known + 1, statements: ["CREATE TABLE later (x)"])]
+        let upgraded = Task {
+            try await ClusterDB.openAsMember(name: "m1", address: "a:1", apiExtensions: 4, pool: pool(), logger: logger,
+                                             migrations: newer, pollInterval: .milliseconds(50))
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await old.schemaVersion() == known, "migrated while m2 still ran the old version")
+        try await old.transaction { tx in try tx.updateMemberVersions(id: m2, schemaVersion: Int64(known + 1), apiExtensions: 4) }
+        let (db, id) = try await upgraded.value
+        #expect(id == m1)
+        #expect(try await db.schemaVersion() == known + 1)
+        // The old binary cannot use the database any more.
+        await #expect(throws: ClusterDBError.schemaTooNew(database: known + 1, known: known)) {
+            _ = try await ClusterDB.openAsMember(name: "m2", address: "a:2", apiExtensions: 3, pool: pool(), logger: logger)
+        }
+        await db.close()
+        await old.close()
     }
 
     @Test func failingMigrationLeavesNoTrace() async throws {

@@ -90,3 +90,28 @@ struct FingerprintPrefixTests {
         #expect(!Transaction.isFingerprintPrefix(String(repeating: "a", count: 65)))
     }
 }
+
+@Suite("Version gate (pure)")
+struct VersionGateTests {
+    let v5 = MemberVersion(schema: 5, apiExtensions: 6)
+    let v6 = MemberVersion(schema: 6, apiExtensions: 6)
+
+    @Test func aNewerMemberWaitsForEveryOlderOneByName() {
+        let others = [(name: "m3", version: v5), (name: "m2", version: v5), (name: "m4", version: v6)]
+        #expect(VersionGate.decide(own: v6, databaseSchema: 5, others: others) == .wait(laggards: ["m2", "m3"]))
+        // More API extensions alone also make a member newer.
+        let moreAPI = MemberVersion(schema: 6, apiExtensions: 7)
+        #expect(VersionGate.decide(own: moreAPI, databaseSchema: 6, others: [(name: "m2", version: v6)]) == .wait(laggards: ["m2"]))
+    }
+
+    @Test func anOlderOrEqualMemberGoesOnUntilTheSchemaMovesPastIt() {
+        #expect(VersionGate.decide(own: v5, databaseSchema: 5, others: [(name: "m2", version: v6)]) == .proceed)
+        #expect(VersionGate.decide(own: v6, databaseSchema: 5, others: [(name: "m2", version: v6)]) == .proceed)
+        #expect(VersionGate.decide(own: v5, databaseSchema: 6, others: []) == .refuse(databaseSchema: 6))
+    }
+
+    @Test func membersThatNeverStartedHoldNobodyUp() {
+        let never = MemberVersion(schema: 0, apiExtensions: 0)
+        #expect(VersionGate.decide(own: v6, databaseSchema: 5, others: [(name: "new", version: never)]) == .proceed)
+    }
+}
