@@ -154,6 +154,8 @@ struct ProxiedWebSocket: ForwardedWebSocket {
     }
 
     func close() async { await socket.close() }
+    func ping() { socket.ping() }
+    var lastHeard: ContinuousClock.Instant { socket.lastHeard }
 }
 
 /// Resumes a continuation with the first value offered; later ones are dropped.

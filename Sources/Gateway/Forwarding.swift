@@ -66,6 +66,10 @@ public protocol ForwardedWebSocket: Sendable {
     var frames: AsyncStream<ForwardedFrame> { get }
     func send(_ frame: ForwardedFrame) async throws
     func close() async
+    /// Sends a websocket ping without waiting; the answer moves `lastHeard`.
+    func ping()
+    /// When a frame of any kind (data, ping, pong) last arrived from the member.
+    var lastHeard: ContinuousClock.Instant { get }
 }
 
 /// DESIGN "Forwarding": a forwarded request is answered locally, never forwarded again.

@@ -17,10 +17,23 @@ public final class WebSocket: Sendable {
     /// Binary fragments are delivered as they arrive (a byte stream does not care about framing).
     /// Iterate it once: it is a single-consumer stream.
     public let messages: WebSocketMessages
+    private let heard: FrameArrivals
 
-    init(channel: any Channel, messages: WebSocketMessages) {
+    init(channel: any Channel, messages: WebSocketMessages, heard: FrameArrivals) {
         self.channel = channel
         self.messages = messages
+        self.heard = heard
+    }
+
+    /// When the last frame of any kind (data, ping, pong, close) arrived; the open time until
+    /// then. A quiet link is told from a dead one by pinging and watching this move.
+    public var lastHeard: ContinuousClock.Instant { heard.last }
+
+    /// Sends a ping without waiting: a peer that stopped reading must not hold up the caller
+    /// (whose job is then to notice that `lastHeard` stays put).
+    public func ping() {
+        let frame = WebSocketFrame(fin: true, opcode: .ping, maskKey: .random(), data: ByteBuffer())
+        channel.writeAndFlush(frame, promise: nil)
     }
 
     public func send(binary bytes: [UInt8]) async throws {
@@ -53,6 +66,7 @@ public final class WebSocket: Sendable {
         let channel = try await connector.connect { _ in }
         let (messages, continuation) = AsyncStream.makeStream(of: WebSocketMessage.self)
         let window = InboundWindow()
+        let heard = FrameArrivals()
         let endpoint = connector.endpoint
         let host = connector.hostHeader
         let upgraded: EventLoopFuture<Void> = channel.eventLoop.flatSubmit {
@@ -61,7 +75,7 @@ public final class WebSocket: Sendable {
                 do {
                     let ops = channel.pipeline.syncOperations
                     ops.removeHandler(context: try ops.context(name: UpgradeRefusalHandler.name), promise: nil)
-                    try ops.addHandler(WebSocketStreamHandler(continuation, window: window))
+                    try ops.addHandler(WebSocketStreamHandler(continuation, window: window, heard: heard))
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
@@ -92,8 +106,17 @@ public final class WebSocket: Sendable {
             try? await channel.close()
             throw error
         }
-        return WebSocket(channel: channel, messages: WebSocketMessages(stream: messages, window: window, channel: channel))
+        heard.mark()
+        return WebSocket(channel: channel, messages: WebSocketMessages(stream: messages, window: window, channel: channel), heard: heard)
     }
+}
+
+/// The instant the last frame arrived, written on the event loop and read by whoever judges the
+/// link's liveness.
+final class FrameArrivals: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+    func mark() { instant.withLock { $0 = .now } }
+    var last: ContinuousClock.Instant { instant.withLock { $0 } }
 }
 
 /// Received messages, with flow control: `WebSocketStreamHandler` stops reading from the socket
@@ -223,12 +246,14 @@ final class WebSocketStreamHandler: ChannelDuplexHandler {
 
     private let continuation: AsyncStream<WebSocketMessage>.Continuation
     private let window: InboundWindow
+    private let heard: FrameArrivals
     private var closeSent = false
     private var fragmentedText: [UInt8]?
 
-    init(_ continuation: AsyncStream<WebSocketMessage>.Continuation, window: InboundWindow) {
+    init(_ continuation: AsyncStream<WebSocketMessage>.Continuation, window: InboundWindow, heard: FrameArrivals) {
         self.continuation = continuation
         self.window = window
+        self.heard = heard
     }
 
     private func deliver(_ message: WebSocketMessage, _ context: ChannelHandlerContext) {
@@ -250,6 +275,7 @@ final class WebSocketStreamHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         let payload = frame.unmaskedData
+        heard.mark()
         switch frame.opcode {
         case .binary:
             deliver(.binary(Array(buffer: payload)), context)
