@@ -111,6 +111,54 @@ import Testing
         #expect(none.start.isEmpty && none.stop.isEmpty)
     }
 
+    @Test func aLinkIsDeadAfterItsMissedPingsOnlyAndAnyFrameRevivesIt() {
+        let t0 = ContinuousClock.now
+        var link = LinkLiveness(missedLimit: 3, openedAt: t0)
+        // The pong to the first ping.
+        #expect(link.tick(lastHeard: t0 + .milliseconds(3)) == .ping)
+        #expect(link.missed == 0)
+        // Two silent intervals: still alive.
+        #expect(link.tick(lastHeard: t0 + .milliseconds(3)) == .ping)
+        #expect(link.tick(lastHeard: t0 + .milliseconds(3)) == .ping)
+        #expect(link.missed == 2)
+        // Any frame (an event as much as a pong) starts the count again.
+        #expect(link.tick(lastHeard: t0 + .seconds(2)) == .ping)
+        #expect(link.missed == 0)
+        #expect(link.tick(lastHeard: t0 + .seconds(2)) == .ping)
+        #expect(link.tick(lastHeard: t0 + .seconds(2)) == .ping)
+        #expect(link.tick(lastHeard: t0 + .seconds(2)) == .dead(missed: 3))
+        // A link nothing ever came back on is dead after exactly the limit.
+        var mute = LinkLiveness(missedLimit: 2, openedAt: t0)
+        #expect(mute.tick(lastHeard: t0) == .ping)
+        #expect(mute.tick(lastHeard: t0) == .dead(missed: 2))
+    }
+
+    @Test func pingTimingIsProductionUnlessTheEnvironmentSetsAnInterval() {
+        #expect(EventLinkTiming.production.pingInterval == .seconds(5))
+        #expect(EventLinkTiming.production.deadAfter == .seconds(15))
+        #expect(EventLinkTiming(environment: [:]) == .production)
+        let fast = EventLinkTiming(environment: [EventLinkTiming.intervalVariable: "1000"])
+        #expect(fast.pingInterval == .seconds(1) && fast.missedPings == 3 && fast.deadAfter == .seconds(3))
+        for bad in ["", "abc", "10", "-5", "1.5", "999999999"] {
+            #expect(EventLinkTiming(environment: [EventLinkTiming.intervalVariable: bad]) == .production, "\(bad)")
+        }
+    }
+
+    @Test func theMissedEventsNoticeNamesTheMemberAndTheSpan() throws {
+        let from = Date(timeIntervalSince1970: 1_800_000_000)
+        let to = from.addingTimeInterval(17.25)
+        let notice = EventRelayPolicy.missedEventsNotice(member: "m3", from: from, to: to, location: "m1")
+        #expect(notice.type == "logging" && notice.location == "m1" && notice.project == "default")
+        let (start, end) = (OperationRegistry.timestamp(from), OperationRegistry.timestamp(to))
+        #expect(notice.timestamp == end)
+        #expect(notice.metadata["level"]?.stringValue == "warning")
+        #expect(notice.metadata["context"] == .object(["member": .string("m3"), "from": .string(start), "to": .string(end)]))
+        let message = try #require(notice.metadata["message"]?.stringValue)
+        #expect(message.hasPrefix("Events from member m3 between \(start) and \(end) may have been missed"), "\(message)")
+        // lxdctl monitor prints it like any log record.
+        #expect(EventText.line(notice) == "\(end) m1 logging warning \(message)")
+    }
+
     @Test func prettyLinesNameWhatHappenedWhere() {
         let lifecycle = Event(type: "lifecycle", timestamp: "T", metadata: LifecycleEvent(
             action: .instanceStopped, source: "/1.0/instances/c1", name: "c1", context: ["stateful": .bool(true)]).jsonValue, location: "m3")
@@ -181,6 +229,23 @@ final class EventTests {
 
     deinit {
         for a in agents.reversed() { a.destroy() }
+    }
+
+    /// `joiner` joins through `issuer`; waits until the first `members` agents of `cluster` list that many.
+    static func join(_ joiner: TestAgent, via issuer: TestAgent, cluster: [TestAgent], members: Int) throws {
+        let out = try issuer.ok(["cluster", "add", joiner.name])
+        let token = try #require(out.split(separator: "\n").last.map(String.init))
+        let join = try joiner.ctl(["cluster", "join", token])
+        try #require(join.status == 0, "join \(joiner.name): \(join.stderr)\n\(joiner.logTail())")
+        for a in cluster.prefix(members) {
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline, (try? a.ok(["cluster", "list", "--format", "csv"]).split(separator: "\n").count) != members { usleep(100_000) }
+        }
+    }
+
+    /// Lines of `agent`'s log holding every one of `words`.
+    static func logLines(_ agent: TestAgent, containing words: [String]) -> [String] {
+        agent.logTail(Int.max).split(separator: "\n").map(String.init).filter { line in words.allSatisfy { line.contains($0) } }
     }
 
     @Test func aLaunchIsSeenAsLifecycleAndOperationEvents() async throws {
@@ -288,14 +353,7 @@ final class EventTests {
         agents = m
         let (m1, m2, m3) = (m[0], m[1], m[2])
         func join(_ joiner: TestAgent, via issuer: TestAgent, members: Int) throws {
-            let out = try issuer.ok(["cluster", "add", joiner.name])
-            let token = try #require(out.split(separator: "\n").last.map(String.init))
-            let join = try joiner.ctl(["cluster", "join", token])
-            try #require(join.status == 0, "join \(joiner.name): \(join.stderr)\n\(joiner.logTail())")
-            for a in m.prefix(members) {
-                let deadline = Date().addingTimeInterval(30)
-                while Date() < deadline, (try? a.ok(["cluster", "list", "--format", "csv"]).split(separator: "\n").count) != members { usleep(100_000) }
-            }
+            try Self.join(joiner, via: issuer, cluster: m, members: members)
         }
         try join(m2, via: m1, members: 2)
         let c1 = LXDClient.unixSocket(m1.socket)
@@ -376,5 +434,115 @@ final class EventTests {
         await whole.close()
         await ownOnly.close()
         print("events test: body done at \(String(format: "%.1f", Date().timeIntervalSince(begun))) s")
+    }
+
+    /// A frozen member (SIGSTOP: its kernel keeps the connection open, it says nothing) is found
+    /// out by the relay's pings, declared dead and re-dialled; once it runs again its events reach
+    /// the watcher, right after one notice that events from it may have been missed. A frozen
+    /// watcher is dropped by the member serving it.
+    @Test func aFrozenMemberIsDeclaredDeadAndItsGapAnnounced() async throws {
+        // Members started here ping every second: dead after 3-4 s of silence, not 15-20.
+        setenv(EventLinkTiming.intervalVariable, "1000", 1)
+        defer { unsetenv(EventLinkTiming.intervalVariable) }
+        let begun = Date()
+        let m = try (1...3).map { n in try TestAgent(name: "m\(n)", httpsAddress: "127.0.0.\(n):\(TestAgent.freePort())") }
+        agents = m
+        let (m1, m2, m3) = (m[0], m[1], m[2])
+        try Self.join(m2, via: m1, cluster: m, members: 2)
+        try Self.join(m3, via: m1, cluster: m, members: 3)
+        print("frozen-member test: cluster formed in \(String(format: "%.1f", Date().timeIntervalSince(begun))) s")
+
+        // Lifecycle and operation events only: the notice must reach such a watcher too.
+        let watcher = try await Watcher(LXDClient.unixSocket(m1.socket))
+        try m3.importBusybox(alias: "bb")
+        let c3 = LXDClient.unixSocket(m3.socket)
+        let fingerprint = try await c3.resolveImage("bb")
+        var probes = 0
+        /// Creates an alias on m3 (an event located there) until the watcher has one; the alias seen.
+        func m3Reaches(within seconds: Double) async -> String? {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                probes += 1
+                let alias = "probe-\(probes)"
+                guard (try? await c3.createImageAlias(alias, target: fingerprint)) != nil else {
+                    try? await Task.sleep(for: .milliseconds(300))
+                    continue
+                }
+                let seen = Date().addingTimeInterval(1.5)
+                while Date() < seen {
+                    if await watcher.log.events.contains(where: { $0.isLifecycle(.imageAliasCreated, "/1.0/images/aliases/\(alias)") && $0.location == "m3" }) {
+                        return alias
+                    }
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            return nil
+        }
+        try #require(await m3Reaches(within: 20) != nil, "no events from m3 reached the watcher on m1")
+
+        // A second watcher, lxdctl monitor, to be frozen along with m3.
+        let monitor = Process()
+        monitor.executableURL = URL(fileURLWithPath: Paths.lxdctl)
+        monitor.arguments = ["monitor", "--type", "lifecycle"]
+        monitor.environment = ProcessInfo.processInfo.environment.merging(m1.env) { $1 }
+        monitor.standardOutput = FileHandle.nullDevice
+        monitor.standardError = FileHandle.nullDevice
+        try monitor.run()
+        defer { kill(monitor.processIdentifier, SIGKILL); monitor.waitUntilExit() }
+        try await Task.sleep(for: .seconds(1))
+
+        let deadBefore = Self.logLines(m1, containing: ["event relay from member declared dead", "from=m3"]).count
+        let droppedBefore = Self.logLines(m1, containing: ["event watcher stopped answering pings", "watcher=client"]).count
+        let pid = try #require(m3.process?.processIdentifier)
+        kill(pid, SIGSTOP)
+        kill(monitor.processIdentifier, SIGSTOP)
+        var frozen = true
+        defer { if frozen { kill(pid, SIGCONT) } }
+        let stopped = Date()
+        var declaredAfter: Double?
+        var droppedAfter: Double?
+        while Date().timeIntervalSince(stopped) < 15, declaredAfter == nil || droppedAfter == nil {
+            if declaredAfter == nil, Self.logLines(m1, containing: ["event relay from member declared dead", "from=m3"]).count > deadBefore {
+                declaredAfter = Date().timeIntervalSince(stopped)
+            }
+            if droppedAfter == nil, Self.logLines(m1, containing: ["event watcher stopped answering pings", "watcher=client"]).count > droppedBefore {
+                droppedAfter = Date().timeIntervalSince(stopped)
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(declaredAfter != nil, "m1 did not declare its relay from frozen m3 dead; log:\n\(m1.logTail())")
+        #expect(droppedAfter != nil, "m1 did not drop the frozen lxdctl monitor; log:\n\(m1.logTail())")
+        print("frozen-member test: relay from m3 declared dead \(declaredAfter.map { String(format: "%.1f", $0) } ?? "never") s after SIGSTOP, "
+              + "frozen monitor dropped after \(droppedAfter.map { String(format: "%.1f", $0) } ?? "never") s (ping 1 s, 3 misses)")
+
+        kill(pid, SIGCONT)
+        frozen = false
+        let resumed = Date()
+        let alias = await m3Reaches(within: 20)
+        #expect(alias != nil, "events from m3 did not resume after SIGCONT; m1 log:\n\(m1.logTail())")
+        print("frozen-member test: m3's events reach the watcher again \(String(format: "%.1f", Date().timeIntervalSince(resumed))) s after SIGCONT")
+
+        let events = await watcher.log.events
+        let notices = events.indices.filter { events[$0].type == "logging" && events[$0].metadata["context"]?["member"]?.stringValue == "m3" }
+        #expect(notices.count == 1, "missed-events notices for m3: \(notices.map { events[$0].metadata })")
+        if let first = notices.first, let alias {
+            let notice = events[first]
+            #expect(notice.location == "m1")
+            let message = notice.metadata["message"]?.stringValue ?? ""
+            #expect(message.contains("Events from member m3 between") && message.contains("may have been missed"), "\(message)")
+            let (from, to) = (notice.metadata["context"]?["from"]?.stringValue ?? "", notice.metadata["context"]?["to"]?.stringValue ?? "")
+            #expect(!from.isEmpty && from < to, "\(from) .. \(to)")
+            // The gap starts before the freeze was noticed and ends after the member ran again.
+            #expect(to >= OperationRegistry.timestamp(resumed.addingTimeInterval(-1)), "notice ends at \(to), SIGCONT at \(resumed)")
+            let back = try #require(events.firstIndex { $0.isLifecycle(.imageAliasCreated, "/1.0/images/aliases/\(alias)") })
+            #expect(first < back, "the notice came after m3's first event since it resumed")
+        }
+        let relayLines = Self.logLines(m1, containing: ["event relay from member", "from=m3"])
+        #expect(relayLines.contains { $0.contains("re-established") })
+        print("frozen-member test: m1 logged\n" + relayLines.joined(separator: "\n"))
+        #expect(await !watcher.log.ended)
+        await watcher.close()
+        _ = m2
+        print("frozen-member test: body done at \(String(format: "%.1f", Date().timeIntervalSince(begun))) s")
     }
 }
