@@ -269,8 +269,9 @@ struct EventRelay: Sendable {
         }
     }
 
-    /// Opens the member's events websocket, giving up after `timing.deadAfter`: a frozen member's
-    /// kernel accepts the connection, and the handshake then waits for as long as it is frozen.
+    /// Opens the member's events websocket, giving up after `timing.deadAfter`: the connection
+    /// and TLS handshake have time limits of their own, but the answer to the upgrade does not,
+    /// and a member that freezes after the handshake would hold the dial for as long as it is frozen.
     private func dial(_ member: String) async throws -> any ForwardedWebSocket {
         let (forwarder, target) = (self.forwarder, self.target)
         let opening = Task { try await forwarder.openWebSocket(target: target, to: .name(member)) }

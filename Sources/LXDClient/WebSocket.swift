@@ -47,11 +47,12 @@ public final class WebSocket: Sendable {
     /// Starts the close handshake (status 1000) and waits, at most `timeout`, for the peer to
     /// answer and the connection to end; then closes it regardless.
     public func close(timeout: TimeAmount = .seconds(2)) async {
+        let channel = self.channel
+        // Armed before sending: a peer that stopped reading may never let the close frame out.
+        let deadline = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
         var payload = ByteBuffer()
         payload.writeInteger(UInt16(1000))
         try? await send(opcode: .connectionClose, payload)
-        let channel = self.channel
-        let deadline = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
         try? await channel.closeFuture.get()
         deadline.cancel()
     }
