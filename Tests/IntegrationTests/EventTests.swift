@@ -370,11 +370,22 @@ final class EventTests {
         // Relays come up in the background (m3's once the member list shows it): probe with alias
         // events on m2 and m3 until both arrive.
         var probes = 0
+        // Retried: right after a join the database leader may move, and a commit whose outcome
+        // is unknown is reported rather than re-run (the probe only needs some event).
         func probe(_ member: TestAgent) async throws -> String {
-            probes += 1
-            let name = "probe-\(member.name)-\(probes)"
-            try await LXDClient.unixSocket(member.socket).createImageAlias(name, target: fingerprint)
-            return name
+            var attempt = 0
+            while true {
+                probes += 1
+                attempt += 1
+                let name = "probe-\(member.name)-\(probes)"
+                do {
+                    try await LXDClient.unixSocket(member.socket).createImageAlias(name, target: fingerprint)
+                    return name
+                } catch where attempt < 5 {
+                    print("events: probe on \(member.name) failed, retrying: \(error)")
+                    try await Task.sleep(for: .milliseconds(300))
+                }
+            }
         }
         let watching = Date()
         for member in [m2, m3] {
