@@ -1,12 +1,16 @@
 import Dqlite
 import Foundation
 import Logging
+import Synchronization
 
 /// The cluster's replicated state: our schema on a dqlite database, reached through a pool of leader connections.
 public final class ClusterDB: Sendable {
     public let pool: DqlitePool
     public let retry: RetryPolicy
     private let logger: Logger
+    /// Whether the schema has `transaction_marks` (set once migrated; older schemas, and test
+    /// schemas without it, throw `outcomeUnknown` as before).
+    private let marksAvailable = Atomic<Bool>(false)
 
     private init(pool: DqlitePool, retry: RetryPolicy, logger: Logger) {
         self.pool = pool
@@ -52,32 +56,52 @@ public final class ClusterDB: Sendable {
     /// Any error thrown by `body` rolls back and is rethrown. The whole body is
     /// run again (so it must be free of side effects outside the transaction)
     /// when the attempt provably did not apply: SQLITE_BUSY, a not-leader answer,
-    /// or a lost connection before COMMIT. A COMMIT that fails with leadership
-    /// lost or a dropped connection throws `ClusterDBError.outcomeUnknown`.
+    /// or a lost connection before COMMIT.
+    ///
+    /// A COMMIT cut by a leadership change or a dropped connection may or may not have applied.
+    /// Each attempt writes a random mark in the same transaction (`transaction_marks`), so the
+    /// leader that follows answers which: applied → the attempt's value is returned; not applied →
+    /// the body runs again. Only when that question cannot be answered either is
+    /// `ClusterDBError.outcomeUnknown` thrown.
     @discardableResult
     public func transaction<T: Sendable>(_ body: @Sendable (Transaction) throws -> T) async throws -> T {
         try await transaction(rerunWhenOutcomeUnknown: false, body)
     }
 
     /// A transaction whose second run leaves the same state as one run (reads, upserts, guarded
-    /// migrations): a COMMIT with unknown outcome is simply run again, as leadership changes while
-    /// members start together make that common.
+    /// migrations): a COMMIT with unknown outcome is simply run again, without a mark. Usable
+    /// before the schema is migrated.
     @discardableResult
     public func idempotentTransaction<T: Sendable>(_ body: @Sendable (Transaction) throws -> T) async throws -> T {
         try await transaction(rerunWhenOutcomeUnknown: true, body)
     }
 
     private func transaction<T: Sendable>(rerunWhenOutcomeUnknown: Bool, _ body: @Sendable (Transaction) throws -> T) async throws -> T {
+        let marked = !rerunWhenOutcomeUnknown && marksAvailable.load(ordering: .relaxed)
         var attempt = 0
         while true {
             attempt += 1
+            let mark = marked ? TransactionMark.new() : nil
+            // The value of an attempt whose COMMIT outcome turns out unknown.
+            let pending = PendingValue<T>()
             do {
                 return try await pool.withConnection { connection in
-                    try Self.runOnce(connection, body)
+                    try Self.runOnce(connection, body, mark: mark, pending: pending)
                 }
             } catch ClusterDBError.outcomeUnknown(let what) where rerunWhenOutcomeUnknown && attempt < retry.maxAttempts {
                 logger.debug("re-running an idempotent transaction whose COMMIT outcome is unknown", metadata: ["error": "\(what)"])
                 try await Task.sleep(for: retry.maxDelay)
+            } catch ClusterDBError.outcomeUnknown(let what) where mark != nil && attempt < retry.maxAttempts {
+                let token = mark!.token
+                let applied: Bool
+                do {
+                    applied = try await idempotentTransaction { tx in try tx.transactionMarkExists(token) }
+                } catch {
+                    throw ClusterDBError.outcomeUnknown("\(what); asking the next leader whether it applied failed too: \(error)")
+                }
+                logger.notice("transaction COMMIT outcome was unknown; the next leader answered", metadata: [
+                    "applied": "\(applied)", "error": "\(what)"])
+                if applied, let value = pending.value.withLock({ $0 }) { return value }
             } catch {
                 switch retry.decision(after: error, attempt: attempt, jitter: Double.random(in: 0...1)) {
                 case .retry(let delay):
@@ -93,11 +117,14 @@ public final class ClusterDB: Sendable {
         }
     }
 
-    private static func runOnce<T>(_ connection: DqliteConnection, _ body: (Transaction) throws -> T) throws -> T {
+    private static func runOnce<T>(_ connection: DqliteConnection, _ body: (Transaction) throws -> T,
+                                   mark: TransactionMark?, pending: PendingValue<T>) throws -> T {
         try connection.exec("BEGIN")
         let value: T
         do {
-            value = try body(Transaction(connection: connection))
+            let tx = Transaction(connection: connection)
+            value = try body(tx)
+            if let mark { try tx.writeTransactionMark(mark) }
         } catch {
             rollback(connection)
             throw error
@@ -116,6 +143,7 @@ public final class ClusterDB: Sendable {
                 throw error
             default:
                 connection.close()
+                pending.value.withLock { $0 = value }
                 throw ClusterDBError.outcomeUnknown("COMMIT on \(connection.address) failed: \(error)")
             }
         }
@@ -157,5 +185,7 @@ public final class ClusterDB: Sendable {
             }
             if applied { logger.info("applied schema migration", metadata: ["version": "\(migration.version)"]) }
         }
+        let marks = try await idempotentTransaction { tx in try tx.hasTransactionMarks() }
+        marksAvailable.store(marks, ordering: .relaxed)
     }
 }

@@ -152,6 +152,12 @@ extension Migration {
         Migration(version: 6, statements: [
             "ALTER TABLE instances ADD COLUMN claimed INTEGER NOT NULL DEFAULT 1",
         ]),
+        // One random mark per write transaction, written inside it: after a COMMIT cut by a
+        // leadership change, the next leader tells whether it applied (ClusterDB.transaction).
+        Migration(version: 7, statements: [
+            "CREATE TABLE transaction_marks (token TEXT PRIMARY KEY, written_at INTEGER NOT NULL)",
+            "CREATE INDEX transaction_marks_written_at ON transaction_marks (written_at)",
+        ]),
     ]
 
     static let createSchemaTable = """
