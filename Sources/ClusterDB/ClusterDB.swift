@@ -92,10 +92,14 @@ public final class ClusterDB: Sendable {
                 logger.debug("re-running an idempotent transaction whose COMMIT outcome is unknown", metadata: ["error": "\(what)"])
                 try await Task.sleep(for: retry.maxDelay)
             } catch ClusterDBError.outcomeUnknown(let what) where mark != nil && attempt < retry.maxAttempts {
+                // Only a transaction that wrote left a mark (and a value to return).
+                guard pending.value.withLock({ $0 != nil }) else { throw ClusterDBError.outcomeUnknown(what) }
                 let token = mark!.token
                 let applied: Bool
                 do {
-                    applied = try await idempotentTransaction { tx in try tx.transactionMarkExists(token) }
+                    applied = try await answerWithin(Self.markLookupLimit) {
+                        try await self.idempotentTransaction { tx in try tx.transactionMarkExists(token) }
+                    }
                 } catch {
                     throw ClusterDBError.outcomeUnknown("\(what); asking the next leader whether it applied failed too: \(error)")
                 }
@@ -117,14 +121,39 @@ public final class ClusterDB: Sendable {
         }
     }
 
+    /// How long a writer waits for a next leader to say whether its cut COMMIT applied: an
+    /// election takes about a second here; without a quorum none will answer, and the writer
+    /// should hear so rather than wait the pool's whole leader timeout.
+    static let markLookupLimit: Duration = .seconds(5)
+
+    /// `work`'s result, or `ClusterDBError.outcomeUnknown` once `limit` passes (work is cancelled).
+    private func answerWithin<V: Sendable>(_ limit: Duration, _ work: @escaping @Sendable () async throws -> V) async throws -> V {
+        try await withThrowingTaskGroup(of: V?.self) { group in
+            group.addTask { try await work() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw ClusterDBError.outcomeUnknown("no leader answered within \(limit)")
+            }
+            return value
+        }
+    }
+
     private static func runOnce<T>(_ connection: DqliteConnection, _ body: (Transaction) throws -> T,
                                    mark: TransactionMark?, pending: PendingValue<T>) throws -> T {
         try connection.exec("BEGIN")
         let value: T
+        var marked = false
         do {
             let tx = Transaction(connection: connection)
             value = try body(tx)
-            if let mark { try tx.writeTransactionMark(mark) }
+            if let mark, tx.writes.wrote {
+                try tx.writeTransactionMark(mark)
+                marked = true
+            }
         } catch {
             rollback(connection)
             throw error
@@ -143,7 +172,7 @@ public final class ClusterDB: Sendable {
                 throw error
             default:
                 connection.close()
-                pending.value.withLock { $0 = value }
+                if marked { pending.value.withLock { $0 = value } }
                 throw ClusterDBError.outcomeUnknown("COMMIT on \(connection.address) failed: \(error)")
             }
         }

@@ -5,6 +5,8 @@ import Foundation
 /// that received it; each call is a blocking round trip to the leader.
 public struct Transaction {
     let connection: DqliteConnection
+    /// Whether `exec` ran: only a transaction that wrote leaves a mark (a read stays off the raft log).
+    let writes = WriteFlag()
 
     init(connection: DqliteConnection) {
         self.connection = connection
@@ -12,12 +14,14 @@ public struct Transaction {
 
     @discardableResult
     public func exec(_ sql: String, _ params: DqliteValue...) throws -> DqliteExecResult {
-        try connection.exec(sql, params)
+        writes.wrote = true
+        return try connection.exec(sql, params)
     }
 
     @discardableResult
     public func exec(_ sql: String, params: [DqliteValue]) throws -> DqliteExecResult {
-        try connection.exec(sql, params)
+        writes.wrote = true
+        return try connection.exec(sql, params)
     }
 
     public func query(_ sql: String, _ params: DqliteValue...) throws -> DqliteRows {
@@ -27,6 +31,11 @@ public struct Transaction {
     public func query(_ sql: String, params: [DqliteValue]) throws -> DqliteRows {
         try connection.query(sql, params)
     }
+}
+
+/// Set by a transaction's first `exec`; confined, like the transaction, to the body's thread.
+final class WriteFlag {
+    var wrote = false
 }
 
 // A transaction is bound to the thread running the body; it must not escape to other tasks.
