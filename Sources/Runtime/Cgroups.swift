@@ -77,6 +77,7 @@ struct Cgroups: Sendable {
     /// task was reaped, and an exec helper (outside the container's pid namespace) can still
     /// be in it: stragglers are killed, EBUSY is retried for up to ~2 s.
     func remove(_ name: String) throws(RuntimeError) {
+        reclaimMemory(name)
         for dir in directories(name) {
             var attempts = 0
             while rmdir(dir) != 0 {
@@ -89,6 +90,20 @@ struct Cgroups: Sendable {
                 }
                 usleep(5_000)
             }
+        }
+    }
+
+    /// Pages the container touched (the shared image layer's page cache among them) stay charged
+    /// to its memory group after rmdir, and the group lingers in the kernel as a dying cgroup until
+    /// they are reclaimed: after a few thousand launches and deletes here, 2,700 of them slowed
+    /// 1,000-instance launches from 52 to 40 per second. Reclaiming first lets the group go at
+    /// once. Best effort: a group still holding a task refuses, and the rmdir below deals with that.
+    private func reclaimMemory(_ name: String) {
+        guard let dir = layout.directory(of: "memory", relative: relative(name)), access(dir, F_OK) == 0 else { return }
+        if layout.usesV2 {
+            _ = try? writeString(dir + "/memory.reclaim", "\(Int64(1) << 40)")
+        } else {
+            _ = try? writeString(dir + "/memory.force_empty", "0")
         }
     }
 
