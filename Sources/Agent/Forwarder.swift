@@ -76,9 +76,8 @@ final class MemberRequestForwarder: MemberForwarder {
         let outgoing = HTTPRequest(method, request.target, headers: request.headers, body: request.body)
         let answer: HTTPResponse
         if let timeout {
-            // Not a task group: it would wait for the request, which does not stop on cancellation.
             let pending = Task { try await client.transport.send(outgoing) }
-            guard let first = await Self.first(pending, orAfter: timeout) else {
+            guard let first = await Forwarding.first(pending, within: timeout) else {
                 pending.cancel()
                 throw APIError.unavailable("Member \(peer.name) did not answer \(request.method) \(request.target) within \(timeout)")
             }
@@ -87,18 +86,6 @@ final class MemberRequestForwarder: MemberForwarder {
             answer = try await client.transport.send(outgoing)
         }
         return ForwardedResponse(status: answer.status, headers: answer.headers, body: answer.body)
-    }
-
-    /// The task's result, or nil when `timeout` passes first (the task then goes on unobserved).
-    static func first<T: Sendable>(_ task: Task<T, any Error>, orAfter timeout: Duration) async -> Result<T, any Error>? {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>?, Never>) in
-            let once = ResumeFirst(continuation)
-            Task { once.resume(await task.result) }
-            Task {
-                try? await Task.sleep(for: timeout)
-                once.resume(nil)
-            }
-        }
     }
 
     /// Closes the pooled connections to every member (the agent is stopping).
@@ -156,13 +143,6 @@ struct ProxiedWebSocket: ForwardedWebSocket {
     func close() async { await socket.close() }
     func ping() { socket.ping() }
     var lastHeard: ContinuousClock.Instant { socket.lastHeard }
-}
-
-/// Resumes a continuation with the first value offered; later ones are dropped.
-private final class ResumeFirst<T: Sendable>: Sendable {
-    private let continuation: Mutex<CheckedContinuation<T, Never>?>
-    init(_ c: CheckedContinuation<T, Never>) { continuation = Mutex(c) }
-    func resume(_ value: T) { continuation.withLock { c in c?.resume(returning: value); c = nil } }
 }
 
 extension MemberRequestForwarder: ImageTarballFetcher {

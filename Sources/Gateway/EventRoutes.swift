@@ -275,7 +275,7 @@ struct EventRelay: Sendable {
     private func dial(_ member: String) async throws -> any ForwardedWebSocket {
         let (forwarder, target) = (self.forwarder, self.target)
         let opening = Task { try await forwarder.openWebSocket(target: target, to: .name(member)) }
-        guard let result = await EventRelayPolicy.first(opening, within: timing.deadAfter) else {
+        guard let result = await Forwarding.first(opening, within: timing.deadAfter) else {
             opening.cancel()
             // It may open later after all: close it then.
             Task { if let late = try? await opening.value { await late.close() } }
@@ -315,23 +315,6 @@ public enum EventRelayPolicy {
             "level": .string("warning"),
             "context": .object(["member": .string(member), "from": .string(start), "to": .string(end)]),
         ]), location: location)
-    }
-
-    /// The task's result, or nil when `timeout` passes first (the task goes on unobserved) or
-    /// the caller is cancelled.
-    static func first<T: Sendable>(_ task: Task<T, any Error>, within timeout: Duration) async -> Result<T, any Error>? {
-        let (results, continuation) = AsyncStream<Result<T, any Error>?>.makeStream()
-        let waiter = Task { continuation.yield(await task.result) }
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            continuation.yield(nil)
-        }
-        var iterator = results.makeAsyncIterator()
-        let first = await iterator.next() ?? nil
-        continuation.finish()
-        timer.cancel()
-        _ = waiter
-        return first
     }
 
     /// Which relays to start (new members) and stop (members that left).

@@ -78,6 +78,24 @@ public enum Forwarding {
     /// How long a member may take to report the live state of its instances in a list or get.
     public static let stateTimeout: Duration = .seconds(2)
 
+    /// The task's result, or nil when `timeout` passes first (the task goes on unobserved: the
+    /// caller decides whether to cancel it; a request in flight does not stop on cancellation,
+    /// which is why this is not a task group that would wait for it) or the caller is cancelled.
+    public static func first<T: Sendable>(_ task: Task<T, any Error>, within timeout: Duration) async -> Result<T, any Error>? {
+        let (results, continuation) = AsyncStream<Result<T, any Error>?>.makeStream()
+        let waiter = Task { continuation.yield(await task.result) }
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            continuation.yield(nil)
+        }
+        var iterator = results.makeAsyncIterator()
+        let first = await iterator.next() ?? nil
+        continuation.finish()
+        timer.cancel()
+        _ = waiter
+        return first
+    }
+
     /// Where a request must go, decided from its method, path and `target` alone (pure).
     public enum Route: Equatable, Sendable {
         /// `/1.0/instances/NAME...`: wherever NAME lives.
