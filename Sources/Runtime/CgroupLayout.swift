@@ -34,24 +34,18 @@ public struct CgroupLayout: Sendable, Equatable {
     public static func parse(mountinfo: String) throws(RuntimeError) -> CgroupLayout {
         var v1: [String: String] = [:]
         var unified: String?
-        for line in mountinfo.split(separator: "\n") {
-            let halves = line.components(separatedBy: " - ")
-            guard halves.count == 2 else { continue }
-            let pre = halves[0].split(separator: " ")
-            let post = halves[1].split(separator: " ")
-            guard pre.count >= 5, post.count >= 3 else { continue }
-            let mountPoint = unescape(String(pre[4]))
+        for (mountPoint, fsType, options) in mounts(mountinfo) {
             // A hierarchy can be mounted more than once (CRIU mounts them again in a temporary
             // "cgyard" during a restore): keep the first mount, and prefer /sys/fs/cgroup.
             func better(_ new: String, than old: String?) -> Bool {
                 guard let old else { return true }
                 return !old.hasPrefix("/sys/fs/cgroup/") && old != "/sys/fs/cgroup" && new.hasPrefix("/sys/fs/cgroup")
             }
-            switch post[0] {
+            switch fsType {
             case "cgroup2":
                 if better(mountPoint, than: unified) { unified = mountPoint }
             case "cgroup":
-                for opt in post[2].split(separator: ",") where v1Controllers.contains(String(opt)) {
+                for opt in options where v1Controllers.contains(opt) {
                     if better(mountPoint, than: v1[String(opt)]) { v1[String(opt)] = mountPoint }
                 }
             default: continue
@@ -71,15 +65,19 @@ public struct CgroupLayout: Sendable, Equatable {
     /// for an RCU grace period: 3 ms on an idle 2-core host, 12-19 ms while it relays traffic.
     public static func favorsDynamicMoves(mountinfo: String, unified: String?) -> Bool? {
         guard let unified else { return nil }
-        for line in mountinfo.split(separator: "\n") {
+        return mounts(mountinfo).first { $0.fsType == "cgroup2" && $0.mountPoint == unified }.map { $0.options.contains("favordynmods") }
+    }
+
+    /// Mount point, filesystem type and super-block options of each mountinfo line.
+    private static func mounts(_ mountinfo: String) -> [(mountPoint: String, fsType: String, options: [String])] {
+        mountinfo.split(separator: "\n").compactMap { line in
             let halves = line.components(separatedBy: " - ")
-            guard halves.count == 2 else { continue }
+            guard halves.count == 2 else { return nil }
             let pre = halves[0].split(separator: " ")
             let post = halves[1].split(separator: " ")
-            guard pre.count >= 5, post.count >= 3, post[0] == "cgroup2", unescape(String(pre[4])) == unified else { continue }
-            return post[2].split(separator: ",").contains("favordynmods")
+            guard pre.count >= 5, post.count >= 3 else { return nil }
+            return (unescape(String(pre[4])), String(post[0]), post[2].split(separator: ",").map(String.init))
         }
-        return nil
     }
 
     /// True when limits go through the cgroup2 hierarchy (pure v2). In a hybrid layout the

@@ -65,9 +65,9 @@ public final class ContainerRuntime: Sendable {
         guard access(helperPath, X_OK) == 0 else {
             throw .invalid("helper \(helperPath) is missing or not executable (build the lxd-start product)")
         }
-        cgroupLayout = try HostProbe.cgroupLayout()
-        if let mountinfo = try? readString("/proc/self/mountinfo"),
-           CgroupLayout.favorsDynamicMoves(mountinfo: mountinfo, unified: cgroupLayout.unified) == false {
+        let mountinfo = try readString("/proc/self/mountinfo")
+        cgroupLayout = try CgroupLayout.parse(mountinfo: mountinfo)
+        if CgroupLayout.favorsDynamicMoves(mountinfo: mountinfo, unified: cgroupLayout.unified) == false {
             logger.notice("cgroup2 is mounted without favordynmods: each container start and exec waits for an RCU grace period (3-20 ms); see docs/clustering.md to remount it",
                           metadata: ["mount": "\(cgroupLayout.unified ?? "")"])
         }
