@@ -259,7 +259,7 @@ public enum Agent {
                                 "instances_create_count", "instances_scheduler_policy", "cluster_member_resources"]
 
     /// This binary's version as members compare it (schema and API extensions).
-    static let memberVersion = MemberVersion(schema: Migration.all.map(\.version).max() ?? 0, apiExtensions: apiExtensions.count)
+    static let memberVersion = MemberVersion(migrations: Migration.all, apiExtensions: apiExtensions.count)
 
     static func serverInfo(member: String, clustered: Bool) -> Server {
         var uts = utsname()

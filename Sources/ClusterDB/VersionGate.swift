@@ -16,6 +16,11 @@ public struct MemberVersion: Sendable, Equatable, Comparable, CustomStringConver
         (a.schema, a.apiExtensions) < (b.schema, b.apiExtensions)
     }
 
+    /// A binary's version: the newest of the migrations it carries, and its API extension count.
+    public init(migrations: [Migration], apiExtensions: Int) {
+        self.init(schema: migrations.map(\.version).max() ?? 0, apiExtensions: apiExtensions)
+    }
+
     public var description: String { "schema \(schema), \(apiExtensions) API extensions" }
 }
 
@@ -50,7 +55,7 @@ extension ClusterDB {
         name: String, address: String, apiExtensions: Int, pool: DqlitePool, logger: Logger,
         migrations: [Migration] = Migration.all, pollInterval: Duration = .seconds(2)
     ) async throws -> (db: ClusterDB, memberID: Int64) {
-        let own = MemberVersion(schema: migrations.map(\.version).max() ?? 0, apiExtensions: apiExtensions)
+        let own = MemberVersion(migrations: migrations, apiExtensions: apiExtensions)
         let db = try await openUnmigrated(pool: pool, logger: logger)
         let current = try await db.idempotentTransaction { tx in
             try tx.exec(Migration.createSchemaTable)
