@@ -3,6 +3,7 @@ import Gateway
 import Identity
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// The HTTPS address serving only database peer links while this member opens its database.
 ///
@@ -12,12 +13,20 @@ import ServiceLifecycle
 /// carries the links meanwhile; it is stopped before the full listener binds the same address.
 final class DatabaseLinkListener: Sendable {
     private let task: Task<Void, any Error>
+    private let links: OpenLinks
+    private let silent: SilentConnections
     private let logger: Logger
 
-    private init(task: Task<Void, any Error>, logger: Logger) {
+    private init(task: Task<Void, any Error>, links: OpenLinks, silent: SilentConnections, logger: Logger) {
         self.task = task
+        self.links = links
+        self.silent = silent
         self.logger = logger
     }
+
+    /// How long a connection may take to send its first bytes after it is accepted: a little
+    /// longer than raft's dial timeout (BridgedPeerDialer), after which the dialer has given up.
+    static let firstBytesDeadline: Duration = .seconds(3)
 
     /// Starts the listener when this member has peers and an HTTPS address; nil otherwise.
     static func start(https: (host: String, port: Int)?, peers: [LocalPeer], directory: PeerDirectory, identity: TLSIdentity,
@@ -27,22 +36,73 @@ final class DatabaseLinkListener: Sendable {
         // expected here, so its own logs are kept quiet and a real failure is logged by stop().
         var quiet = logger
         quiet.logLevel = .critical
+        let links = OpenLinks()
+        let silent = SilentConnections()
         let service = try APIServer.databaseLinkService(
             isMember: { directory.contains(fingerprint: $0) },
-            serve: { stream in await DqlitePeerService.serve(stream, bindAddress: bindAddress, logger: logger) },
-            identity: identity, host: https.host, port: https.port, logger: quiet)
+            serve: { stream in
+                await links.serve(stream) { await DqlitePeerService.serve($0, bindAddress: bindAddress, logger: logger) }
+            },
+            identity: identity, host: https.host, port: https.port, firstBytes: firstBytesDeadline, silent: silent, logger: quiet)
         let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: quiet))
         logger.debug("database link listener started", metadata: ["address": "\(https.host):\(https.port)"])
-        return DatabaseLinkListener(task: Task { try await group.run() }, logger: logger)
+        return DatabaseLinkListener(task: Task { try await group.run() }, links: links, silent: silent, logger: logger)
     }
 
-    /// Stops listening (links already open end with it; raft reconnects through the full listener).
+    /// Stops listening and ends the links still open (raft re-dials them through the full listener).
+    ///
+    /// The server's graceful shutdown waits for every connection it accepted, so it is told to
+    /// drop them: open peer links, and connections that have not sent anything yet (a peer's
+    /// dial in progress, or one its dialer gave up on, would otherwise hold it for their deadline).
     func stop() async {
+        let started = ContinuousClock.now
+        let silentClosed = silent.closeAll()
+        let linksClosed = await links.closeAll()
         task.cancel()
         if case .failure(let error) = await task.result, !(error is CancellationError) {
             logger.warning("the database link listener failed; members starting together may wait for each other",
                            metadata: ["error": "\(error)"])
         }
+        logger.debug("database link listener stopped", metadata: [
+            "links-closed": "\(linksClosed)", "silent-closed": "\(silentClosed)", "took": "\(ContinuousClock.now - started)",
+        ])
+    }
+}
+
+/// The peer links a listener serves, so that stopping it can end them.
+final class OpenLinks: Sendable {
+    private struct State {
+        var next = 0
+        var open: [Int: any PeerStream] = [:]
+        var closed = false
+    }
+    private let state = Mutex(State())
+
+    /// Serves `stream` with `body`; a stream arriving after `closeAll` is closed at once.
+    func serve(_ stream: any PeerStream, _ body: (any PeerStream) async -> Void) async {
+        let id: Int? = state.withLock { s in
+            guard !s.closed else { return nil }
+            s.next += 1
+            s.open[s.next] = stream
+            return s.next
+        }
+        guard let id else {
+            await stream.close()
+            return
+        }
+        await body(stream)
+        _ = state.withLock { $0.open.removeValue(forKey: id) }
+    }
+
+    /// Closes every open link and refuses later ones; returns how many were open.
+    func closeAll() async -> Int {
+        let open = state.withLock { s in
+            s.closed = true
+            defer { s.open = [:] }
+            return Array(s.open.values)
+        }
+        for stream in open { await stream.close() }
+        return open.count
     }
 }
 

@@ -16,6 +16,9 @@ public enum APIServer {
     /// Keep-alive connections with no request in progress are closed after 60 s (and at once on
     /// graceful shutdown); clients that pool connections (Forwarder) drop theirs sooner.
     static let channel = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(idleTimeout: .seconds(60)), ws: webSocket)
+    /// A client has this long after connecting to finish TLS and send its first request
+    /// (FirstBytesDeadline); a silent connection would otherwise hold a stopping listener.
+    public static let firstBytesDeadline: Duration = .seconds(10)
 
     public static func unixSocketService(routes: APIRoutes, socketPath: String, logger: Logger) -> some Service {
         // A stale socket from a previous run would make bind fail.
@@ -47,7 +50,7 @@ public enum APIServer {
             customVerificationCallback: TLSConfigurations.acceptAnyCertificate)
         return Application(
             router: router,
-            server: try .tls(.http1WebSocketUpgrade(webSocketRouter: router, configuration: channel), configuration: tls),
+            server: try .tlsWebSocket(webSocketRouter: router, configuration: channel, tls: tls, firstBytes: firstBytesDeadline),
             configuration: .init(address: .hostname(host, port: port), serverName: "lxd-swift"),
             logger: logger)
     }

@@ -388,7 +388,8 @@ extension APIServer {
     /// the full API listener needs the open database. Stop it before the full listener binds.
     public static func databaseLinkService(isMember: @escaping @Sendable (String) async -> Bool,
                                            serve: @escaping @Sendable (any PeerStream) async -> Void,
-                                           identity: TLSIdentity, host: String, port: Int, logger: Logger) throws -> some Service {
+                                           identity: TLSIdentity, host: String, port: Int, firstBytes: Duration,
+                                           silent: SilentConnections, logger: Logger) throws -> some Service {
         let router = Router(context: APIContext.self)
         router.add(middleware: DatabaseLinkGuard(isMember: isMember))
         APIRoutes.addDatabaseLinkRoute(router, serve: serve)
@@ -397,7 +398,7 @@ extension APIServer {
             customVerificationCallback: TLSConfigurations.acceptAnyCertificate)
         return Application(
             router: router,
-            server: try .tls(.http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: webSocket)), configuration: tls),
+            server: try .tlsWebSocket(webSocketRouter: router, configuration: .init(ws: webSocket), tls: tls, firstBytes: firstBytes, silent: silent),
             configuration: .init(address: .hostname(host, port: port), serverName: "lxd-swift"),
             logger: logger)
     }
