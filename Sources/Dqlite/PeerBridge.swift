@@ -41,7 +41,9 @@ public struct BridgedPeerDialer: DqlitePeerDialer {
         }
         let stream: any PeerStream
         do {
-            stream = try Self.blockingAwait(timeout: timeout, address: address) { [open] in try await open(address) }
+            stream = try Self.blockingAwait(timeout: timeout, address: address, abandoned: { await $0.close() }) { [open] in
+                try await open(address)
+            }
         } catch {
             close(pair[0])
             close(pair[1])
@@ -52,21 +54,34 @@ public struct BridgedPeerDialer: DqlitePeerDialer {
     }
 
     /// Runs async work from a thread outside Swift concurrency (raft's libuv worker) and waits for it.
-    static func blockingAwait<T: Sendable>(timeout: Duration, address: String, _ work: @escaping @Sendable () async throws -> T) throws -> T {
-        let result = Mutex<Result<T, any Error>?>(nil)
+    /// Work that finishes after the timeout hands its value to `abandoned` (a link nobody will use
+    /// must be closed, or the peer keeps serving it).
+    static func blockingAwait<T: Sendable>(timeout: Duration, address: String, abandoned: @escaping @Sendable (T) async -> Void = { _ in },
+                                           _ work: @escaping @Sendable () async throws -> T) throws -> T {
+        // nil: still running; .some: finished; gaveUp: the caller left.
+        let state = Mutex<(result: Result<T, any Error>?, gaveUp: Bool)>((nil, false))
         let done = DispatchSemaphore(value: 0)
         let task = Task {
             let r: Result<T, any Error>
             do { r = .success(try await work()) } catch { r = .failure(error) }
-            result.withLock { $0 = r }
+            let late = state.withLock { s in
+                s.result = r
+                return s.gaveUp
+            }
+            if late, case .success(let value) = r { await abandoned(value) }
             done.signal()
         }
         let ms = Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         if done.wait(timeout: .now() + .milliseconds(ms)) == .timedOut {
+            let finished = state.withLock { s in
+                s.gaveUp = s.result == nil
+                return s.result
+            }
+            if let finished { return try finished.get() }
             task.cancel()
             throw DqliteError.io(operation: "dial \(address) (no answer within \(timeout))", errno: ETIMEDOUT)
         }
-        return try result.withLock { $0! }.get()
+        return try state.withLock { $0.result! }.get()
     }
 }
 

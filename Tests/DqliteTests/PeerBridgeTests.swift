@@ -91,6 +91,25 @@ struct PeerBridgeTests {
         #expect(throws: DqliteError.self) { _ = try dialer.dial(address: "127.0.0.1:1") }
     }
 
+    /// A link that opens after raft's dial gave up is closed, not left for the peer to serve.
+    @Test func aLinkThatOpensAfterTheDialGaveUpIsClosed() async throws {
+        let (near, _) = MemoryPeerStream.pair()
+        let dialer = BridgedPeerDialer(timeout: .milliseconds(100)) { _ in
+            // Ignores cancellation, as a TLS handshake under way does.
+            try? await Task.sleep(for: .milliseconds(400))
+            return near
+        }
+        #expect(throws: DqliteError.self) { _ = try dialer.dial(address: "127.0.0.1:1") }
+        var ended = false
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            // Sending fails once the abandoned stream is closed.
+            if (try? await near.send([1])) == nil { ended = true; break }
+        }
+        #expect(ended, "the late link is still open 5 s after the dial gave up")
+    }
+
     @Test func serveClosesTheStreamWhenTheNodeIsMissing() async {
         let (near, far) = MemoryPeerStream.pair()
         await DqlitePeerService.serve(far, bindAddress: "@lxd-swift-no-such-node-\(getpid())", logger: Logger(label: "test"))
