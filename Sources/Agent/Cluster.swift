@@ -497,7 +497,7 @@ final class ClusterController: ClusterService {
             }
         }
         if inDatabase {
-            try await db.pool.withConnection { c in try c.remove(id: UInt64(target.id)) }
+            try await removeFromDatabase(id: UInt64(target.id), name: name)
         }
         let dropped: Int64
         do {
@@ -517,6 +517,26 @@ final class ClusterController: ClusterService {
         events?.lifecycle(.clusterMemberRemoved, source: "/1.0/cluster/members/\(name)", name: name)
         logger.info("member removed", metadata: ["removed": "\(name)", "forced": "\(force)", "instance-rows-dropped": "\(dropped)"])
     }
+
+    /// Raft's REMOVE, waiting out another membership change (a role change from a rebalance, or
+    /// the promotion of a member that died while catching up, which raft abandons after 5 s).
+    private func removeFromDatabase(id: UInt64, name: String) async throws {
+        let deadline = ContinuousClock.now + Self.membershipChangeWait
+        while true {
+            do {
+                try await db.pool.withConnection { c in try c.remove(id: id) }
+                return
+            } catch let error as DqliteError where error.isMembershipChangeInProgress {
+                guard ContinuousClock.now < deadline else {
+                    throw APIError.unavailable("Cannot remove \(name) yet: another database membership change has been running for \(Self.membershipChangeWait); retry in a minute, and see the leader's log if it persists")
+                }
+                logger.debug("member removal waits for another membership change", metadata: ["removing": "\(name)"])
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    static let membershipChangeWait: Duration = .seconds(15)
 
     // MARK: Roles
 

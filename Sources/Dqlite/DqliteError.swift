@@ -51,6 +51,13 @@ public enum DqliteError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var isLeadershipLost: Bool { code == Self.leadershipLost }
 
+    /// Raft takes one membership change at a time: another (a role change, a promotion still
+    /// catching its member up) is running, and this one may be retried once it is done.
+    public var isMembershipChangeInProgress: Bool {
+        guard case .server(_, let message, _) = self else { return false }
+        return message.contains("configuration change is already in progress")
+    }
+
     public var isConstraintViolation: Bool { code.map { $0 & 0xff == Self.sqliteConstraint } ?? false }
 
     /// A UNIQUE or PRIMARY KEY violation (the node may send only the primary code 19, so the message is checked too).
