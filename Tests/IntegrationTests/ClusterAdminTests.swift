@@ -52,7 +52,12 @@ final class ClusterAdminTests {
             if (try? body()) == true { return }
             usleep(100_000)
         }
-        Issue.record("timed out waiting for: \(what)")
+        Issue.record("timed out waiting for: \(what)\n\(logs())")
+    }
+
+    /// Every member's recent log: the cause of a failure seen on one member is often on another.
+    func logs() -> String {
+        agents.map { "==== log of \($0.name)\n\($0.logTail(20000))" }.joined(separator: "\n")
     }
 
     func clusterInfo(_ a: TestAgent) async throws -> ClusterInfoRecord {
@@ -196,7 +201,8 @@ final class ClusterAdminTests {
 
         // m3 owns an instance and dies: removal needs --force (and, without a terminal, --yes).
         try m1.importBusybox(alias: "bb")
-        try m1.ok(["launch", "bb", "c3", "--target", "m3"])
+        let launched = try m1.ctl(["launch", "bb", "c3", "--target", "m3"])
+        #expect(launched.status == 0, "launch on m3 through m1: \(launched.stderr)\n\(logs())")
         m3.kill9()
         try eventually("m3 OFFLINE") { try members(m1)["m3"]?[3] == "OFFLINE" }
         let plain = try m1.ctl(["cluster", "remove", "m3"])
@@ -267,7 +273,7 @@ final class ClusterAdminTests {
             for a in [m1, m2, m3] { try a.waitUntilUp() }
         } catch {
             // Which member waited for what shows only in the others' logs too.
-            for a in [m1, m2, m3] { print("==== log of \(a.name)\n\(a.logTail(20000))") }
+            print(logs())
             throw error
         }
         print("whole-cluster restart: all three members answering \(String(format: "%.2f", Date().timeIntervalSince(started))) s after launch")
