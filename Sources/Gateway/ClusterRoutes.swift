@@ -393,9 +393,10 @@ extension APIServer {
         let router = Router(context: APIContext.self)
         router.add(middleware: DatabaseLinkGuard(isMember: isMember))
         APIRoutes.addDatabaseLinkRoute(router, serve: serve)
-        let tls = TLSChannelConfiguration(
-            tlsConfiguration: try TLSConfigurations.server(identity),
-            customVerificationCallback: TLSConfigurations.acceptAnyCertificate)
+        var server = try TLSConfigurations.server(identity)
+        // As on the API listener: a closed link must not wait 5 s for the peer's close_notify.
+        server.shutdownTimeout = .milliseconds(200)
+        let tls = TLSChannelConfiguration(tlsConfiguration: server, customVerificationCallback: TLSConfigurations.acceptAnyCertificate)
         return Application(
             router: router,
             server: try .tlsWebSocket(webSocketRouter: router, configuration: .init(ws: webSocket), tls: tls, firstBytes: firstBytes, silent: silent),
