@@ -48,10 +48,26 @@ public enum APIServer {
         let tls = TLSChannelConfiguration(
             tlsConfiguration: server,
             customVerificationCallback: TLSConfigurations.acceptAnyCertificate)
-        return Application(
+        let silent = SilentConnections()
+        return ClosingSilentConnections(silent: silent, server: Application(
             router: router,
-            server: try .tlsWebSocket(webSocketRouter: router, configuration: channel, tls: tls, firstBytes: firstBytesDeadline),
+            server: try .tlsWebSocket(webSocketRouter: router, configuration: channel, tls: tls, firstBytes: firstBytesDeadline, silent: silent),
             configuration: .init(address: .hostname(host, port: port), serverName: "lxd-swift"),
-            logger: logger)
+            logger: logger))
+    }
+}
+
+/// Runs `server` and, when the agent shuts down gracefully, closes its connections that have
+/// not sent anything yet, which the server's own shutdown would wait for.
+struct ClosingSilentConnections<Server: Service>: Service {
+    let silent: SilentConnections
+    let server: Server
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await server.run()
+        } onGracefulShutdown: {
+            silent.closeAll()
+        }
     }
 }

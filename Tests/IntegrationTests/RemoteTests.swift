@@ -187,3 +187,32 @@ final class RemoteTests {
         print("FIGURE https: new connection + mTLS handshake + GET /1.0 median \(median(fresh)); keep-alive GET /1.0 median \(median(reused))")
     }
 }
+
+/// A client that connects to the HTTPS API and never sends anything (a stalled or abandoned
+/// dial) must not hold up the agent's shutdown: Hummingbird's own shutdown would wait for it.
+@Suite(.serialized, .enabled(if: Prerequisites.available, "needs root, busybox and the built binaries"))
+final class SilentClientTests {
+    @Test func aSilentConnectionDoesNotHoldUpStopping() throws {
+        let address = "127.0.0.1:\(TestAgent.freePort())"
+        let agent = try TestAgent(httpsAddress: address)
+        defer { agent.destroy() }
+        let port = try #require(address.split(separator: ":").last.flatMap { UInt16($0) })
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        try #require(connected == 0, "cannot connect to \(address)")
+        usleep(200_000)
+        let started = Date()
+        agent.stop()
+        let took = Date().timeIntervalSince(started)
+        print("agent stopped \(String(format: "%.2f", took)) s after SIGTERM with a silent HTTPS connection open")
+        // The deadline for silent connections is 10 s; stopping closes them at once instead.
+        #expect(took < 5, "stopping waited \(took) s for a connection that sent nothing:\n\(agent.logTail())")
+    }
+}
