@@ -121,7 +121,7 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Images"]),
         .testTarget(name: "MigrationTests", dependencies: ["Migration"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "Membership", "Dqlite", "Identity", "IdentityGenerator", "LXDClient"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),
         .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes", "Identity", "IdentityGenerator", "Membership", "Gateway", "Operations"]),
         .testTarget(name: "IdentityTests", dependencies: [

@@ -1,6 +1,7 @@
 @testable import Agent
 import Dqlite
 import Foundation
+import Gateway
 import Identity
 import IdentityGenerator
 import LXDClient
@@ -8,28 +9,63 @@ import Synchronization
 import Testing
 
 /// The links-only listener a member runs while it opens its database must let go of its address
-/// when the full listener takes over, even while a peer's link through it is open (a leader that
-/// linked up to a just-joined member kept it, and the member's API never came up).
+/// when the full listener takes over, whatever connections it holds (a leader's raft link to a
+/// just-joined member kept it, and the member's API never came up).
 @Suite struct DatabaseLinkListenerTests {
+    /// A links listener on a free loopback port for member m3, whose peer m1 has `peer`'s certificate.
+    struct Fixture {
+        let node: FakeNodeSocket
+        let server: TLSIdentity
+        let port: Int
+        let listener: DatabaseLinkListener
+        var address: String { "127.0.0.1:\(port)" }
+
+        init(peer: String = String(repeating: "ab", count: 32)) throws {
+            node = try FakeNodeSocket()
+            server = try IdentityGenerator.generate(commonName: "m3", ipAddresses: ["127.0.0.1"])
+            port = DatabaseLinkListenerTests.freePort()
+            let directory = PeerDirectory([
+                LocalPeer(name: "m3", address: "127.0.0.1:\(port)", fingerprint: server.fingerprint),
+                LocalPeer(name: "m1", address: "127.0.0.1:1", fingerprint: peer),
+            ])
+            listener = try #require(try DatabaseLinkListener.start(
+                https: ("127.0.0.1", port), peers: directory.all, directory: directory, identity: server,
+                bindAddress: node.bindAddress, logger: .init(label: "test")))
+        }
+
+        /// A TCP connection that sends nothing, once the listener accepts.
+        func silentConnection() async throws -> Int32 {
+            let deadline = ContinuousClock.now + .seconds(5)
+            while ContinuousClock.now < deadline {
+                let fd = DatabaseLinkListenerTests.connectTCP(port: port)
+                if fd >= 0 { return fd }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            throw POSIXError(.ECONNREFUSED)
+        }
+
+        /// Whether stop() returned within `limit`, and how long it took.
+        func stop(within limit: Duration) async throws -> (stopped: Bool, took: Duration) {
+            let started = ContinuousClock.now
+            let stopped = Mutex(false)
+            Task {
+                await listener.stop()
+                stopped.withLock { $0 = true }
+            }
+            while !stopped.withLock({ $0 }), ContinuousClock.now - started < limit { try await Task.sleep(for: .milliseconds(20)) }
+            return (stopped.withLock { $0 }, ContinuousClock.now - started)
+        }
+    }
+
     @Test func stoppingEndsOpenLinksAndFreesTheAddress() async throws {
-        let node = try FakeNodeSocket()
-        defer { node.close() }
-        let server = try IdentityGenerator.generate(commonName: "m3", ipAddresses: ["127.0.0.1"])
         let peer = try IdentityGenerator.generate(commonName: "m1")
-        let port = Self.freePort()
-        let address = "127.0.0.1:\(port)"
-        let directory = PeerDirectory([
-            LocalPeer(name: "m3", address: address, fingerprint: server.fingerprint),
-            LocalPeer(name: "m1", address: "127.0.0.1:1", fingerprint: peer.fingerprint),
-        ])
-        let listener = try #require(try DatabaseLinkListener.start(
-            https: ("127.0.0.1", port), peers: directory.all, directory: directory, identity: server,
-            bindAddress: node.bindAddress, logger: .init(label: "test")))
+        let f = try Fixture(peer: peer.fingerprint)
+        defer { f.node.close() }
 
         // A peer's link, carried through to the (stand-in) node.
-        let link = try await Self.openLink(address, server: server, client: peer)
+        let link = try await Self.openLink(f.address, server: f.server, client: peer)
         try await link.send(binary: Array("hello".utf8))
-        #expect(await node.received(count: 5, within: .seconds(5)) == Array("hello".utf8))
+        #expect(await f.node.received(count: 5, within: .seconds(5)) == Array("hello".utf8))
 
         // Raft keeps its links busy (heartbeats, entries): the peer goes on sending while the listener stops.
         let chatter = Task {
@@ -39,87 +75,38 @@ import Testing
             }
         }
         defer { chatter.cancel() }
-        let stopped = Mutex(false)
-        let stopping = Task {
-            await listener.stop()
-            stopped.withLock { $0 = true }
-        }
-        let deadline = ContinuousClock.now + .seconds(5)
-        while !stopped.withLock({ $0 }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(stopped.withLock { $0 }, "stop() still waits 5 s later for the open peer link")
-        guard stopped.withLock({ $0 }) else { return }
-        _ = await stopping.value
-        #expect(Self.canListen(port: port), "the address is still held after stop()")
+        let (stopped, took) = try await f.stop(within: .seconds(5))
+        #expect(stopped, "stop() still waits \(took) later with a peer link open")
+        #expect(Self.canListen(port: f.port), "the address is still held after stop()")
         // The peer sees its link end (and raft re-dials it through the full listener).
-        var ended = false
-        for await _ in link.messages {}
-        ended = true
-        #expect(ended)
+        let ended = await Forwarding.first(Task { for await _ in link.messages {} }, within: .seconds(5)) != nil
+        #expect(ended, "the peer's link is still open 5 s after stop()")
     }
 
     /// A connection that never says anything (a dial its dialer gave up on, a stalled client)
-    /// must not hold the listener, and with it the member's API, forever.
+    /// must not hold the listener, and with it the member's API: stop() closes it at once
+    /// rather than waiting out its deadline.
     @Test func aSilentConnectionDoesNotHoldTheAddress() async throws {
-        let node = try FakeNodeSocket()
-        defer { node.close() }
-        let server = try IdentityGenerator.generate(commonName: "m3", ipAddresses: ["127.0.0.1"])
-        let port = Self.freePort()
-        let address = "127.0.0.1:\(port)"
-        let directory = PeerDirectory([
-            LocalPeer(name: "m3", address: address, fingerprint: server.fingerprint),
-            LocalPeer(name: "m1", address: "127.0.0.1:1", fingerprint: String(repeating: "ab", count: 32)),
-        ])
-        let listener = try #require(try DatabaseLinkListener.start(
-            https: ("127.0.0.1", port), peers: directory.all, directory: directory, identity: server,
-            bindAddress: node.bindAddress, logger: .init(label: "test")))
-        var silent: Int32 = -1
-        let deadline = ContinuousClock.now + .seconds(5)
-        while silent < 0, ContinuousClock.now < deadline {
-            silent = Self.connectTCP(port: port)
-            if silent < 0 { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        try #require(silent >= 0, "the listener never accepted")
+        let f = try Fixture()
+        defer { f.node.close() }
+        let silent = try await f.silentConnection()
         defer { Foundation.close(silent) }
         try await Task.sleep(for: .milliseconds(200))
 
-        let started = ContinuousClock.now
-        let stopped = Mutex(false)
-        Task {
-            await listener.stop()
-            stopped.withLock { $0 = true }
-        }
-        // stop() closes it at once rather than waiting out its deadline.
-        let limit = DatabaseLinkListener.firstBytesDeadline / 2
-        while !stopped.withLock({ $0 }), ContinuousClock.now - started < limit { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(stopped.withLock { $0 }, "stop() still waits \(limit) later for a connection that sent nothing")
-        #expect(Self.canListen(port: port), "the address is still held")
-        print("links listener with a silent connection stopped after \(ContinuousClock.now - started)")
+        let (stopped, took) = try await f.stop(within: DatabaseLinkListener.firstBytesDeadline / 2)
+        #expect(stopped, "stop() still waits \(took) later for a connection that sent nothing")
+        #expect(Self.canListen(port: f.port), "the address is still held")
+        print("links listener with a silent connection stopped after \(took)")
     }
 
     /// Without a stop, a connection that says nothing is closed after the deadline.
     @Test func aSilentConnectionIsClosedAfterTheDeadline() async throws {
-        let node = try FakeNodeSocket()
-        defer { node.close() }
-        let server = try IdentityGenerator.generate(commonName: "m3", ipAddresses: ["127.0.0.1"])
-        let port = Self.freePort()
-        let directory = PeerDirectory([
-            LocalPeer(name: "m3", address: "127.0.0.1:\(port)", fingerprint: server.fingerprint),
-            LocalPeer(name: "m1", address: "127.0.0.1:1", fingerprint: String(repeating: "ab", count: 32)),
-        ])
-        let listener = try #require(try DatabaseLinkListener.start(
-            https: ("127.0.0.1", port), peers: directory.all, directory: directory, identity: server,
-            bindAddress: node.bindAddress, logger: .init(label: "test")))
-        defer { Task { await listener.stop() } }
-        var silent: Int32 = -1
-        let deadline = ContinuousClock.now + .seconds(5)
-        while silent < 0, ContinuousClock.now < deadline {
-            silent = Self.connectTCP(port: port)
-            if silent < 0 { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        try #require(silent >= 0, "the listener never accepted")
-        defer { Foundation.close(silent) }
+        let f = try Fixture()
+        defer { f.node.close() }
+        defer { Task { await f.listener.stop() } }
+        let fd = try await f.silentConnection()
+        defer { Foundation.close(fd) }
         let accepted = ContinuousClock.now
-        let fd = silent
         // read() returns 0 once the server closes its end.
         let closedAfter: Duration? = await Task.detached {
             var timeout = timeval(tv_sec: 10, tv_usec: 0)
