@@ -16,7 +16,7 @@ struct FirstBytesDeadline<Base: ServerChildChannel>: ServerChildChannel {
     typealias Value = Base.Value
     let base: Base
     let limit: TimeAmount
-    let silent: SilentConnections?
+    let silent: SilentConnections
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
@@ -36,11 +36,11 @@ final class FirstBytesDeadlineHandler: ChannelInboundHandler, RemovableChannelHa
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     let limit: TimeAmount
-    let silent: SilentConnections?
+    let silent: SilentConnections
     let logger: Logger
     private var timer: Scheduled<Void>?
 
-    init(limit: TimeAmount, silent: SilentConnections?, logger: Logger) {
+    init(limit: TimeAmount, silent: SilentConnections, logger: Logger) {
         self.limit = limit
         self.silent = silent
         self.logger = logger
@@ -48,7 +48,7 @@ final class FirstBytesDeadlineHandler: ChannelInboundHandler, RemovableChannelHa
 
     func handlerAdded(context: ChannelHandlerContext) {
         let channel = context.channel
-        silent?.add(channel)
+        silent.add(channel)
         let logger = logger
         let limit = limit
         timer = context.eventLoop.scheduleTask(in: limit) {
@@ -60,13 +60,10 @@ final class FirstBytesDeadlineHandler: ChannelInboundHandler, RemovableChannelHa
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
-        silent?.remove(context.channel)
+        silent.remove(context.channel)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        timer?.cancel()
-        timer = nil
-        silent?.remove(context.channel)
         context.fireChannelRead(data)
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
@@ -112,7 +109,7 @@ extension HTTPServerBuilder {
     /// HTTP/1 with websocket upgrades over TLS, closing connections silent for `firstBytes` after accept.
     static func tlsWebSocket<WSRouter: HTTPResponderBuilder & _HB_SendableMetatype>(
         webSocketRouter: WSRouter, configuration: HTTP1WebSocketUpgradeChannel.Configuration, tls: TLSChannelConfiguration,
-        firstBytes: Duration, silent: SilentConnections? = nil
+        firstBytes: Duration, silent: SilentConnections
     ) throws -> HTTPServerBuilder where WSRouter.Responder.Context: WebSocketRequestContext {
         let webSocketResponder = webSocketRouter.buildResponder()
         let limit = TimeAmount.nanoseconds(Int64(firstBytes.components.seconds) * 1_000_000_000 + firstBytes.components.attoseconds / 1_000_000_000)
