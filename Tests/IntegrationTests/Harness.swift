@@ -127,17 +127,25 @@ final class TestAgent: @unchecked Sendable {
 
     /// True once something accepts TCP connections at `address` (loopback host:port).
     static func listening(_ address: String) -> Bool {
+        guard let fd = connectTCP(address) else { return false }
+        close(fd)
+        return true
+    }
+
+    /// A TCP connection to `address` (loopback host:port), or nil when nothing accepts it.
+    static func connectTCP(_ address: String) -> Int32? {
         let parts = address.split(separator: ":")
-        guard parts.count == 2, let port = UInt16(parts[1]) else { return false }
+        guard parts.count == 2, let port = UInt16(parts[1]) else { return nil }
         let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian
         inet_pton(AF_INET, String(parts[0]), &addr.sin_addr)
-        return withUnsafePointer(to: &addr) {
+        let connected = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
+        guard connected else { close(fd); return nil }
+        return fd
     }
 
     /// A loopback TCP port nobody listens on right now.

@@ -196,17 +196,8 @@ final class SilentClientTests {
         let address = "127.0.0.1:\(TestAgent.freePort())"
         let agent = try TestAgent(httpsAddress: address)
         defer { agent.destroy() }
-        let port = try #require(address.split(separator: ":").last.flatMap { UInt16($0) })
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = try #require(TestAgent.connectTCP(address), "cannot connect to \(address)")
         defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        try #require(connected == 0, "cannot connect to \(address)")
         usleep(200_000)
         let started = Date()
         agent.stop()
