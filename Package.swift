@@ -123,6 +123,7 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway", "APITypes", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes", "Identity", "IdentityGenerator", "Membership", "Gateway", "Operations"]),
         .testTarget(name: "IdentityTests", dependencies: [
             "Identity", "IdentityGenerator", .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOPosix", package: "swift-nio"),

@@ -164,7 +164,8 @@ public enum JSONValue: Codable, Sendable, Equatable {
     public var intValue: Int? {
         switch self {
         case .int(let i): return i
-        case .double(let d): return Int(d)
+        // Int(exactly:) is nil for fractions, NaN, infinities and values past Int's range (Int(d) would trap).
+        case .double(let d): return Int(exactly: d)
         default: return nil
         }
     }

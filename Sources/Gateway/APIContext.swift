@@ -18,20 +18,22 @@ public enum Caller: Sendable, Equatable {
 }
 
 /// The request context of both listeners: Hummingbird's core storage, the websocket hook, and
-/// the caller (set by `RemoteAuthMiddleware` on HTTPS).
+/// the caller and endpoint (set by `FrontDoor`).
 public struct APIContext: RequestContext, WebSocketRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let webSocket: WebSocketHandlerReference<Self>
     /// The connection; the TLS peer certificate is read from its NIOSSL handler.
     public let channel: any Channel
     public var caller: Caller
+    /// The endpoint the front door resolved and admitted the caller to (nil before it has).
+    public var endpoint: Endpoint?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         webSocket = .init()
         channel = source.channel
         // Safe default: only a unix-socket connection starts trusted; HTTPS starts untrusted and
-        // the middleware raises it after checking the certificate.
+        // the front door raises it after checking the certificate.
         if case .unixDomainSocket = source.channel.localAddress {
             caller = .local
         } else {

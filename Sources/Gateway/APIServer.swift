@@ -33,12 +33,9 @@ public enum APIServer {
     }
 
     /// The same routes on `host:port` over TLS 1.2/1.3, presenting `identity`. Every client
-    /// certificate is accepted by the handshake; `RemoteAuthMiddleware` answers 403 to the
-    /// ones not in the trust store. Needs `routes.trust`.
+    /// certificate is accepted by the handshake; the front door (`AccessControl`) answers 403
+    /// to callers an endpoint does not admit.
     public static func httpsService(routes: APIRoutes, identity: TLSIdentity, host: String, port: Int, logger: Logger) throws -> some Service {
-        guard routes.trust != nil else {
-            throw APIError.internal("the HTTPS listener needs a trust store (APIRoutes.trust)")
-        }
         let router = routes.build(remote: true)
         var server = try TLSConfigurations.server(identity)
         // Closing a connection waits for the peer's TLS close_notify, but an idle keep-alive

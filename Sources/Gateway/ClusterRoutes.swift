@@ -242,107 +242,88 @@ extension APIRoutes {
     func addClusterRoutes(_ router: Router<Context>, _ cluster: any ClusterService) {
         let r = self
         router.get("/1.0/cluster") { _, _ in
-            try await handle { Reply.sync(try await cluster.info()) }
+            Reply.sync(try await cluster.info())
         }
         router.put("/1.0/cluster") { req, ctx in
-            try await handle {
-                guard ctx.caller == .local else { throw APIError.forbidden("enabling or joining a cluster is only allowed through the unix socket") }
-                let put: ClusterPut = try await r.decode(req, ctx)
-                if let token = put.clusterToken, !token.isEmpty {
-                    try await cluster.join(token: token, serverName: put.serverName.flatMap { $0.isEmpty ? nil : $0 })
-                } else if put.enabled == true {
-                    guard let name = put.serverName, !name.isEmpty else {
-                        throw APIError.badRequest("server_name is required to enable clustering")
-                    }
-                    try await cluster.enable(serverName: name)
-                } else if put.enabled == false {
-                    throw APIError.badRequest("Disabling clustering is not supported: remove this member from the cluster instead")
-                } else {
-                    throw APIError.badRequest("Nothing to do: send enabled=true with server_name, or a cluster_token")
+            let put: ClusterPut = try await r.decode(req, ctx)
+            if let token = put.clusterToken, !token.isEmpty {
+                try await cluster.join(token: token, serverName: put.serverName.flatMap { $0.isEmpty ? nil : $0 })
+            } else if put.enabled == true {
+                guard let name = put.serverName, !name.isEmpty else {
+                    throw APIError.badRequest("server_name is required to enable clustering")
                 }
-                return Reply.empty()
+                try await cluster.enable(serverName: name)
+            } else if put.enabled == false {
+                throw APIError.badRequest("Disabling clustering is not supported: remove this member from the cluster instead")
+            } else {
+                throw APIError.badRequest("Nothing to do: send enabled=true with server_name, or a cluster_token")
             }
+            return Reply.empty()
         }
         router.get("/1.0/cluster/members") { req, _ in
-            try await handle {
-                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
-                let members = try await cluster.members()
-                if recursion == 0 { return Reply.sync(members.map { "/1.0/cluster/members/\($0.serverName)" }) }
-                return Reply.sync(members)
-            }
+            let recursion = try req.recursion()
+            let members = try await cluster.members()
+            if recursion == 0 { return Reply.sync(members.map { "/1.0/cluster/members/\($0.serverName)" }) }
+            return Reply.sync(members)
         }
         router.get("/1.0/cluster/members/:member") { _, ctx in
-            try await handle {
-                let name = ctx.parameters.get("member") ?? ""
-                guard let m = try await cluster.members().first(where: { $0.serverName == name }) else {
-                    throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
-                }
-                return Reply.sync(m)
+            let name = ctx.parameters.get("member") ?? ""
+            guard let m = try await cluster.members().first(where: { $0.serverName == name }) else {
+                throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
             }
+            return Reply.sync(m)
         }
         router.post("/1.0/cluster/members") { req, ctx in
-            try await handle {
-                let post: ClusterMembersPost = try await r.decode(req, ctx)
-                let token = try await cluster.issueJoinToken(name: post.serverName)
-                return Reply.sync(ClusterTokenReply(serverName: post.serverName, token: token))
-            }
+            let post: ClusterMembersPost = try await r.decode(req, ctx)
+            let token = try await cluster.issueJoinToken(name: post.serverName)
+            return Reply.sync(ClusterTokenReply(serverName: post.serverName, token: token))
         }
         router.delete("/1.0/cluster/members/:member") { req, ctx in
-            try await handle {
-                let force = ["1", "true"].contains(req.uri.queryParameters.get("force") ?? "")
-                try await cluster.remove(name: ctx.parameters.get("member") ?? "", force: force)
-                return Reply.empty()
-            }
+            let force = try req.flag("force")
+            try await cluster.remove(name: ctx.parameters.get("member") ?? "", force: force)
+            return Reply.empty()
         }
         router.put("/1.0/cluster/members/:member") { req, ctx in
-            try await handle {
-                let put: ClusterMemberPut = try await r.decode(req, ctx)
-                try await cluster.updateMember(name: ctx.parameters.get("member") ?? "", put)
-                return Reply.empty()
-            }
+            let put: ClusterMemberPut = try await r.decode(req, ctx)
+            try await cluster.updateMember(name: ctx.parameters.get("member") ?? "", put)
+            return Reply.empty()
         }
         router.patch("/1.0/cluster/members/:member") { req, ctx in
-            try await handle {
-                // PATCH: only the fields sent change; config keys are merged.
-                let name = ctx.parameters.get("member") ?? ""
-                let patch: ClusterMemberPut = try await r.decode(req, ctx)
-                guard let current = try await cluster.members().first(where: { $0.serverName == name }) else {
-                    throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
-                }
-                var put = ClusterMemberPut(config: current.config, failureDomain: current.failureDomain)
-                if let c = patch.config { put.config = current.config.merging(c) { $1 } }
-                if let d = patch.failureDomain { put.failureDomain = d }
-                put.description = patch.description
-                put.groups = patch.groups
-                try await cluster.updateMember(name: name, put)
-                return Reply.empty()
+            // PATCH: only the fields sent change; config keys are merged.
+            let name = ctx.parameters.get("member") ?? ""
+            let patch: ClusterMemberPut = try await r.decode(req, ctx)
+            guard let current = try await cluster.members().first(where: { $0.serverName == name }) else {
+                throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
             }
+            var put = ClusterMemberPut(config: current.config, failureDomain: current.failureDomain)
+            if let c = patch.config { put.config = current.config.merging(c) { $1 } }
+            if let d = patch.failureDomain { put.failureDomain = d }
+            put.description = patch.description
+            put.groups = patch.groups
+            try await cluster.updateMember(name: name, put)
+            return Reply.empty()
         }
         router.post("/internal/cluster/accept") { req, ctx in
-            try await handle {
-                // The secret is the credential; the certificate is the one this connection presented.
-                guard case .untrusted(let presented) = ctx.caller, let presented else {
-                    throw APIError.forbidden("a joining member must present its own, not yet trusted, certificate")
-                }
-                let post: ClusterAcceptRequest = try await r.decode(req, ctx)
-                return Reply.sync(try await cluster.accept(post, presentedCertificate: presented))
+            // The secret is the credential; the certificate is the one this connection presented.
+            guard case .untrusted(let presented) = ctx.caller, let presented else {
+                throw APIError.forbidden("a joining member must present its own, not yet trusted, certificate")
             }
+            let post: ClusterAcceptRequest = try await r.decode(req, ctx)
+            return Reply.sync(try await cluster.accept(post, presentedCertificate: presented))
         }
         router.post("/internal/cluster/heartbeat") { req, ctx in
-            try await handle {
-                let beat: ClusterHeartbeat = try await r.decode(req, ctx)
-                try await cluster.receiveHeartbeat(beat)
-                return Reply.empty()
-            }
+            let beat: ClusterHeartbeat = try await r.decode(req, ctx)
+            try await cluster.receiveHeartbeat(beat)
+            return Reply.empty()
         }
         Self.addDatabaseLinkRoute(router) { stream in await cluster.servePeer(stream) }
     }
 
     /// `/internal/database`: a member's dqlite peer link, as a websocket of binary frames
-    /// (the caller must already be known as a member: RemoteAuthMiddleware or DatabaseLinkGuard).
+    /// (its access is `member`: the front door has checked the caller's certificate).
     static func addDatabaseLinkRoute(_ router: Router<Context>, serve: @escaping @Sendable (any PeerStream) async -> Void) {
         router.ws("/internal/database") { _, ctx in
-            guard case .trusted = ctx.caller else { return .dontUpgrade }
+            guard case .trusted = ctx.caller else { throw APIError.forbidden("The database link is for other members' connections only") }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, _ in
             let (received, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
@@ -364,23 +345,6 @@ extension APIRoutes {
     }
 }
 
-/// Lets only members' certificates (as the caller's closure knows them) through, to the database link only.
-struct DatabaseLinkGuard: RouterMiddleware {
-    typealias Context = APIContext
-    let isMember: @Sendable (String) async -> Bool
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var context = context
-        let certificate = try? await context.channel.nioSSL_peerCertificate().get()
-        guard request.uri.path == "/internal/database", let der = certificate.flatMap({ try? $0.toDERBytes() }),
-              await isMember(Fingerprint.sha256(der: der)) else {
-            return Reply.error(.unavailable("This member is starting: its database is not open yet; retry in a moment"))
-        }
-        context.caller = .trusted(fingerprint: Fingerprint.sha256(der: der))
-        return try await next(request, context)
-    }
-}
-
 extension APIServer {
     /// A listener on the member's HTTPS address that serves only the database peer links, for the
     /// time between the node's start and the database being open: when a whole cluster starts at
@@ -391,15 +355,19 @@ extension APIServer {
                                            identity: TLSIdentity, host: String, port: Int, firstBytes: Duration,
                                            silent: SilentConnections, logger: Logger) throws -> some Service {
         let router = Router(context: APIContext.self)
-        router.add(middleware: DatabaseLinkGuard(isMember: isMember))
+        router.add(middleware: ErrorReplies())
         APIRoutes.addDatabaseLinkRoute(router, serve: serve)
+        let links = GuardedRouter(
+            router: router, endpoints: Endpoints.all.filter { $0.path == "/internal/database" },
+            access: AccessControl(isTrusted: nil, isMember: isMember),
+            unserved: .unavailable("This member is starting: its database is not open yet; retry in a moment"))
         var server = try TLSConfigurations.server(identity)
         // As on the API listener: a closed link must not wait 5 s for the peer's close_notify.
         server.shutdownTimeout = .milliseconds(200)
         let tls = TLSChannelConfiguration(tlsConfiguration: server, customVerificationCallback: TLSConfigurations.acceptAnyCertificate)
         return Application(
-            router: router,
-            server: try .tlsWebSocket(webSocketRouter: router, configuration: .init(ws: webSocket), tls: tls, firstBytes: firstBytes, silent: silent),
+            router: links,
+            server: try .tlsWebSocket(webSocketRouter: links, configuration: .init(ws: webSocket), tls: tls, firstBytes: firstBytes, silent: silent),
             configuration: .init(address: .hostname(host, port: port), serverName: "lxd-swift"),
             logger: logger)
     }

@@ -110,9 +110,9 @@ public enum Forwarding {
     }
 
     public static func route(method: String, path: String, target: String?) -> Route {
-        var segments = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        // `path` is canonical (RequestPath): segments are already decoded, once.
+        let segments = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         guard segments.count >= 2, segments[0] == "1.0" else { return .local }
-        segments = segments.map { $0.removingPercentEncoding ?? $0 }
         switch segments[1] {
         case "instances":
             if segments.count == 2 {

@@ -51,6 +51,8 @@ enum Reply {
     static func apiError(from error: any Error) -> APIError {
         if let e = error as? APIError { return e }
         if let e = error as? any APIErrorConvertible { return e.apiError }
+        // Hummingbird's own refusals (a body over its limit, a bad upgrade) keep their status.
+        if let e = error as? HTTPError { return APIError(e.status.code, e.body ?? e.status.reasonPhrase) }
         return APIError(500, "\(error)")
     }
 }

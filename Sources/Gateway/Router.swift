@@ -26,15 +26,15 @@ public struct APIRoutes: Sendable {
     public let serverInfo: @Sendable () async -> Server
     public let limits: BodyLimits
     public let uploadDirectory: String
-    /// The trust store; nil serves no /1.0/certificates (and no HTTPS listener can be built).
-    public let trust: TrustService?
-    /// Cluster membership; nil serves no /1.0/cluster routes.
-    public let cluster: (any ClusterService)?
+    /// The trust store: /1.0/certificates and the HTTPS listener's client check.
+    public let trust: TrustService
+    /// Cluster membership: /1.0/cluster routes and the members-only check.
+    public let cluster: any ClusterService
     /// Reaches other members; nil (a single member) forwards nothing.
     public let forwarder: (any MemberForwarder)?
     let logger: Logger
 
-    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: TrustService? = nil, cluster: (any ClusterService)? = nil, forwarder: (any MemberForwarder)? = nil, logger: Logger) {
+    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: TrustService, cluster: any ClusterService, forwarder: (any MemberForwarder)? = nil, logger: Logger) {
         self.forwarder = forwarder
         self.trust = trust
         self.cluster = cluster
@@ -47,15 +47,13 @@ public struct APIRoutes: Sendable {
         self.logger = logger
     }
 
-    /// The routes of one listener. `remote` (HTTPS) puts every request behind the client
-    /// certificate check; the unix socket is trusted as it is.
-    func build(remote: Bool = false) -> Router<Context> {
+    /// The routes of one listener, behind the front door that normalises paths and admits callers
+    /// per endpoint. `remote` (HTTPS) checks client certificates; the unix socket is root's.
+    func build(remote: Bool = false) -> GuardedRouter {
         let router = Router(context: Context.self)
         let r = self
-        if remote, let trust {
-            router.add(middleware: RemoteAuthMiddleware(trust: trust, cluster: cluster))
-        }
-        // After authentication: only trusted callers get forwarded.
+        router.add(middleware: ErrorReplies())
+        // After admission: only callers allowed on the endpoint get forwarded.
         if let forwarder {
             router.add(middleware: ForwardingMiddleware(forwarder: forwarder, instances: instances, bodyLimit: limits.file))
         }
@@ -71,223 +69,178 @@ public struct APIRoutes: Sendable {
             return Reply.sync(info)
         }
         router.put("/1.0") { req, ctx in
-            try await handle {
-                let put: ServerPut = try await r.decode(req, ctx)
-                try await r.instances.updateServerConfig(put.config, replace: true)
-                return Reply.empty()
-            }
+            let put: ServerPut = try await r.decode(req, ctx)
+            try await r.instances.updateServerConfig(put.config, replace: true)
+            return Reply.empty()
         }
         router.patch("/1.0") { req, ctx in
-            try await handle {
-                let put: ServerPut = try await r.decode(req, ctx)
-                try await r.instances.updateServerConfig(put.config, replace: false)
-                return Reply.empty()
-            }
+            let put: ServerPut = try await r.decode(req, ctx)
+            try await r.instances.updateServerConfig(put.config, replace: false)
+            return Reply.empty()
         }
         addSchedulingRoutes(router)
-
-        if let trust {
-            addCertificateRoutes(router, trust)
-        }
-        if let cluster {
-            addClusterRoutes(router, cluster)
-        }
+        addCertificateRoutes(router, trust)
+        addClusterRoutes(router, cluster)
         addEventRoutes(router)
 
         // Instances
         router.get("/1.0/instances") { req, _ in
-            try await handle {
-                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
-                let list = try await r.instances.list(withState: recursion >= 2)
-                if recursion == 0 { return Reply.sync(list.map { "/1.0/instances/\($0.name)" }) }
-                let forwarded = req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
-                return Reply.sync(await r.clusterWide(list, withState: recursion >= 2, forwarded: forwarded))
-            }
+            let recursion = try req.recursion()
+            let list = try await r.instances.list(withState: recursion >= 2)
+            if recursion == 0 { return Reply.sync(list.map { "/1.0/instances/\($0.name)" }) }
+            let forwarded = req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
+            return Reply.sync(await r.clusterWide(list, withState: recursion >= 2, forwarded: forwarded))
         }
         router.post("/1.0/instances") { req, ctx in
-            try await handle {
-                // One body, two views: LXD's fields and our extensions (count, name_prefix, scheduler_policy).
-                let (post, extra): (InstancesPost, InstancesCreateOptions) = try await r.decodeTwice(req, ctx)
-                let options = CreateOptions(
-                    target: req.uri.queryParameters.get("target").flatMap { $0.isEmpty ? nil : String($0) },
-                    count: extra.count, namePrefix: extra.namePrefix, policy: extra.schedulerPolicy)
-                return Reply.async(try await r.instances.create(post, options: options))
-            }
+            // One body, two views: LXD's fields and our extensions (count, name_prefix, scheduler_policy).
+            let (post, extra): (InstancesPost, InstancesCreateOptions) = try await r.decodeTwice(req, ctx)
+            let options = CreateOptions(
+                target: req.uri.queryParameters.get("target").flatMap { $0.isEmpty ? nil : String($0) },
+                count: extra.count, namePrefix: extra.namePrefix, policy: extra.schedulerPolicy)
+            return Reply.async(try await r.instances.create(post, options: options))
         }
         router.get("/1.0/instances/:name") { req, ctx in
-            try await handle {
-                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
-                return Reply.sync(try await r.instances.get(try ctx.name(), withState: recursion >= 1))
-            }
+            let recursion = try req.recursion()
+            return Reply.sync(try await r.instances.get(try ctx.name(), withState: recursion >= 1))
         }
         router.put("/1.0/instances/:name") { req, ctx in
-            try await handle {
-                let put: InstancePut = try await r.decode(req, ctx)
-                try await r.instances.update(try ctx.name(), put, replace: true)
-                return Reply.empty()
-            }
+            let put: InstancePut = try await r.decode(req, ctx)
+            try await r.instances.update(try ctx.name(), put, replace: true)
+            return Reply.empty()
         }
         router.patch("/1.0/instances/:name") { req, ctx in
-            try await handle {
-                let put: InstancePut = try await r.decode(req, ctx)
-                try await r.instances.update(try ctx.name(), put, replace: false)
-                return Reply.empty()
-            }
+            let put: InstancePut = try await r.decode(req, ctx)
+            try await r.instances.update(try ctx.name(), put, replace: false)
+            return Reply.empty()
         }
         router.delete("/1.0/instances/:name") { _, ctx in
-            try await handle { Reply.async(try await r.instances.delete(try ctx.name())) }
+            Reply.async(try await r.instances.delete(try ctx.name()))
         }
         router.get("/1.0/instances/:name/state") { _, ctx in
-            try await handle { Reply.sync(try await r.instances.state(try ctx.name())) }
+            Reply.sync(try await r.instances.state(try ctx.name()))
         }
         router.put("/1.0/instances/:name/state") { req, ctx in
-            try await handle {
-                let put: InstanceStatePut = try await r.decode(req, ctx)
-                return Reply.async(try await r.instances.changeState(try ctx.name(), put))
-            }
+            let put: InstanceStatePut = try await r.decode(req, ctx)
+            return Reply.async(try await r.instances.changeState(try ctx.name(), put))
         }
         router.post("/1.0/instances/:name/exec") { req, ctx in
-            try await handle {
-                let post: InstanceExecPost = try await r.decode(req, ctx)
-                return Reply.async(try await r.instances.exec(try ctx.name(), post))
-            }
+            let post: InstanceExecPost = try await r.decode(req, ctx)
+            return Reply.async(try await r.instances.exec(try ctx.name(), post))
         }
         router.get("/1.0/instances/:name/console") { _, ctx in
-            try await handle { Reply.raw(try await r.instances.consoleLog(try ctx.name())) }
+            Reply.raw(try await r.instances.consoleLog(try ctx.name()))
         }
         router.get("/1.0/instances/:name/logs") { _, ctx in
-            try await handle {
-                let name = try ctx.name()
-                _ = try await r.instances.get(name, withState: false)
-                return Reply.sync(["/1.0/instances/\(name)/logs/console.log"])
-            }
+            let name = try ctx.name()
+            _ = try await r.instances.get(name, withState: false)
+            return Reply.sync(["/1.0/instances/\(name)/logs/console.log"])
         }
         router.get("/1.0/instances/:name/logs/:file") { _, ctx in
-            try await handle {
-                guard ctx.parameters.get("file") == "console.log" else { throw APIError.notFound("Log file not found: only console.log exists") }
-                return Reply.raw(try await r.instances.consoleLog(try ctx.name()))
-            }
+            guard ctx.parameters.get("file") == "console.log" else { throw APIError.notFound("Log file not found: only console.log exists") }
+            return Reply.raw(try await r.instances.consoleLog(try ctx.name()))
         }
         router.get("/1.0/instances/:name/files") { req, ctx in
-            try await handle {
-                let path = try req.requiredQuery("path")
-                let f = try await r.instances.readFile(try ctx.name(), path: path)
-                return Reply.raw(f.content, headers: [
-                    ("X-LXD-uid", "\(f.uid)"), ("X-LXD-gid", "\(f.gid)"),
-                    ("X-LXD-mode", String(f.mode, radix: 8)), ("X-LXD-type", f.type),
-                ])
-            }
+            let path = try req.requiredQuery("path")
+            let f = try await r.instances.readFile(try ctx.name(), path: path)
+            return Reply.raw(f.content, headers: [
+                ("X-LXD-uid", "\(f.uid)"), ("X-LXD-gid", "\(f.gid)"),
+                ("X-LXD-mode", String(f.mode, radix: 8)), ("X-LXD-type", f.type),
+            ])
         }
         router.post("/1.0/instances/:name/files") { req, ctx in
-            try await handle {
-                let path = try req.requiredQuery("path")
-                var request = req
-                let type = req.headers[HTTPField.Name("X-LXD-type")!] ?? "file"
-                guard type == "file" || type == "directory" else { throw APIError.badRequest("Unsupported X-LXD-type \"\(type)\": use file or directory") }
-                let body = try await request.collectBody(upTo: r.limits.file)
-                let mode = req.headers[HTTPField.Name("X-LXD-mode")!].map { UInt32($0, radix: 8) } ?? nil
-                let uid = req.headers[HTTPField.Name("X-LXD-uid")!].flatMap { UInt32($0) } ?? 0
-                let gid = req.headers[HTTPField.Name("X-LXD-gid")!].flatMap { UInt32($0) } ?? 0
-                try await r.instances.writeFile(
-                    try ctx.name(), path: path,
-                    InstanceFile(content: Array(buffer: body), uid: uid, gid: gid, mode: mode ?? (type == "file" ? 0o644 : 0o755), type: type))
-                return Reply.empty()
-            }
+            let path = try req.requiredQuery("path")
+            var request = req
+            let type = req.headers[HTTPField.Name("X-LXD-type")!] ?? "file"
+            guard type == "file" || type == "directory" else { throw APIError.badRequest("Unsupported X-LXD-type \"\(type)\": use file or directory") }
+            let body = try await request.collectBody(upTo: r.limits.file)
+            let mode = try req.fileHeader("X-LXD-mode", radix: 8, max: 0o7777)
+            // Ids inside the container: its user namespace maps 0..<65536.
+            let uid = try req.fileHeader("X-LXD-uid", radix: 10, max: 65_535) ?? 0
+            let gid = try req.fileHeader("X-LXD-gid", radix: 10, max: 65_535) ?? 0
+            try await r.instances.writeFile(
+                try ctx.name(), path: path,
+                InstanceFile(content: Array(buffer: body), uid: uid, gid: gid, mode: mode ?? (type == "file" ? 0o644 : 0o755), type: type))
+            return Reply.empty()
         }
 
         // Images
         router.get("/1.0/images") { req, _ in
-            try await handle {
-                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
-                let list = try await r.images.list()
-                if recursion == 0 { return Reply.sync(list.map { "/1.0/images/\($0.fingerprint)" }) }
-                return Reply.sync(list)
-            }
+            let recursion = try req.recursion()
+            let list = try await r.images.list()
+            if recursion == 0 { return Reply.sync(list.map { "/1.0/images/\($0.fingerprint)" }) }
+            return Reply.sync(list)
         }
         router.post("/1.0/images") { req, ctx in
-            try await handle {
-                let filename = req.headers[HTTPField.Name("X-LXD-filename")!] ?? "image.tar"
-                let path = try await r.receiveUpload(req)
-                return Reply.async(try await r.images.importTarball(at: path, filename: filename))
-            }
+            let filename = req.headers[HTTPField.Name("X-LXD-filename")!] ?? "image.tar"
+            let path = try await r.receiveUpload(req)
+            return Reply.async(try await r.images.importTarball(at: path, filename: filename))
         }
         router.get("/1.0/images/aliases") { req, _ in
-            try await handle {
-                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
-                let aliases = try await r.images.aliases()
-                if recursion == 0 { return Reply.sync(aliases.map { "/1.0/images/aliases/\($0.name)" }) }
-                return Reply.sync(aliases)
-            }
+            let recursion = try req.recursion()
+            let aliases = try await r.images.aliases()
+            if recursion == 0 { return Reply.sync(aliases.map { "/1.0/images/aliases/\($0.name)" }) }
+            return Reply.sync(aliases)
         }
         router.post("/1.0/images/aliases") { req, ctx in
-            try await handle {
-                let post: ImageAliasesPost = try await r.decode(req, ctx)
-                try await r.images.createAlias(post)
-                return Reply.empty()
-            }
+            let post: ImageAliasesPost = try await r.decode(req, ctx)
+            try await r.images.createAlias(post)
+            return Reply.empty()
         }
         router.get("/1.0/images/aliases/:alias") { _, ctx in
-            try await handle { Reply.sync(try await r.images.alias(ctx.parameters.get("alias") ?? "")) }
+            Reply.sync(try await r.images.alias(ctx.parameters.get("alias") ?? ""))
         }
         router.delete("/1.0/images/aliases/:alias") { _, ctx in
-            try await handle {
-                try await r.images.deleteAlias(ctx.parameters.get("alias") ?? "")
-                return Reply.empty()
-            }
+            try await r.images.deleteAlias(ctx.parameters.get("alias") ?? "")
+            return Reply.empty()
         }
         router.get("/1.0/images/:fingerprint") { _, ctx in
-            try await handle { Reply.sync(try await r.images.get(ctx.parameters.get("fingerprint") ?? "")) }
+            Reply.sync(try await r.images.get(ctx.parameters.get("fingerprint") ?? ""))
         }
         // Members fetch an image's original tarball from here on first use (members only over
-        // HTTPS: see RemoteAuthMiddleware). Streamed from disk, not loaded whole.
+        // HTTPS: see Endpoints). Streamed from disk, not loaded whole.
         router.get("/1.0/images/:fingerprint/export") { _, ctx in
-            try await handle {
-                let path = try await r.images.exportPath(ctx.parameters.get("fingerprint") ?? "")
-                let body = try await FileIO().loadFile(path: path, context: ctx)
-                return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: body)
-            }
+            let path = try await r.images.exportPath(ctx.parameters.get("fingerprint") ?? "")
+            let body = try await FileIO().loadFile(path: path, context: ctx)
+            return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: body)
         }
         router.delete("/1.0/images/:fingerprint") { _, ctx in
-            try await handle { Reply.async(try await r.images.delete(ctx.parameters.get("fingerprint") ?? "")) }
+            Reply.async(try await r.images.delete(ctx.parameters.get("fingerprint") ?? ""))
         }
 
         // Operations
         router.get("/1.0/operations") { req, _ in
-            try await handle {
-                let recursion = req.uri.queryParameters.get("recursion").flatMap(Int.init) ?? 0
-                let forwarded = req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
-                let ops = await r.clusterOperations(await r.operations.list(), forwarded: forwarded)
-                if recursion == 0 {
-                    return Reply.sync(Dictionary(grouping: ops, by: { $0.status.lowercased() }).mapValues { $0.map { "/1.0/operations/\($0.id)" } })
-                }
-                return Reply.sync(Dictionary(grouping: ops, by: { $0.status.lowercased() }))
+            let recursion = try req.recursion()
+            let forwarded = req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
+            let ops = await r.clusterOperations(await r.operations.list(), forwarded: forwarded)
+            if recursion == 0 {
+                return Reply.sync(Dictionary(grouping: ops, by: { $0.status.lowercased() }).mapValues { $0.map { "/1.0/operations/\($0.id)" } })
             }
+            return Reply.sync(Dictionary(grouping: ops, by: { $0.status.lowercased() }))
         }
         router.get("/1.0/operations/:id") { _, ctx in
-            try await handle {
-                let id = ctx.parameters.get("id") ?? ""
-                guard let op = await r.operations.get(id) else { throw APIError.notFound("APIOperation \(id) not found") }
-                return Reply.sync(op)
-            }
+            let id = ctx.parameters.get("id") ?? ""
+            guard let op = await r.operations.get(id) else { throw APIError.notFound("APIOperation \(id) not found") }
+            return Reply.sync(op)
         }
         router.get("/1.0/operations/:id/wait") { req, ctx in
-            try await handle {
-                let id = ctx.parameters.get("id") ?? ""
-                let timeout = req.uri.queryParameters.get("timeout").flatMap(Double.init).flatMap { $0 < 0 ? nil : Duration.milliseconds(Int64($0 * 1000)) }
-                guard let op = await r.operations.wait(id, timeout: timeout) else { throw APIError.notFound("APIOperation \(id) not found") }
-                return Reply.sync(op)
-            }
+            let id = ctx.parameters.get("id") ?? ""
+            let timeout = try req.waitSeconds("timeout")
+            guard let op = await r.operations.wait(id, timeout: timeout) else { throw APIError.notFound("APIOperation \(id) not found") }
+            return Reply.sync(op)
         }
         router.ws("/1.0/operations/:id/websocket") { req, ctx in
             let id = ctx.parameters.get("id") ?? ""
             let secret = req.uri.queryParameters.get("secret") ?? ""
+            guard !secret.isEmpty else {
+                throw APIError.forbidden("Missing secret: connect with ?secret= from the operation's metadata")
+            }
             if r.remoteOwner(ofOperation: id) != nil {
                 // The owner checks the secret when the proxy connects; a second hop is refused.
-                let forwarded = req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
-                return secret.isEmpty || forwarded ? .dontUpgrade : .upgrade([:])
+                if req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil { throw ForwardingMiddleware.refusal("operation \(id)") }
+                return .upgrade([:])
             }
             // Peek without consuming: the secret is taken on upgrade.
-            guard await r.operations.get(id) != nil, !secret.isEmpty else { return .dontUpgrade }
+            guard await r.operations.get(id) != nil else { throw APIError.notFound("Operation \(id) not found") }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, wsContext in
             let id = wsContext.requestContext.parameters.get("id") ?? ""
@@ -306,7 +259,20 @@ public struct APIRoutes: Sendable {
             guard let (fd, handler) = await r.operations.webSocket(id: id, secret: secret) else { return }
             await WebSocketBridge.run(fd: fd, handler: handler, inbound: inbound, outbound: outbound)
         }
-        return router
+        Self.checkAgainstTable(router)
+        let trust = self.trust, cluster = self.cluster
+        var isTrusted: (@Sendable (String) async throws -> Bool)? = nil
+        if remote { isTrusted = { @Sendable fingerprint in try await trust.isTrusted(fingerprint: fingerprint) } }
+        let isMember: @Sendable (String) async -> Bool = { fingerprint in await cluster.isMember(fingerprint: fingerprint) }
+        return GuardedRouter(router: router, endpoints: Endpoints.all, access: AccessControl(isTrusted: isTrusted, isMember: isMember))
+    }
+
+    /// The router serves exactly the endpoint table: a route missing from the table would have
+    /// no declared access, and a table entry without a route would be documented but not served.
+    static func checkAgainstTable(_ router: Router<Context>) {
+        let served = Set(router.routes.map { "\($0.method.rawValue) \($0.path.description)" })
+        let table = Set(Endpoints.all.map(\.description))
+        precondition(served == table, "the router and Endpoints.all disagree: only routed \(served.subtracting(table).sorted()), only in the table \(table.subtracting(served).sorted())")
     }
 
     /// The member running operation `id` when that is another member (DESIGN "Identity").
@@ -383,11 +349,14 @@ public struct APIRoutes: Sendable {
     }
 }
 
-func handle(_ body: () async throws -> Hummingbird.Response) async throws -> Hummingbird.Response {
-    do {
-        return try await body()
-    } catch {
-        return Reply.error(Reply.apiError(from: error))
+extension Request {
+    /// A numeric `X-LXD-*` file header, nil when absent.
+    func fileHeader(_ name: String, radix: Int, max: UInt32) throws -> UInt32? {
+        guard let text = headers[HTTPField.Name(name)!] else { return nil }
+        guard let value = UInt32(text, radix: radix), value <= max else {
+            throw APIError.badRequest("Invalid \(name) \"\(text)\": use a number from 0 to \(String(max, radix: radix))\(radix == 8 ? " (octal)" : "")")
+        }
+        return value
     }
 }
 
@@ -395,12 +364,5 @@ extension Context {
     func name() throws -> String {
         guard let n = parameters.get("name") else { throw APIError.badRequest("Missing instance name") }
         return n
-    }
-}
-
-extension Request {
-    func requiredQuery(_ key: String) throws -> String {
-        guard let v = uri.queryParameters.get(key), !v.isEmpty else { throw APIError.badRequest("Missing query parameter \"\(key)\"") }
-        return v
     }
 }

@@ -129,7 +129,8 @@ actor ExecSession {
                     setWindowSize(fd: terminalMaster, width: w, height: h)
                 }
             case "signal":
-                if let sig = msg.signal, let p = process { p.signal(Int32(sig)) }
+                // Any number may arrive here: only real signal numbers are sent.
+                if let sig = msg.signal, let p = process, let signal = Int32(exactly: sig), (1...64).contains(signal) { p.signal(signal) }
             default:
                 continue
             }

@@ -134,6 +134,10 @@ public final class InstanceService: Sendable {
         let r = try await row(name)
         let force = put.force ?? false
         let stateful = put.stateful ?? false
+        // LXD's -1 (the client's default) means no timeout given; anything else must be a sane number of seconds.
+        if let t = put.timeout, t != -1, !(0...86_400).contains(t) {
+            throw APIError.badRequest("Invalid timeout \(t): use seconds from 0 to 86400, or -1 for the default (30 s)")
+        }
         let timeout = Duration.seconds(put.timeout.flatMap { $0 >= 0 ? $0 : nil } ?? 30)
         if stateful {
             guard put.action == "stop" else { throw APIError.badRequest("stateful applies to stop only: start restores a saved state by itself") }

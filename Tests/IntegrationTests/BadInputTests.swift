@@ -5,17 +5,56 @@ import Testing
 @Suite(.serialized, .enabled(if: Prerequisites.available, "needs root, busybox and the built binaries"))
 final class BadInputTests {
     let agent: TestAgent
+    let address: String
+    var scratch: [String] = []
 
     init() throws {
-        agent = try TestAgent(name: "bad")
+        address = "127.0.0.1:\(TestAgent.freePort())"
+        agent = try TestAgent(name: "bad", httpsAddress: address)
         try agent.importBusybox()
     }
 
-    deinit { agent.destroy() }
+    deinit {
+        agent.destroy()
+        for dir in scratch { try? FileManager.default.removeItem(atPath: dir) }
+    }
+
+    /// A client identity (certificate and key) made by lxd-keygen; `trusted` adds it to the trust
+    /// store as a plain client (not a member) through a token, as `lxdctl remote add` does.
+    func clientIdentity(trusted: Bool) throws -> (cert: String, key: String) {
+        let conf = "/tmp/lxd-swift-it-conf-\(getpid())-\(UUID().uuidString.prefix(8))"
+        scratch.append(conf)
+        if trusted {
+            let token = try #require(try agent.ok(["config", "trust", "add", "fuzzer"]).split(separator: "\n").last.map(String.init))
+            let add = try run(Paths.lxdctl, ["remote", "add", "r1", "--token", token], environment: ["LXDCTL_CONF": conf, "LXD_DIR": "/nonexistent"])
+            #expect(add.status == 0, "remote add: \(add.stderr)")
+        } else {
+            try FileManager.default.createDirectory(atPath: conf, withIntermediateDirectories: true)
+            let made = try run("\(Paths.buildDir)/lxd-keygen", ["\(conf)/client.crt", "\(conf)/client.key", "stranger"])
+            #expect(made.status == 0, "lxd-keygen: \(made.stderr)")
+        }
+        return ("\(conf)/client.crt", "\(conf)/client.key")
+    }
+
+    /// Raw API call over HTTPS with a client certificate; curl sends the path exactly as spelled.
+    func https(_ method: String, _ path: String, identity: (cert: String, key: String)?, body: String? = nil) throws -> (Int, String) {
+        var args = ["-s", "-k", "--path-as-is", "-X", method, "-w", "\n%{http_code}", "https://\(address)\(path)"]
+        if let identity { args += ["--cert", identity.cert, "--key", identity.key] }
+        if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        let r = try run("/usr/bin/curl", args)
+        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+    }
+
+    /// The agent still answers `GET /1.0` on its unix socket.
+    func expectAlive(sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let (s, b) = try api("GET", "/1.0")
+        #expect(s == 200, "agent stopped answering after a hostile request: \(b)\n\(agent.logTail())", sourceLocation: sourceLocation)
+    }
 
     /// Raw API call over the unix socket; returns (HTTP status, body).
     func api(_ method: String, _ path: String, body: String? = nil, file: String? = nil) throws -> (Int, String) {
-        var args = ["-s", "--unix-socket", agent.socket, "-X", method, "-w", "\n%{http_code}", "http://lxd\(path)"]
+        var args = ["-s", "--path-as-is", "--unix-socket", agent.socket, "-X", method, "-w", "\n%{http_code}", "http://lxd\(path)"]
         if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }
         if let file { args += ["-H", "Content-Type: application/octet-stream", "--data-binary", "@\(file)"] }
         let r = try run("/usr/bin/curl", args)
@@ -113,5 +152,94 @@ final class BadInputTests {
         guard let data = final.data(using: .utf8), let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any],
               let md = obj["metadata"] as? [String: Any] else { return "bad wait reply \(final)" }
         return md["err"] as? String ?? ""
+    }
+
+    @Test func numbersFromRequestsAreRangeChecked() throws {
+        try agent.ok(["launch", "busybox", "num1"])
+        let before = try snapshot()
+        // Each of these once reached a conversion that traps (NaN or huge Double to Int64, a huge
+        // Duration); now each is a 400 and the agent lives on.
+        for timeout in ["nan", "NaN", "inf", "-inf", "1e300", "-5", "99999999999999999999", "abc", ""] {
+            let (s, b) = try api("GET", "/1.0/operations/abc/wait?timeout=\(timeout)")
+            expectRefused(s, b, 400)
+            try expectAlive()
+        }
+        for recursion in ["-1", "3", "abc", "99999999999999999999"] {
+            let (s, b) = try api("GET", "/1.0/instances?recursion=\(recursion)")
+            expectRefused(s, b, 400)
+        }
+        for timeout in ["9223372036854775807", "-2", "86401"] {
+            let (s, b) = try api("PUT", "/1.0/instances/num1/state", body: #"{"action":"stop","timeout":\#(timeout)}"#)
+            expectRefused(s, b, 400)
+        }
+        let (s, b) = try api("PUT", "/1.0/instances/num1/state", body: #"{"action":"stop","timeout":1e300}"#)
+        expectRefused(s, b, 400)
+        for (header, value) in [("X-LXD-mode", "99999999999"), ("X-LXD-mode", "0o644"), ("X-LXD-mode", "8"), ("X-LXD-uid", "-1"), ("X-LXD-uid", "65536"), ("X-LXD-gid", "4294967296")] {
+            let r = try run("/usr/bin/curl", ["-s", "--unix-socket", agent.socket, "-X", "POST", "-w", "\n%{http_code}", "-H", "\(header): \(value)",
+                                              "--data-binary", "x", "http://lxd/1.0/instances/num1/files?path=/tmp/f"])
+            let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            expectRefused(Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"), 400)
+        }
+        try expectAlive()
+        #expect(try snapshot() == before, "refused requests must change nothing")
+    }
+
+    @Test func unknownRoutesAndMethodsAnswerInLXDShape() throws {
+        var (s, b) = try api("GET", "/1.0/nothing-here")
+        expectRefused(s, b, 404)
+        (s, b) = try api("DELETE", "/1.0/instances")
+        expectRefused(s, b, 405)
+        (s, b) = try api("GET", "/1.0/instances/%2e%2e/state")
+        expectRefused(s, b, 400)
+        (s, b) = try api("GET", "/internal/database")
+        #expect(s >= 400 && b.contains("\"type\":\"error\""), "a websocket route asked without an upgrade: \(s) \(b)")
+        // The same routes through other spellings reach the same handlers.
+        (s, b) = try api("GET", "//1.0//instances/")
+        #expect(s == 200, "\(b)")
+    }
+
+    @Test func membersOnlyRoutesRefuseATrustedNonMemberUnderEverySpelling() throws {
+        let client = try clientIdentity(trusted: true)
+        let stranger = try clientIdentity(trusted: false)
+        let before = try snapshot()
+        // A plain trusted client reaches client routes...
+        var (s, b) = try https("GET", "/1.0/instances", identity: client)
+        #expect(s == 200, "\(b)")
+        // ...an untrusted one only learns who the server is.
+        (s, b) = try https("GET", "/1.0/instances", identity: stranger)
+        expectRefused(s, b, 403)
+        (s, b) = try https("GET", "/1.0", identity: stranger)
+        #expect(s == 200 && b.contains("\"auth\":\"untrusted\""), "\(b)")
+
+        let heartbeat = #"{"members":[{"name":"forged","address":"127.0.0.9:1","fingerprint":"00","dqlite_id":9}]}"#
+        let routes: [(String, String, String?)] = [
+            ("POST", "/internal/cluster/heartbeat", heartbeat),
+            ("GET", "/internal/database", nil),
+            ("POST", "/internal/instances/materialise", "{}"),
+            ("GET", "/1.0/images/abc/export", nil),
+        ]
+        for (method, path, body) in routes {
+            let segments = path.split(separator: "/").map(String.init)
+            let encodedLast = segments.last!.prefix(1).unicodeScalars.map { String(format: "%%%02X", $0.value) }.joined() + segments.last!.dropFirst()
+            let spellings = [
+                path, path + "/", "/" + path, path.replacingOccurrences(of: "/", with: "//"), path + "//",
+                "/" + segments.dropLast().joined(separator: "/") + "/" + encodedLast,
+            ]
+            for spelling in spellings {
+                for who in [client, stranger] {
+                    (s, b) = try https(method, spelling, identity: who, body: body)
+                    expectRefused(s, b, 403)
+                }
+            }
+        }
+        // Dot segments are refused before anything else, whoever asks.
+        (s, b) = try https("POST", "/1.0/../internal/cluster/heartbeat", identity: client, body: heartbeat)
+        expectRefused(s, b, 400)
+        (s, b) = try https("PUT", "/1.0/cluster", identity: client, body: #"{"enabled":true,"server_name":"x"}"#)
+        expectRefused(s, b, 403)
+        try expectAlive()
+        #expect(try snapshot() == before, "refused requests must change nothing")
+        let members = try agent.ok(["cluster", "list", "--format", "csv"])
+        #expect(!members.contains("forged"), "a forged heartbeat changed the member list: \(members)")
     }
 }

@@ -1,0 +1,47 @@
+import APITypes
+import Hummingbird
+
+/// Numbers and flags from a request's query, range-checked before any conversion: a bad value
+/// is LXD's 400 naming the parameter, never a trap or a silent default.
+extension Request {
+    /// `recursion`: 0 (absent), 1 or 2.
+    func recursion() throws -> Int {
+        guard let text = uri.queryParameters.get("recursion") else { return 0 }
+        guard let value = Int(text), (0...2).contains(value) else {
+            throw APIError.badRequest("Invalid recursion \"\(text)\": use 0, 1 or 2")
+        }
+        return value
+    }
+
+    /// A wait in seconds (fractions allowed) from query parameter `key`: nil when absent or -1,
+    /// LXD's "wait as long as it takes"; at most `QueryLimits.longestWait`.
+    func waitSeconds(_ key: String) throws -> Duration? {
+        guard let text = uri.queryParameters.get(key) else { return nil }
+        guard let value = Double(text), value.isFinite, value == -1 || (0...QueryLimits.longestWait).contains(value) else {
+            throw APIError.badRequest("Invalid \(key) \"\(text)\": use seconds from 0 to \(Int(QueryLimits.longestWait)), or -1 to wait until done")
+        }
+        // Whole milliseconds: the range check above keeps this far inside Int64.
+        return value == -1 ? nil : .milliseconds(Int64((value * 1000).rounded()))
+    }
+
+    /// A yes/no query parameter: absent, "0" or "false" is false; "1" or "true" is true.
+    func flag(_ key: String) throws -> Bool {
+        guard let text = uri.queryParameters.get(key) else { return false }
+        switch text {
+        case "", "0", "false": return false
+        case "1", "true": return true
+        default: throw APIError.badRequest("Invalid \(key) \"\(text)\": use true or false")
+        }
+    }
+
+    /// A required, non-empty query parameter.
+    func requiredQuery(_ key: String) throws -> String {
+        guard let v = uri.queryParameters.get(key), !v.isEmpty else { throw APIError.badRequest("Missing query parameter \"\(key)\"") }
+        return String(v)
+    }
+}
+
+public enum QueryLimits {
+    /// The longest wait a request may ask for, in seconds (a day).
+    public static let longestWait: Double = 86_400
+}
