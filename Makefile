@@ -10,8 +10,9 @@
 #   make stop    stop the members started by `make run` (containers keep running)
 #   make clean   remove build products and generated images
 #
-# Variables: SCRATCH (build dir, default .build), CONFIG (debug|release), LXD_DIR (default
-# /var/lib/lxd-swift; `make run` puts each member in LXD_DIR/<member>), LAYOUT (the cluster
+# Variables: SCRATCH (build dir, default .build), CONFIG (debug|release), LXD_SWIFT_ROOT (default
+# /var/lib/lxd-swift; `make run` puts each member in LXD_SWIFT_ROOT/<member>; LXD_DIR is lxdctl's,
+# one member's directory, and is not read by make run/stop), LAYOUT (the cluster
 # `make run` starts, default cluster-configs/three-members.yaml), TEST_FLAGS (extra `swift test` flags, e.g. --filter RuntimeTests),
 # BENCH_ARGS (e.g. "--runs 20 --density 500"), SKIP_CRIU=1 (skip CRIU in bootstrap; dev only).
 
@@ -22,7 +23,7 @@ SHELL := /bin/bash
 SWIFT   ?= swift
 SCRATCH ?= .build
 CONFIG  ?= debug
-LXD_DIR ?= /var/lib/lxd-swift
+LXD_SWIFT_ROOT ?= /var/lib/lxd-swift
 LAYOUT  ?= cluster-configs/three-members.yaml
 TEST_FLAGS ?=
 BENCH_ARGS ?=
@@ -69,33 +70,37 @@ $(LXD_SWIFT_TEST_COUNTER_IMAGE): scripts/make-busybox-image | bootstrap
 	@scripts/make-busybox-image $@ --init counter
 
 # Every test, as root, without LXD_DIR: tests make their own data directories and must never
-# reach the agent of `make run`. The summary repeats failures and skips at the end so they are not lost
-# in the scroll; the exit status is swift test's (pipefail), so a failing test fails `make test`.
+# reach the agent of `make run`. CRIU is installed by bootstrap, so its tests must run: as root
+# and without SKIP_CRIU=1, LXD_SWIFT_REQUIRE_CRIU=1 makes a missing or broken CRIU fail them
+# instead of skipping them. scripts/test-summary repeats failures and skips (with their reasons)
+# at the end so they are not lost in the scroll, and ends with "N passed, N failed, N skipped";
+# the exit status is swift test's (pipefail), so a failing test fails `make test`.
+REQUIRE_CRIU := $(if $(filter 1,$(SKIP_CRIU)),0,$(if $(filter 0,$(shell id -u)),1,0))
+
 test: build-tests images
 	@echo "== scripts/test-busybox-image"
 	@src=0; scripts/test-busybox-image || src=$$?; \
-	echo "== swift test"; \
+	echo "== swift test (LXD_SWIFT_REQUIRE_CRIU=$(REQUIRE_CRIU))"; \
 	rc=0; \
 	$(if $(CI),timeout -k 60 $(TEST_TIMEOUT)) \
-	    env -u LXD_DIR $(SWIFT) test $(SWIFT_FLAGS) --skip-build --no-parallel $(TEST_FLAGS) 2>&1 | tee $(TEST_LOG) || rc=$$?; \
-	echo "== test summary (full log: $(TEST_LOG))"; \
-	grep -E '(Test run with|Executed [0-9]+ tests?)' $(TEST_LOG) | grep -v 'Executed 0 tests' | sort -u || true; \
-	skips=$$(grep -cE '^[^ ]* ?Test .* skipped' $(TEST_LOG) || true); \
-	[ "$$skips" = 0 ] || { echo "skipped: $$skips"; grep -E '^[^ ]* ?Test .* skipped' $(TEST_LOG) | sed 's/^/  /'; }; \
-	awk '/Test run with/ { next } \
-	     /^[^ ]* ?Test .* (failed|recorded an issue)|error: .*(XCT|failed)/ { print "  " $$0; n = 3; next } \
-	     n > 0 && /^↳/ { print "      " $$0; n--; next } { n = 0 }' $(TEST_LOG) | head -n 80 || true; \
-	[ $$src = 0 ] || echo "make test: FAILED: scripts/test-busybox-image (output above)"; \
-	if [ $$rc = 124 ]; then echo "make test: FAILED: tests did not finish within $(TEST_TIMEOUT)"; \
-	elif [ $$rc != 0 ]; then echo "make test: FAILED (swift test exit status $$rc)"; \
-	elif [ $$src = 0 ]; then echo "make test: all tests passed"; fi; \
-	[ $$rc = 0 ] && exit $$src; exit $$rc
+	    env -u LXD_DIR LXD_SWIFT_REQUIRE_CRIU=$(REQUIRE_CRIU) \
+	    $(SWIFT) test $(SWIFT_FLAGS) --skip-build --no-parallel $(TEST_FLAGS) 2>&1 | tee $(TEST_LOG) || rc=$$?; \
+	scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
+
+# LXD_DIR in the environment is lxdctl's (the README exports one member's directory) and is
+# ignored here; given on the command line it is the old spelling of LXD_SWIFT_ROOT: refused, so
+# it never silently means one thing to make and another to lxdctl.
+define no_lxd_dir
+$(if $(filter command line,$(origin LXD_DIR)),$(error make $@: LXD_DIR is lxdctl's (one member's data directory); the parent of the members' directories is LXD_SWIFT_ROOT, e.g. make $@ LXD_SWIFT_ROOT=$(LXD_DIR)))
+endef
 
 run: build images
-	@LXD_DIR=$(LXD_DIR) scripts/run-local --image $(LXD_SWIFT_TEST_IMAGE) --layout $(LAYOUT)
+	$(no_lxd_dir)
+	@LXD_SWIFT_ROOT=$(LXD_SWIFT_ROOT) scripts/run-local --image $(LXD_SWIFT_TEST_IMAGE) --layout $(LAYOUT)
 
 stop:
-	@LXD_DIR=$(LXD_DIR) LXD_SWIFT_BIN_DIR=$(BIN_DIR) scripts/run-local --stop --layout $(LAYOUT)
+	$(no_lxd_dir)
+	@LXD_SWIFT_ROOT=$(LXD_SWIFT_ROOT) LXD_SWIFT_BIN_DIR=$(BIN_DIR) scripts/run-local --stop --layout $(LAYOUT)
 
 bench: build images
 	@scripts/bench/lifecycle --image $(LXD_SWIFT_TEST_IMAGE) $(BENCH_ARGS)

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// CRIU checkpoint and restore on this host through the API: `stop --stateful`, then `start`.
-@Suite(.serialized, .enabled(if: Prerequisites.available && access("/usr/local/sbin/criu", X_OK) == 0,
+@Suite(.serialized, .enabled(if: Prerequisites.criuAvailable,
                              "needs root, busybox, the built binaries and CRIU (scripts/install-criu)"))
 final class StatefulTests {
     let agent: TestAgent

