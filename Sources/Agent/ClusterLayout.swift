@@ -9,7 +9,7 @@ import Yams
 /// members:
 ///   - server_name: m1
 ///     https_address: 127.0.0.1:8443
-///     data_dir: m1            # under $LXD_DIR
+///     data_dir: m1            # under $LXD_SWIFT_ROOT (scripts/run-local)
 ///     failure_domain: rack1   # optional
 /// ```
 public struct ClusterLayout: Equatable, Sendable {
@@ -82,7 +82,7 @@ public struct ClusterLayout: Equatable, Sendable {
             }
             let dir = try text("data_dir", required: false) ?? name
             guard !dir.hasPrefix("/"), !dir.split(separator: "/").contains(".."), !dir.contains(where: \.isWhitespace) else {
-                throw PreseedError(key: "\(path).data_dir", message: "\"\(dir)\" must be a relative path under $LXD_DIR without .. or spaces")
+                throw PreseedError(key: "\(path).data_dir", message: "\"\(dir)\" must be a relative path under $LXD_SWIFT_ROOT without .. or spaces")
             }
             let domain = try text("failure_domain", required: false)
             if members.contains(where: { $0.serverName == name }) { throw PreseedError(key: "\(path).server_name", message: "\(name) is listed twice") }
