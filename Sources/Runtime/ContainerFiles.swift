@@ -15,9 +15,11 @@ public struct ContainerFile: Sendable, Equatable {
 extension ContainerRuntime {
     /// Reads a file in the container. Paths resolve inside the container root
     /// (openat2 RESOLVE_IN_ROOT): container symlinks never lead to host files.
-    public func readFile(name: String, path: String) async throws(RuntimeError) -> ContainerFile {
+    /// A file larger than `maxBytes` is refused rather than read into memory; a FIFO, socket or
+    /// device is refused without blocking on it (the container's user may have put one there).
+    public func readFile(name: String, path: String, maxBytes: Int = 256 << 20) async throws(RuntimeError) -> ContainerFile {
         try await withRoot(name) { (root, idmap) throws(RuntimeError) in
-            let fd = cr_openat2_in_root(root, path, O_RDONLY, 0)
+            let fd = cr_openat2_in_root(root, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
             if fd < 0 { throw .system("open", on: "\(path) in \(name)", errno) }
             defer { close(fd) }
             var st = stat()
@@ -31,12 +33,17 @@ extension ContainerRuntime {
             guard (st.st_mode & S_IFMT) == S_IFREG else {
                 throw .invalid("\(path) in \(name) is not a regular file or directory")
             }
+            guard st.st_size <= maxBytes else {
+                throw .invalid("\(path) in \(name) is \(st.st_size) bytes, more than the \(maxBytes) a file pull carries: copy it out another way (exec with tar)")
+            }
             var out: [UInt8] = []
             var buf = [UInt8](repeating: 0, count: 65536)
             while true {
                 let n = read(fd, &buf, buf.count)
                 if n < 0 { if errno == EINTR { continue }; throw .system("read", on: "\(path) in \(name)", errno) }
                 if n == 0 { break }
+                // The file may grow while it is read.
+                if out.count + n > maxBytes { throw .invalid("\(path) in \(name) grew past \(maxBytes) bytes while it was read") }
                 out += buf[0..<n]
             }
             return ContainerFile(content: out, mode: mode, uid: uid, gid: gid, entries: nil)
@@ -53,9 +60,16 @@ extension ContainerRuntime {
             guard let hostUID, let hostGID else {
                 throw .invalid("owner \(uid):\(gid) is outside the id map of \(name)")
             }
-            let fd = cr_openat2_in_root(root, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode & 0o7777)
-            if fd < 0 { throw .system("open for writing", on: "\(path) in \(name)", errno) }
+            // O_NONBLOCK: a FIFO the container's user put there must not hold the agent.
+            let fd = cr_openat2_in_root(root, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, mode & 0o7777)
+            if fd < 0 {
+                if errno == ENXIO { throw .invalid("\(path) in \(name) is a FIFO, not a regular file") }
+                throw .system("open for writing", on: "\(path) in \(name)", errno)
+            }
             defer { close(fd) }
+            var st = stat()
+            if fstat(fd, &st) != 0 { throw .system("stat", on: "\(path) in \(name)", errno) }
+            guard (st.st_mode & S_IFMT) == S_IFREG else { throw .invalid("\(path) in \(name) exists and is not a regular file") }
             var off = 0
             while off < bytes.count {
                 let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
