@@ -11,6 +11,7 @@ enum FirstStart {
     /// preseed wants written to the database once it is up, nil otherwise (and on later starts).
     static func prepare(_ config: AgentConfiguration, logger: Logger) async throws -> MemberSettings? {
         let dataDir = config.dataDir
+        try claim(dataDirectory: dataDir)
         if let existing = try LocalState.load(from: dataDir) {
             if let preseed = config.preseed {
                 // Re-running with the same preseed is fine (make run); a different identity is not silently ignored.
@@ -44,6 +45,17 @@ enum FirstStart {
         }
         try state.save(to: dataDir)
         return config.preseed?.memberSettings
+    }
+
+    /// The agent owns its data directory: like LXD it makes it 0711 on every start, so the mapped
+    /// root of an unprivileged container can walk through it to its root filesystem and console
+    /// (it can list nothing). `mktemp -d` makes 0700, which would fail every launch. Parents are
+    /// not ours to change: the runtime names the first one that still blocks.
+    static func claim(dataDirectory dataDir: String) throws {
+        guard chmod(dataDir, 0o711) == 0 else {
+            let why = String(cString: strerror(errno))
+            throw AgentError.startup("cannot make the data directory \(dataDir) 0711: \(why); it must be a directory this agent owns")
+        }
     }
 
     /// The member's TLS identity: made on first start, pinned by clients and peers afterwards.

@@ -79,7 +79,7 @@ public final class ContainerRuntime: Sendable {
         try Reaper.shared.start()
         try Self.makeDir(dataDir + "/containers", mode: 0o711)
         if let blocked = Self.untraversable(dataDir + "/containers") {
-            logger.warning("unprivileged containers will not start: \(blocked) is not searchable by other users (chmod o+x)")
+            logger.warning("unprivileged containers will not start: \(blocked) is not searchable by other users; run chmod o+x \(blocked)")
         }
     }
 
@@ -186,8 +186,13 @@ public final class ContainerRuntime: Sendable {
             try? Self.unmountAll(under: p.dir)
             try? cgroups.remove(name)
             var why = report.error ?? "lxd-start \(helperExit) without a report"
-            if why.contains("Permission denied") && spec.idmap != nil {
-                why += " (the container's root, host uid \(spec.idmap!.hostBase), must be able to traverse every directory down to \(p.dir): make them 0711)"
+            if why.contains("Permission denied"), let map = spec.idmap {
+                // Name the directory to fix, when one on the way lacks the search bit for others.
+                if let blocked = Self.untraversable(p.dir) {
+                    why += " (the container's root, host uid \(map.hostBase), cannot traverse \(blocked) on the way to \(p.dir): run chmod o+x \(blocked))"
+                } else {
+                    why += " (the container's root, host uid \(map.hostBase), must be able to traverse every directory down to \(p.dir): make them 0711)"
+                }
             }
             throw .startFailed(name, why)
         }
