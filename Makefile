@@ -3,7 +3,9 @@
 #   make run     install what is missing, build, start a three-member cluster on 127.0.0.1-3
 #                (cluster-configs/three-members.yaml), import the busybox image, launch one
 #                container per member, print `lxdctl cluster list` and `lxdctl list` (scripts/run-local)
-#   make test    install what is missing, build everything with tests, run every test
+#   make test    install what is missing, build everything with tests, run every test, then a
+#                short fuzz run of the REST API (scripts/fuzz-api --short, docs/rest-api.yaml)
+#   make test-long  the long runs: a fuzz run of thousands of cases (scripts/fuzz-api --long)
 #   make build   build lxdd, lxdctl and lxd-start
 #   make bench   lifecycle and density benchmark against a private lxdd (scripts/bench/lifecycle)
 #   make bench-cluster  join, leader kill, forwarding and offline figures of three private members (scripts/bench/cluster)
@@ -45,7 +47,7 @@ export LXD_SWIFT_BIN_DIR := $(BIN_DIR)
 export LXD_SWIFT_TEST_IMAGE := $(abspath $(IMAGES))/busybox.tar.xz
 export LXD_SWIFT_TEST_COUNTER_IMAGE := $(abspath $(IMAGES))/busybox-counter.tar.xz
 
-.PHONY: all run test build build-tests bootstrap images bench bench-cluster stop clean
+.PHONY: all run test test-long build build-tests bootstrap images bench bench-cluster stop clean
 
 all: build
 
@@ -76,6 +78,10 @@ $(LXD_SWIFT_TEST_COUNTER_IMAGE): scripts/make-busybox-image | bootstrap
 # at the end so they are not lost in the scroll, and ends with "N passed, N failed, N skipped";
 # the exit status is swift test's (pipefail), so a failing test fails `make test`.
 REQUIRE_CRIU := $(if $(filter 1,$(SKIP_CRIU)),0,$(if $(filter 0,$(shell id -u)),1,0))
+# Then the short fuzz run of the REST API (scripts/fuzz-api, about a minute): its failure fails
+# `make test` too, and its counts are a line of the summary.
+FUZZ_OUTPUT := $(SCRATCH)/fuzz-api.log
+FUZZ_TIMEOUT ?= 10m
 
 test: build-tests images
 	@echo "== scripts/test-busybox-image"
@@ -85,7 +91,14 @@ test: build-tests images
 	$(if $(CI),timeout -k 60 $(TEST_TIMEOUT)) \
 	    env -u LXD_DIR LXD_SWIFT_REQUIRE_CRIU=$(REQUIRE_CRIU) \
 	    $(SWIFT) test $(SWIFT_FLAGS) --skip-build --no-parallel $(TEST_FLAGS) 2>&1 | tee $(TEST_LOG) || rc=$$?; \
-	scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
+	echo "== scripts/fuzz-api --short"; \
+	frc=0; $(if $(CI),timeout -k 30 $(FUZZ_TIMEOUT)) scripts/fuzz-api --short 2>&1 | tee $(FUZZ_OUTPUT) || frc=$$?; \
+	FUZZ_STATUS=$$frc FUZZ_OUTPUT=$(FUZZ_OUTPUT) scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
+
+# Long runs, minutes each; not part of `make test`.
+test-long: build images
+	@echo "== scripts/fuzz-api --long"
+	@scripts/fuzz-api --long
 
 # LXD_DIR in the environment is lxdctl's (the README exports one member's directory) and is
 # ignored here; given on the command line it is the old spelling of LXD_SWIFT_ROOT: refused, so
