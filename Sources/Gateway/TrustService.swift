@@ -61,8 +61,13 @@ public struct TrustService: Sendable {
         }
     }
 
-    /// Adds a certificate given by a trusted caller (PEM or base64 DER).
+    /// Adds a certificate given by a trusted caller (PEM or base64 DER). Only clients: a member's
+    /// `server` certificate is what members are recognised by (the database links, heartbeats),
+    /// so it comes from joining the cluster and nowhere else.
     public func add(certificate text: String, name: String?, type: String?) async throws -> String {
+        guard type.map({ $0 == TrustedCertificate.Kind.client.rawValue }) ?? true else {
+            throw APIError.badRequest("Only certificates of type client can be added: a member's server certificate is added when it joins (lxdctl cluster add, then join)")
+        }
         let der: [UInt8]
         do {
             der = try CertificateText.der(from: text)
