@@ -93,8 +93,12 @@ struct Row {
 
 /// Timestamps are stored as unix nanoseconds (INTEGER).
 enum Timestamp {
+    /// Dates past what an Int64 of nanoseconds holds (before 1678, after 2262) are clamped to its
+    /// ends rather than trapping: callers range-check dates that come from requests.
     static func nanoseconds(_ date: Date) -> Int64 {
-        Int64((date.timeIntervalSince1970 * 1_000_000_000).rounded())
+        let ns = (date.timeIntervalSince1970 * 1_000_000_000).rounded()
+        guard ns.isFinite, ns > Double(Int64.min), ns < Double(Int64.max) else { return ns < 0 ? .min : .max }
+        return Int64(ns)
     }
 
     static func date(fromNanoseconds ns: Int64) -> Date {

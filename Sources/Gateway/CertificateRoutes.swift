@@ -34,6 +34,10 @@ struct CertificatesPostBody: Decodable {
             guard let date = ISO8601DateFormatter().date(from: text) else {
                 throw APIError.badRequest("Invalid expires_at \"\(text)\": use RFC 3339, e.g. 2030-01-01T00:00:00Z")
             }
+            // Stored as Int64 nanoseconds, which end in 2262; a token has no use past a century.
+            guard date.timeIntervalSince1970 >= 0, date < Date().addingTimeInterval(100 * 365 * 86_400) else {
+                throw APIError.badRequest("Invalid expires_at \"\(text)\": give a time before 100 years from now")
+            }
             expiresAt = date
         }
     }

@@ -1,4 +1,5 @@
 import APITypes
+import ClusterDB
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -60,4 +61,18 @@ enum Reply {
 /// Errors of lower layers that know their API status.
 public protocol APIErrorConvertible: Error {
     var apiError: APIError { get }
+}
+
+/// Database refusals that reach the API: what the caller asked for is missing, taken or
+/// malformed (4xx), or the cluster is busy electing (503, retry); only a broken row is a 500.
+extension ClusterDBError: APIErrorConvertible {
+    public var apiError: APIError {
+        switch self {
+        case .notFound: .notFound(description)
+        case .alreadyExists, .exhausted: .conflict(description)
+        case .ambiguous, .invalidArgument: .badRequest(description)
+        case .outcomeUnknown, .retriesExhausted, .schemaTooNew: .unavailable(description)
+        case .corrupt, .migrationFailed: .internal(description)
+        }
+    }
 }

@@ -186,6 +186,15 @@ final class BadInputTests {
             let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
             expectRefused(Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"), 400)
         }
+        // Found by the fuzz run: a date past 2262 trapped converting to Int64 nanoseconds.
+        for expiry in ["5182-04-25T23:16:56-09:03", "1600-01-01T00:00:00Z"] {
+            let (s, b) = try api("POST", "/1.0/certificates", body: #"{"token":true,"name":"x","expires_at":"\#(expiry)"}"#)
+            expectRefused(s, b, 400)
+            try expectAlive()
+        }
+        // And a malformed image fingerprint was a 500.
+        let (fs, fb) = try api("POST", "/1.0/instances", body: #"{"name":"fp1","source":{"type":"image","fingerprint":"\u001b\u009f"}}"#)
+        expectRefused(fs, fb, 400)
         try expectAlive()
         #expect(try snapshot() == before, "refused requests must change nothing")
     }
