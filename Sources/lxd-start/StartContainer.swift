@@ -192,9 +192,12 @@ struct StartContainer {
         for d in ["proc", "sys", "dev"] { try makeDir(pathJoin(r, d)) }
         try mountFS("proc", r + "/proc", "proc", nosuidNodevNoexec, nil)
         if privileged {
-            // Host root inside: keep kernel tunables read-only.
-            try bind(r + "/proc/sys", r + "/proc/sys")
-            try mountFS("none", r + "/proc/sys", nil, Int(MS_BIND) | Int(MS_REMOUNT) | Int(MS_RDONLY) | nosuidNodevNoexec, nil)
+            // Host root inside: keep kernel tunables read-only, and the magic SysRq trigger (one
+            // write reboots or crashes the host). Kernels without SysRq have no such file.
+            for path in ["/proc/sys", "/proc/sysrq-trigger"] where path == "/proc/sys" || access(r + path, F_OK) == 0 {
+                try bind(r + path, r + path)
+                try mountFS("none", r + path, nil, Int(MS_BIND) | Int(MS_REMOUNT) | Int(MS_RDONLY) | nosuidNodevNoexec, nil)
+            }
         }
         try mountFS("sysfs", r + "/sys", "sysfs", nosuidNodevNoexec | (privileged ? Int(MS_RDONLY) : 0), nil)
         try mountFS("tmpfs", r + "/dev", "tmpfs", Int(MS_NOSUID) | Int(MS_NOEXEC), "mode=755,size=65536k")
