@@ -12,11 +12,8 @@ enum CLI {
         return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("lxdctl").path
     }()
 
-    static var available: Bool {
-        let ok = FileManager.default.isExecutableFile(atPath: path)
-        if !ok { print("SKIP CLI tests: \(path) is not built (build the lxdctl product, e.g. swift build --build-tests builds it)") }
-        return ok
-    }
+    /// The suites' `.enabled(if:)` trait reports the skip with its reason.
+    static var available: Bool { FileManager.default.isExecutableFile(atPath: path) }
 
     struct Result {
         var status: Int32
@@ -142,7 +139,7 @@ enum CLI {
     }
 }
 
-@Suite(.enabled(if: CLI.available, "lxdctl binary not built next to the test bundle"), .timeLimit(.minutes(1)))
+@Suite(.enabled(if: CLI.available, "lxdctl is not built next to the test bundle (swift build --build-tests builds it)"), .timeLimit(.minutes(1)))
 struct CLITests {
     static func instance(_ name: String, _ status: StatusCode, pid: Int64, memory: Int64, config: [String: String] = [:]) -> Instance {
         let state = InstanceState(status: status, pid: pid, processes: 1, memory: .init(usage: memory, usagePeak: memory, total: 0), cpu: .init(usage: 0))

@@ -6,7 +6,7 @@ import Testing
 
 /// `lxdctl exec` on a real pseudo-terminal: interactive by default, raw mode while running and
 /// restored after, the terminal size sent at start and on SIGWINCH, keystrokes passed through.
-@Suite(.enabled(if: CLI.available, "lxdctl binary not built next to the test bundle"), .timeLimit(.minutes(1)))
+@Suite(.enabled(if: CLI.available, "lxdctl is not built next to the test bundle (swift build --build-tests builds it)"), .timeLimit(.minutes(1)))
 struct PtyCLITests {
     struct Pty {
         let master: Int32
