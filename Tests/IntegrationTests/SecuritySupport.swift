@@ -78,21 +78,12 @@ enum SyscallProbe {
         return nil
     }()
 
-    nonisolated(unsafe) private static var built: String?
-    private static let lock = NSLock()
-
-    /// Builds the probe once per test process; returns its path.
-    static func path() throws -> String {
-        lock.lock()
-        defer { lock.unlock() }
-        if let built { return built }
-        let dir = "/tmp/lxd-swift-it-probe-\(getpid())"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try source.write(toFile: "\(dir)/probe.c", atomically: true, encoding: .utf8)
-        let r = try run("/usr/bin/gcc", ["-static", "-O2", "-o", "\(dir)/probe", "\(dir)/probe.c"])
+    /// Builds the probe in `directory` (a test's scratch directory, removed with it); returns its path.
+    static func build(in directory: String) throws -> String {
+        try source.write(toFile: "\(directory)/probe.c", atomically: true, encoding: .utf8)
+        let r = try run("/usr/bin/gcc", ["-static", "-O2", "-o", "\(directory)/probe", "\(directory)/probe.c"])
         guard r.status == 0 else { throw HarnessError("gcc -static of the syscall probe failed: \(r.stderr)") }
-        built = "\(dir)/probe"
-        return "\(dir)/probe"
+        return "\(directory)/probe"
     }
 
     /// `probe write PATH VALUE` output parsed: "open EACCES" -> ("open", "EACCES").
