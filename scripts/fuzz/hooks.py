@@ -12,10 +12,10 @@ its unix socket (FUZZ_SOCKET), which is trusted and never fuzzed:
   sync/async envelope, a state change from a refused request, and an agent that stopped
   answering (FUZZ_DEAD_MARKER, written by the watchdog in scripts/fuzz-api).
 
-FUZZ_FIXTURES names real objects (the instance, image, alias, member, operation, certificate, placement group
-that scripts/fuzz-api made) that path parameters are sometimes replaced with, so routes on
-one object get past their 404; deleting them is left to the stateful links, which delete
-only what they created.
+FUZZ_FIXTURES names real objects (the instance, image, alias, member, operation, certificate,
+placement group that scripts/fuzz-api made) that path parameters are sometimes replaced with, so
+routes on one object get past their 404; deleting them is left to the stateful links, which
+delete only what they created, except for one image made to be deleted.
 """
 
 import http.client
@@ -256,7 +256,8 @@ def _spares_client_certificate(case):
 
 def _real_value(method, path, key):
     if method == "DELETE":
-        return None  # deleting the fixtures would leave later cases nothing to act on
+        # Deleting the fixtures would leave later cases nothing to act on; one image is there to go.
+        return FIXTURES.get("victim_image") if path == "/1.0/images/{fingerprint}" else None
     if key == "fingerprint":
         return FIXTURES.get("certificate") if path.startswith("/1.0/certificates/") else FIXTURES.get("image")
     return _REAL.get(key)

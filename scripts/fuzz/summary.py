@@ -1,6 +1,6 @@
 """The closing report of scripts/fuzz-api.
 
-summary.py SCHEMA CALLS_JSONL JUNIT_XML SCHEMATHESIS_EXIT CRASH
+summary.py SCHEMA CALLS_JSONL JUNIT_XML[,JUNIT_XML...] SCHEMATHESIS_EXIT CRASH
 
 Prints, per route of SCHEMA, the cases tried and how many were answered 2xx, then the routes
 never answered 2xx, cases tried in all and the failures; exits 1 when anything failed (a check,
@@ -40,14 +40,20 @@ for r in never:
     print(f"  {r}")
 
 failures = []
-try:
-    root = ET.parse(junit_path).getroot()
+for i, path in enumerate(junit_path.split(",")):
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        if i == 0:
+            failures.append(f"no schemathesis report at {path}")
+        continue  # a later pass is skipped once the agent is down
+    except (OSError, ET.ParseError) as e:
+        failures.append(f"unreadable schemathesis report {path} ({e})")
+        continue
     for case in root.iter("testcase"):
         for f in list(case.findall("failure")) + list(case.findall("error")):
             text = (f.get("message") or f.text or "").strip().splitlines()
             failures.append(f"{case.get('name')}: {text[0] if text else f.tag}")
-except (OSError, ET.ParseError) as e:
-    failures.append(f"no schemathesis report ({e})")
 if st_rc != 0 and not failures:
     failures.append(f"schemathesis exited with status {st_rc} (its output above)")
 if crash:
