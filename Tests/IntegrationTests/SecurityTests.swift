@@ -355,9 +355,9 @@ final class SecurityTests {
         let setup = """
             set -e
             ln -s / /tmp/esc; ln -s /../../../../ /tmp/esc2; ln -s ../../../../../../../.. /tmp/esc3
-            ln -s \(host) /tmp/esc4; ln -s \(agent.dataDir) /tmp/esc5; ln -s /tmp /tmp/esc6
+            ln -s \(host) /tmp/esc4; ln -s \(agent.dataDir) /tmp/esc5
             ln -s \(host)/target /tmp/link-file; ln -s /etc/shadow /tmp/shadow-link
-            ln -s \(agent.dataDir)/server.key /tmp/key-link
+            ln -s \(agent.dataDir)/server.key /tmp/key-link; ln -s \(Paths.repo) /tmp/esc7
             echo container-shadow > /etc/shadow
             mkfifo /tmp/fifo
             """
@@ -379,7 +379,7 @@ final class SecurityTests {
                     #expect(landed == "\(marker)\n", "\(state): push through \(link) did not land in the container's /tmp")
                 }
             }
-            for (link, hostDir) in [("/tmp/esc4", host), ("/tmp/esc5", agent.dataDir)] {
+            for (link, hostDir) in [("/tmp/esc4", host), ("/tmp/esc5", agent.dataDir), ("/tmp/esc7", Paths.repo)] {
                 _ = try push("\(link)/\(marker)-\(state)")
                 #expect(!FileManager.default.fileExists(atPath: "\(hostDir)/\(marker)-\(state)"), "\(state): push through \(link) wrote into \(hostDir) on the host")
             }
