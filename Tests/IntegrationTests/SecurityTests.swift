@@ -322,7 +322,8 @@ final class SecurityTests {
             }
         }
         // Unprivileged (the default), and privileged: root of the host inside, so every such
-        // file must be read-only to it too.
+        // file must be read-only to it too (against a plain write: a privileged root keeps
+        // CAP_SYS_ADMIN and could remount them, see docs/security.md).
         try launch("u1")
         try launch("p1", ["security.privileged=true"])
         for name in ["u1", "p1"] {
