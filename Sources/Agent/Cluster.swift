@@ -107,6 +107,18 @@ struct ServiceGroupHandle: Sendable {
     let shutdown: @Sendable () async -> Void
 }
 
+/// A removal or admission in progress (`ClusterController.membershipOperation`); `end` is idempotent.
+final class MembershipOperation: Sendable {
+    private let onEnd: Mutex<(@Sendable () -> Void)?>
+
+    init(_ onEnd: @escaping @Sendable () -> Void) { self.onEnd = Mutex(onEnd) }
+
+    func end() {
+        let run = onEnd.withLock { f in defer { f = nil }; return f }
+        run?()
+    }
+}
+
 /// Membership use cases: join tokens, admitting and joining, listing, removal, role balance.
 final class ClusterController: ClusterService {
     let db: ClusterDB
@@ -304,6 +316,9 @@ final class ClusterController: ClusterService {
                 throw APIError.conflict("Member \(name) runs lxdd with \(joining), this member \(Agent.memberVersion): install the same lxdd version on both, then join again (the token stays valid)")
             }
         }
+        // The role balance stands aside while the newcomer is added (see `membershipOperation`).
+        let operation = membershipOperation()
+        defer { operation.end() }
         let memberID: Int64
         do {
             // Token, member row and certificate in one transaction: all or nothing.
@@ -327,13 +342,17 @@ final class ClusterController: ClusterService {
         }
         do {
             // A spare first: it neither votes nor replicates until the role balance promotes it.
-            try await db.pool.withConnection { c in try c.add(id: UInt64(memberID), address: request.address) }
+            // Another membership change (a promotion, a removal) may be running: wait it out.
+            let address = request.address
+            try await waitingOutMembershipChange("admit \(name)") { c in try c.add(id: UInt64(memberID), address: address) }
         } catch {
             try? await db.transaction { tx in
                 try? tx.deleteTrustedCertificate(fingerprint: fingerprint)
                 _ = try tx.deleteMember(id: memberID)
             }
-            throw APIError.internal("Adding \(name) to the database cluster failed: \(error); nothing was kept: issue a new token and join again")
+            // Still busy after the wait: 503, so the joiner knows a retry may work.
+            let status = (error as? APIError)?.status ?? 500
+            throw APIError(status, "Adding \(name) to the database cluster failed: \(error); nothing was kept: issue a new token and join again")
         }
         let peers = try await refreshPeers()
         events?.lifecycle(.clusterMemberAdded, source: "/1.0/cluster/members/\(name)", name: name)
@@ -471,6 +490,9 @@ final class ClusterController: ClusterService {
     /// OFFLINE member is removed together with its instances' rows (should it ever come back, its
     /// containers are not managed any more), as LXD's `cluster remove --force`.
     func remove(name: String, force: Bool) async throws {
+        // The role balance stands aside until the removal is done (see `membershipOperation`).
+        let operation = membershipOperation()
+        defer { operation.end() }
         let rows = try await db.transaction { tx in try tx.members() }
         guard let target = rows.first(where: { $0.name == name }) else {
             throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
@@ -513,45 +535,107 @@ final class ClusterController: ClusterService {
             throw APIError.badRequest("Member \(name) left the database cluster but still owns instances: delete or move them, then remove it again (or use --force if it is gone for good)")
         }
         try await refreshPeers()
+        operation.end()
         try? await rebalance()
         events?.lifecycle(.clusterMemberRemoved, source: "/1.0/cluster/members/\(name)", name: name)
         logger.info("member removed", metadata: ["removed": "\(name)", "forced": "\(force)", "instance-rows-dropped": "\(dropped)"])
     }
 
     /// Raft's REMOVE, waiting out another membership change (a role change from a rebalance, or
-    /// the promotion of a member that died while catching up, which raft abandons after 5 s).
+    /// the promotion of a member that died while catching up).
     private func removeFromDatabase(id: UInt64, name: String) async throws {
-        let deadline = ContinuousClock.now + Self.membershipChangeWait
+        try await waitingOutMembershipChange("remove \(name)", sparing: id) { c in try c.remove(id: id) }
+    }
+
+    /// Runs one raft membership change (ADD, REMOVE) through the leader. Raft takes one at a time
+    /// and refuses another while one is in progress: then this retries for up to
+    /// `membershipChangeWait` instead of failing at once, and past `stuckChangeHandover` hands
+    /// leadership to another voter once (`handOverStuckChange`). `what` completes "Cannot ... yet";
+    /// `sparing` is a member that must not receive leadership (the one being removed).
+    private func waitingOutMembershipChange(_ what: String, sparing: UInt64? = nil,
+                                            _ change: @Sendable (DqliteConnection) throws -> Void) async throws {
+        let started = ContinuousClock.now
+        var handedOver = false
         while true {
             do {
-                try await db.pool.withConnection { c in try c.remove(id: id) }
+                try await db.pool.withConnection(change)
                 return
-            } catch let error as DqliteError where error.isMembershipChangeInProgress {
-                guard ContinuousClock.now < deadline else {
-                    throw APIError.unavailable("Cannot remove \(name) yet: another database membership change has been running for \(Self.membershipChangeWait); retry in a minute, and see the leader's log if it persists")
+            } catch let error as DqliteError where error.isMembershipChangeInProgress || (handedOver && (error.isNotLeader || error.isLeadershipLost)) {
+                let waited = ContinuousClock.now - started
+                guard waited < Self.membershipChangeWait else {
+                    throw APIError.unavailable("Cannot \(what) yet: another database membership change has been running for \(Self.membershipChangeWait); retry in a minute, and see the leader's log if it persists")
                 }
-                logger.debug("member removal waits for another membership change", metadata: ["removing": "\(name)"])
+                if !handedOver, waited >= Self.stuckChangeHandover {
+                    handedOver = true
+                    await handOverStuckChange(sparing: sparing)
+                }
+                logger.debug("membership change waits for another one", metadata: ["waiting": "\(what)"])
                 try await Task.sleep(for: .milliseconds(200))
             }
         }
     }
 
+    /// Raft abandons a promotion whose member stopped answering only after a minute or more
+    /// (measured with a frozen member: 65 s), and refuses every other membership change until
+    /// then. A new leader starts without it: leadership goes to another online, answering voter.
+    /// With none, the wait goes on (a single voter can only wait).
+    private func handOverStuckChange(sparing: UInt64?) async {
+        do {
+            let rows = try await db.transaction { tx in try tx.members() }
+            let (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id ?? 0) }
+            let online = Set(rows.filter { $0.state != "OFFLINE" }.map { UInt64($0.id) })
+            let silent = unresponsive.withLock { $0 }
+            guard let target = servers.first(where: {
+                $0.role == .voter && $0.id != leader && $0.id != sparing && online.contains($0.id) && !silent.contains($0.id)
+            }) else {
+                logger.notice("membership change blocked by another one; no other online voter to hand leadership to, waiting")
+                return
+            }
+            try await db.pool.withConnection { c in try c.transfer(to: target.id) }
+            logger.notice("database leadership handed over to end a stuck membership change", metadata: ["to": "\(target.address)"])
+        } catch {
+            logger.notice("could not hand database leadership over to end a stuck membership change", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Raft's own limit for catching a promoted member up is 5 s; past that the change is stuck.
+    static let stuckChangeHandover: Duration = .seconds(6)
     static let membershipChangeWait: Duration = .seconds(15)
 
     // MARK: Roles
 
-    static func plannerView(servers: [DqliteServerInfo], rows: [MemberRow]) -> [ClusterMember] {
+    static func plannerView(servers: [DqliteServerInfo], rows: [MemberRow], unresponsive: Set<UInt64> = []) -> [ClusterMember] {
         servers.map { s in
             let row = rows.first { UInt64($0.id) == s.id }
             return ClusterMember(id: s.id, name: row?.name ?? "", role: MemberRole(rawValue: UInt8(s.role.rawValue)) ?? .spare,
-                                 online: row.map { $0.state != "OFFLINE" } ?? false, failureDomain: row?.failureDomain ?? "default")
+                                 online: row.map { $0.state != "OFFLINE" } ?? false, failureDomain: row?.failureDomain ?? "default",
+                                 responsive: !unresponsive.contains(s.id))
         }
     }
 
+    /// Members whose latest heartbeat from this member (as leader) went unanswered; the heartbeat
+    /// loop keeps it current, and the role planner does not promote them.
+    let unresponsive = Mutex<Set<UInt64>>([])
+
     private let rebalancing = Mutex(false)
+    /// Removals and admissions running on this member: the role balance stands aside meanwhile,
+    /// so raft's one-change-at-a-time slot is theirs (a forced removal of a dead member must not
+    /// queue behind role changes).
+    private let membershipOperations = Mutex(0)
+    private let roleBackoff = Mutex(RoleChangeBackoff())
+    private let backoffOrigin = ContinuousClock.now
+
+    /// Marks a removal or admission as running until the returned operation ends.
+    func membershipOperation() -> MembershipOperation {
+        membershipOperations.withLock { $0 += 1 }
+        return MembershipOperation { [self] in membershipOperations.withLock { $0 -= 1 } }
+    }
+
+    var membershipOperationRunning: Bool { membershipOperations.withLock { $0 > 0 } }
 
     /// Starts a `rebalance` unless one is still running.
     func rebalanceInBackground() {
+        guard !membershipOperationRunning else { return }
         guard rebalancing.withLock({ busy in defer { busy = true }; return !busy }) else { return }
         Task {
             defer { rebalancing.withLock { $0 = false } }
@@ -563,16 +647,37 @@ final class ClusterController: ClusterService {
         }
     }
 
-    /// Runs the role planner on dqlite's configuration and applies its changes (through the leader).
+    /// Runs the role planner on dqlite's configuration and applies its changes (through the
+    /// leader), one at a time, standing aside for a removal or admission that starts meanwhile.
+    /// A change raft refuses is not tried again before its backoff ends (`RoleChangeBackoff`).
     func rebalance() async throws {
+        guard !membershipOperationRunning else { return }
         let rows = try await db.transaction { tx in try tx.members() }
         let (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id ?? 0) }
         guard leader != 0 else { return }
-        let plan = RolePlanner.plan(members: Self.plannerView(servers: servers, rows: rows), leader: leader)
+        let plan = RolePlanner.plan(members: Self.plannerView(servers: servers, rows: rows, unresponsive: unresponsive.withLock { $0 }),
+                                    leader: leader)
+        roleBackoff.withLock { $0.keepOnly(plan.changes) }
         for change in plan.changes {
             guard let role = DqliteRole(rawValue: UInt64(change.to.rawValue)) else { continue }
+            guard !membershipOperationRunning else {
+                logger.debug("role rebalance stands aside for a membership change", metadata: ["next": "\(change)"])
+                return
+            }
+            let now = ContinuousClock.now - backoffOrigin
+            if let at = roleBackoff.withLock({ $0.retryAt(change, now: now) }) {
+                logger.debug("role change waits after a refusal", metadata: ["change": "\(change)", "in": "\(at - now)"])
+                return
+            }
             logger.info("database role change", metadata: ["change": "\(change)"])
-            try await db.pool.withConnection { c in try c.assign(id: change.id, role: role) }
+            do {
+                try await db.pool.withConnection { c in try c.assign(id: change.id, role: role) }
+            } catch {
+                let delay = roleBackoff.withLock { $0.refused(change, now: ContinuousClock.now - backoffOrigin) }
+                logger.notice("database role change refused; not tried again for \(delay)", metadata: ["change": "\(change)", "error": "\(error)"])
+                throw error
+            }
+            roleBackoff.withLock { $0.succeeded(change) }
         }
         if let blocked = plan.blocked { logger.notice("role balance blocked", metadata: ["reason": "\(blocked)"]) }
     }

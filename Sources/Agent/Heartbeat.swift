@@ -39,7 +39,10 @@ struct Heartbeater {
                 let leader = try await cluster.db.pool.withConnection { c in try c.leader() }
                 let isLeader = leader?.address == cluster.local.address
                 if !isLeader {
-                    if detector.isLeader { _ = detector.handle(.leadershipLost) }
+                    if detector.isLeader {
+                        _ = detector.handle(.leadershipLost)
+                        cluster.unresponsive.withLock { $0 = [] }
+                    }
                     next = roundStart + min(schedule.interval, Self.leadershipPoll)
                 } else {
                     rows = try await cluster.db.transaction { tx in try tx.members() }
@@ -64,6 +67,10 @@ struct Heartbeater {
                     }
                     let peers = cluster.directory.all
                     let results = await beat(peers.filter { $0.address != cluster.local.address }, clients: &clients)
+                    let silent = Set(results.compactMap { address, answeredAt in
+                        answeredAt == nil ? rows.first(where: { $0.address == address }).map { UInt64($0.id) } : nil
+                    })
+                    cluster.unresponsive.withLock { $0 = silent }
                     for (address, answeredAt) in results {
                         guard let row = rows.first(where: { $0.address == address }) else { continue }
                         // A success counts from when the answer came, not from the end of the round.

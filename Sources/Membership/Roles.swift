@@ -26,13 +26,17 @@ public struct ClusterMember: Sendable, Hashable {
     public var name: String
     public var role: MemberRole
     public var online: Bool
+    /// Answered the leader's latest heartbeat. A member still online (its offline threshold has
+    /// not run out) may have stopped answering: raft cannot catch it up, so it is not promoted.
+    public var responsive: Bool
     public var failureDomain: String
 
-    public init(id: MemberID, name: String, role: MemberRole, online: Bool, failureDomain: String = "default") {
+    public init(id: MemberID, name: String, role: MemberRole, online: Bool, failureDomain: String = "default", responsive: Bool = true) {
         self.id = id
         self.name = name
         self.role = role
         self.online = online
+        self.responsive = responsive
         self.failureDomain = failureDomain
     }
 }
@@ -107,6 +111,10 @@ public enum RemovalDecision: Sendable, Hashable {
 ///   before standby demotions. Every step is checked to keep an online majority of voters both
 ///   in the configuration that commits it and in the one it produces; the plan stops before the
 ///   first step that would not, and says why in `blocked`.
+/// - No promotion of a member that did not answer the latest heartbeat: raft must catch a
+///   promoted member up first and takes no other membership change meanwhile (measured: a
+///   promotion of a frozen member held that slot for over a minute, blocking joins and
+///   removals); the plan stops before it and retries once the member answers or goes offline.
 public enum RolePlanner {
     /// Majority of `voters`: the number of votes a configuration of that size needs to commit.
     public static func quorum(of voters: Int) -> Int { voters / 2 + 1 }
@@ -211,6 +219,9 @@ public enum RolePlanner {
         var state = byID
         var accepted: [RoleChange] = []
         for change in ordered {
+            if change.isPromotion, let m = byID[change.id], !m.responsive {
+                return RolePlan(changes: accepted, blocked: "\(m.name) did not answer the last heartbeat: not promoting it to \(change.to) until it does (raft would wait for it to catch up, holding every other membership change)")
+            }
             let before = votersState(state)
             guard before.online >= quorum(of: before.total) else {
                 return RolePlan(changes: accepted, blocked: "only \(before.online) of \(before.total) voters are online, below quorum: no role change can commit; restart voters or recover from quorum loss")
@@ -264,5 +275,49 @@ public enum RolePlanner {
             }
         }
         return .allowed
+    }
+}
+
+/// When the leader may try a role change again after raft refused it. Raft refuses a change while
+/// another one runs and gives no hint how long that takes; a refused change retried every
+/// heartbeat round would compete with removals and admissions for raft's single change slot, so
+/// each consecutive refusal of the same change doubles the wait, up to `maxDelay`. Pure: the
+/// caller passes the time (any monotonic origin).
+public struct RoleChangeBackoff: Sendable {
+    public var firstDelay: Duration
+    public var maxDelay: Duration
+    private var refused: [RoleChange: (count: Int, retryAt: Duration)] = [:]
+
+    public init(firstDelay: Duration = .seconds(2), maxDelay: Duration = .seconds(8)) {
+        self.firstDelay = firstDelay
+        self.maxDelay = maxDelay
+    }
+
+    /// nil when `change` may be tried at `now`, else when it may.
+    public func retryAt(_ change: RoleChange, now: Duration) -> Duration? {
+        guard let r = refused[change], now < r.retryAt else { return nil }
+        return r.retryAt
+    }
+
+    /// Records a refusal at `now`; returns how long the change now waits.
+    @discardableResult
+    public mutating func refused(_ change: RoleChange, now: Duration) -> Duration {
+        let count = (refused[change]?.count ?? 0) + 1
+        var delay = firstDelay
+        for _ in 1..<count where delay < maxDelay { delay *= 2 }
+        delay = min(delay, maxDelay)
+        refused[change] = (count, now + delay)
+        return delay
+    }
+
+    /// The change committed: its refusals are forgotten.
+    public mutating func succeeded(_ change: RoleChange) {
+        refused[change] = nil
+    }
+
+    /// Forgets refusals of changes no longer planned (the cluster changed under them).
+    public mutating func keepOnly(_ planned: [RoleChange]) {
+        let keep = Set(planned)
+        refused = refused.filter { keep.contains($0.key) }
     }
 }

@@ -124,6 +124,61 @@ private func roles(_ members: [ClusterMember]) -> [MemberID: MemberRole] {
         ])
     }
 
+    // MARK: Members that stopped answering
+
+    /// The failure of `cluster remove m3 --force` (issue 8): m3 was killed while becoming a
+    /// voter and still counted as online. Promoting it again makes raft wait for it to catch up,
+    /// refusing every other membership change meanwhile (a minute and more, measured), so neither
+    /// the forced removal nor the demotion the planner wanted next could run.
+    @Test func aMemberThatStoppedAnsweringIsNotPromoted() {
+        let killed = ClusterMember(id: 3, name: "m3", role: .standby, online: true, responsive: false)
+        let plan = RolePlanner.plan(members: [m(1, .voter), m(2, .voter), killed], leader: 1)
+        #expect(plan.changes.isEmpty, "\(plan.changes)")
+        #expect(plan.blocked?.contains("m3 did not answer the last heartbeat") == true, "\(plan.blocked ?? "")")
+
+        // Changes before the promotion still happen; the promotion waits.
+        let joining = ClusterMember(id: 3, name: "m3", role: .spare, online: true, responsive: false)
+        let partial = RolePlanner.plan(members: [m(1, .voter), m(2, .standby), joining], leader: 1)
+        #expect(partial.changes == [RoleChange(id: 2, from: .standby, to: .voter)])
+        #expect(partial.blocked != nil)
+
+        // Once it answers again, it is promoted as before.
+        var back = killed
+        back.responsive = true
+        #expect(RolePlanner.plan(members: [m(1, .voter), m(2, .voter), back], leader: 1).changes == [RoleChange(id: 3, from: .standby, to: .voter)])
+    }
+
+    @Test func aSilentMemberIsStillDemotedOnceOffline() {
+        let dead = ClusterMember(id: 3, name: "m3", role: .voter, online: false, responsive: false)
+        #expect(RolePlanner.plan(members: [m(1, .voter), m(2, .voter), dead], leader: 1).changes == [
+            RoleChange(id: 3, from: .voter, to: .spare),
+            RoleChange(id: 2, from: .voter, to: .standby),
+        ])
+    }
+
+    @Test func silentMembersAreNeverPromotedOnRandomClusters() {
+        var rng = SeededGenerator(seed: 0x5EED_0003)
+        var cut = 0
+        for _ in 0..<3000 {
+            var (members, leader) = Self.randomCluster(&rng)
+            let answering = RolePlanner.plan(members: members, leader: leader)
+            for i in members.indices where members[i].id != leader {
+                members[i].responsive = Double.random(in: 0..<1, using: &rng) < 0.7
+            }
+            let plan = RolePlanner.plan(members: members, leader: leader)
+            let silent = Set(members.filter { !$0.responsive }.map(\.id))
+            #expect(!plan.changes.contains { $0.isPromotion && silent.contains($0.id) })
+            // The same steps as with everyone answering, stopped before the first silent promotion.
+            #expect(Array(answering.changes.prefix(plan.changes.count)) == plan.changes)
+            if plan.changes.count < answering.changes.count {
+                cut += 1
+                let next = answering.changes[plan.changes.count]
+                #expect(next.isPromotion && silent.contains(next.id) && plan.blocked != nil)
+            }
+        }
+        #expect(cut > 300, "cut \(cut)")
+    }
+
     @Test func lostQuorumBlocksEverything() {
         let members = [m(1, .voter), m(2, .voter, online: false), m(3, .voter, online: false), m(4, .spare)]
         let plan = RolePlanner.plan(members: members, leader: 1)
