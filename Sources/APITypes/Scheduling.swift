@@ -93,9 +93,12 @@ public struct MemberResources: Codable, Sendable, Equatable {
     public var instances: Int
     /// cpu may be allocated up to `capacity.cpu × cpuOvercommit`.
     public var cpuOvercommit: Double
+    /// The uid/gid range isolated instances get their ids from; only the member that answered
+    /// knows its own (nil for the others).
+    public var idmap: IDMapSummary?
 
     enum CodingKeys: String, CodingKey {
-        case status, reported, capacity, allocated, instances
+        case status, reported, capacity, allocated, instances, idmap
         case serverName = "server_name"
         case failureDomain = "failure_domain"
         case schedulerInstance = "scheduler_instance"
@@ -103,7 +106,8 @@ public struct MemberResources: Codable, Sendable, Equatable {
     }
 
     public init(serverName: String, status: String, failureDomain: String, schedulerInstance: String, reported: ResourceFigures?,
-                capacity: ResourceFigures, allocated: ResourceFigures, instances: Int, cpuOvercommit: Double) {
+                capacity: ResourceFigures, allocated: ResourceFigures, instances: Int, cpuOvercommit: Double, idmap: IDMapSummary? = nil) {
+        self.idmap = idmap
         self.serverName = serverName
         self.status = status
         self.failureDomain = failureDomain
@@ -113,6 +117,20 @@ public struct MemberResources: Codable, Sendable, Equatable {
         self.allocated = allocated
         self.instances = instances
         self.cpuOvercommit = cpuOvercommit
+    }
+}
+
+/// A member's uid/gid range for isolated instances (`lxdd --idmap-range`), in `MemberResources`.
+public struct IDMapSummary: Codable, Sendable, Equatable {
+    public var start: Int64
+    public var size: Int64
+    /// How many isolated instances the range holds: one block of 65,536 ids each.
+    public var instances: Int64
+
+    public init(start: Int64, size: Int64, instances: Int64) {
+        self.start = start
+        self.size = size
+        self.instances = instances
     }
 }
 

@@ -24,6 +24,9 @@ public struct AgentConfiguration: Sendable {
     public var httpsAddress: String?
     /// Applied on the first start only (FirstStart.swift).
     public var preseed: Preseed?
+    /// Host ids for the containers' user namespaces (`--idmap-range`); nil: root's range in
+    /// /etc/subuid, else LXD's default. Every member of a cluster must use the same range.
+    public var idmapRange: IDMapRange?
 
     public init(dataDir: String, memberName: String? = nil, address: String = "127.0.0.1:8443", helperPath: String, httpsAddress: String? = nil,
                 preseed: Preseed? = nil) {
@@ -33,6 +36,11 @@ public struct AgentConfiguration: Sendable {
         self.memberName = memberName
         self.address = address
         self.helperPath = helperPath
+    }
+
+    /// Sets `idmapRange` from `START:COUNT`; the error says what is wrong with it.
+    public mutating func setIDMapRange(_ text: String) throws(IDMapRangeError) {
+        idmapRange = try IDMapRange(parsing: text)
     }
 }
 
@@ -133,8 +141,11 @@ public enum Agent {
             bindAddress: bindAddress, restart: restart, events: events, logger: logger)
         let forwarder = MemberRequestForwarder(db: db, identity: identity, localMemberID: memberID, localMemberName: local.name,
                                                clustered: { cluster.isClustered }, logger: logger)
+        let idmaps = config.idmapRange ?? .fromHost()
+        let source = config.idmapRange != nil ? "--idmap-range" : idmaps == IDMapRange.fromHostDefault ? "default (no root entry in /etc/subuid)" : "/etc/subuid"
+        logger.info("uid/gid range for containers", metadata: ["range": "\(idmaps)", "isolated-instances": "\(idmaps.instances)", "source": "\(source)"])
         let instances = InstanceService(
-            member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: .fromHost(),
+            member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: idmaps,
             checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: forwarder, uploadDirectory: uploads,
             materialiser: MemberMaterialiser(forwarder: forwarder), logger: logger)
 

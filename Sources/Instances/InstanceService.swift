@@ -19,13 +19,40 @@ public struct MemberIdentity: Sendable {
 }
 
 /// Host ids that containers' user namespaces are mapped to, allocated per instance in ClusterDB.
-public struct IDMapRange: Sendable {
+/// Blocks are allocated cluster-wide, so every member of a cluster must use the same range.
+public struct IDMapRange: Sendable, Equatable, CustomStringConvertible {
     public let start: Int64
     public let size: Int64
     public static let block: Int64 = 65536
+    /// The highest usable host id: uid_t is 32 bits and (uid_t)-1 means "no id".
+    public static let maxID: Int64 = 4_294_967_294
     public init(start: Int64, size: Int64) {
         self.start = start
         self.size = size
+    }
+
+    /// How many isolated instances the range holds (one block of 65,536 ids each).
+    public var instances: Int64 { size / Self.block }
+
+    public var description: String { "\(start):\(size)" }
+
+    /// `START:COUNT` as `lxdd --idmap-range` takes it: both decimal, the range above the host's
+    /// own ids (below 65,536), within uid_t, and large enough for one instance.
+    public init(parsing text: String) throws(IDMapRangeError) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let start = Int64(parts[0]), let count = Int64(parts[1]) else {
+            throw IDMapRangeError("invalid id range \"\(text)\": use START:COUNT, two decimal numbers (e.g. 1000000000:1000000000)")
+        }
+        guard start >= Self.block else {
+            throw IDMapRangeError("invalid id range \"\(text)\": START must be at least \(Self.block) (ids below are the host's own users and groups)")
+        }
+        guard count >= Self.block else {
+            throw IDMapRangeError("invalid id range \"\(text)\": COUNT must be at least \(Self.block), the ids of one isolated instance (use a multiple of \(Self.block): one block per instance)")
+        }
+        guard start <= Self.maxID, count <= Self.maxID - start + 1 else {
+            throw IDMapRangeError("invalid id range \"\(text)\": it ends past \(Self.maxID), the highest host id (uid_t is 32 bits): lower START or COUNT")
+        }
+        self.init(start: start, size: count)
     }
 
     /// Root's subordinate ids from /etc/subuid, else LXD's default range.
@@ -38,8 +65,17 @@ public struct IDMapRange: Sendable {
                 }
             }
         }
-        return IDMapRange(start: 1_000_000, size: 1_000_000_000)
+        return fromHostDefault
     }
+
+    /// LXD's range when /etc/subuid has none for root.
+    public static let fromHostDefault = IDMapRange(start: 1_000_000, size: 1_000_000_000)
+}
+
+/// Why an id range was refused; the text says what to change.
+public struct IDMapRangeError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// A file read from or written into an instance.

@@ -38,7 +38,8 @@ extension InstanceService {
                                           disk: snapshot.capacity.disk, processes: snapshot.capacity.processes),
                 allocated: ResourceFigures(cpu: snapshot.allocated.cpu, memory: snapshot.allocated.memory,
                                            disk: snapshot.allocated.disk, processes: snapshot.allocated.processes),
-                instances: snapshot.instanceCount, cpuOvercommit: ratio)
+                instances: snapshot.instanceCount, cpuOvercommit: ratio,
+                idmap: row.id == member.id ? IDMapSummary(start: idmaps.start, size: idmaps.size, instances: idmaps.instances) : nil)
         }
     }
 

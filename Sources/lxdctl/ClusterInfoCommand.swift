@@ -15,6 +15,15 @@ struct ClusterInfoCommand: AsyncParsableCommand {
     func run() async throws {
         let members = try await connection.client.clusterResources()
         try Output.listing(format, headers: Self.columns, rows: members.map(Self.row), json: members)
+        // Under the table only: csv stays one line per member.
+        if format == .table, let line = Self.idmapLine(members) { Output.stdout(line + "\n") }
+    }
+
+    /// How many isolated instances the answering member's uid/gid range holds (only it knows
+    /// its own range; ids are allocated cluster-wide, so every member uses the same one).
+    static func idmapLine(_ members: [MemberResources]) -> String? {
+        guard let m = members.first(where: { $0.idmap != nil }), let r = m.idmap else { return nil }
+        return "uid/gid range of \(m.serverName): \(r.start):\(r.size), room for \(r.instances) isolated instances"
     }
 
     /// e.g. CPU "3.5/8 (x4 of 2)", MEMORY "1.5GiB/4GiB (37%)".

@@ -41,6 +41,11 @@ struct Daemon: AsyncParsableCommand {
     @Option(name: .long, help: "YAML preseed applied on the first start: bootstrap or join a cluster (docs/clustering.md).")
     var preseed: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Host uid/gid range for containers, START:COUNT (default: root's range in /etc/subuid, else 1000000:1000000000).",
+        discussion: "Each isolated instance takes 65536 ids. Every member of a cluster must use the same range."))
+    var idmapRange: String?
+
     @Flag(name: .long, help: "Verbose logs.")
     var debug = false
 
@@ -54,6 +59,13 @@ struct Daemon: AsyncParsableCommand {
         var config = AgentConfiguration(dataDir: LXDD.dataDir(dataDir), memberName: name, address: address ?? httpsAddress ?? "127.0.0.1:8443",
                                         helperPath: helper, httpsAddress: httpsAddress)
         if let seed { try config.apply(seed, addressFlag: address) }
+        if let idmapRange {
+            do {
+                try config.setIDMapRange(idmapRange)
+            } catch {
+                throw ValidationError("--idmap-range: \(error)")
+            }
+        }
         try await Agent.run(config, logger: Logger(label: "lxdd"))
     }
 }

@@ -94,6 +94,12 @@ final class TestAgent: @unchecked Sendable {
         try start()
     }
 
+    /// Every test agent's uid/gid range, whatever the host's /etc/subuid says (Debian's lxd
+    /// package writes root:100000:10000001 there, room for only 152 isolated instances). The
+    /// same for all agents: ids are allocated cluster-wide, so members of one cluster must agree.
+    /// 1e9 + 1e9 ids end below uid_t's 4294967294 and above what hosts hand out by default.
+    static let idmapRange = "1000000000:1000000000"
+
     var socket: String { "\(dataDir)/unix.socket" }
     var env: [String: String] { ["LXD_DIR": dataDir] }
 
@@ -107,7 +113,8 @@ final class TestAgent: @unchecked Sendable {
     func launch() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Paths.lxdd)
-        p.arguments = ["--data-dir", dataDir, "--name", name] + (httpsAddress.map { ["--https-address", $0] } ?? []) + extraArguments
+        p.arguments = ["--data-dir", dataDir, "--name", name] + (httpsAddress.map { ["--https-address", $0] } ?? [])
+            + ["--idmap-range", Self.idmapRange] + extraArguments
         let log = FileHandle(forWritingAtPath: "\(dataDir)/lxdd.log") ?? {
             FileManager.default.createFile(atPath: "\(dataDir)/lxdd.log", contents: nil)
             return FileHandle(forWritingAtPath: "\(dataDir)/lxdd.log")!

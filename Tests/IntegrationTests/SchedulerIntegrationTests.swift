@@ -78,6 +78,14 @@ final class SchedulerIntegrationTests {
         #expect(reported.count == 3 && reported.allSatisfy { $0.reported != nil && $0.capacity.cpu == 4 && $0.capacity.memory == 3200 * Self.mib },
                 "capacities: \(reported)")
 
+        // Ids come from the harness's range, not the host's /etc/subuid (which may hold only 152
+        // isolated instances, fewer than these 300): each member knows its own, `cluster info` shows it.
+        let shown = try members[1].ok(["cluster", "info"])
+        #expect(shown.contains("uid/gid range of m2: \(TestAgent.idmapRange), room for 15258 isolated instances"), "\(shown)")
+        let seenByM3 = try await clients[2].clusterResources()
+        #expect(seenByM3.compactMap(\.idmap) == [IDMapSummary(start: 1_000_000_000, size: 1_000_000_000, instances: 15258)]
+                && seenByM3.first { $0.idmap != nil }?.serverName == "m3", "\(seenByM3)")
+
         // 300 instances at once through all three members, exactly filling their memory (so a lost
         // race would oversubscribe one): one batch of 98 per member plus two
         // started single launches per member, all concurrent.
@@ -179,6 +187,18 @@ final class SchedulerIntegrationTests {
         _ = try await expectNoneOversubscribed(c1)
 
         try await deleteAll(c1)
+    }
+
+    /// `lxdd --idmap-range` is checked before anything is created.
+    @Test func badIDMapRangesAreRefusedBeforeStarting() throws {
+        for (range, expected) in [("100000", "use START:COUNT"), ("0:1000000000", "START must be at least 65536"),
+                                  ("1000000:1000", "COUNT must be at least 65536"), ("4000000000:1000000000", "ends past 4294967294")] {
+            let dir = "/tmp/lxd-swift-it-\(getpid())-\(UUID().uuidString.prefix(8))"
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let r = try run(Paths.lxdd, ["--data-dir", dir, "--idmap-range", range])
+            #expect(r.status != 0 && r.stderr.contains("--idmap-range") && r.stderr.contains(expected), "\(range): \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: dir), "a refused range created \(dir)")
+        }
     }
 
     @Test func cliLaunchCountShowsProgressAndOfflineMembersAreSkipped() async throws {
