@@ -82,6 +82,9 @@ REQUIRE_CRIU := $(if $(filter 1,$(SKIP_CRIU)),0,$(if $(filter 0,$(shell id -u)),
 # `make test` too, and its counts are a line of the summary.
 FUZZ_OUTPUT := $(SCRATCH)/fuzz-api.log
 FUZZ_TIMEOUT ?= 10m
+# `make test` replays one seed, so a red run is a regression, not a new draw; `make test-long`
+# draws a new seed each run (printed, and `scripts/fuzz-api --seed N` replays it).
+FUZZ_SEED ?= 20261207
 
 test: build-tests images
 	@echo "== scripts/test-busybox-image"
@@ -92,7 +95,7 @@ test: build-tests images
 	    env -u LXD_DIR LXD_SWIFT_REQUIRE_CRIU=$(REQUIRE_CRIU) \
 	    $(SWIFT) test $(SWIFT_FLAGS) --skip-build --no-parallel $(TEST_FLAGS) 2>&1 | tee $(TEST_LOG) || rc=$$?; \
 	echo "== scripts/fuzz-api --short"; \
-	frc=0; $(if $(CI),timeout -k 30 $(FUZZ_TIMEOUT)) scripts/fuzz-api --short 2>&1 | tee $(FUZZ_OUTPUT) || frc=$$?; \
+	frc=0; $(if $(CI),timeout -k 30 $(FUZZ_TIMEOUT)) scripts/fuzz-api --short --seed $(FUZZ_SEED) 2>&1 | tee $(FUZZ_OUTPUT) || frc=$$?; \
 	FUZZ_STATUS=$$frc FUZZ_OUTPUT=$(FUZZ_OUTPUT) scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
 
 # Long runs, minutes each; not part of `make test`.

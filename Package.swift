@@ -100,7 +100,7 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
         ]),
         .target(name: "Agent", dependencies: [
-            "Gateway", "Instances", "ClusterDB", "Dqlite", "Runtime", "Images", "Migration", "Operations", "Identity", "IdentityGenerator",
+            "Gateway", "Instances", "InstanceConfig", "ClusterDB", "Dqlite", "Runtime", "Images", "Migration", "Operations", "Identity", "IdentityGenerator",
             "LXDClient", "Membership",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Yams", package: "Yams"),

@@ -213,9 +213,7 @@ final class ClusterController: ClusterService {
     }
 
     static func validateMemberName(_ name: String) throws {
-        guard !name.isEmpty, name.count <= 63, !name.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "," || $0 == ":" }) else {
-            throw APIError.badRequest("Invalid member name \"\(name)\": use 1-63 characters without spaces, slashes, commas or colons")
-        }
+        do { try MemberName.validate(name) } catch { throw APIError.badRequest(error.description) }
     }
 
     // MARK: Enabling

@@ -283,40 +283,31 @@ public struct APIRoutes: Sendable {
     }
 
     func decode<T: Decodable>(_ req: Request, _ ctx: Context) async throws -> T {
-        var request = req
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: limits.json)
-        } catch {
-            throw APIError.tooLarge("Request body is larger than \(limits.json) bytes")
-        }
-        do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer: body))
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw APIError.badRequest("Invalid request body: missing field \"\(key.stringValue)\"")
-        } catch let DecodingError.typeMismatch(_, c) {
-            throw APIError.badRequest("Invalid request body: wrong type at \"\(c.codingPath.map(\.stringValue).joined(separator: "."))\"")
-        } catch {
-            throw APIError.badRequest("Invalid request body: malformed JSON")
-        }
+        try Self.decodeBody(T.self, try await jsonBody(req))
     }
 
     /// The JSON body decoded as two types (LXD's fields and our extension fields).
     func decodeTwice<A: Decodable, B: Decodable>(_ req: Request, _ ctx: Context) async throws -> (A, B) {
+        let data = try await jsonBody(req)
+        return (try Self.decodeBody(A.self, data), try Self.decodeBody(B.self, data))
+    }
+
+    /// The request body, refused with 413 past the JSON limit.
+    private func jsonBody(_ req: Request) async throws -> Data {
         var request = req
-        let body: ByteBuffer
         do {
-            body = try await request.collectBody(upTo: limits.json)
+            return Data(buffer: try await request.collectBody(upTo: limits.json))
         } catch {
             throw APIError.tooLarge("Request body is larger than \(limits.json) bytes")
         }
-        let data = Data(buffer: body)
-        return (try Self.decodeBody(A.self, data), try Self.decodeBody(B.self, data))
     }
 
     static func decodeBody<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
         do {
             return try JSONDecoder().decode(T.self, from: data)
+        } catch let error as APIError {
+            // A body type's own check (a field out of range) says what is wrong.
+            throw error
         } catch let DecodingError.keyNotFound(key, _) {
             throw APIError.badRequest("Invalid request body: missing field \"\(key.stringValue)\"")
         } catch let DecodingError.typeMismatch(_, c) {

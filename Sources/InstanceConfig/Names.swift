@@ -20,3 +20,30 @@ public enum InstanceName {
         }
     }
 }
+
+/// Rules for cluster member names: they name cgroups, directories, operation locations and log
+/// fields on every member, so only what is safe in all of those: 1 to 63 ASCII letters, digits,
+/// '-', '_' and '.', starting with a letter or digit.
+public enum MemberName {
+    public static func validate(_ name: String) throws(NameError) {
+        guard !name.isEmpty, name.utf8.count <= 63 else { throw .length(name) }
+        guard name.utf8.allSatisfy(allowed.contains) else { throw .characters(name) }
+        guard let first = name.utf8.first, first != UInt8(ascii: "-"), first != UInt8(ascii: "_"), first != UInt8(ascii: ".") else { throw .start(name) }
+    }
+
+    private static let allowed: Set<UInt8> = Set(
+        Array(UInt8(ascii: "a")...UInt8(ascii: "z")) + Array(UInt8(ascii: "A")...UInt8(ascii: "Z")) + Array(UInt8(ascii: "0")...UInt8(ascii: "9"))
+            + "-_.".utf8)
+
+    public enum NameError: Error, CustomStringConvertible, Equatable {
+        case length(String), characters(String), start(String)
+
+        public var description: String {
+            switch self {
+            case .length(let n): "Invalid member name \(n.debugDescription): it must be 1 to 63 characters long"
+            case .characters(let n): "Invalid member name \(n.debugDescription): only ASCII letters, digits, '-', '_' and '.' are allowed"
+            case .start(let n): "Invalid member name \(n.debugDescription): it must start with a letter or a digit"
+            }
+        }
+    }
+}

@@ -77,4 +77,14 @@ import Testing
     func invalid(name: String, error: InstanceName.NameError) {
         #expect(throws: error) { try InstanceName.validate(name) }
     }
+
+    @Test(arguments: ["m1", "node-2", "rack1_a", "host.example", "1st", String(repeating: "x", count: 63)])
+    func validMember(name: String) throws { try MemberName.validate(name) }
+
+    /// Member names end up in cgroup paths, directories and the database's text fields (the fuzz
+    /// run sent a NUL, which the database link refused as a 500).
+    @Test(arguments: ["", String(repeating: "x", count: 64), "a\u{0}b", "a b", "a/b", "../x", "-x", ".x", "_x", "ä", "a,b", "a:b"])
+    func invalidMember(name: String) {
+        #expect(throws: MemberName.NameError.self) { try MemberName.validate(name) }
+    }
 }

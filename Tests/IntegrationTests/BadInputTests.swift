@@ -190,7 +190,13 @@ final class BadInputTests {
         for expiry in ["5182-04-25T23:16:56-09:03", "1600-01-01T00:00:00Z"] {
             let (s, b) = try api("POST", "/1.0/certificates", body: #"{"token":true,"name":"x","expires_at":"\#(expiry)"}"#)
             expectRefused(s, b, 400)
+            #expect(b.contains("expires_at"), "the refusal names the field: \(b)")
             try expectAlive()
+        }
+        // A member name with a NUL reached the database link (a 500).
+        for name in [#"a\u0000b"#, "../m2", "a b", ""] {
+            let (s, b) = try api("POST", "/1.0/cluster/members", body: #"{"server_name":"\#(name)"}"#)
+            expectRefused(s, b, 400)
         }
         // And a malformed image fingerprint was a 500.
         let (fs, fb) = try api("POST", "/1.0/instances", body: #"{"name":"fp1","source":{"type":"image","fingerprint":"\u001b\u009f"}}"#)
