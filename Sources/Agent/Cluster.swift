@@ -248,6 +248,8 @@ final class ClusterController: ClusterService {
                 _ = try tx.exec("UPDATE certificates SET name = ? WHERE name = ? AND type = 'server'", .text(serverName), .text(oldName))
             }
         }
+        // Members are recognised by this certificate, found under the member's name.
+        try await db.transaction { tx in try trustOwnCertificate(as: serverName, tx) }
         var state = try LocalState.load(from: dataDir) ?? local
         state.name = serverName
         state.clusterEnabled = true
@@ -265,17 +267,22 @@ final class ClusterController: ClusterService {
         }
     }
 
+    /// Adds this member's own server certificate to the trust store under `name`, once.
+    private func trustOwnCertificate(as name: String, _ tx: Transaction) throws {
+        guard try tx.trustedCertificate(fingerprint: identity.fingerprint) == nil else { return }
+        try tx.addTrustedCertificate(TrustedCertificate(fingerprint: identity.fingerprint, name: name, type: .server, certificate: identity.certificatePEM))
+    }
+
     func issueJoinToken(name: String) async throws -> String {
         _ = try requireClusterAddress()
         try Self.validateMemberName(name)
         // Unlike LXD, `cluster add` on a member that is not clustered yet enables clustering under
         // its current name: that changes nothing but a flag here (docs/clustering.md).
         if !isEnabled { try await enable(serverName: local.name) }
-        let own = TrustedCertificate(fingerprint: identity.fingerprint, name: local.name, type: .server, certificate: identity.certificatePEM)
         let addresses = try await db.transaction { tx -> [String] in
             if try tx.member(name: name) != nil { throw APIError.conflict("A member named \"\(name)\" already exists") }
-            // Joining members pin this certificate; peers find it under this member's name.
-            if try tx.trustedCertificate(fingerprint: own.fingerprint) == nil { try tx.addTrustedCertificate(own) }
+            // Joining members pin this certificate (clusters enabled before enable() trusted it lack it).
+            try trustOwnCertificate(as: local.name, tx)
             return try tx.members().map(\.address)
         }
         var rng = SystemRandomNumberGenerator()

@@ -46,6 +46,10 @@ public struct TrustService: Sendable {
         try await Self.mapLookup(fingerprintOrPrefix) {
             try await db.transaction { tx in
                 let c = try tx.trustedCertificate(prefix: fingerprintOrPrefix)
+                // Without it the member's links and heartbeats would be refused by the others.
+                guard c.type == .client else {
+                    throw APIError.badRequest("Certificate \(c.fingerprint.prefix(12)) is member \(c.name)'s: it goes when the member is removed (lxdctl cluster remove \(c.name))")
+                }
                 try tx.deleteTrustedCertificate(fingerprint: c.fingerprint)
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Identity
 import Testing
 
 /// Every bad input gets a 4xx in LXD's error shape and changes nothing.
@@ -198,6 +199,14 @@ final class BadInputTests {
             let (s, b) = try api("POST", "/1.0/cluster/members", body: #"{"server_name":"\#(name)"}"#)
             expectRefused(s, b, 400)
         }
+        // A member's own certificate (a prefix of it did, in the fuzz run) cannot be deleted by a client.
+        try agent.ok(["cluster", "enable", "bad"])
+        let own = try Fingerprint.of(certificate: String(contentsOfFile: "\(agent.dataDir)/server.crt", encoding: .utf8))
+        for key in [own, String(own.prefix(8))] {
+            let (s, b) = try api("DELETE", "/1.0/certificates/\(key)")
+            expectRefused(s, b, 400)
+        }
+        #expect(try agent.ok(["config", "trust", "list", "--format", "csv"]).contains("bad"), "the member's certificate is still trusted")
         // And a malformed image fingerprint was a 500.
         let (fs, fb) = try api("POST", "/1.0/instances", body: #"{"name":"fp1","source":{"type":"image","fingerprint":"\u001b\u009f"}}"#)
         expectRefused(fs, fb, 400)
