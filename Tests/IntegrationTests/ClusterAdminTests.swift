@@ -203,6 +203,9 @@ final class ClusterAdminTests {
         try m1.importBusybox(alias: "bb")
         let launched = try m1.ctl(["launch", "bb", "c3", "--target", "m3"])
         #expect(launched.status == 0, "launch on m3 through m1: \(launched.stderr)\n\(logs())")
+        // m3 dies a voter: killed while raft still promotes it, the promotion would hold raft's
+        // membership-change slot for a minute and more (docs/clustering.md), past the removal's wait.
+        try eventually("m3 a voter", timeout: 30) { try members(m1)["m3"]?[2] == "VOTER" }
         m3.kill9()
         try eventually("m3 OFFLINE") { try members(m1)["m3"]?[3] == "OFFLINE" }
         let plain = try m1.ctl(["cluster", "remove", "m3"])
