@@ -44,6 +44,16 @@ struct CommandResult {
 /// Runs a program to completion with optional stdin.
 @discardableResult
 func run(_ path: String, _ args: [String], environment: [String: String] = [:], stdin: String? = nil) throws -> CommandResult {
+    try run(path, args, environment: environment, stdin: stdin, killAfter: nil).result
+}
+
+/// Runs a program like `run`, but kills it after `timeout` seconds: for a step that could hang
+/// the test (a TLS client left waiting, a file push into a FIFO). `timedOut` says it was killed.
+func run(_ path: String, _ args: [String], environment: [String: String] = [:], timeout: TimeInterval) throws -> (result: CommandResult, timedOut: Bool) {
+    try run(path, args, environment: environment, stdin: nil, killAfter: timeout)
+}
+
+private func run(_ path: String, _ args: [String], environment: [String: String], stdin: String?, killAfter timeout: TimeInterval?) throws -> (result: CommandResult, timedOut: Bool) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
@@ -55,6 +65,8 @@ func run(_ path: String, _ args: [String], environment: [String: String] = [:], 
     p.standardError = err
     p.standardInput = stdin == nil ? FileHandle.nullDevice : input
     try p.run()
+    let timer = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+    if let timeout { DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: timer) }
     if let stdin {
         input.fileHandleForWriting.write(Data(stdin.utf8))
         try input.fileHandleForWriting.close()
@@ -70,7 +82,9 @@ func run(_ path: String, _ args: [String], environment: [String: String] = [:], 
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     group.wait()
     p.waitUntilExit()
-    return CommandResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    timer.cancel()
+    let killed = timeout != nil && p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL
+    return (CommandResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self)), killed)
 }
 
 /// One real agent with its own data directory.

@@ -1,38 +1,6 @@
 import Foundation
 import Testing
 
-/// Runs a program like `run`, but kills it after `timeout` seconds: for a step that could hang
-/// the test (a TLS client left waiting, a file push into a FIFO). `timedOut` says it was killed.
-func run(_ path: String, _ args: [String], environment: [String: String] = [:], timeout: TimeInterval) throws -> (result: CommandResult, timedOut: Bool) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
-    var env = ProcessInfo.processInfo.environment
-    for (k, v) in environment { env[k] = v }
-    p.environment = env
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
-    let timer = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: timer)
-    nonisolated(unsafe) var errData = Data()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async {
-        errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
-    }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    p.waitUntilExit()
-    timer.cancel()
-    let killed = p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL
-    return (CommandResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                          stderr: String(decoding: errData, as: UTF8.self)), killed)
-}
-
 /// A static program pushed into containers to report the errno of calls a container must not
 /// be able to make. Busybox alone cannot tell init_module from finit_module, nor print errno
 /// names; this kernel has no module support, so only the errno tells the seccomp filter
