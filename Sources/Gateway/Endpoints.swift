@@ -1,6 +1,6 @@
 /// Who may call an endpoint. Authorization is decided on the endpoint a request resolves to
 /// (after `RequestPath` has normalised its path), never on the path as spelled.
-public enum Access: String, Sendable, CaseIterable, Comparable {
+public enum Access: String, Sendable, CaseIterable {
     /// Anyone, untrusted HTTPS callers included: who the server is, presenting a trust token,
     /// a member joining with its token.
     case anyone
@@ -11,10 +11,6 @@ public enum Access: String, Sendable, CaseIterable, Comparable {
     case member
     /// The unix socket only: changes to this member's own place in a cluster.
     case local
-
-    public static func < (a: Access, b: Access) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
-    }
 }
 
 /// One route the API serves: method, path pattern (`{name}` is one segment, as in OpenAPI and
