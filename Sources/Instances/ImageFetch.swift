@@ -58,7 +58,7 @@ struct ImageFetch: Sendable {
         }
         defer { unlink(path) }
         let store = self.store, maxBytes = maxImageBytes
-        return try await ImageService.offload {
+        return try await Blocking.run {
             // A concurrent create may have imported it meanwhile.
             if let present = store.layer(fingerprint: fingerprint) { return present }
             return try store.importTarball(at: path, maxBytes: maxBytes, expectedFingerprint: fingerprint)

@@ -31,7 +31,7 @@ public final class ImageService: Sendable {
             defer { unlink(path) }
             let layer: ImportedLayer
             do {
-                layer = try await Self.offload { try self.store.importTarball(at: path, maxBytes: self.maxImageBytes) }
+                layer = try await Blocking.run { try self.store.importTarball(at: path, maxBytes: self.maxImageBytes) }
             } catch let e as ImageError {
                 throw APIError.badRequest("Invalid image: \(e)")
             }
@@ -77,7 +77,7 @@ public final class ImageService: Sendable {
                 return try tx.instanceCount(usingImage: image.fingerprint)
             }
             // Instances still running from this layer keep it; the last one to go removes it.
-            if users == 0 { try store.removeLayer(fingerprint: image.fingerprint) }
+            if users == 0 { try await Blocking.run { try self.store.removeLayer(fingerprint: image.fingerprint) } }
             self.announceImage(.imageDeleted, fingerprint: image.fingerprint)
             return nil
         }
@@ -140,14 +140,5 @@ public final class ImageService: Sendable {
             fingerprint: r.fingerprint, filename: r.filename, size: r.size, architecture: r.architecture,
             createdAt: InstanceService.iso(r.createdAt), uploadedAt: InstanceService.iso(r.uploadedAt),
             properties: r.properties, aliases: r.aliases.map { Image.Alias(name: $0.name, description: $0.description) })
-    }
-
-    /// Runs blocking file work (hashing, unpacking) off Swift's cooperative pool. A queue of its
-    /// own, not `DispatchQueue.global()`: on Linux that root queue also feeds the cooperative
-    /// threads (one per core), so a long unpack there starves every async task (see Dqlite's runBlocking).
-    static func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { c in
-            DispatchQueue(label: "image-blocking").async { c.resume(with: Result { try work() }) }
-        }
     }
 }

@@ -242,7 +242,7 @@ extension InstanceService {
                         try await self.locks.withLock(row.name) {
                             let spec = try self.spec(for: row)
                             // start creates the root filesystem itself.
-                            if start { _ = try await self.runtime.start(spec) } else { try self.runtime.create(spec) }
+                            if start { _ = try await self.runtime.start(spec) } else { try await Blocking.run { try self.runtime.create(spec) } }
                         }
                         return (row.name, nil)
                     } catch {
@@ -268,7 +268,7 @@ extension InstanceService {
         for (name, error) in failures {
             logger.warning("create failed, undoing", metadata: ["instance": "\(name)", "error": "\(error)"])
             try? await runtime.stop(name: name, force: true, timeout: .seconds(5))
-            try? runtime.delete(name: name)
+            try? await Blocking.run { try self.runtime.delete(name: name) }
         }
         let failed = failures.map(\.name)
         try? await db.idempotentTransaction { tx in _ = try tx.deleteInstances(failed) }

@@ -300,7 +300,7 @@ public final class InstanceService: Sendable {
                 if self.runtime.state(name: name)?.running == true {
                     throw APIError.badRequest("Instance \(name) is running: stop it first (or delete --force)")
                 }
-                try self.runtime.delete(name: name)
+                try await Blocking.run { try self.runtime.delete(name: name) }
                 let stillUsed: Bool = try await self.db.transaction { tx in
                     _ = try tx.deleteInstance(name: name)
                     let imageKnown = try tx.image(fingerprintPrefix: r.imageFingerprint) != nil
@@ -308,7 +308,7 @@ public final class InstanceService: Sendable {
                     return imageKnown || users > 0
                 }
                 // A layer outlives its image while instances use it; the last one removes it.
-                if !stillUsed { try? self.store.removeLayer(fingerprint: r.imageFingerprint) }
+                if !stillUsed { _ = try? await Blocking.run { try self.store.removeLayer(fingerprint: r.imageFingerprint) } }
             }
             self.events.instance(.instanceDeleted, name)
             return nil
