@@ -75,8 +75,13 @@ public protocol ForwardedWebSocket: Sendable {
 /// DESIGN "Forwarding": a forwarded request is answered locally, never forwarded again.
 public enum Forwarding {
     public static let markerHeader = "X-LXD-Forwarded"
-    /// How long a member may take to report the live state of its instances in a list or get.
+    /// How long a member may take to report the live state of its instances in a list: a hung
+    /// member must not hold up the whole list.
     public static let stateTimeout: Duration = .seconds(2)
+    /// How long the owner may take to report one instance. Longer than a list's: a client reads
+    /// one instance to decide what to do next (`delete --force` stops one that is not Stopped),
+    /// and an owner busy deleting or creating dozens can take seconds, which is not Error.
+    public static let instanceStateTimeout: Duration = .seconds(10)
 
     /// The task's result, or nil when `timeout` passes first (the task goes on unobserved: the
     /// caller decides whether to cancel it; a request in flight does not stop on cancellation,
@@ -185,8 +190,10 @@ struct ForwardingMiddleware: RouterMiddleware {
                 }
                 if forwarded { throw Self.refusal("instance \(name) on member \(location)") }
                 do {
-                    return try await relay(request, to: .name(location), timeout: Forwarding.stateTimeout)
+                    return try await relay(request, to: .name(location), timeout: Forwarding.instanceStateTimeout)
                 } catch {
+                    context.logger.notice("owner did not report the instance: answering status Error", metadata: [
+                        "instance": "\(name)", "member": "\(location)", "error": "\(error)"])
                     return try await unreachableAnswer(name: name, path: request.uri.path, location: location)
                 }
             }
