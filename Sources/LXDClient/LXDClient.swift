@@ -171,11 +171,18 @@ public struct LXDClient: Sendable {
     }
 
     /// Deletes an instance; with `force`, stops a running one first (as LXD's client does).
+    /// Status Error means the owner did not report in time, not that it runs: when the stop is
+    /// refused then, the delete is still tried (the owner refuses to delete a running instance).
     public func deleteInstance(_ name: String, force: Bool = false) async throws {
         if force {
             let current = try await instance(name)
             if current.statusCode != StatusCode.stopped.rawValue {
-                try await changeState(name, InstanceStatePut(action: "stop", timeout: -1, force: true))
+                do {
+                    try await changeState(name, InstanceStatePut(action: "stop", timeout: -1, force: true))
+                } catch let refused as APIError where refused.status == 400 && current.statusCode == StatusCode.error.rawValue {
+                    do { try await perform(.DELETE, APIPath.instance(name)) } catch { throw refused }
+                    return
+                }
             }
         }
         try await perform(.DELETE, APIPath.instance(name))

@@ -93,6 +93,32 @@ import Testing
         }
     }
 
+    /// `delete --force` of an instance in status Error (its owner did not report in time): the
+    /// refused stop does not end it, the owner decides on the delete; a refused stop of a running
+    /// instance does end it, and nothing is deleted.
+    @Test func forceDeleteOfAnInstanceInErrorLetsTheOwnerDecide() async throws {
+        let server = try await TestServer.start(routes: { request in
+            let status: StatusCode = request.path.contains("/slow") ? .error : .running
+            switch (request.method, request.path) {
+            case ("GET", "/1.0/operations/op3/wait"): return Self.sync(Self.op("op3", .success))
+            case ("GET", _):
+                return Self.sync(Instance(name: "x", status: status, architecture: "x86_64", config: [:], location: "m2",
+                                          createdAt: "2026-12-07T00:00:00Z", lastUsedAt: "2026-12-07T00:00:00Z"))
+            case ("PUT", _): return Self.error(400, "Instance is not running")
+            case ("DELETE", "/1.0/instances/slow"): return Self.async(Self.op("op3", .success))
+            default: return Self.error(400, "Instance is running: stop it first")
+            }
+        })
+        defer { server.stop() }
+        let client = LXDClient.unixSocket(server.path)
+        try await client.deleteInstance("slow", force: true)
+        #expect(server.requests.map { "\($0.method) \($0.path)" }.contains("DELETE /1.0/instances/slow"))
+        // Both refused: the stop's refusal is what the operator sees.
+        await #expect(throws: APIError(400, "Instance is not running")) { try await client.deleteInstance("slow-but-running", force: true) }
+        await #expect(throws: APIError(400, "Instance is not running")) { try await client.deleteInstance("running", force: true) }
+        #expect(!server.requests.contains { $0.method == "DELETE" && $0.path == "/1.0/instances/running" })
+    }
+
     @Test func errorResponsesMapToAPIError() async throws {
         let server = try await TestServer.start(routes: { request in
             request.path == "/1.0/instances/nope"
