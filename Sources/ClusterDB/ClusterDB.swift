@@ -144,16 +144,20 @@ public final class ClusterDB: Sendable {
 
     private static func runOnce<T>(_ connection: DqliteConnection, _ body: (Transaction) throws -> T,
                                    mark: TransactionMark?, pending: PendingValue<T>) throws -> T {
-        try connection.exec("BEGIN")
         let value: T
         var marked = false
         do {
+            try connection.exec("BEGIN")
             let tx = Transaction(connection: connection)
             value = try body(tx)
             if let mark, tx.writes.wrote {
                 try tx.writeTransactionMark(mark)
                 marked = true
             }
+        } catch let error as DqliteError where error.isLeadershipLost {
+            // Before COMMIT nothing was replicated: the attempt did not apply and may run again.
+            rollback(connection)
+            throw LeadershipLostBeforeCommit(error: error)
         } catch {
             rollback(connection)
             throw error
@@ -204,7 +208,7 @@ public final class ClusterDB: Sendable {
                 for (index, statement) in migration.statements.enumerated() {
                     do {
                         try tx.exec(statement)
-                    } catch let error as DqliteError where !RetryPolicy.isRetryable(error) {
+                    } catch let error as DqliteError where !RetryPolicy.isRetryable(error) && !error.isLeadershipLost {
                         throw ClusterDBError.migrationFailed(version: migration.version, reason: "statement \(index + 1): \(error)")
                     }
                 }

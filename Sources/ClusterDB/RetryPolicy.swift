@@ -18,9 +18,11 @@ public struct RetryPolicy: Sendable, Equatable {
     }
 
     /// True for failures that guarantee the attempt did not apply: SQLITE_BUSY,
-    /// not-leader answers, and connection loss before COMMIT was sent (a failure
-    /// during COMMIT is reported as `ClusterDBError.outcomeUnknown`, never retried).
+    /// not-leader answers, leadership lost before COMMIT, and connection loss before COMMIT
+    /// was sent (a failure during COMMIT is reported as `ClusterDBError.outcomeUnknown`,
+    /// never retried).
     public static func isRetryable(_ error: any Error) -> Bool {
+        if error is LeadershipLostBeforeCommit { return true }
         guard let error = error as? DqliteError else { return false }
         switch error {
         case .server: return error.isBusy || error.isNotLeader
@@ -37,4 +39,14 @@ public struct RetryPolicy: Sendable, Equatable {
         let capped = min(exponential, maxDelay)
         return .retry(after: capped * (0.5 + 0.5 * min(max(jitter, 0), 1)))
     }
+}
+
+/// SQLITE_IOERR_LEADERSHIP_LOST from BEGIN or a statement before COMMIT: dqlite replicates a
+/// transaction only at COMMIT, so nothing applied (the same code from COMMIT is an unknown outcome).
+public struct LeadershipLostBeforeCommit: Error, Sendable, Equatable, CustomStringConvertible {
+    public var error: DqliteError
+
+    public init(error: DqliteError) { self.error = error }
+
+    public var description: String { "\(error) (before COMMIT: nothing applied)" }
 }

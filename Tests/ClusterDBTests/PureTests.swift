@@ -74,6 +74,13 @@ struct RetryPolicyTests {
         }
     }
 
+    /// Seen on a loaded machine: a leader lost its leadership while a writer sent BEGIN.
+    @Test func leadershipLostBeforeCommitIsRetriedButNotAtCommit() {
+        let lost = DqliteError.server(code: 10506, message: "disk I/O error", request: "EXEC_SQL BEGIN")
+        #expect(policy.decision(after: LeadershipLostBeforeCommit(error: lost), attempt: 1, jitter: 0) != .fail)
+        #expect(policy.decision(after: lost, attempt: 1, jitter: 0) == .fail)
+    }
+
     @Test func connectionLossBeforeCommitIsRetried() {
         #expect(policy.decision(after: DqliteError.connectionClosed("EXEC_SQL"), attempt: 1, jitter: 0) != .fail)
         #expect(policy.decision(after: DqliteError.io(operation: "recv", errno: 104), attempt: 1, jitter: 0) != .fail)
