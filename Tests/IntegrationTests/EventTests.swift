@@ -414,6 +414,7 @@ final class EventTests {
         #expect(foreign.isEmpty, "a forwarded events request relayed: \(foreign.map(Watcher.describe))")
 
         // m2 dies: m3's events still arrive; m2 comes back and is re-dialled without a reconnect.
+        m1.waitForVoters(["m1", "m2", "m3"])
         m2.kill9()
         let alias = try await probe(m3)
         await whole.until("m3 events with m2 down") { $0.contains { $0.isLifecycle(.imageAliasCreated, "/1.0/images/aliases/\(alias)") } }
@@ -504,6 +505,7 @@ final class EventTests {
 
         let deadBefore = Self.logLines(m1, containing: ["event relay from member declared dead", "from=m3"]).count
         let droppedBefore = Self.logLines(m1, containing: ["event watcher stopped answering pings", "watcher=client"]).count
+        m1.waitForVoters(["m1", "m2", "m3"])
         let pid = try #require(m3.process?.processIdentifier)
         kill(pid, SIGSTOP)
         kill(monitor.processIdentifier, SIGSTOP)

@@ -147,6 +147,7 @@ final class ForwardingTests {
 
         // Owner hung (SIGSTOP: connections open but nothing answers): the per-member timeout
         // bounds the list, which reports Error for its instances.
+        m1.waitForVoters(["m1", "m2", "m3"])
         let pid = try #require(m3.process?.processIdentifier)
         kill(pid, SIGSTOP)
         started = Date()

@@ -263,6 +263,22 @@ final class TestAgent: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: dataDir)
     }
 
+    /// Waits until `cluster list` on this member shows every one of `names` as an online voter.
+    /// A test that kills a member needs this first: right after a join the leader may still be
+    /// promoting the newcomer (slowly on a loaded machine), and killing one of only two voters
+    /// leaves no quorum at all.
+    func waitForVoters(_ names: [String], timeout: Double = 60, sourceLocation: SourceLocation = #_sourceLocation) {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last = ""
+        while Date() < deadline {
+            last = (try? ctl(["cluster", "list", "--format", "csv"]).stdout) ?? ""
+            let rows = last.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+            if names.allSatisfy({ name in rows.contains { $0.count > 3 && $0[0] == name && $0[2] == "VOTER" && $0[3] == "ONLINE" } }) { return }
+            usleep(200_000)
+        }
+        Issue.record("\(names) not all online voters after \(Int(timeout)) s; cluster list on \(name):\n\(last)", sourceLocation: sourceLocation)
+    }
+
     /// Builds (once per process) and imports the busybox test image under `alias`.
     func importBusybox(alias: String = "busybox", initKind: String? = nil) throws {
         let image = try TestImages.busybox(initKind: initKind)

@@ -221,6 +221,7 @@ final class SchedulerIntegrationTests {
         try await deleteAll(c1)
 
         // An offline member is skipped, and named as such when nothing fits.
+        members[0].waitForVoters(["m1", "m2", "m3"])
         members[2].kill9()
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline, try await c1.clusterResources().first(where: { $0.serverName == "m3" })?.status != "OFFLINE" {
