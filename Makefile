@@ -87,8 +87,10 @@ FUZZ_TIMEOUT ?= 10m
 FUZZ_SEED ?= 20261207
 
 test: build-tests images
-	@echo "== scripts/test-busybox-image"
-	@src=0; scripts/test-busybox-image || src=$$?; \
+	@echo "== scripts/check-layers (imports against the module graph in docs/architecture.md)"
+	@lrc=0; { scripts/check-layers && scripts/check-layers --self-test; } || lrc=$$?; \
+	echo "== scripts/test-busybox-image"; \
+	src=0; scripts/test-busybox-image || src=$$?; \
 	echo "== swift test (LXD_SWIFT_REQUIRE_CRIU=$(REQUIRE_CRIU))"; \
 	rc=0; \
 	$(if $(CI),timeout -k 60 $(TEST_TIMEOUT)) \
@@ -96,7 +98,7 @@ test: build-tests images
 	    $(SWIFT) test $(SWIFT_FLAGS) --skip-build --no-parallel $(TEST_FLAGS) 2>&1 | tee $(TEST_LOG) || rc=$$?; \
 	echo "== scripts/fuzz-api --short"; \
 	frc=0; $(if $(CI),timeout -k 30 $(FUZZ_TIMEOUT)) scripts/fuzz-api --short --seed $(FUZZ_SEED) 2>&1 | tee $(FUZZ_OUTPUT) || frc=$$?; \
-	FUZZ_STATUS=$$frc FUZZ_OUTPUT=$(FUZZ_OUTPUT) scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
+	LAYERS_STATUS=$$lrc FUZZ_STATUS=$$frc FUZZ_OUTPUT=$(FUZZ_OUTPUT) scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
 
 # Long runs, minutes each; not part of `make test`.
 test-long: build images
