@@ -278,9 +278,13 @@ final class EventTests {
         await logs.close()
 
         try m1.ok(["launch", "busybox", "c1"])
-        await watcher.until("c1 created and started") { events in
+        // The operation's Success is published after the lifecycle events, and events reach a
+        // watcher asynchronously, after `launch` has returned: wait for all three.
+        await watcher.until("c1 created and started, its operation done") { events in
             events.contains { $0.isLifecycle(.instanceCreated, "/1.0/instances/c1") }
                 && events.contains { $0.isLifecycle(.instanceStarted, "/1.0/instances/c1") }
+                && events.contains { $0.type == "operation" && $0.metadata["resources"]?["instances"] == .array([.string("/1.0/instances/c1")])
+                    && $0.metadata["status"]?.stringValue == "Success" }
         }
         let events = await watcher.log.events
         let created = try #require(events.firstIndex { $0.isLifecycle(.instanceCreated, "/1.0/instances/c1") })
