@@ -27,8 +27,10 @@ struct CheckpointabilityTests {
         defer { f.tearDown() }
         let rt = f.runtime
         var spec = f.spec("k1", base: base)
-        // A counter in init's memory shows the process state came back, not a restart.
-        spec.initCommand = ["/bin/sh", "-c", "trap 'exit 0' TERM PWR; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"]
+        // A counter in init's memory shows the process state came back, not a restart. Written
+        // in place (`1<>`, no truncation; the number only grows): `>` let a reader on a loaded
+        // machine catch the file empty between truncate and write ("counter 7 -> 0").
+        spec.initCommand = ["/bin/sh", "-c", "trap 'exit 0' TERM PWR; i=0; while true; do i=$((i+1)); echo $i 1<>/tmp/count; sleep 0.05; done"]
         let c = try await rt.start(spec)
         try await Task.sleep(for: .milliseconds(300))
         let images = f.root + "/images"
