@@ -74,10 +74,9 @@ let package = Package(
         .target(name: "Membership", dependencies: [.product(name: "Logging", package: "swift-log")]),
 
         // Use cases, operations, API.
-        .target(name: "CTerminal"),
         .target(name: "Operations", dependencies: ["APITypes", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Instances", dependencies: [
-            "APITypes", "InstanceConfig", "ClusterDB", "Runtime", "Images", "Migration", "Operations", "CTerminal", "Scheduler",
+            "APITypes", "InstanceConfig", "ClusterDB", "Runtime", "Images", "Migration", "Operations", "Scheduler",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Gateway", dependencies: [

@@ -179,8 +179,8 @@ public enum Agent {
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         restart.attach(ServiceGroupHandle { await group.triggerGracefulShutdown() })
         // Instances that should run again after a host reboot or agent restart (LXD's rules,
-        // InstanceService.startOnBoot); alongside the API, so clients are served meanwhile.
-        let autostart = Task { await instances.startOnBoot() }
+        // InstanceLifecycle.startOnBoot); alongside the API, so clients are served meanwhile.
+        let autostart = Task { await instances.lifecycle.startOnBoot() }
         let heartbeater = Heartbeater(cluster: cluster, memberID: memberID, logger: logger)
         let maintenance = Task { await heartbeater.run() }
         let peerRefresh = Task { await heartbeater.refreshPeers() }

@@ -110,7 +110,7 @@ struct CapacityReporter {
             let now = HostCapacity.probe(dataDir: dataDir)
             if now != last {
                 do {
-                    try await instances.reportCapacity(now)
+                    try await instances.placement.reportCapacity(now)
                     last = now
                     logger.info("capacity reported", metadata: [
                         "cpu": "\(now.cpu)", "memory": "\(now.memory)", "disk": "\(now.disk.map(String.init) ?? "-")",
@@ -140,7 +140,7 @@ struct AbandonedPlacementSweeper {
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             do {
-                let removed = try await instances.removeAbandonedPlacements(grace: grace)
+                let removed = try await instances.placement.removeAbandonedPlacements(grace: grace)
                 if !removed.isEmpty {
                     logger.warning("removed instance rows whose launch never asked this member to create them",
                                    metadata: ["instances": "\(removed.prefix(10).joined(separator: ","))", "count": "\(removed.count)"])

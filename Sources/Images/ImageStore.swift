@@ -11,6 +11,13 @@ public struct ImportedLayer: Sendable, Equatable {
     public var metadata: ImageMetadata
     /// The unpacked root filesystem: `<images>/<fingerprint>/rootfs`.
     public var rootfsPath: String
+
+    public init(fingerprint: String, size: Int64, metadata: ImageMetadata, rootfsPath: String) {
+        self.fingerprint = fingerprint
+        self.size = size
+        self.metadata = metadata
+        self.rootfsPath = rootfsPath
+    }
 }
 
 /// The content-addressed image layers of one member, under `$LXD_DIR/images`:

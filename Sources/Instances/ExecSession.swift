@@ -56,17 +56,18 @@ actor ExecSession {
 
     /// Starts the command and pumps its streams; returns its exit code once it exited and its
     /// output was delivered.
-    func run(runtime: ContainerRuntime, name: String, request: ExecRequest, width: Int?, height: Int?, logger: Logger) async throws -> Int32 {
+    func run(host: any ContainerHost, name: String, request: ExecRequest, width: Int?, height: Int?, logger: Logger) async throws -> Int32 {
         defer { finishAll() }
         let stop = StopFlag()
         var pumps: [Task<Void, Never>] = []
         let exitCode: Int32
         if interactive {
-            let term = try openTerminal(width: width, height: height)
+            // 0 leaves the size unset, as a client that sent none expects.
+            let term = try PseudoTerminal.open(rows: UInt16(clamping: height ?? 0), columns: UInt16(clamping: width ?? 0))
             terminalMaster = term.master
             let proc: ExecProcess
             do {
-                proc = try await runtime.exec(name: name, command: request.command, environment: request.environment, cwd: request.cwd, uid: request.uid, gid: request.gid, stdio: .terminal(term.slave))
+                proc = try await host.exec(name: name, command: request.command, environment: request.environment, cwd: request.cwd, uid: request.uid, gid: request.gid, stdio: .terminal(term.slave))
             } catch {
                 close(term.slave)
                 close(term.master)
@@ -88,7 +89,7 @@ actor ExecSession {
             let stdin = try cloexecPipe(), stdout = try cloexecPipe(), stderr = try cloexecPipe()
             let proc: ExecProcess
             do {
-                proc = try await runtime.exec(name: name, command: request.command, environment: request.environment, cwd: request.cwd, uid: request.uid, gid: request.gid, stdio: .pipes(stdin: stdin.read, stdout: stdout.write, stderr: stderr.write))
+                proc = try await host.exec(name: name, command: request.command, environment: request.environment, cwd: request.cwd, uid: request.uid, gid: request.gid, stdio: .pipes(stdin: stdin.read, stdout: stdout.write, stderr: stderr.write))
             } catch {
                 for fd in [stdin.read, stdin.write, stdout.read, stdout.write, stderr.read, stderr.write] { close(fd) }
                 throw error
@@ -126,7 +127,7 @@ actor ExecSession {
             switch msg.command {
             case "window-resize":
                 if terminalMaster >= 0, let w = msg.args?["width"].flatMap(Int.init), let h = msg.args?["height"].flatMap(Int.init) {
-                    setWindowSize(fd: terminalMaster, width: w, height: h)
+                    try? PseudoTerminal.resize(master: terminalMaster, rows: UInt16(clamping: h), columns: UInt16(clamping: w))
                 }
             case "signal":
                 // Any number may arrive here: only real signal numbers are sent.

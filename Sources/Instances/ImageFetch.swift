@@ -14,7 +14,7 @@ public protocol ImageTarballFetcher: Sendable {
 struct ImageFetch: Sendable {
     let member: MemberIdentity
     let db: ClusterDB
-    let store: ImageStore
+    let store: any LayerStore
     let fetcher: any ImageTarballFetcher
     let uploadDirectory: String
     let maxImageBytes: Int64

@@ -138,7 +138,7 @@ public final class ImageService: Sendable {
     static func apiImage(_ r: ImageRow) -> Image {
         Image(
             fingerprint: r.fingerprint, filename: r.filename, size: r.size, architecture: r.architecture,
-            createdAt: InstanceService.iso(r.createdAt), uploadedAt: InstanceService.iso(r.uploadedAt),
+            createdAt: InstanceContext.iso(r.createdAt), uploadedAt: InstanceContext.iso(r.uploadedAt),
             properties: r.properties, aliases: r.aliases.map { Image.Alias(name: $0.name, description: $0.description) })
     }
 }

@@ -37,7 +37,7 @@ public struct CreateOptions: Sendable, Equatable {
     public static let maxCount = 5000
 }
 
-extension InstanceService {
+extension InstanceLifecycle {
     /// How many instances one owner creates at once. A start mostly waits (helper spawn, cgroup and
     /// mount syscalls serialised in the kernel), so 8 in flight nearly doubled the rate of 4 on two
     /// cores; 16 starved the database's raft heartbeats (leadership lost mid-commit).
@@ -63,8 +63,8 @@ extension InstanceService {
             throw APIError.badRequest("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
         }
 
-        let image = try await resolveImage(alias: post.source.alias, fingerprint: post.source.fingerprint)
-        let layer = store.layer(fingerprint: image.fingerprint)
+        let image = try await context.resolveImage(alias: post.source.alias, fingerprint: post.source.fingerprint)
+        let layer = context.layers.layer(fingerprint: image.fingerprint)
         let architecture = layer?.metadata.architecture ?? image.architecture
         let privileged = InstanceConfigSchema.isTrue(userConfig["security.privileged"])
         var config = userConfig
@@ -73,8 +73,6 @@ extension InstanceService {
         let finalConfig = config
         let footprint = InstanceFootprint(instanceConfig: userConfig)
         let placementGroup = userConfig[Transaction.placementGroupKey].flatMap { $0.isEmpty ? nil : $0 }
-        let member = self.member
-        let idmaps = self.idmaps
         let seed = UInt64.random(in: 0...UInt64.max)
         // Stored on every row of this launch: tells whether a COMMIT with an unknown outcome applied.
         let requestID = UUID().uuidString
@@ -93,18 +91,18 @@ extension InstanceService {
                 }
                 let plan: [PlannedInstance]
                 // A placement group's rule holds on a single member too (anti-affinity: one instance).
-                if placementGroup == nil, options.target == nil || options.target == member.name, try tx.members().count <= 1 {
+                if placementGroup == nil, options.target == nil || options.target == context.member.name, try tx.members().count <= 1 {
                     // A single member takes everything, as a standalone LXD does.
-                    plan = names.map { PlannedInstance(name: $0, memberID: member.id, memberName: member.name) }
+                    plan = names.map { PlannedInstance(name: $0, memberID: context.member.id, memberName: context.member.name) }
                 } else {
                     plan = try PlacementPlanner.place(names, footprint: footprint, target: options.target, policy: options.policy,
                                                       placementGroup: placementGroup, seed: seed, in: tx)
                 }
                 var bases: [Int64?] = Array(repeating: nil, count: plan.count)
                 if !privileged {
-                    guard let free = IdmapAllocator.lowestFree(count: plan.count, used: try tx.idmapBasesInUse(), rangeStart: idmaps.start,
-                                                                rangeSize: idmaps.size, block: IDMapRange.block) else {
-                        throw ClusterDBError.exhausted("uid/gid range \(idmaps.start)+\(idmaps.size) has fewer than \(plan.count) free blocks")
+                    guard let free = IdmapAllocator.lowestFree(count: plan.count, used: try tx.idmapBasesInUse(), rangeStart: context.idmaps.start,
+                                                                rangeSize: context.idmaps.size, block: IDMapRange.block) else {
+                        throw ClusterDBError.exhausted("uid/gid range \(context.idmaps.start)+\(context.idmaps.size) has fewer than \(plan.count) free blocks")
                     }
                     bases = free
                 }
@@ -125,7 +123,7 @@ extension InstanceService {
             if case .alreadyExists = e { throw APIError.conflict("Instance \"\(names[0])\" already exists (or a concurrent launch took a name): retry") }
             throw e
         }
-        logger.info("instances placed", metadata: [
+        context.logger.info("instances placed", metadata: [
             "count": "\(planned.count)", "members": "\(Dictionary(grouping: planned, by: \.memberName).mapValues(\.count))",
         ])
 
@@ -145,10 +143,10 @@ extension InstanceService {
         while true {
             attempt += 1
             do {
-                return try await db.transaction(body)
+                return try await context.db.transaction(body)
             } catch ClusterDBError.outcomeUnknown(let what) where attempt < 3 {
-                let applied = try await db.transaction { tx in try tx.placedInstances(requestID: requestID) }
-                logger.notice("launch commit outcome unknown; reconciled by request id",
+                let applied = try await context.db.transaction { tx in try tx.placedInstances(requestID: requestID) }
+                context.logger.notice("launch commit outcome unknown; reconciled by request id",
                               metadata: ["request-id": "\(requestID)", "applied": "\(!applied.isEmpty)", "error": "\(what)"])
                 if !applied.isEmpty {
                     return applied.map { PlannedInstance(name: $0.name, memberID: $0.memberID, memberName: $0.location) }
@@ -181,26 +179,25 @@ extension InstanceService {
     /// reporting `progress` ({done, failed, total}) in its metadata.
     public func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation {
         guard !post.names.isEmpty else { throw APIError.badRequest("No instance names given") }
-        let member = self.member
         let names = post.names
         // Claimed before anything is created: the placing member deletes only rows nobody claimed.
         let rows: [InstanceRow]
         do {
-            rows = try await db.transaction { tx in try tx.claimInstances(names, memberID: member.id) }
+            rows = try await context.db.transaction { tx in try tx.claimInstances(names, memberID: context.member.id) }
         } catch ClusterDBError.notFound(let what) {
-            throw APIError.notFound("Member \(member.name) has no unclaimed \(what): nothing created")
+            throw APIError.notFound("Member \(context.member.name) has no unclaimed \(what): nothing created")
         } catch ClusterDBError.alreadyExists(let what) {
-            throw APIError.conflict("On member \(member.name), \(what): nothing more created")
+            throw APIError.conflict("On member \(context.member.name), \(what): nothing more created")
         }
         let start = post.start
         let total = rows.count
         let description = total == 1 ? (start ? "Creating and starting instance" : "Creating instance")
             : (start ? "Creating and starting \(total) instances" : "Creating \(total) instances")
-        return await operations.start(
+        return await context.operations.start(
             description: description, resources: ["instances": rows.map { "/1.0/instances/\($0.name)" }],
             metadata: ["progress": Self.progress(done: 0, failed: 0, total: total)]
-        ) { [self] context in
-            try await self.materialiseRows(rows, start: start, context: context)
+        ) { [self] operation in
+            try await self.materialiseRows(rows, start: start, operation: operation)
             return ["progress": Self.progress(done: total, failed: 0, total: total)]
         }
     }
@@ -209,22 +206,22 @@ extension InstanceService {
         .object(["done": .int(done), "failed": .int(failed), "total": .int(total)])
     }
 
-    /// The rows' containers, created (and started) here; a failed one is undone (runtime and row)
+    /// The rows' containers, created (and started) here; a failed one is undone (host and row)
     /// and named in the error, the others stay.
-    func materialiseRows(_ rows: [InstanceRow], start: Bool, context: OperationContext) async throws {
+    func materialiseRows(_ rows: [InstanceRow], start: Bool, operation: OperationContext) async throws {
         // Image layers first, once each: a missing one is fetched from a member that has it.
-        for fingerprint in Set(rows.map(\.imageFingerprint)) where store.layer(fingerprint: fingerprint) == nil {
+        for fingerprint in Set(rows.map(\.imageFingerprint)) where context.layers.layer(fingerprint: fingerprint) == nil {
             do {
-                guard let fetch = imageFetch else {
-                    throw APIError.unavailable("Image \(fingerprint.prefix(12)) is not present on member \(member.name): import it there")
+                guard let fetch = context.imageFetch else {
+                    throw APIError.unavailable("Image \(fingerprint.prefix(12)) is not present on member \(context.member.name): import it there")
                 }
-                guard let image = try await db.transaction({ tx in try tx.image(fingerprintPrefix: fingerprint) }) else {
+                guard let image = try await context.db.transaction({ tx in try tx.image(fingerprintPrefix: fingerprint) }) else {
                     throw APIError.notFound("Image \(fingerprint.prefix(12)) was deleted before its instances were created")
                 }
                 _ = try await fetch.ensureLayer(image)
             } catch {
                 let names = rows.filter { $0.imageFingerprint == fingerprint }.map(\.name)
-                _ = try? await db.transaction { tx in try tx.deleteInstances(names) }
+                _ = try? await context.db.transaction { tx in try tx.deleteInstances(names) }
                 throw APIError.internal("Failed to create \(names.count == 1 ? "instance \(names[0])" : "\(names.count) instances"): \(error)")
             }
         }
@@ -239,10 +236,10 @@ extension InstanceService {
                 next += 1
                 group.addTask { [self] in
                     do {
-                        try await self.locks.withLock(row.name) {
-                            let spec = try self.spec(for: row)
+                        try await self.context.locks.withLock(row.name) {
+                            let spec = try self.context.spec(for: row)
                             // start creates the root filesystem itself.
-                            if start { _ = try await self.runtime.start(spec) } else { try await Blocking.run { try self.runtime.create(spec) } }
+                            if start { _ = try await self.context.host.start(spec) } else { try await Blocking.run { try self.context.host.create(spec) } }
                         }
                         return (row.name, nil)
                     } catch {
@@ -254,52 +251,52 @@ extension InstanceService {
             while let (name, error) = await group.next() {
                 if let error { failures.append((name, error)) } else { started.append(name) }
                 done += 1
-                if rows.count > 1 { await context.setMetadata("progress", Self.progress(done: done, failed: failures.count, total: rows.count)) }
+                if rows.count > 1 { await operation.setMetadata("progress", Self.progress(done: done, failed: failures.count, total: rows.count)) }
                 if next < rows.count { launch() }
             }
         }
         if start, !started.isEmpty {
             let names = started
-            try await db.idempotentTransaction { tx in try tx.updateInstancesPowerState(names, .running) }
+            try await context.db.idempotentTransaction { tx in try tx.updateInstancesPowerState(names, .running) }
         }
-        for name in started { announceCreated(name, started: start) }
+        for name in started { context.announceCreated(name, started: start) }
         guard !failures.isEmpty else { return }
-        // Never leave a half-existing instance: undo the runtime side, then the rows.
+        // Never leave a half-existing instance: undo the host side, then the rows.
         for (name, error) in failures {
-            logger.warning("create failed, undoing", metadata: ["instance": "\(name)", "error": "\(error)"])
-            try? await runtime.stop(name: name, force: true, timeout: .seconds(5))
-            try? await Blocking.run { try self.runtime.delete(name: name) }
+            context.logger.warning("create failed, undoing", metadata: ["instance": "\(name)", "error": "\(error)"])
+            try? await context.host.stop(name: name, force: true, timeout: .seconds(5))
+            try? await Blocking.run { try self.context.host.delete(name: name) }
         }
         let failed = failures.map(\.name)
-        try? await db.idempotentTransaction { tx in _ = try tx.deleteInstances(failed) }
+        try? await context.db.idempotentTransaction { tx in _ = try tx.deleteInstances(failed) }
         if rows.count == 1 {
             throw APIError.internal("Failed to \(start ? "start" : "create") instance \(failed[0]): \(failures[0].error)")
         }
         let detail = failures.prefix(3).map { "\($0.name): \($0.error)" }.joined(separator: "; ")
-        throw APIError.internal("Failed to create \(failures.count) of \(rows.count) instances on member \(member.name) (removed): \(detail)")
+        throw APIError.internal("Failed to create \(failures.count) of \(rows.count) instances on member \(context.member.name) (removed): \(detail)")
     }
 
     /// The owner's operation (this member's own, or another's) for instances placed on `owner`;
     /// their rows go when the owner cannot be reached or refuses.
     func materialise(_ post: InstancesMaterialisePost, on owner: String) async throws -> APIOperation {
         do {
-            if owner == member.name { return try await materialise(post) }
-            guard let materialiser else { throw APIError.unavailable("this member cannot reach other members") }
+            if owner == context.member.name { return try await materialise(post) }
+            guard let materialiser = context.materialiser else { throw APIError.unavailable("this member cannot reach other members") }
             return try await materialiser.materialise(post, on: owner)
         } catch {
             // The request may have reached the owner and only its answer been lost: rows the owner
             // claimed are being created there and stay; the rest go.
             let names = post.names
-            let claimed = (try? await db.idempotentTransaction { tx in try tx.releaseUnclaimedInstances(names) })?.claimed
+            let claimed = (try? await context.db.idempotentTransaction { tx in try tx.releaseUnclaimedInstances(names) })?.claimed
             let what = names.count == 1 ? "instance \(names[0])" : "\(names.count) instances"
             guard let claimed else {
                 throw APIError.unavailable("Member \(owner) could not be asked to create \(what), and whether it took them is unknown (the database did not answer): check with lxdctl list. Error: \(error)")
             }
             if claimed.isEmpty {
-                if owner == member.name { throw error }
+                if owner == context.member.name { throw error }
                 throw APIError.unavailable("Member \(owner) could not create \(what), so nothing was created there: \(error)")
             }
-            logger.warning("owner took instances but its answer was lost", metadata: [
+            context.logger.warning("owner took instances but its answer was lost", metadata: [
                 "owner": "\(owner)", "claimed": "\(claimed.count)", "requested": "\(names.count)", "error": "\(error)"])
             let taken = claimed.count == 1 ? "instance \(claimed[0])" : "\(claimed.count) instances (\(claimed.prefix(3).joined(separator: ", "))…)"
             let gone = names.count - claimed.count
@@ -343,11 +340,11 @@ extension InstanceService {
         let refusedCount = parts.filter { if case .failure = $0.result { return true }; return false }.map(\.count).reduce(0, +)
         let perMember = JSONValue.object(Dictionary(uniqueKeysWithValues: running.map { ($0.owner, JSONValue.int($0.count)) }))
 
-        return await operations.start(
+        return await context.operations.start(
             description: start ? "Creating and starting \(total) instances" : "Creating \(total) instances",
             resources: ["instances": planned.map { "/1.0/instances/\($0.name)" }],
             metadata: ["progress": Self.progress(done: refusedCount, failed: refusedCount, total: total), "members": perMember]
-        ) { [self] context in
+        ) { [self] operation in
             var errors = refused
             var pending = running
             var finished: [String: (done: Int, failed: Int)] = [:]
@@ -358,10 +355,10 @@ extension InstanceService {
                 var still: [(owner: String, count: Int, op: APIOperation)] = []
                 for part in pending {
                     let op: APIOperation?
-                    if part.owner == self.member.name {
-                        op = await self.operations.get(part.op.id)
+                    if part.owner == self.context.member.name {
+                        op = await self.context.operations.get(part.op.id)
                     } else {
-                        op = try? await self.materialiser?.operation(part.op.id, on: part.owner)
+                        op = try? await self.context.materialiser?.operation(part.op.id, on: part.owner)
                     }
                     guard let op else {
                         // An owner that stops answering is given up after ~10 s.
@@ -395,7 +392,7 @@ extension InstanceService {
                     done += figures.done
                     failed += figures.failed
                 }
-                await context.setMetadata("progress", Self.progress(done: done, failed: failed, total: total))
+                await operation.setMetadata("progress", Self.progress(done: done, failed: failed, total: total))
             }
             if !errors.isEmpty {
                 throw APIError.internal("Batch of \(total) instances incomplete (failed instances were removed): \(errors.joined(separator: "; "))")

@@ -3,7 +3,7 @@ import Operations
 
 /// Lifecycle events of the instance and image use cases, published on this member's hub (the
 /// one its operation registry carries): the member where a thing happens announces it.
-extension InstanceService {
+extension InstanceContext {
     var events: EventHub { operations.events }
 
     /// After a create operation's work: `instance-created`, then `instance-started` when it was started too.

@@ -4,19 +4,19 @@ import InstanceConfig
 
 /// Placement groups: created and deleted here, applied by the scheduler when an instance that
 /// names one in `placement.group` is placed (PlacementPlanner).
-extension InstanceService {
+extension PlacementService {
     static let placementGroupDefaults = ["rigor": "strict", "scope": "member"]
     static let placementGroupValues: [String: [String]] = [
         "policy": ["affinity", "anti-affinity"], "rigor": ["strict", "permissive"], "scope": ["member", "failure-domain"],
     ]
 
     public func placementGroups() async throws -> [PlacementGroup] {
-        let (groups, grouped) = try await db.transaction { tx in (try tx.placementGroups(), try tx.placementGroupInstances()) }
+        let (groups, grouped) = try await context.db.transaction { tx in (try tx.placementGroups(), try tx.placementGroupInstances()) }
         return groups.map { Self.apiPlacementGroup($0, grouped) }
     }
 
     public func placementGroup(_ name: String) async throws -> PlacementGroup {
-        let (group, grouped) = try await db.transaction { tx in (try tx.placementGroup(name: name), try tx.placementGroupInstances()) }
+        let (group, grouped) = try await context.db.transaction { tx in (try tx.placementGroup(name: name), try tx.placementGroupInstances()) }
         guard let group else { throw APIError.notFound("Placement group \"\(name)\" not found") }
         return Self.apiPlacementGroup(group, grouped)
     }
@@ -41,7 +41,7 @@ extension InstanceService {
         }
         let row = PlacementGroupRow(name: post.name, policy: policy, rigor: config["rigor"]!, scope: config["scope"]!, description: post.description)
         do {
-            try await db.transaction { tx in try tx.insertPlacementGroup(row) }
+            try await context.db.transaction { tx in try tx.insertPlacementGroup(row) }
         } catch ClusterDBError.alreadyExists {
             throw APIError.conflict("Placement group \"\(post.name)\" already exists")
         }
@@ -49,7 +49,7 @@ extension InstanceService {
 
     /// Refused while instances name the group: deleting it would silently drop their rule.
     public func deletePlacementGroup(_ name: String) async throws {
-        try await db.transaction { tx in
+        try await context.db.transaction { tx in
             let users = try tx.placementGroupInstances().values.flatMap { $0[name] ?? [] }
             guard users.isEmpty else {
                 throw APIError.conflict("Placement group \"\(name)\" is used by \(users.sorted().prefix(5).joined(separator: ", "))\(users.count > 5 ? " and \(users.count - 5) more" : ""): delete them or unset their placement.group first")

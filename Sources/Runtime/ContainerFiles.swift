@@ -10,14 +10,25 @@ public struct ContainerFile: Sendable, Equatable {
     public var gid: UInt32
     /// Entry names when the path is a directory (bytes are empty then).
     public var entries: [String]?
+
+    public init(content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32, entries: [String]? = nil) {
+        self.content = content
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.entries = entries
+    }
 }
 
 extension ContainerRuntime {
+    /// The largest file `readFile` reads by default: it is held in memory whole.
+    public static let maxReadBytes = 256 << 20
+
     /// Reads a file in the container. Paths resolve inside the container root
     /// (openat2 RESOLVE_IN_ROOT): container symlinks never lead to host files.
     /// A file larger than `maxBytes` is refused rather than read into memory; a FIFO, socket or
     /// device is refused without blocking on it (the container's user may have put one there).
-    public func readFile(name: String, path: String, maxBytes: Int = 256 << 20) async throws(RuntimeError) -> ContainerFile {
+    public func readFile(name: String, path: String, maxBytes: Int = ContainerRuntime.maxReadBytes) async throws(RuntimeError) -> ContainerFile {
         try await withRoot(name) { (root, idmap) throws(RuntimeError) in
             let fd = cr_openat2_in_root(root, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
             if fd < 0 { throw .system("open", on: "\(path) in \(name)", errno) }

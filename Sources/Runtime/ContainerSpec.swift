@@ -75,6 +75,12 @@ public struct RunningContainer: Sendable, Equatable {
     public let name: String
     public let pid: pid_t
     public let pidStartTime: UInt64
+
+    public init(name: String, pid: pid_t, pidStartTime: UInt64) {
+        self.name = name
+        self.pid = pid
+        self.pidStartTime = pidStartTime
+    }
 }
 
 /// Live figures for one container, read from its cgroups.

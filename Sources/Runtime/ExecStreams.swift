@@ -1,20 +1,21 @@
-import CTerminal
+import CRuntime
 import Foundation
+import Synchronization
 
 /// A flag set once from any thread (a reader's stop request).
-final class StopFlag: Sendable {
-    // Protected by `lock`; Sendable because every access takes it.
-    private let lock = NSLock()
-    nonisolated(unsafe) private var value = false
+public final class StopFlag: Sendable {
+    private let value = Atomic<Bool>(false)
 
-    var isSet: Bool { lock.withLock { value } }
-    func set() { lock.withLock { value = true } }
+    public init() {}
+
+    public var isSet: Bool { value.load(ordering: .acquiring) }
+    public func set() { value.store(true, ordering: .releasing) }
 }
 
 /// Blocking reads of a pipe or pty master on a dedicated thread (never on Swift's cooperative pool),
 /// delivered as an async stream of chunks. The stream ends at EOF, on EIO (pty with no slave left)
 /// or when `stop` is set; the fd is closed at the end.
-func readStream(fd: Int32, stop: StopFlag) -> AsyncStream<[UInt8]> {
+public func readStream(fd: Int32, stop: StopFlag) -> AsyncStream<[UInt8]> {
     let (stream, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingNewest(256))
     let thread = Thread {
         var buffer = [UInt8](repeating: 0, count: 32 * 1024)
@@ -45,13 +46,13 @@ func readStream(fd: Int32, stop: StopFlag) -> AsyncStream<[UInt8]> {
 
 /// Writes to a pipe or pty on its own serial queue, so a process that does not read its stdin
 /// never blocks the cooperative pool.
-final class FDWriter: Sendable {
+public final class FDWriter: Sendable {
     private let fd: Int32
     private let queue = DispatchQueue(label: "exec-writer")
 
-    init(fd: Int32) { self.fd = fd }
+    public init(fd: Int32) { self.fd = fd }
 
-    func write(_ bytes: [UInt8]) {
+    public func write(_ bytes: [UInt8]) {
         queue.async { [fd] in
             var offset = 0
             while offset < bytes.count {
@@ -66,27 +67,14 @@ final class FDWriter: Sendable {
     }
 
     /// Closes after the queued writes (the process sees EOF on stdin).
-    func close() {
+    public func close() {
         queue.async { [fd] in _ = Glibc.close(fd) }
     }
 }
 
 /// Creates a pipe with both ends close-on-exec (the runtime passes the child's end explicitly).
-func cloexecPipe() throws -> (read: Int32, write: Int32) {
+public func cloexecPipe() throws(RuntimeError) -> (read: Int32, write: Int32) {
     var fds: [Int32] = [0, 0]
-    guard ct_pipe_cloexec(&fds) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+    if cr_pipe2(&fds, O_CLOEXEC) != 0 { throw .system("pipe", on: "exec stream", errno) }
     return (fds[0], fds[1])
-}
-
-/// A pseudo-terminal for interactive exec: the agent keeps the master, the command gets the slave.
-func openTerminal(width: Int?, height: Int?) throws -> (master: Int32, slave: Int32) {
-    var master: Int32 = -1, slave: Int32 = -1
-    guard ct_open_pty(&master, &slave, UInt16(clamping: width ?? 0), UInt16(clamping: height ?? 0)) == 0 else {
-        throw POSIXError(.init(rawValue: errno) ?? .EIO)
-    }
-    return (master, slave)
-}
-
-func setWindowSize(fd: Int32, width: Int, height: Int) {
-    _ = ct_set_winsize(fd, UInt16(clamping: width), UInt16(clamping: height))
 }

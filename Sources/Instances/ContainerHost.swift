@@ -1,0 +1,39 @@
+import Images
+import Migration
+import Runtime
+
+/// What the instance use cases need of the containers on this host. `ContainerRuntime` is the
+/// real one (conformance below); unit tests pass a fake, so the use cases run without root.
+/// Checkpoint and restore (stateful stop, start from a saved state) reach the host through
+/// Migration's `CheckpointSource` and `RestoreDestination`.
+public protocol ContainerHost: CheckpointSource, RestoreDestination {
+    /// Prepares the container's root filesystem without starting it.
+    func create(_ spec: ContainerSpec) throws(RuntimeError)
+    /// Starts the container, creating its root filesystem first when it has none.
+    func start(_ spec: ContainerSpec) async throws(RuntimeError) -> RunningContainer
+    func stop(name: String, force: Bool, timeout: Duration) async throws(RuntimeError)
+    /// Removes a stopped container's files and cgroups; a missing one is not an error.
+    func delete(name: String) throws(RuntimeError)
+    /// Live figures; nil when there is no such container.
+    func state(name: String) -> ContainerState?
+    /// New limits for a running container.
+    func updateLimits(name: String, limits: Limits) throws(RuntimeError)
+    func consoleLog(name: String) throws(RuntimeError) -> [UInt8]
+    func exec(name: String, command: [String], environment: [String: String], cwd: String,
+              uid: UInt32, gid: UInt32, stdio: ExecStdio) async throws(RuntimeError) -> ExecProcess
+    func readFile(name: String, path: String, maxBytes: Int) async throws(RuntimeError) -> ContainerFile
+    func writeFile(name: String, path: String, content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32) async throws(RuntimeError)
+}
+
+extension ContainerRuntime: ContainerHost {}
+
+/// The image layers on this host that instances are created from (`ImageStore` is the real one).
+public protocol LayerStore: Sendable {
+    /// The unpacked layer of an image, or nil when this member does not hold it.
+    func layer(fingerprint: String) -> ImportedLayer?
+    func removeLayer(fingerprint: String) throws
+    /// Unpacks a tarball fetched from another member; refuses bytes whose hash is not `expectedFingerprint`.
+    func importTarball(at path: String, maxBytes: Int64, expectedFingerprint: String?) throws -> ImportedLayer
+}
+
+extension ImageStore: LayerStore {}

@@ -1,0 +1,103 @@
+import APITypes
+import Foundation
+import Logging
+import Operations
+import Runtime
+
+/// Reaching into an instance on this member: exec sessions, the console log, file push and pull.
+public struct InstanceAccess: Sendable {
+    let context: InstanceContext
+
+    public func consoleLog(_ name: String) async throws -> [UInt8] {
+        _ = try await context.row(name)
+        return try context.host.consoleLog(name: name)
+    }
+
+    public func readFile(_ name: String, path: String) async throws -> InstanceFile {
+        _ = try await context.row(name)
+        guard path.hasPrefix("/") else { throw APIError.badRequest("File path must be absolute: \(path)") }
+        do {
+            let f = try await context.host.readFile(name: name, path: path, maxBytes: ContainerRuntime.maxReadBytes)
+            if let entries = f.entries {
+                return InstanceFile(content: Array(entries.joined(separator: "\n").utf8), uid: f.uid, gid: f.gid, mode: f.mode, type: "directory")
+            }
+            return InstanceFile(content: f.content, uid: f.uid, gid: f.gid, mode: f.mode)
+        } catch {
+            throw error.apiError
+        }
+    }
+
+    public func writeFile(_ name: String, path: String, _ file: InstanceFile) async throws {
+        _ = try await context.row(name)
+        guard path.hasPrefix("/") else { throw APIError.badRequest("File path must be absolute: \(path)") }
+        guard file.type == "file" else { throw APIError.badRequest("Only regular files can be pushed") }
+        do {
+            try await context.host.writeFile(name: name, path: path, content: file.content, mode: file.mode, uid: file.uid, gid: file.gid)
+        } catch {
+            throw error.apiError
+        }
+    }
+
+    /// `POST /1.0/instances/NAME/exec`: a websocket operation as LXD's clients expect.
+    public func exec(_ name: String, _ post: InstanceExecPost) async throws -> APIOperation {
+        _ = try await context.row(name)
+        guard context.host.state(name: name)?.running == true else {
+            throw APIError.badRequest("Instance \(name) is not running: start it first")
+        }
+        guard !post.command.isEmpty, !post.command[0].isEmpty else { throw APIError.badRequest("Exec needs a command") }
+        guard post.waitForWebsocket == true else {
+            throw APIError.badRequest("Only wait-for-websocket=true is supported: connect to the operation's websockets")
+        }
+        let session = ExecSession(interactive: post.interactive ?? false)
+        var secrets: [String: String] = [:]
+        var fds: [String: JSONValue] = [:]
+        for fd in session.names {
+            var bytes = [UInt8](repeating: 0, count: 32)
+            for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+            let secret = bytes.map { String(format: "%02x", $0) }.joined()
+            secrets[secret] = fd
+            fds[fd] = .string(secret)
+        }
+        var env = ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "USER": "root", "LANG": "C.UTF-8"]
+        if post.interactive == true { env["TERM"] = "xterm-256color" }
+        for (k, v) in post.environment ?? [:] { env[k] = v }
+        let request = ExecRequest(
+            command: post.command, environment: env, cwd: post.cwd ?? "/root",
+            uid: post.user ?? 0, gid: post.group ?? 0)
+        let host = context.host
+        let logger = context.logger
+        return await context.operations.start(
+            class: "websocket", description: "Executing command",
+            resources: ["instances": ["/1.0/instances/\(name)"]],
+            metadata: ["fds": .object(fds)], secrets: secrets,
+            webSocketHandler: { fd, attachment in await session.attach(fd, attachment) }
+        ) { _ in
+            try await session.waitForAll(timeout: .seconds(30))
+            let code = try await session.run(host: host, name: name, request: request, width: post.width, height: post.height, logger: logger)
+            return ["return": .int(Int(code))]
+        }
+    }
+}
+
+/// What to run for an exec.
+struct ExecRequest: Sendable {
+    var command: [String]
+    var environment: [String: String]
+    var cwd: String
+    var uid: UInt32
+    var gid: UInt32
+}
+
+extension RuntimeError {
+    /// The API status of a runtime failure: missing things are 404, misuse 400, the rest 500.
+    var apiError: APIError {
+        switch self {
+        case .notFound: APIError.notFound(description)
+        case .notRunning, .alreadyRunning, .invalid: APIError.badRequest(description)
+        case .unsupported: APIError(501, description)
+        case .system(_, _, let code) where code == ENOENT || code == ENOTDIR: APIError.notFound(description)
+        case .system(_, _, let code) where code == ELOOP || code == EXDEV || code == EISDIR: APIError.badRequest(description)
+        default: APIError.internal(description)
+        }
+    }
+}

@@ -1,0 +1,229 @@
+import APITypes
+import ClusterDB
+import Foundation
+import InstanceConfig
+import Logging
+import Operations
+import Runtime
+
+/// An instance's life on this member: create (InstanceCreate.swift), start, stop, restart,
+/// delete, config updates, reads, and autostart after the agent starts.
+public struct InstanceLifecycle: Sendable {
+    let context: InstanceContext
+
+    // MARK: reads
+
+    public func list(withState: Bool) async throws -> [Instance] {
+        let rows = try await context.db.transaction { tx in try tx.instances() }
+        return rows.map { context.apiInstance($0, withState: withState) }
+    }
+
+    public func get(_ name: String, withState: Bool) async throws -> Instance {
+        context.apiInstance(try await context.row(name), withState: withState)
+    }
+
+    /// The member an instance lives on; nil when there is no such instance.
+    public func location(of name: String) async throws -> String? {
+        try await context.db.transaction { tx in try tx.instance(name: name) }?.location
+    }
+
+    /// This member's name, as instances' `location` shows it.
+    public var memberName: String { context.member.name }
+
+    public func state(_ name: String) async throws -> InstanceState {
+        let r = try await context.row(name)
+        return context.apiState(r)
+    }
+
+    // MARK: create
+
+    /// Creates one instance where the scheduler (or `?target=`) puts it; see ``create(_:options:)``.
+    public func create(_ post: InstancesPost) async throws -> APIOperation {
+        try await create(post, options: CreateOptions())
+    }
+
+    // MARK: state changes
+
+    public func changeState(_ name: String, _ put: InstanceStatePut) async throws -> APIOperation {
+        let r = try await context.row(name)
+        let force = put.force ?? false
+        let stateful = put.stateful ?? false
+        // LXD's -1 (the client's default) means no timeout given; anything else must be a sane number of seconds.
+        if let t = put.timeout, t != -1, !(0...86_400).contains(t) {
+            throw APIError.badRequest("Invalid timeout \(t): use seconds from 0 to 86400, or -1 for the default (30 s)")
+        }
+        let timeout = Duration.seconds(put.timeout.flatMap { $0 >= 0 ? $0 : nil } ?? 30)
+        if stateful {
+            guard put.action == "stop" else { throw APIError.badRequest("stateful applies to stop only: start restores a saved state by itself") }
+            guard context.checkpointer != nil else {
+                throw APIError.badRequest("Stateful stop needs CRIU >= 4.2 on member \(context.member.name): run scripts/install-criu")
+            }
+        }
+        switch put.action {
+        case "start":
+            if context.host.state(name: name)?.running == true { throw APIError.badRequest("Instance \(name) is already running") }
+        case "stop":
+            if context.host.state(name: name)?.running != true { throw APIError.badRequest("Instance \(name) is not running") }
+        case "restart":
+            if context.host.state(name: name)?.running != true { throw APIError.badRequest("Instance \(name) is not running: use start") }
+        default:
+            throw APIError.badRequest("Unsupported action \"\(put.action)\": use start, stop or restart")
+        }
+        return await context.operations.start(
+            description: "\(put.action.prefix(1).uppercased())\(put.action.dropFirst())ing instance",
+            resources: ["instances": ["/1.0/instances/\(name)"]]
+        ) { [self] _ in
+            try await context.locks.withLock(name) {
+                switch put.action {
+                case "start":
+                    try await self.startLocked(r)
+                case "stop" where stateful:
+                    try await self.checkpointLocked(name)
+                case "stop":
+                    try await self.stopLocked(name, force: force, timeout: timeout)
+                default:
+                    try await self.stopLocked(name, force: force, timeout: timeout)
+                    try await self.startLocked(try await self.context.row(name))
+                }
+            }
+            self.context.announceStateChange(name, action: put.action, stateful: stateful)
+            return nil
+        }
+    }
+
+    private func startLocked(_ r: InstanceRow) async throws {
+        if context.host.state(name: r.name)?.running == true { return }
+        if context.hasSavedState(r.name) {
+            guard let checkpointer = context.checkpointer else {
+                throw APIError.badRequest("Instance \(r.name) has a saved state but CRIU is missing on member \(context.member.name): run scripts/install-criu")
+            }
+            do {
+                _ = try await checkpointer.restore(name: r.name, destination: context.host, from: context.stateDirectory(r.name))
+            } catch {
+                throw APIError.internal("Restoring the saved state of \(r.name) failed: \(error). The state is kept; start again to retry")
+            }
+            try? FileManager.default.removeItem(atPath: context.stateDirectory(r.name))
+        } else {
+            let spec = try context.spec(for: r)
+            _ = try await context.host.start(spec)
+        }
+        try await context.db.transaction { tx in
+            try tx.updateInstancePowerState(name: r.name, .running)
+            try tx.touchInstance(name: r.name, lastUsedAt: Date())
+        }
+    }
+
+    /// Stateful stop: CRIU dumps the process tree into the instance's state directory and the
+    /// container stops; the next start restores it (memory, pids, open files).
+    private func checkpointLocked(_ name: String) async throws {
+        guard let checkpointer = context.checkpointer else { throw APIError.badRequest("Stateful stop needs CRIU") }
+        let dir = context.stateDirectory(name)
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        do {
+            _ = try await checkpointer.checkpoint(name: name, source: context.host, into: dir)
+        } catch {
+            try? FileManager.default.removeItem(atPath: dir)
+            throw APIError.internal("Stateful stop of \(name) failed: \(error). The instance keeps running")
+        }
+        try await context.db.transaction { tx in try tx.updateInstancePowerState(name: name, .stopped) }
+    }
+
+    private func stopLocked(_ name: String, force: Bool, timeout: Duration) async throws {
+        try await context.host.stop(name: name, force: force, timeout: timeout)
+        try await context.db.transaction { tx in try tx.updateInstancePowerState(name: name, .stopped) }
+    }
+
+    // MARK: boot
+
+    /// After the agent starts (host reboot or agent restart): starts this member's instances that
+    /// are not running but should be, as LXD does: `boot.autostart=true`, or the key unset and
+    /// the instance was running when last seen. Failures are logged, one instance at a time.
+    public func startOnBoot() async {
+        let rows: [InstanceRow]
+        do {
+            rows = try await context.db.transaction { tx in try tx.instances(memberID: context.member.id) }
+        } catch {
+            context.logger.error("cannot list instances to autostart", metadata: ["error": "\(error)"])
+            return
+        }
+        for r in rows where context.host.state(name: r.name)?.running != true {
+            let autostart = r.config["boot.autostart"].map(InstanceConfigSchema.isTrue) ?? (r.powerState == .running)
+            guard autostart else { continue }
+            do {
+                try await context.locks.withLock(r.name) { try await self.startLocked(r) }
+                context.logger.info("instance autostarted", metadata: ["instance": "\(r.name)"])
+                context.events.instance(.instanceStarted, r.name, context: ["autostart": .bool(true)])
+            } catch {
+                context.logger.error("autostart failed", metadata: ["instance": "\(r.name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: delete
+
+    public func delete(_ name: String) async throws -> APIOperation {
+        let r = try await context.row(name)
+        if context.host.state(name: name)?.running == true {
+            throw APIError.badRequest("Instance \(name) is running: stop it first (or delete --force)")
+        }
+        return await context.operations.start(description: "Deleting instance", resources: ["instances": ["/1.0/instances/\(name)"]]) { [self] _ in
+            try await context.locks.withLock(name) {
+                if self.context.host.state(name: name)?.running == true {
+                    throw APIError.badRequest("Instance \(name) is running: stop it first (or delete --force)")
+                }
+                try await Blocking.run { try self.context.host.delete(name: name) }
+                let stillUsed: Bool = try await self.context.db.transaction { tx in
+                    _ = try tx.deleteInstance(name: name)
+                    let imageKnown = try tx.image(fingerprintPrefix: r.imageFingerprint) != nil
+                    let users = try tx.instanceCount(usingImage: r.imageFingerprint)
+                    return imageKnown || users > 0
+                }
+                // A layer outlives its image while instances use it; the last one removes it.
+                if !stillUsed { _ = try? await Blocking.run { try self.context.layers.removeLayer(fingerprint: r.imageFingerprint) } }
+            }
+            self.context.events.instance(.instanceDeleted, name)
+            return nil
+        }
+    }
+
+    // MARK: config
+
+    public func update(_ name: String, _ put: InstancePut, replace: Bool) async throws {
+        if let devices = put.devices, !devices.isEmpty {
+            throw APIError.badRequest("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
+        }
+        try await context.locks.withLock(name) {
+            let r = try await self.context.row(name)
+            let running = self.context.host.state(name: name)?.running == true
+            var next: [String: String]
+            if replace {
+                // PUT: the user's keys replace the user's keys; server keys stay.
+                next = r.config.filter { InstanceConfigSchema.key($0.key)?.scope == .server }
+                for (k, v) in put.config ?? [:] { next[k] = v }
+            } else {
+                next = r.config
+                for (k, v) in put.config ?? [:] { next[k] = v }
+            }
+            do {
+                // Server keys passed back unchanged are accepted; changed ones are refused.
+                try InstanceConfigSchema.validate(user: next, previous: r.config, running: running)
+            } catch {
+                throw APIError.badRequest("Invalid config: \(error)")
+            }
+            if running {
+                let limits = ResourceLimits(config: next)
+                if limits != ResourceLimits(config: r.config) {
+                    try self.context.host.updateLimits(name: name, limits: InstanceContext.runtimeLimits(limits))
+                }
+            }
+            let finalConfig = next
+            try await self.context.db.transaction { tx in
+                try tx.updateInstanceConfig(name: name, config: finalConfig)
+                // The scheduler's allocation sums read these columns.
+                try tx.setInstanceFootprint(name: name, InstanceFootprint(instanceConfig: finalConfig))
+            }
+        }
+        context.events.instance(.instanceUpdated, name)
+    }
+}
