@@ -114,6 +114,11 @@ let package = Package(
 
         .testTarget(name: "InstanceConfigTests", dependencies: ["InstanceConfig"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"]),
+        // Use cases over a fake ContainerHost and a real in-process dqlite node: no root, no containers.
+        .testTarget(name: "InstancesTests", dependencies: [
+            "Instances", "APITypes", "ClusterDB", "Dqlite", "Images", "Migration", "Operations", "Runtime",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "DqliteTests", dependencies: ["Dqlite"]),
         .testTarget(name: "ClusterDBTests", dependencies: ["ClusterDB"]),
         .testTarget(name: "ImagesTests", dependencies: ["Images"]),

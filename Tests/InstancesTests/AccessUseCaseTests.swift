@@ -1,0 +1,72 @@
+import APITypes
+@testable import Instances
+import Glibc
+import Runtime
+import Synchronization
+import Testing
+
+/// File push and pull, console and exec refusals, over the fake host.
+@Suite struct AccessUseCaseTests {
+    @Test func pushThenPullRoundTripsContentModeAndOwner() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            try await h.access.writeFile("c1", path: "/etc/motd", InstanceFile(content: Array("hi\n".utf8), uid: 1000, gid: 1001, mode: 0o640))
+            let file = try await h.access.readFile("c1", path: "/etc/motd")
+            #expect(file.content == Array("hi\n".utf8))
+            #expect(file.mode == 0o640 && file.uid == 1000 && file.gid == 1001 && file.type == "file")
+        }
+    }
+
+    @Test func filePathsMustBeAbsoluteAndOnlyRegularFilesArePushed() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            let file = InstanceFile(content: [1], uid: 0, gid: 0, mode: 0o644)
+            #expect(await status { _ = try await h.access.readFile("c1", path: "etc/motd") } == 400)
+            #expect(await status { try await h.access.writeFile("c1", path: "etc/motd", file) } == 400)
+            #expect(await status { try await h.access.writeFile("c1", path: "/etc", InstanceFile(content: [], uid: 0, gid: 0, mode: 0o755, type: "directory")) } == 400)
+            #expect(await status { try await h.access.writeFile("nope", path: "/etc/motd", file) } == 404)
+            #expect(!h.host.callLog.contains { $0.hasPrefix("write") })
+        }
+    }
+
+    @Test func hostFailuresMapToTheirAPIStatus() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            // The fake answers ENOENT for a file it does not hold.
+            #expect(await status { _ = try await h.access.readFile("c1", path: "/missing") } == 404)
+            h.host.readError.withLock { $0 = .system("open", on: "/loop in c1", ELOOP) }
+            #expect(await status { _ = try await h.access.readFile("c1", path: "/loop") } == 400)
+            h.host.readError.withLock { $0 = .system("read", on: "/disk in c1", EIO) }
+            #expect(await status { _ = try await h.access.readFile("c1", path: "/disk") } == 500)
+        }
+    }
+
+    @Test func pullOfADirectoryListsItsEntries() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            h.host.containers.withLock { $0["c1"]?.files["/etc"] = ContainerFile(content: [], mode: 0o755, uid: 0, gid: 0, entries: ["hosts", "motd"]) }
+            let dir = try await h.access.readFile("c1", path: "/etc")
+            #expect(dir.type == "directory")
+            #expect(String(decoding: dir.content, as: UTF8.self) == "hosts\nmotd")
+        }
+    }
+
+    @Test func execNeedsARunningInstanceACommandAndWebsockets() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            #expect(await status { _ = try await h.access.exec("c1", InstanceExecPost(command: ["true"])) } == 400)
+            _ = try await h.changeState("c1", "start")
+            #expect(await status { _ = try await h.access.exec("c1", InstanceExecPost(command: [])) } == 400)
+            #expect(await status { _ = try await h.access.exec("c1", InstanceExecPost(command: ["true"], waitForWebsocket: false)) } == 400)
+            #expect(await status { _ = try await h.access.exec("nope", InstanceExecPost(command: ["true"])) } == 404)
+        }
+    }
+
+    @Test func consoleLogOfAnUnknownInstanceIsNotFound() async throws {
+        try await withHarness { h in
+            #expect(await status { _ = try await h.access.consoleLog("nope") } == 404)
+            try await h.launch("c1")
+            #expect(try await h.access.consoleLog("c1") == Array("console of c1\n".utf8))
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import APITypes
+import ClusterDB
+import Dqlite
+import Foundation
+import Images
+@testable import Instances
+import Logging
+import Migration
+import Operations
+import Runtime
+import Synchronization
+
+/// A ContainerHost that keeps containers as records: no root, no processes. `failStart` names
+/// the containers whose start fails (after their files were made, as a real failed start leaves them).
+final class FakeHost: ContainerHost {
+    struct Container: Sendable {
+        var spec: ContainerSpec
+        var running: Bool
+        var files: [String: ContainerFile] = [:]
+    }
+
+    let containers = Mutex<[String: Container]>([:])
+    let failStart = Mutex<Set<String>>([])
+    /// Every call that changes something, in order ("start c1", "delete c1", ...).
+    let calls = Mutex<[String]>([])
+    let limitUpdates = Mutex<[String: Limits]>([:])
+    let readError = Mutex<RuntimeError?>(nil)
+
+    var names: [String] { containers.withLock { $0.keys.sorted() } }
+    var callLog: [String] { calls.withLock { $0 } }
+    private func record(_ call: String) { calls.withLock { $0.append(call) } }
+
+    func create(_ spec: ContainerSpec) throws(RuntimeError) {
+        record("create \(spec.name)")
+        containers.withLock { if $0[spec.name] == nil { $0[spec.name] = Container(spec: spec, running: false) } }
+    }
+
+    func start(_ spec: ContainerSpec) async throws(RuntimeError) -> RunningContainer {
+        record("start \(spec.name)")
+        containers.withLock { if $0[spec.name] == nil { $0[spec.name] = Container(spec: spec, running: false) } }
+        if failStart.withLock({ $0.contains(spec.name) }) { throw .startFailed(spec.name, "init exited at once (fake)") }
+        let wasRunning = containers.withLock { all in
+            defer { all[spec.name]?.running = true }
+            return all[spec.name]?.running == true
+        }
+        if wasRunning { throw .alreadyRunning(spec.name) }
+        return RunningContainer(name: spec.name, pid: 4242, pidStartTime: 1)
+    }
+
+    func stop(name: String, force: Bool, timeout: Duration) async throws(RuntimeError) {
+        record("stop \(name)")
+        let wasRunning = containers.withLock { all in
+            defer { all[name]?.running = false }
+            return all[name]?.running == true
+        }
+        if !wasRunning { throw .notRunning(name) }
+    }
+
+    func delete(name: String) throws(RuntimeError) {
+        record("delete \(name)")
+        let running = containers.withLock { all in
+            if all[name]?.running == true { return true }
+            all[name] = nil
+            return false
+        }
+        if running { throw .alreadyRunning(name) }
+    }
+
+    func state(name: String) -> ContainerState? {
+        containers.withLock { all in
+            all[name].map { $0.running ? ContainerState(running: true, pid: 4242, processes: 1, memoryUsage: 0, memoryPeak: 0, cpuUsageNanoseconds: 0) : .stopped }
+        }
+    }
+
+    func updateLimits(name: String, limits: Limits) throws(RuntimeError) {
+        record("limits \(name)")
+        limitUpdates.withLock { $0[name] = limits }
+    }
+
+    func consoleLog(name: String) throws(RuntimeError) -> [UInt8] {
+        guard containers.withLock({ $0[name] != nil }) else { throw .notFound(name) }
+        return Array("console of \(name)\n".utf8)
+    }
+
+    func exec(name: String, command: [String], environment: [String: String], cwd: String,
+              uid: UInt32, gid: UInt32, stdio: ExecStdio) async throws(RuntimeError) -> ExecProcess {
+        throw .unsupported("the fake host runs no commands")
+    }
+
+    func readFile(name: String, path: String, maxBytes: Int) async throws(RuntimeError) -> ContainerFile {
+        if let error = readError.withLock({ $0 }) { throw error }
+        guard let file = containers.withLock({ $0[name]?.files[path] }) else { throw .system("open", on: "\(path) in \(name)", ENOENT) }
+        return file
+    }
+
+    func writeFile(name: String, path: String, content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32) async throws(RuntimeError) {
+        record("write \(name) \(path)")
+        containers.withLock { $0[name]?.files[path] = ContainerFile(content: content, mode: mode, uid: uid, gid: gid) }
+    }
+
+    // Checkpoint and restore: the tests run without CRIU (checkpointer nil), so these are never reached.
+    func checkpointTarget(name: String) async throws -> CheckpointTarget { throw RuntimeError.unsupported("no checkpoints on the fake host") }
+    func waitStopped(name: String, timeout: Duration) async throws { throw RuntimeError.unsupported("no checkpoints on the fake host") }
+    func prepareRestore(name: String) async throws -> RestoreTarget { throw RuntimeError.unsupported("no restores on the fake host") }
+    func adoptRestored(name: String, pid: Int32, target: RestoreTarget) async throws { throw RuntimeError.unsupported("no restores on the fake host") }
+    func abandonRestore(name: String) async {}
+}
+
+/// Image layers as records: `layer` answers for the fingerprints added, nothing is unpacked.
+final class FakeLayers: LayerStore {
+    let layers = Mutex<[String: ImportedLayer]>([:])
+    let removed = Mutex<[String]>([])
+
+    func add(_ fingerprint: String) {
+        layers.withLock {
+            $0[fingerprint] = ImportedLayer(fingerprint: fingerprint, size: 1024, metadata: ImageMetadata(architecture: "x86_64", properties: ["os": "Busybox"]),
+                                            rootfsPath: "/nonexistent/\(fingerprint)/rootfs")
+        }
+    }
+
+    func layer(fingerprint: String) -> ImportedLayer? { layers.withLock { $0[fingerprint] } }
+
+    func removeLayer(fingerprint: String) throws {
+        removed.withLock { $0.append(fingerprint) }
+        _ = layers.withLock { $0.removeValue(forKey: fingerprint) }
+    }
+
+    func importTarball(at path: String, maxBytes: Int64, expectedFingerprint: String?) throws -> ImportedLayer {
+        throw ImageError.invalidImage("the fake store imports nothing")
+    }
+}

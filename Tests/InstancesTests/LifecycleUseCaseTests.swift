@@ -1,0 +1,228 @@
+import APITypes
+import ClusterDB
+@testable import Instances
+import Runtime
+import Synchronization
+import Testing
+
+/// Create, start, stop, delete and update over a fake host and a real database: each test says
+/// what the use case must refuse, and that a refusal or failure leaves nothing behind.
+@Suite struct LifecycleUseCaseTests {
+    @Test func createMakesAStoppedContainerWithARowAndAnIdmapBlock() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            let row = try #require(try await h.row("c1"))
+            #expect(row.location == "m1")
+            #expect(row.powerState == .stopped)
+            #expect(row.config["volatile.base_image"] == Harness.fingerprint)
+            #expect(row.config["image.os"] == "Busybox")
+            let base = try #require(row.idmapBase)
+            #expect(base >= h.idmaps.start && base < h.idmaps.start + h.idmaps.size)
+            #expect(h.host.callLog == ["create c1"])
+            #expect(h.host.containers.withLock { $0["c1"]?.spec.idmap?.hostBase } == UInt32(base))
+        }
+    }
+
+    @Test func createWithATakenNameIsRefusedAndChangesNothing() async throws {
+        try await withHarness { h in
+            try await h.launch("c1", config: ["limits.memory": "64MiB"])
+            let before = try await h.rows()
+            let calls = h.host.callLog
+            #expect(await status { _ = try await h.lifecycle.create(Harness.post("c1")) } == 409)
+            let after = try await h.rows()
+            #expect(after.map(\.name) == before.map(\.name))
+            #expect(after.first?.config == before.first?.config)
+            #expect(h.host.callLog == calls)
+        }
+    }
+
+    @Test func batchWithOneTakenNameCreatesNoneOfIt() async throws {
+        try await withHarness { h in
+            try await h.launch("web-2")
+            #expect(await status {
+                _ = try await h.lifecycle.create(Harness.post("web"), options: CreateOptions(count: 3))
+            } == 409)
+            #expect(try await h.rows().map(\.name) == ["web-2"])
+            #expect(h.host.names == ["web-2"])
+        }
+    }
+
+    @Test func batchNamesArePrefixedAndZeroPadded() throws {
+        let names = try InstanceLifecycle.names(Harness.post(""), CreateOptions(count: 12, namePrefix: "n"))
+        #expect(names.first == "n01" && names.last == "n12" && names.count == 12)
+        #expect(throws: APIError.self) { _ = try InstanceLifecycle.names(Harness.post("x"), CreateOptions(count: 0)) }
+        #expect(throws: APIError.self) { _ = try InstanceLifecycle.names(Harness.post("x"), CreateOptions(namePrefix: "p")) }
+        #expect(throws: APIError.self) { _ = try InstanceLifecycle.names(Harness.post(""), CreateOptions(count: 2)) }
+    }
+
+    @Test func placementRefusalLeavesNoRowAndTouchesNoHost() async throws {
+        try await withHarness { h in
+            try await h.db.transaction { tx in
+                let m2 = try tx.ensureMember(name: "m2", address: "127.0.0.1:8444")
+                for id in [h.member.id, m2] { try tx.setReportedCapacity(memberID: id, ReportedCapacity(cpu: 2, memory: 8 << 30)) }
+            }
+            // 64 cpus fit nowhere, even with the default overcommit of 4.
+            #expect(await status { _ = try await h.lifecycle.create(Harness.post("big", config: ["limits.cpu": "64"])) } == 409)
+            let rows = try await h.rows()
+            #expect(rows.isEmpty)
+            #expect(h.host.callLog.isEmpty)
+        }
+    }
+
+    @Test func unknownTargetMemberIsNotFoundAndCreatesNothing() async throws {
+        try await withHarness { h in
+            #expect(await status { _ = try await h.lifecycle.create(Harness.post("c1"), options: CreateOptions(target: "nowhere")) } == 404)
+            let rows = try await h.rows()
+            #expect(rows.isEmpty)
+        }
+    }
+
+    @Test func failedStartLeavesNoRowAndNoContainer() async throws {
+        try await withHarness { h in
+            h.host.failStart.withLock { $0 = ["c1"] }
+            let op = try await h.finish(try await h.lifecycle.create(Harness.post("c1", start: true)))
+            #expect(op.statusCode == StatusCode.failure.rawValue)
+            #expect(op.err.contains("c1"))
+            #expect(try await h.row("c1") == nil)
+            #expect(h.host.names.isEmpty)
+            #expect(h.host.callLog.last == "delete c1")
+        }
+    }
+
+    @Test func batchWithOneFailedStartUndoesOnlyThatOne() async throws {
+        try await withHarness { h in
+            h.host.failStart.withLock { $0 = ["b-2"] }
+            let op = try await h.finish(try await h.lifecycle.create(Harness.post("b", start: true), options: CreateOptions(count: 3)))
+            #expect(op.statusCode == StatusCode.failure.rawValue)
+            let rows = try await h.rows()
+            #expect(rows.map(\.name) == ["b-1", "b-3"])
+            #expect(rows.allSatisfy { $0.powerState == .running })
+            #expect(h.host.names == ["b-1", "b-3"])
+            #expect(h.host.state(name: "b-1")?.running == true)
+        }
+    }
+
+    @Test func createRefusesUnknownConfigKeysAndOtherSources() async throws {
+        try await withHarness { h in
+            #expect(await status { _ = try await h.lifecycle.create(Harness.post("c1", config: ["limits.colour": "blue"])) } == 400)
+            #expect(await status { _ = try await h.lifecycle.create(Harness.post("c1", config: ["limits.memory": "lots"])) } == 400)
+            var copy = Harness.post("c1")
+            copy.source = .init(type: "copy")
+            #expect(await status { _ = try await h.lifecycle.create(copy) } == 400)
+            #expect(await status { _ = try await h.lifecycle.create(InstancesPost(name: "c1", source: .init(alias: "missing"))) } == 404)
+            #expect(await status { _ = try await h.lifecycle.create(Harness.post("bad name!")) } == 400)
+            let rows = try await h.rows()
+            #expect(rows.isEmpty)
+            #expect(h.host.callLog.isEmpty)
+        }
+    }
+
+    @Test func deletingARunningInstanceIsRefusedAndKeepsIt() async throws {
+        try await withHarness { h in
+            try await h.launch("c1", start: true)
+            #expect(await status { _ = try await h.lifecycle.delete("c1") } == 400)
+            #expect(try await h.row("c1") != nil)
+            #expect(h.host.state(name: "c1")?.running == true)
+        }
+    }
+
+    @Test func deleteRemovesRowAndContainerAndKeepsTheImagesLayer() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            let op = try await h.finish(try await h.lifecycle.delete("c1"))
+            #expect(op.statusCode == StatusCode.success.rawValue)
+            #expect(try await h.row("c1") == nil)
+            #expect(h.host.names.isEmpty)
+            // The image is still known, so its layer stays for the next launch.
+            #expect(h.layers.removed.withLock { $0 }.isEmpty)
+        }
+    }
+
+    @Test func startOfARunningInstanceIsRefused() async throws {
+        try await withHarness { h in
+            try await h.launch("c1", start: true)
+            #expect(await status { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "start")) } == 400)
+        }
+    }
+
+    @Test func stopAndRestartOfAStoppedInstanceAreRefused() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            #expect(await status { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "stop")) } == 400)
+            #expect(await status { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "restart")) } == 400)
+            #expect(await status { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "freeze")) } == 400)
+            #expect(h.host.callLog == ["create c1"])
+        }
+    }
+
+    @Test func startStopRecordThePowerState() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            #expect(try await h.changeState("c1", "start").statusCode == StatusCode.success.rawValue)
+            #expect(try await h.row("c1")?.powerState == .running)
+            #expect(try await h.lifecycle.get("c1", withState: true).state?.statusCode == StatusCode.running.rawValue)
+            #expect(try await h.changeState("c1", "stop").statusCode == StatusCode.success.rawValue)
+            #expect(try await h.row("c1")?.powerState == .stopped)
+            #expect(h.host.state(name: "c1")?.running == false)
+        }
+    }
+
+    @Test(arguments: [(-2, false), (-1, true), (0, true), (86_400, true), (86_401, false)])
+    func stateChangeTimeoutMustBeSecondsUpToADay(timeout: Int, accepted: Bool) async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            var started: APIOperation?
+            let code = await status { started = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "start", timeout: timeout)) }
+            #expect(code == (accepted ? nil : 400))
+            if let started { _ = try await h.finish(started) }
+        }
+    }
+
+    @Test func statefulStopWithoutCRIUIsRefused() async throws {
+        try await withHarness { h in
+            try await h.launch("c1", start: true)
+            #expect(await status { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "stop", stateful: true)) } == 400)
+            #expect(h.host.state(name: "c1")?.running == true)
+        }
+    }
+
+    @Test func updateRefusesABadLimitAndKeepsTheConfig() async throws {
+        try await withHarness { h in
+            try await h.launch("c1", config: ["limits.memory": "64MiB"])
+            let before = try #require(try await h.row("c1")).config
+            #expect(await status { try await h.lifecycle.update("c1", InstancePut(config: ["limits.memory": "-5"]), replace: false) } == 400)
+            #expect(await status { try await h.lifecycle.update("c1", InstancePut(config: ["no.such.key": "1"]), replace: false) } == 400)
+            // Server keys cannot be changed by a user.
+            #expect(await status { try await h.lifecycle.update("c1", InstancePut(config: ["volatile.idmap.base": "0"]), replace: false) } == 400)
+            #expect(try await h.row("c1")?.config == before)
+        }
+    }
+
+    @Test func updateOfARunningInstanceAppliesNewLimitsOnTheHost() async throws {
+        try await withHarness { h in
+            try await h.launch("c1", start: true)
+            try await h.lifecycle.update("c1", InstancePut(config: ["limits.memory": "128MiB"]), replace: false)
+            #expect(h.host.limitUpdates.withLock { $0["c1"] } == Limits(memoryBytes: 128 << 20))
+            #expect(try await h.row("c1")?.config["limits.memory"] == "128MiB")
+            // PUT replaces the user's keys and keeps the server's.
+            try await h.lifecycle.update("c1", InstancePut(config: [:]), replace: true)
+            let config = try #require(try await h.row("c1")).config
+            #expect(config["limits.memory"] == nil)
+            #expect(config["volatile.base_image"] == Harness.fingerprint)
+        }
+    }
+
+    @Test func bootStartsWhatWasRunningUnlessAutostartIsOff() async throws {
+        try await withHarness { h in
+            try await h.launch("keep", start: true)
+            try await h.launch("off", config: ["boot.autostart": "false"], start: true)
+            try await h.launch("idle")
+            // The host restarted: nothing runs, the database still says what did.
+            h.host.containers.withLock { all in for name in all.keys { all[name]?.running = false } }
+            await h.lifecycle.startOnBoot()
+            #expect(h.host.state(name: "keep")?.running == true)
+            #expect(h.host.state(name: "off")?.running == false)
+            #expect(h.host.state(name: "idle")?.running == false)
+        }
+    }
+}
