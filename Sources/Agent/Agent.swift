@@ -270,7 +270,7 @@ public enum Agent {
                                 "instances_create_count", "instances_scheduler_policy", "cluster_member_resources"]
 
     /// This binary's version as members compare it (schema and API extensions).
-    static let memberVersion = MemberVersion(migrations: Migration.all, apiExtensions: apiExtensions.count)
+    static let memberVersion = MemberVersion(migrations: SchemaMigration.all, apiExtensions: apiExtensions.count)
 
     static func serverInfo(member: String, clustered: Bool) -> Server {
         var uts = utsname()

@@ -20,7 +20,7 @@ public final class ClusterDB: Sendable {
 
     /// Connects through `pool` and brings the schema up to the newest of `migrations`.
     /// Throws `schemaTooNew` when another member already migrated further than this one knows.
-    public static func open(pool: DqlitePool, logger: Logger, migrations: [Migration] = Migration.all,
+    public static func open(pool: DqlitePool, logger: Logger, migrations: [SchemaMigration] = SchemaMigration.all,
                             retry: RetryPolicy = RetryPolicy()) async throws -> ClusterDB {
         let db = try await openUnmigrated(pool: pool, logger: logger, retry: retry)
         try await db.migrate(migrations)
@@ -42,7 +42,7 @@ public final class ClusterDB: Sendable {
 
     /// Convenience for a node in this process: a pool of `maxConnections` to it.
     public static func open(node: DqliteNode, maxConnections: Int = 4, logger: Logger,
-                            migrations: [Migration] = Migration.all) async throws -> ClusterDB {
+                            migrations: [SchemaMigration] = SchemaMigration.all) async throws -> ClusterDB {
         let pool = DqlitePool(node: node, maxConnections: maxConnections, sessionStatements: sessionStatements, logger: logger)
         return try await open(pool: pool, logger: logger, migrations: migrations)
     }
@@ -193,11 +193,11 @@ public final class ClusterDB: Sendable {
         try await idempotentTransaction { tx in try tx.schemaVersion() }
     }
 
-    func migrate(_ migrations: [Migration]) async throws {
+    func migrate(_ migrations: [SchemaMigration]) async throws {
         let ordered = migrations.sorted { $0.version < $1.version }
         let known = ordered.last?.version ?? 0
         let current = try await idempotentTransaction { tx in
-            try tx.exec(Migration.createSchemaTable)
+            try tx.exec(SchemaMigration.createSchemaTable)
             return try tx.schemaVersion()
         }
         if current > known { throw ClusterDBError.schemaTooNew(database: current, known: known) }

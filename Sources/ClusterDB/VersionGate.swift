@@ -17,7 +17,7 @@ public struct MemberVersion: Sendable, Equatable, Comparable, CustomStringConver
     }
 
     /// A binary's version: the newest of the migrations it carries, and its API extension count.
-    public init(migrations: [Migration], apiExtensions: Int) {
+    public init(migrations: [SchemaMigration], apiExtensions: Int) {
         self.init(schema: migrations.map(\.version).max() ?? 0, apiExtensions: apiExtensions)
     }
 
@@ -53,12 +53,12 @@ extension ClusterDB {
     /// the cluster already runs a newer schema than this binary knows.
     public static func openAsMember(
         name: String, address: String, apiExtensions: Int, pool: DqlitePool, logger: Logger,
-        migrations: [Migration] = Migration.all, pollInterval: Duration = .seconds(2)
+        migrations: [SchemaMigration] = SchemaMigration.all, pollInterval: Duration = .seconds(2)
     ) async throws -> (db: ClusterDB, memberID: Int64) {
         let own = MemberVersion(migrations: migrations, apiExtensions: apiExtensions)
         let db = try await openUnmigrated(pool: pool, logger: logger)
         let current = try await db.idempotentTransaction { tx in
-            try tx.exec(Migration.createSchemaTable)
+            try tx.exec(SchemaMigration.createSchemaTable)
             return try tx.schemaVersion()
         }
         // A fresh database has no members to wait for: create the schema first.

@@ -11,9 +11,9 @@ struct ClusterDBTests {
     @Test func migrationsApplyOnceAcrossReopenAndNodeRestart() async throws {
         let t = try TestCluster()
         defer { t.shutdown() }
-        let next = Migration.all.count + 1
-        let extra = Migration(version: next, statements: ["CREATE TABLE extra (id INTEGER PRIMARY KEY)"])
-        let migrations = Migration.all + [extra]
+        let next = SchemaMigration.all.count + 1
+        let extra = SchemaMigration(version: next, statements: ["CREATE TABLE extra (id INTEGER PRIMARY KEY)"])
+        let migrations = SchemaMigration.all + [extra]
 
         let db = try await t.open(migrations: migrations)
         #expect(try await db.schemaVersion() == next)
@@ -41,8 +41,8 @@ struct ClusterDBTests {
     @Test func olderMemberRefusesANewerSchema() async throws {
         let t = try TestCluster()
         defer { t.shutdown() }
-        let known = Migration.all.count
-        let newer = try await t.open(migrations: Migration.all + [Migration(version: known + 1, statements: ["CREATE TABLE later (x)"])])
+        let known = SchemaMigration.all.count
+        let newer = try await t.open(migrations: SchemaMigration.all + [SchemaMigration(version: known + 1, statements: ["CREATE TABLE later (x)"])])
         await newer.close()
         await #expect(throws: ClusterDBError.schemaTooNew(database: known + 1, known: known)) {
             _ = try await t.open()
@@ -55,7 +55,7 @@ struct ClusterDBTests {
         let t = try TestCluster()
         defer { t.shutdown() }
         let logger = Logger(label: "test.versions")
-        let known = Migration.all.count
+        let known = SchemaMigration.all.count
         func pool() -> DqlitePool { DqlitePool(node: t.node, sessionStatements: ClusterDB.sessionStatements, logger: logger) }
         let (old, m1) = try await ClusterDB.openAsMember(name: "m1", address: "a:1", apiExtensions: 3, pool: pool(), logger: logger)
         let m2 = try await old.transaction { tx in
@@ -66,7 +66,7 @@ struct ClusterDBTests {
         let recorded = try await old.transaction { tx in try tx.member(id: m1) }
         #expect(recorded?.schemaVersion == Int64(known) && recorded?.apiExtensions == 3)
 
-        let newer = Migration.all + [Migration(version: known + 1, statements: ["CREATE TABLE later (x)"])]
+        let newer = SchemaMigration.all + [SchemaMigration(version: known + 1, statements: ["CREATE TABLE later (x)"])]
         let upgraded = Task {
             try await ClusterDB.openAsMember(name: "m1", address: "a:1", apiExtensions: 4, pool: pool(), logger: logger,
                                              migrations: newer, pollInterval: .milliseconds(50))
@@ -88,13 +88,13 @@ struct ClusterDBTests {
     @Test func failingMigrationLeavesNoTrace() async throws {
         let t = try TestCluster()
         defer { t.shutdown() }
-        let broken = Migration(version: Migration.all.count + 1, statements: ["CREATE TABLE half (x)", "THIS IS NOT SQL"])
-        await #expect(throws: ClusterDBError.self) { _ = try await t.open(migrations: Migration.all + [broken]) }
+        let broken = SchemaMigration(version: SchemaMigration.all.count + 1, statements: ["CREATE TABLE half (x)", "THIS IS NOT SQL"])
+        await #expect(throws: ClusterDBError.self) { _ = try await t.open(migrations: SchemaMigration.all + [broken]) }
         let db = try await t.open()
         let (version, half) = try await db.transaction { tx in
             (try tx.schemaVersion(), try tx.query("SELECT name FROM sqlite_master WHERE name = 'half'").rows)
         }
-        #expect(version == Migration.all.count)
+        #expect(version == SchemaMigration.all.count)
         #expect(half.isEmpty)
         await db.close()
     }

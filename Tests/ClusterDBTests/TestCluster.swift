@@ -45,7 +45,7 @@ final class TestCluster: Sendable {
         try node?.stop()
     }
 
-    func open(migrations: [Migration] = Migration.all, maxConnections: Int = 4) async throws -> ClusterDB {
+    func open(migrations: [SchemaMigration] = SchemaMigration.all, maxConnections: Int = 4) async throws -> ClusterDB {
         try await ClusterDB.open(node: node, maxConnections: maxConnections, logger: Logger(label: "test.clusterdb"), migrations: migrations)
     }
 

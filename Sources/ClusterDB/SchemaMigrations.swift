@@ -2,7 +2,7 @@ import Dqlite
 import Foundation
 
 /// One schema step. Applied once, in its own transaction, together with its row in `schema`.
-public struct Migration: Sendable {
+public struct SchemaMigration: Sendable {
     public let version: Int
     public let statements: [String]
 
@@ -12,10 +12,10 @@ public struct Migration: Sendable {
     }
 }
 
-extension Migration {
+extension SchemaMigration {
     /// Our schema, oldest first. Never edit a shipped step: append a new one.
-    public static let all: [Migration] = [
-        Migration(version: 1, statements: [
+    public static let all: [SchemaMigration] = [
+        SchemaMigration(version: 1, statements: [
             """
             CREATE TABLE members (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -80,7 +80,7 @@ extension Migration {
             "CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ]),
         // Remote API trust: client and member certificates, and single-use join tokens.
-        Migration(version: 2, statements: [
+        SchemaMigration(version: 2, statements: [
             """
             CREATE TABLE certificates (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -103,7 +103,7 @@ extension Migration {
         ]),
         // Cluster join tokens: like trust tokens, but they admit a member, not a client, and
         // are bound to the member name they were issued for.
-        Migration(version: 3, statements: [
+        SchemaMigration(version: 3, statements: [
             """
             CREATE TABLE join_tokens (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -116,7 +116,7 @@ extension Migration {
         // Scheduling: what each member reports it can hold, and each instance's footprint as
         // columns, so a member's allocation is one SUM over its instance rows (NULL = limit not
         // set; the reader substitutes the scheduler's default footprint).
-        Migration(version: 4, statements: [
+        SchemaMigration(version: 4, statements: [
             """
             CREATE TABLE members_capacity (
                 member_id INTEGER PRIMARY KEY REFERENCES members(id) ON DELETE CASCADE,
@@ -134,7 +134,7 @@ extension Migration {
         ]),
         // Placement groups: named rules (together / apart) that instances join with their
         // `placement.group` config key; the scheduler reads the members of each group.
-        Migration(version: 5, statements: [
+        SchemaMigration(version: 5, statements: [
             """
             CREATE TABLE placement_groups (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -149,12 +149,12 @@ extension Migration {
         // Placed rows wait for their owner: a launch inserts them unclaimed (0) and the owner
         // claims them before creating anything, so a member whose request to the owner failed
         // removes only rows the owner never took (a lost answer must not orphan containers).
-        Migration(version: 6, statements: [
+        SchemaMigration(version: 6, statements: [
             "ALTER TABLE instances ADD COLUMN claimed INTEGER NOT NULL DEFAULT 1",
         ]),
         // One random mark per write transaction, written inside it: after a COMMIT cut by a
         // leadership change, the next leader tells whether it applied (ClusterDB.transaction).
-        Migration(version: 7, statements: [
+        SchemaMigration(version: 7, statements: [
             "CREATE TABLE transaction_marks (token TEXT PRIMARY KEY, written_at INTEGER NOT NULL)",
             "CREATE INDEX transaction_marks_written_at ON transaction_marks (written_at)",
         ]),
