@@ -244,9 +244,10 @@ public enum Agent {
     static func handOverLeadership(db: ClusterDB, local: LocalState, clustered: Bool, logger: Logger) async {
         guard clustered else { return }
         do {
-            let (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id) }
-            guard leader == local.dqliteID, let target = servers.first(where: { $0.role == .voter && $0.id != local.dqliteID }) else { return }
-            try await db.pool.withConnection { c in try c.transfer(to: target.id) }
+            let configuration = try await db.databaseConfiguration()
+            guard configuration.leader == local.dqliteID,
+                  let target = configuration.servers.first(where: { $0.role == .voter && $0.id != local.dqliteID }) else { return }
+            try await db.transferDatabaseLeadership(to: target.id)
             logger.info("database leadership handed over", metadata: ["to": "\(target.address)"])
         } catch {
             logger.warning("could not hand database leadership over before stopping", metadata: ["error": "\(error)"])

@@ -163,14 +163,14 @@ final class ClusterController: ClusterService {
 
     func members() async throws -> [ClusterMemberInfo] {
         let (rows, peers) = try await db.transaction { tx in (try tx.members(), try tx.memberPeers()) }
-        let servers: [DqliteServerInfo]
-        var leader: UInt64 = 0
+        let configuration: DatabaseConfiguration
         do {
-            (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id ?? 0) }
+            configuration = try await db.databaseConfiguration()
         } catch {
             logger.warning("dqlite CLUSTER failed; roles unknown", metadata: ["error": "\(error)"])
-            servers = []
+            configuration = DatabaseConfiguration(servers: [], leader: nil)
         }
+        let servers = configuration.servers, leader = configuration.leader ?? 0
         return rows.map { row in
             let role = servers.first { $0.id == UInt64(row.id) }?.role
             var roles: [String] = role == .voter ? ["database"] : role == .standby ? ["database-standby"] : []
@@ -244,8 +244,7 @@ final class ClusterController: ClusterService {
                 if try tx.member(name: serverName) != nil {
                     throw APIError.conflict("A member named \"\(serverName)\" already exists")
                 }
-                _ = try tx.exec("UPDATE members SET name = ? WHERE id = ?", .text(serverName), .integer(row.id))
-                _ = try tx.exec("UPDATE certificates SET name = ? WHERE name = ? AND type = 'server'", .text(serverName), .text(oldName))
+                try tx.renameMember(id: row.id, from: oldName, to: serverName)
             }
         }
         // Members are recognised by this certificate, found under the member's name.
@@ -349,7 +348,7 @@ final class ClusterController: ClusterService {
             // A spare first: it neither votes nor replicates until the role balance promotes it.
             // Another membership change (a promotion, a removal) may be running: wait it out.
             let address = request.address
-            try await waitingOutMembershipChange("admit \(name)") { c in try c.add(id: UInt64(memberID), address: address) }
+            try await waitingOutMembershipChange("admit \(name)") { [db] in try await db.addDatabaseNode(id: UInt64(memberID), address: address) }
         } catch {
             try? await db.transaction { tx in
                 try? tx.deleteTrustedCertificate(fingerprint: fingerprint)
@@ -394,10 +393,8 @@ final class ClusterController: ClusterService {
         guard !isEnabled, local.dqliteID == 1 else {
             throw APIError.conflict("Member \(local.name) is already part of a cluster (clustering is enabled on it): only a fresh member can join")
         }
-        let used = try await db.transaction { tx in
-            (try tx.query("SELECT (SELECT COUNT(*) FROM instances) + (SELECT COUNT(*) FROM images)").rows.first?.first) ?? .integer(0)
-        }
-        guard used == .integer(0) else {
+        let used = try await db.transaction { tx in try tx.holdsInstancesOrImages() }
+        guard !used else {
             throw APIError.badRequest("Member \(local.name) has instances or images: only an empty member can join a cluster (its database is replaced)")
         }
         let started = ContinuousClock.now
@@ -508,7 +505,8 @@ final class ClusterController: ClusterService {
         if force, target.state != "OFFLINE" {
             throw APIError.badRequest("Member \(name) is \(target.state): --force removes only an OFFLINE member; move or delete its instances and remove it without --force")
         }
-        let (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id ?? 0) }
+        let configuration = try await db.databaseConfiguration()
+        let servers = configuration.servers, leader = configuration.leader ?? 0
         // A member already gone from the database configuration (after a quorum-loss recovery) has no role to check.
         let inDatabase = servers.contains(where: { $0.id == UInt64(target.id) })
         if inDatabase {
@@ -529,7 +527,7 @@ final class ClusterController: ClusterService {
         let dropped: Int64
         do {
             dropped = try await db.transaction { tx in
-                let dropped = force ? try tx.exec("DELETE FROM instances WHERE member_id = ?", .integer(target.id)).rowsAffected : 0
+                let dropped = force ? try tx.deleteInstances(memberID: target.id) : 0
                 if let c = try tx.trustedCertificates().first(where: { $0.name == name && $0.type == .server }) {
                     try tx.deleteTrustedCertificate(fingerprint: c.fingerprint)
                 }
@@ -549,7 +547,7 @@ final class ClusterController: ClusterService {
     /// Raft's REMOVE, waiting out another membership change (a role change from a rebalance, or
     /// the promotion of a member that died while catching up).
     private func removeFromDatabase(id: UInt64, name: String) async throws {
-        try await waitingOutMembershipChange("remove \(name)") { c in try c.remove(id: id) }
+        try await waitingOutMembershipChange("remove \(name)") { [db] in try await db.removeDatabaseNode(id: id) }
     }
 
     /// Runs one raft membership change (ADD, REMOVE) through the leader. Raft takes one at a time
@@ -557,11 +555,11 @@ final class ClusterController: ClusterService {
     /// `membershipChangeWait` instead of failing at once. `what` completes "Cannot ... yet".
     /// (Handing leadership over to end a stuck promotion was tried and left the cluster without a
     /// leader once in four runs: not done.)
-    private func waitingOutMembershipChange(_ what: String, _ change: @Sendable (DqliteConnection) throws -> Void) async throws {
+    private func waitingOutMembershipChange(_ what: String, _ change: @Sendable () async throws -> Void) async throws {
         let started = ContinuousClock.now
         while true {
             do {
-                try await db.pool.withConnection(change)
+                try await change()
                 return
             } catch let error as DqliteError where error.isMembershipChangeInProgress {
                 guard ContinuousClock.now - started < Self.membershipChangeWait else {
@@ -626,7 +624,8 @@ final class ClusterController: ClusterService {
     func rebalance() async throws {
         guard !membershipOperationRunning else { return }
         let rows = try await db.transaction { tx in try tx.members() }
-        let (servers, leader) = try await db.pool.withConnection { c in (try c.cluster(), try c.leader()?.id ?? 0) }
+        let configuration = try await db.databaseConfiguration()
+        let servers = configuration.servers, leader = configuration.leader ?? 0
         guard leader != 0 else { return }
         let plan = RolePlanner.plan(members: Self.plannerView(servers: servers, rows: rows, unresponsive: unresponsive.withLock { $0 }),
                                     leader: leader)
@@ -644,7 +643,7 @@ final class ClusterController: ClusterService {
             }
             logger.info("database role change", metadata: ["change": "\(change)"])
             do {
-                try await db.pool.withConnection { c in try c.assign(id: change.id, role: role) }
+                try await db.assignDatabaseRole(id: change.id, role: role)
             } catch {
                 let delay = roleBackoff.withLock { $0.refused(change, now: ContinuousClock.now - backoffOrigin) }
                 logger.notice("database role change refused; not tried again for \(delay)", metadata: ["change": "\(change)", "error": "\(error)"])

@@ -36,7 +36,7 @@ struct Heartbeater {
             let roundStart = clock.now
             var next = roundStart + schedule.interval
             do {
-                let leader = try await cluster.db.pool.withConnection { c in try c.leader() }
+                let leader = try await cluster.db.databaseLeader()
                 let isLeader = leader?.address == cluster.local.address
                 if !isLeader {
                     if detector.isLeader {

@@ -4,8 +4,10 @@ import Logging
 import Synchronization
 
 /// The cluster's replicated state: our schema on a dqlite database, reached through a pool of leader connections.
+/// Callers see typed operations only (transactions of `Transaction` methods, raft membership in
+/// `DatabaseMembership.swift`), never the pool or SQL.
 public final class ClusterDB: Sendable {
-    public let pool: DqlitePool
+    let pool: DqlitePool
     public let retry: RetryPolicy
     private let logger: Logger
     /// Whether the schema has `transaction_marks` (set once migrated; older schemas, and test

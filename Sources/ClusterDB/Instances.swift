@@ -172,6 +172,19 @@ extension Transaction {
         try exec("DELETE FROM instances WHERE project = ? AND name = ?", .text(project), .text(name)).rowsAffected > 0
     }
 
+    /// Deletes every instance row of member `memberID` (a member removed for good); returns how many went.
+    @discardableResult
+    public func deleteInstances(memberID: Int64) throws -> Int64 {
+        try exec("DELETE FROM instances WHERE member_id = ?", .integer(memberID)).rowsAffected
+    }
+
+    /// Whether the database holds any instance or image: only an empty member may join a
+    /// cluster (its database is replaced by the cluster's).
+    public func holdsInstancesOrImages() throws -> Bool {
+        let rows = try query("SELECT (SELECT count(*) FROM instances) + (SELECT count(*) FROM images)").rows
+        return try Row(values: rows.first ?? [], table: "instances").int(0, "count(*)") > 0
+    }
+
     /// How many instances were created from the image (its base layer is in use while > 0).
     public func instanceCount(usingImage fingerprint: String) throws -> Int {
         let rows = try query("SELECT count(*) FROM instances WHERE image_fingerprint = ?", .text(fingerprint)).rows

@@ -89,6 +89,18 @@ extension Transaction {
                             .text(JSONText.encode(config)), DqliteValue(failureDomain), .integer(id)), "member \(id)")
     }
 
+    /// Renames member `id` from `oldName` to `newName`, together with the name its server
+    /// certificate is trusted under (members are recognised by that certificate, found by name).
+    /// Throws `notFound` when the member is gone, `alreadyExists` when `newName` is taken.
+    public func renameMember(id: Int64, from oldName: String, to newName: String) throws {
+        do {
+            try requireOne(exec("UPDATE members SET name = ? WHERE id = ?", .text(newName), .integer(id)), "member \(id)")
+        } catch let error as DqliteError {
+            throw error.mappingUnique("a member named \(newName)")
+        }
+        try exec("UPDATE certificates SET name = ? WHERE name = ? AND type = 'server'", .text(newName), .text(oldName))
+    }
+
     /// Removes a member row; fails (foreign key) while instances still reference it.
     @discardableResult
     public func deleteMember(id: Int64) throws -> Bool {

@@ -12,23 +12,24 @@ public struct Transaction {
         self.connection = connection
     }
 
+    // SQL stays inside this module: other modules call the typed operations of the extensions.
     @discardableResult
-    public func exec(_ sql: String, _ params: DqliteValue...) throws -> DqliteExecResult {
+    func exec(_ sql: String, _ params: DqliteValue...) throws -> DqliteExecResult {
         writes.wrote = true
         return try connection.exec(sql, params)
     }
 
     @discardableResult
-    public func exec(_ sql: String, params: [DqliteValue]) throws -> DqliteExecResult {
+    func exec(_ sql: String, params: [DqliteValue]) throws -> DqliteExecResult {
         writes.wrote = true
         return try connection.exec(sql, params)
     }
 
-    public func query(_ sql: String, _ params: DqliteValue...) throws -> DqliteRows {
+    func query(_ sql: String, _ params: DqliteValue...) throws -> DqliteRows {
         try connection.query(sql, params)
     }
 
-    public func query(_ sql: String, params: [DqliteValue]) throws -> DqliteRows {
+    func query(_ sql: String, params: [DqliteValue]) throws -> DqliteRows {
         try connection.query(sql, params)
     }
 }

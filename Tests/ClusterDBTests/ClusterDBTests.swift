@@ -1,4 +1,4 @@
-import ClusterDB
+@testable import ClusterDB
 import Dqlite
 import Foundation
 import Logging
