@@ -80,7 +80,7 @@ public struct ResourceFigures: Codable, Sendable, Equatable {
 /// One member in `GET /1.0/cluster/resources` (extension `cluster_member_resources`).
 public struct MemberResources: Codable, Sendable, Equatable {
     public var serverName: String
-    public var status: String
+    public var status: MemberStatus
     public var failureDomain: String
     /// `scheduler.instance`: all, manual or group.
     public var schedulerInstance: String
@@ -105,7 +105,7 @@ public struct MemberResources: Codable, Sendable, Equatable {
         case cpuOvercommit = "cpu_overcommit"
     }
 
-    public init(serverName: String, status: String, failureDomain: String, schedulerInstance: String, reported: ResourceFigures?,
+    public init(serverName: String, status: MemberStatus, failureDomain: String, schedulerInstance: String, reported: ResourceFigures?,
                 capacity: ResourceFigures, allocated: ResourceFigures, instances: Int, cpuOvercommit: Double, idmap: IDMapSummary? = nil) {
         self.idmap = idmap
         self.serverName = serverName

@@ -183,11 +183,11 @@ final class ClusterController: ClusterService {
         }
     }
 
-    static func statusMessage(_ state: String) -> String {
+    static func statusMessage(_ state: MemberStatus) -> String {
         switch state {
-        case "ONLINE": "Fully operational"
-        case "OFFLINE": "No heartbeat answered for \(OfflineDetector.defaultThreshold)"
-        default: state
+        case .online: "Fully operational"
+        case .offline: "No heartbeat answered for \(OfflineDetector.defaultThreshold)"
+        case .evacuated, .unknown: state.name
         }
     }
 
@@ -502,7 +502,7 @@ final class ClusterController: ClusterService {
         guard target.name != local.name else {
             throw APIError.badRequest("A member cannot remove itself: run cluster remove on another member")
         }
-        if force, target.state != "OFFLINE" {
+        if force, target.state != .offline {
             throw APIError.badRequest("Member \(name) is \(target.state): --force removes only an OFFLINE member; move or delete its instances and remove it without --force")
         }
         let configuration = try await db.databaseConfiguration()
@@ -579,7 +579,7 @@ final class ClusterController: ClusterService {
         servers.map { s in
             let row = rows.first { UInt64($0.id) == s.id }
             return ClusterMember(id: s.id, name: row?.name ?? "", role: MemberRole(rawValue: UInt8(s.role.rawValue)) ?? .spare,
-                                 online: row.map { $0.state != "OFFLINE" } ?? false, failureDomain: row?.failureDomain ?? "default",
+                                 online: row.map { $0.state != .offline } ?? false, failureDomain: row?.failureDomain ?? "default",
                                  responsive: !unresponsive.contains(s.id))
         }
     }

@@ -1,3 +1,4 @@
+import APITypes
 import ClusterDB
 import Foundation
 import Gateway

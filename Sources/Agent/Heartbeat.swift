@@ -1,3 +1,4 @@
+import APITypes
 import ClusterDB
 import Foundation
 import Gateway
@@ -48,7 +49,7 @@ struct Heartbeater {
                     rows = try await cluster.db.transaction { tx in try tx.members() }
                     var directives: [OfflineDetector.Directive] = []
                     if !detector.isLeader {
-                        let seed = Dictionary(uniqueKeysWithValues: rows.map { (UInt64($0.id), $0.state != "OFFLINE") })
+                        let seed = Dictionary(uniqueKeysWithValues: rows.map { (UInt64($0.id), $0.state != .offline) })
                         // Everyone counts as heard when the old leader's last heartbeat came, not
                         // now: a dead old leader has been silent since about then (so it shows
                         // OFFLINE a threshold after its death, not after the election), and the
@@ -60,7 +61,7 @@ struct Heartbeater {
                         directives += detector.handle(.leadershipAcquired(at: heard - origin, members: seed))
                     }
                     for row in rows where detector.members[UInt64(row.id)] == nil {
-                        directives += detector.handle(.memberAdded(UInt64(row.id), at: clock.now - origin, online: row.state != "OFFLINE"))
+                        directives += detector.handle(.memberAdded(UInt64(row.id), at: clock.now - origin, online: row.state != .offline))
                     }
                     for id in detector.members.keys where !rows.contains(where: { UInt64($0.id) == id }) {
                         directives += detector.handle(.memberRemoved(id))
@@ -125,7 +126,7 @@ struct Heartbeater {
                 let online = if case .markOnline = directive { true } else { false }
                 let name = rows.first { UInt64($0.id) == id }?.name ?? "\(id)"
                 logger.notice(online ? "member back online" : "member offline", metadata: ["peer": "\(name)"])
-                try await cluster.db.transaction { tx in try tx.updateMemberState(id: Int64(id), state: online ? "ONLINE" : "OFFLINE") }
+                try await cluster.db.transaction { tx in try tx.updateMemberState(id: Int64(id), state: online ? .online : .offline) }
             case .rebalanceRoles:
                 break // done after every round anyway
             }

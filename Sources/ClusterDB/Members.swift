@@ -1,3 +1,4 @@
+import APITypes
 import Dqlite
 import Foundation
 
@@ -11,10 +12,10 @@ public struct MemberRow: Sendable, Equatable {
     public var heartbeat: Date?
     public var failureDomain: String
     public var config: [String: String]
-    /// "ONLINE", "EVACUATED", ... (free text, set by Membership).
-    public var state: String
+    /// Stored by name ("ONLINE", ...); a name this build does not know reads as `.unknown`.
+    public var state: MemberStatus
 
-    public init(id: Int64, name: String, address: String, schemaVersion: Int64, apiExtensions: Int64, heartbeat: Date?, failureDomain: String, config: [String: String], state: String) {
+    public init(id: Int64, name: String, address: String, schemaVersion: Int64, apiExtensions: Int64, heartbeat: Date?, failureDomain: String, config: [String: String], state: MemberStatus) {
         self.id = id
         self.name = name
         self.address = address
@@ -37,7 +38,7 @@ extension Transaction {
                          schemaVersion: try r.int(3, "schema_version"), apiExtensions: try r.int(4, "api_extensions"),
                          heartbeat: heartbeat == 0 ? nil : Timestamp.date(fromNanoseconds: heartbeat),
                          failureDomain: try r.text(6, "failure_domain"), config: try r.stringMap(7, "config"),
-                         state: try r.text(8, "state"))
+                         state: MemberStatus(try r.text(8, "state")))
     }
 
     /// The id of member `name`, inserting it if absent. An existing member keeps its id;
@@ -75,8 +76,8 @@ extension Transaction {
         try requireOne(exec("UPDATE members SET heartbeat = ? WHERE id = ?", .integer(Timestamp.nanoseconds(date)), .integer(id)), "member \(id)")
     }
 
-    public func updateMemberState(id: Int64, state: String) throws {
-        try requireOne(exec("UPDATE members SET state = ? WHERE id = ?", .text(state), .integer(id)), "member \(id)")
+    public func updateMemberState(id: Int64, state: MemberStatus) throws {
+        try requireOne(exec("UPDATE members SET state = ? WHERE id = ?", .text(state.name), .integer(id)), "member \(id)")
     }
 
     public func updateMemberVersions(id: Int64, schemaVersion: Int64, apiExtensions: Int64) throws {

@@ -5,32 +5,14 @@ import Identity
 import NIOCore
 import NIOSSL
 
-/// `lxdctl config trust add` asks for a token with this body extension.
-struct CertificateTokenReply: Codable, Sendable {
-    var token: String
-    var fingerprint: String
-    var addresses: [String]
-    var clientName: String
-    var expiresAt: String?
-
-    enum CodingKeys: String, CodingKey {
-        case token, fingerprint, addresses
-        case clientName = "client_name"
-        case expiresAt = "expires_at"
-    }
-}
-
-/// The body of `POST /1.0/certificates`, plus our token expiry (RFC 3339, optional).
+/// The body of `POST /1.0/certificates`, with its token expiry (RFC 3339, optional) checked and parsed.
 struct CertificatesPostBody: Decodable {
     var post: CertificatesPost
     var expiresAt: Date?
 
-    enum Keys: String, CodingKey { case expiresAt = "expires_at" }
-
     init(from decoder: any Decoder) throws {
         post = try CertificatesPost(from: decoder)
-        let c = try decoder.container(keyedBy: Keys.self)
-        if let text = try c.decodeIfPresent(String.self, forKey: .expiresAt), !text.isEmpty {
+        if let text = post.expiresAt, !text.isEmpty {
             guard let date = ISO8601DateFormatter().date(from: text) else {
                 throw APIError.badRequest("Invalid expires_at \"\(text)\": use RFC 3339, e.g. 2030-01-01T00:00:00Z")
             }
@@ -75,7 +57,7 @@ extension APIRoutes {
             case .local, .trusted:
                 if post.token == true {
                     let token = try await trust.createToken(name: post.name ?? "", expiresAt: body.expiresAt)
-                    return Reply.sync(CertificateTokenReply(
+                    return Reply.sync(CertificateToken(
                         token: token.encoded(), fingerprint: token.fingerprint, addresses: token.addresses,
                         clientName: token.clientName, expiresAt: token.expiresAt.map { ISO8601DateFormatter().string(from: $0) }))
                 }

@@ -10,156 +10,6 @@ import NIOCore
 import NIOSSL
 import ServiceLifecycle
 
-/// One member as `GET /1.0/cluster/members` shows it (LXD's field names).
-public struct ClusterMemberInfo: Codable, Sendable, Equatable {
-    public var serverName: String
-    public var url: String
-    /// "voter", "stand-by" or "spare" (dqlite's view), "" when unknown.
-    public var database: String
-    public var status: String
-    public var message: String
-    public var failureDomain: String
-    public var fingerprint: String
-    /// Member config (`scheduler.*`, `user.*`): MemberConfigSchema.
-    public var config: [String: String]
-    /// LXD's roles list: "database" for a voter, "database-leader" added for the leader.
-    public var roles: [String]
-
-    enum CodingKeys: String, CodingKey {
-        case url, database, status, message, fingerprint, config, roles
-        case serverName = "server_name"
-        case failureDomain = "failure_domain"
-    }
-
-    public init(serverName: String, url: String, database: String, status: String, message: String, failureDomain: String, fingerprint: String,
-                config: [String: String] = [:], roles: [String] = []) {
-        self.serverName = serverName
-        self.url = url
-        self.database = database
-        self.status = status
-        self.message = message
-        self.failureDomain = failureDomain
-        self.fingerprint = fingerprint
-        self.config = config
-        self.roles = roles
-    }
-}
-
-/// `GET /1.0/cluster` (LXD's shape).
-public struct ClusterInfo: Codable, Sendable, Equatable {
-    public var serverName: String
-    public var enabled: Bool
-    /// Keys a joining member may set for itself (LXD lists storage keys here; none are needed yet).
-    public var memberConfig: [String]
-
-    enum CodingKeys: String, CodingKey {
-        case enabled
-        case serverName = "server_name"
-        case memberConfig = "member_config"
-    }
-
-    public init(serverName: String, enabled: Bool, memberConfig: [String] = []) {
-        self.serverName = serverName
-        self.enabled = enabled
-        self.memberConfig = memberConfig
-    }
-}
-
-/// `PUT /1.0/cluster/members/NAME` (LXD's shape). PUT replaces config and failure domain;
-/// `roles` are the database's to decide and are ignored, as LXD recomputes them too.
-public struct ClusterMemberPut: Codable, Sendable, Equatable {
-    public var description: String?
-    public var config: [String: String]?
-    public var failureDomain: String?
-    public var roles: [String]?
-    public var groups: [String]?
-
-    enum CodingKeys: String, CodingKey {
-        case description, config, roles, groups
-        case failureDomain = "failure_domain"
-    }
-
-    public init(description: String? = nil, config: [String: String]? = nil, failureDomain: String? = nil, roles: [String]? = nil, groups: [String]? = nil) {
-        self.description = description
-        self.config = config
-        self.failureDomain = failureDomain
-        self.roles = roles
-        self.groups = groups
-    }
-}
-
-/// What the joining member sends to an existing member (`POST /internal/cluster/accept`).
-public struct ClusterAcceptRequest: Codable, Sendable {
-    public var serverName: String
-    /// host:port of the joining member's HTTPS listener, which is also its dqlite address.
-    public var address: String
-    /// PEM of the certificate the joining member presents on the connection.
-    public var certificate: String
-    public var secret: String
-    /// The joining binary's newest schema migration and API extension count: members of one
-    /// cluster run one version (ClusterDB.VersionGate), so a mismatch is refused before anything is written.
-    public var schemaVersion: Int?
-    public var apiExtensions: Int?
-
-    enum CodingKeys: String, CodingKey {
-        case address, certificate, secret
-        case serverName = "server_name"
-        case schemaVersion = "schema_version"
-        case apiExtensions = "api_extensions"
-    }
-
-    public init(serverName: String, address: String, certificate: String, secret: String, schemaVersion: Int? = nil, apiExtensions: Int? = nil) {
-        self.serverName = serverName
-        self.address = address
-        self.certificate = certificate
-        self.secret = secret
-        self.schemaVersion = schemaVersion
-        self.apiExtensions = apiExtensions
-    }
-}
-
-/// A member as the join answer lists it.
-public struct ClusterPeerInfo: Codable, Sendable, Equatable {
-    public var name: String
-    public var address: String
-    public var fingerprint: String
-    public var dqliteID: UInt64
-
-    enum CodingKeys: String, CodingKey {
-        case name, address, fingerprint
-        case dqliteID = "dqlite_id"
-    }
-
-    public init(name: String, address: String, fingerprint: String, dqliteID: UInt64) {
-        self.name = name
-        self.address = address
-        self.fingerprint = fingerprint
-        self.dqliteID = dqliteID
-    }
-}
-
-/// The answer to an accepted join: the joining member's dqlite id and every member (itself included).
-public struct ClusterAcceptResponse: Codable, Sendable {
-    public var dqliteID: UInt64
-    public var members: [ClusterPeerInfo]
-
-    enum CodingKeys: String, CodingKey {
-        case members
-        case dqliteID = "dqlite_id"
-    }
-
-    public init(dqliteID: UInt64, members: [ClusterPeerInfo]) {
-        self.dqliteID = dqliteID
-        self.members = members
-    }
-}
-
-/// What the leader's heartbeat carries: the member list as it knows it.
-public struct ClusterHeartbeat: Codable, Sendable {
-    public var members: [ClusterPeerInfo]
-    public init(members: [ClusterPeerInfo]) { self.members = members }
-}
-
 /// Cluster use cases the routes call; the agent implements them (it owns the node and the peers).
 public protocol ClusterService: Sendable {
     func members() async throws -> [ClusterMemberInfo]
@@ -185,42 +35,6 @@ public protocol ClusterService: Sendable {
     func receiveHeartbeat(_ heartbeat: ClusterHeartbeat) async throws
     /// Hands a peer's byte stream to this member's dqlite node.
     func servePeer(_ stream: any PeerStream) async
-}
-
-/// `POST /1.0/cluster/members` answers with this (LXD returns an operation with the token in its metadata).
-struct ClusterTokenReply: Codable, Sendable {
-    var serverName: String
-    var token: String
-    enum CodingKeys: String, CodingKey {
-        case token
-        case serverName = "server_name"
-    }
-}
-
-/// `PUT /1.0/cluster` on a member's unix socket (LXD's shape): `enabled` with `server_name`
-/// bootstraps (enables clustering); `cluster_token` joins.
-struct ClusterPut: Codable, Sendable {
-    var serverName: String?
-    var enabled: Bool?
-    var clusterToken: String?
-    var serverAddress: String?
-    var clusterAddress: String?
-    var clusterCertificate: String?
-    var memberConfig: [String]?
-    enum CodingKeys: String, CodingKey {
-        case enabled
-        case serverName = "server_name"
-        case clusterToken = "cluster_token"
-        case serverAddress = "server_address"
-        case clusterAddress = "cluster_address"
-        case clusterCertificate = "cluster_certificate"
-        case memberConfig = "member_config"
-    }
-}
-
-struct ClusterMembersPost: Codable, Sendable {
-    var serverName: String
-    enum CodingKeys: String, CodingKey { case serverName = "server_name" }
 }
 
 /// A websocket seen as a dqlite `PeerStream`.
@@ -276,7 +90,7 @@ extension APIRoutes {
         router.post("/1.0/cluster/members") { req, ctx in
             let post: ClusterMembersPost = try await r.decode(req, ctx)
             let token = try await cluster.issueJoinToken(name: post.serverName)
-            return Reply.sync(ClusterTokenReply(serverName: post.serverName, token: token))
+            return Reply.sync(ClusterJoinToken(serverName: post.serverName, token: token))
         }
         router.delete("/1.0/cluster/members/:member") { req, ctx in
             let force = try req.flag("force")

@@ -32,11 +32,11 @@ public struct TrustService: Sendable {
         }
     }
 
-    public func list() async throws -> [CertificateRecord] {
+    public func list() async throws -> [CertificateInfo] {
         try await db.transaction { tx in try tx.trustedCertificates() }.map(Self.record)
     }
 
-    public func get(_ fingerprintOrPrefix: String) async throws -> CertificateRecord {
+    public func get(_ fingerprintOrPrefix: String) async throws -> CertificateInfo {
         try await Self.mapLookup(fingerprintOrPrefix) {
             Self.record(try await db.transaction { tx in try tx.trustedCertificate(prefix: fingerprintOrPrefix) })
         }
@@ -123,8 +123,8 @@ public struct TrustService: Sendable {
         }
     }
 
-    static func record(_ c: TrustedCertificate) -> CertificateRecord {
+    static func record(_ c: TrustedCertificate) -> CertificateInfo {
         let base64 = (try? CertificateText.der(from: c.certificate)).map { Data($0).base64EncodedString() } ?? c.certificate
-        return CertificateRecord(name: c.name, type: c.type.rawValue, restricted: c.restricted, certificate: base64, fingerprint: c.fingerprint)
+        return CertificateInfo(name: c.name, type: c.type.rawValue, restricted: c.restricted, certificate: base64, fingerprint: c.fingerprint)
     }
 }

@@ -43,7 +43,7 @@ enum PlacementPlanner {
                 .overridden(by: CapacityOverride(cpu: config.cpu, memory: config.memory, disk: config.disk, processes: config.processes))
             let used = allocations[row.id] ?? MemberAllocation()
             return MemberSnapshot(
-                id: row.id, name: row.name, online: row.state != "OFFLINE", evacuated: row.state == "EVACUATED",
+                id: row.id, name: row.name, online: row.state != .offline, evacuated: row.state == .evacuated,
                 instanceMode: InstanceSchedulingMode(rawValue: config.mode) ?? .all,
                 groups: Set(["default"] + config.groups), failureDomain: row.failureDomain, capacity: capacity,
                 allocated: Resources(cpu: used.cpu, memory: used.memory, disk: used.disk, processes: used.processes),

@@ -8,8 +8,8 @@ import Foundation
 
 /// `/1.0/certificates`: the server's trust store.
 extension LXDClient {
-    public func certificates() async throws -> [CertificateRecord] {
-        try await get([CertificateRecord].self, "/1.0/certificates", query: [QueryItem("recursion", "1")])
+    public func certificates() async throws -> [CertificateInfo] {
+        try await get([CertificateInfo].self, "/1.0/certificates", query: [QueryItem("recursion", "1")])
     }
 
     /// Adds `certificate` (PEM or base64 DER) as trusted; needs a trusted caller.
@@ -28,19 +28,8 @@ extension LXDClient {
 
     /// Asks the server for a trust token for a client named `name`.
     public func createTrustToken(name: String, expiresAt: Date?) async throws -> String {
-        struct Body: Encodable {
-            var name: String
-            var type = "client"
-            var token = true
-            var expiresAt: String?
-            enum CodingKeys: String, CodingKey {
-                case name, type, token
-                case expiresAt = "expires_at"
-            }
-        }
-        struct Reply: Decodable { var token: String }
-        let body = Body(name: name, expiresAt: expiresAt.map { $0.formatted(.iso8601) })
+        let body = CertificatesPost(name: name, type: "client", token: true, expiresAt: expiresAt.map { $0.formatted(.iso8601) })
         let response = try await transport.send(HTTPRequest(.POST, "/1.0/certificates", body: try Self.encode(body)))
-        return try Envelope.decodeSync(Reply.self, from: response).token
+        return try Envelope.decodeSync(CertificateToken.self, from: response).token
     }
 }

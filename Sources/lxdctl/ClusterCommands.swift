@@ -1,3 +1,4 @@
+import APITypes
 import ArgumentParser
 #if canImport(FoundationEssentials)
 import FoundationEssentials  // not Foundation: it adds ~10 ms of ICU loading to every lxdctl run
@@ -18,8 +19,13 @@ struct ClusterCommand: AsyncParsableCommand {
 
     static let columns = ["NAME", "URL", "DATABASE", "STATUS", "FAILURE DOMAIN", "MESSAGE"]
 
-    static func row(_ m: ClusterMemberRecord) -> [String] {
-        [m.serverName, m.url, m.database.uppercased(), m.status, m.failureDomain, m.message]
+    static func row(_ m: ClusterMemberInfo) -> [String] {
+        [m.serverName, m.url, m.database.uppercased(), m.status.name, m.failureDomain, m.message]
+    }
+
+    /// A PUT body that keeps `m` as it is, every field sent (PUT replaces the whole member).
+    static func replacement(for m: ClusterMemberInfo) -> ClusterMemberPut {
+        ClusterMemberPut(description: "", config: m.config, failureDomain: m.failureDomain, roles: [], groups: [])
     }
 
     struct ListMembers: AsyncParsableCommand {
@@ -47,12 +53,12 @@ struct ClusterCommand: AsyncParsableCommand {
                 status: \(m.status)
                 failure_domain: \(m.failureDomain)
                 message: \(m.message)
-                fingerprint: \(m.fingerprint ?? "")
-                roles: [\((m.roles ?? []).joined(separator: ", "))]
-                config:\((m.config ?? [:]).isEmpty ? " {}" : "")
+                fingerprint: \(m.fingerprint)
+                roles: [\(m.roles.joined(separator: ", "))]
+                config:\(m.config.isEmpty ? " {}" : "")
 
                 """)
-            for (k, v) in (m.config ?? [:]).sorted(by: { $0.key < $1.key }) { Output.stdout("  \(k): \(v)\n") }
+            for (k, v) in m.config.sorted(by: { $0.key < $1.key }) { Output.stdout("  \(k): \(v)\n") }
         }
     }
 
@@ -92,11 +98,11 @@ struct ClusterCommand: AsyncParsableCommand {
             guard !pairs.isEmpty else { throw CLIError("nothing to set: give KEY=VALUE pairs, e.g. failure_domain=rack1") }
             let client = connection.client
             let m = try await client.clusterMember(name)
-            var update = ClusterMemberUpdate(config: m.config ?? [:], failureDomain: m.failureDomain)
+            var update = ClusterCommand.replacement(for: m)
             for pair in pairs {
                 guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else { throw CLIError("\"\(pair)\" is not KEY=VALUE") }
                 let key = String(pair[..<eq]), value = String(pair[pair.index(after: eq)...])
-                if key == "failure_domain" { update.failureDomain = value } else { update.config[key] = value }
+                if key == "failure_domain" { update.failureDomain = value } else { update.config?[key] = value }
             }
             try await client.updateClusterMember(name, update)
         }
@@ -112,10 +118,10 @@ struct ClusterCommand: AsyncParsableCommand {
         func run() async throws {
             let client = connection.client
             let m = try await client.clusterMember(name)
-            var update = ClusterMemberUpdate(config: m.config ?? [:], failureDomain: m.failureDomain)
+            var update = ClusterCommand.replacement(for: m)
             for key in keys {
                 if key == "failure_domain" { update.failureDomain = "default"; continue }
-                guard update.config.removeValue(forKey: key) != nil else { throw CLIError("member \(name) has no config key \(key)") }
+                guard update.config?.removeValue(forKey: key) != nil else { throw CLIError("member \(name) has no config key \(key)") }
             }
             try await client.updateClusterMember(name, update)
         }

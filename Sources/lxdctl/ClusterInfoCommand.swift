@@ -30,7 +30,7 @@ struct ClusterInfoCommand: AsyncParsableCommand {
     static func row(_ m: MemberResources) -> [String] {
         let cpuLimit = m.capacity.cpu * m.cpuOvercommit
         return [
-            m.serverName, m.status, m.schedulerInstance, "\(m.instances)",
+            m.serverName, m.status.name, m.schedulerInstance, "\(m.instances)",
             "\(number(m.allocated.cpu))/\(number(cpuLimit)) (x\(number(m.cpuOvercommit)) of \(number(m.capacity.cpu)))",
             "\(bytes(m.allocated.memory))/\(bytes(m.capacity.memory)) (\(percent(Double(m.allocated.memory), Double(m.capacity.memory))))",
             m.capacity.disk.map { "\(bytes(m.allocated.disk ?? 0))/\(bytes($0))" } ?? "\(bytes(m.allocated.disk ?? 0))/-",

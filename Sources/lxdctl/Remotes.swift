@@ -182,7 +182,7 @@ struct RemoteCommand: AsyncParsableCommand {
                     let address = m.url.hasPrefix("https://") ? String(m.url.dropFirst("https://".count)) : m.url
                     if !address.isEmpty, !all.contains(address) { all.append(address) }
                 }
-                others = members.compactMap(\.fingerprint).filter { !$0.isEmpty && $0.lowercased() != parsed.fingerprint.lowercased() }
+                others = members.map(\.fingerprint).filter { !$0.isEmpty && $0.lowercased() != parsed.fingerprint.lowercased() }
             }
             config.remotes[name] = .init(addresses: all, fingerprint: parsed.fingerprint, memberFingerprints: others)
             try config.save(to: dir)

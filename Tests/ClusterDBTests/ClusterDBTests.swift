@@ -1,4 +1,5 @@
 @testable import ClusterDB
+import APITypes
 import Dqlite
 import Foundation
 import Logging
@@ -118,14 +119,14 @@ struct ClusterDBTests {
         let heartbeat = Date(timeIntervalSince1970: 1_800_000_000)
         let members = try await db.transaction { tx in
             try tx.updateMemberHeartbeat(id: a, at: heartbeat)
-            try tx.updateMemberState(id: b, state: "EVACUATED")
+            try tx.updateMemberState(id: b, state: .evacuated)
             try tx.updateMemberConfig(id: b, config: ["scheduler.instance": "manual"], failureDomain: "rack2")
             return try tx.members()
         }
         #expect(members.map(\.name) == ["m1", "m2"])
         #expect(members[0].heartbeat == heartbeat)
         #expect(members[1].heartbeat == nil)
-        #expect(members[1].state == "EVACUATED")
+        #expect(members[1].state == .evacuated)
         #expect(members[1].failureDomain == "rack2")
         #expect(members[1].config == ["scheduler.instance": "manual"])
         await db.close()

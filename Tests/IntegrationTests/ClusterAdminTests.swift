@@ -60,7 +60,7 @@ final class ClusterAdminTests {
         agents.map { "==== log of \($0.name)\n\($0.logTail(20000))" }.joined(separator: "\n")
     }
 
-    func clusterInfo(_ a: TestAgent) async throws -> ClusterInfoRecord {
+    func clusterInfo(_ a: TestAgent) async throws -> ClusterInfo {
         let client = LXDClient.unixSocket(a.socket)
         defer { Task { await client.transport.shutdown() } }
         return try await client.clusterInfo()
@@ -85,17 +85,17 @@ final class ClusterAdminTests {
         // Enabling under another name renames the member (the agent restarts under it), but not
         // while it has instances (their cgroups carry the member's name).
         let a = try agent(1, name: "first")
-        #expect(try await clusterInfo(a) == ClusterInfoRecord(serverName: "first", enabled: false))
+        #expect(try await clusterInfo(a) == ClusterInfo(serverName: "first", enabled: false))
         try a.importBusybox(alias: "bb")
         try a.ok(["launch", "bb", "c1"])
         let busy = try a.ctl(["cluster", "enable", "boot"])
         #expect(busy.status != 0 && busy.stderr.contains("while it has instances"), "\(busy.stderr)")
-        #expect(try await clusterInfo(a) == ClusterInfoRecord(serverName: "first", enabled: false))
+        #expect(try await clusterInfo(a) == ClusterInfo(serverName: "first", enabled: false))
         try a.ok(["delete", "--force", "c1"])
         let bad = try a.ctl(["cluster", "enable", "no/slashes"])
         #expect(bad.status != 0 && bad.stderr.contains("Invalid member name"), "\(bad.stderr)")
         try a.ok(["cluster", "enable", "boot"])
-        #expect(try await clusterInfo(a) == ClusterInfoRecord(serverName: "boot", enabled: true))
+        #expect(try await clusterInfo(a) == ClusterInfo(serverName: "boot", enabled: true))
         #expect(try Set(members(a).keys) == ["boot"])
         // Again with the same name: nothing to do; another name: refused.
         try a.ok(["cluster", "enable", "boot"])
@@ -107,7 +107,7 @@ final class ClusterAdminTests {
         let join = try b.ctl(["cluster", "join", try token(from: a, for: "second")])
         #expect(join.status == 0, "join: \(join.stderr)\n\(b.logTail())")
         try eventually("two members seen from the joiner") { try Set(members(b).keys) == ["boot", "second"] }
-        #expect(try await clusterInfo(b) == ClusterInfoRecord(serverName: "second", enabled: true))
+        #expect(try await clusterInfo(b) == ClusterInfo(serverName: "second", enabled: true))
     }
 
     @Test func badPreseedsAreRefusedNamingTheKeyAndCreateNothing() throws {
@@ -153,7 +153,7 @@ final class ClusterAdminTests {
               member_config:
                 user.note: first
             """)
-        #expect(try await clusterInfo(m1) == ClusterInfoRecord(serverName: "m1", enabled: true))
+        #expect(try await clusterInfo(m1) == ClusterInfo(serverName: "m1", enabled: true))
         #expect(try members(m1)["m1"]?[4] == "rack1")
         #expect(try m1.ok(["cluster", "show", "m1"]).contains("user.note: first"))
 

@@ -1,3 +1,4 @@
+import APITypes
 import Foundation
 import IdentityGenerator
 import LXDClient
@@ -28,11 +29,11 @@ final class ClusterFaultTests {
         #expect(r.status == 0, "join \(a.name): \(r.stderr)\n\(a.logTail())")
     }
 
-    func members(_ a: TestAgent) async throws -> [ClusterMemberRecord] {
+    func members(_ a: TestAgent) async throws -> [ClusterMemberInfo] {
         try await LXDClient.unixSocket(a.socket).clusterMembers()
     }
 
-    func status(_ name: String, from a: TestAgent) async -> String? {
+    func status(_ name: String, from a: TestAgent) async -> MemberStatus? {
         try? await members(a).first { $0.serverName == name }?.status
     }
 
@@ -53,7 +54,7 @@ final class ClusterFaultTests {
         try join(all[1], via: all[0])
         try join(all[2], via: all[0])
         guard await eventually("three online voters", timeout: 30, {
-            try await members(all[0]).filter { $0.database == "voter" && $0.status == "ONLINE" }.count == 3
+            try await members(all[0]).filter { $0.database == "voter" && $0.status == .online }.count == 3
         }) else { return }
 
         // A container on every member (the image comes from the first; the others fetch it).
@@ -61,7 +62,7 @@ final class ClusterFaultTests {
         for a in all { try all[0].ok(["launch", "bb", "c-\(a.name)", "--target", a.name]) }
 
         let view = try await members(all[0])
-        let leaderName = try #require(view.first { $0.roles?.contains("database-leader") == true }?.serverName,
+        let leaderName = try #require(view.first { $0.roles.contains("database-leader") }?.serverName,
                                       "no member reports the database-leader role: \(view)")
         let leader = try #require(all.first { $0.name == leaderName })
         let survivors = all.filter { $0 !== leader }
@@ -89,7 +90,7 @@ final class ClusterFaultTests {
         try survivors[1].ok(["config", "trust", "add-certificate", pem, "--name", "while-leader-is-down"])
 
         await eventually("\(leader.name) OFFLINE seen from \(survivors[0].name)", timeout: 30) {
-            await status(leader.name, from: survivors[0]) == "OFFLINE"
+            await status(leader.name, from: survivors[0]) == .offline
         }
         let offline = Date().timeIntervalSince(killed)
         print("leader kill: first write after \(String(format: "%.2f", written)) s, launch done after \(String(format: "%.2f", writesDone)) s, OFFLINE after \(String(format: "%.2f", offline)) s")
@@ -99,9 +100,9 @@ final class ClusterFaultTests {
         let restarted = Date()
         try leader.start()
         await eventually("\(leader.name) ONLINE seen from \(survivors[0].name)") {
-            await status(leader.name, from: survivors[0]) == "ONLINE"
+            await status(leader.name, from: survivors[0]) == .online
         }
-        await eventually("\(leader.name) ONLINE in its own view") { await status(leader.name, from: leader) == "ONLINE" }
+        await eventually("\(leader.name) ONLINE in its own view") { await status(leader.name, from: leader) == .online }
         print("restart: ONLINE after \(String(format: "%.2f", Date().timeIntervalSince(restarted))) s")
         #expect(try leader.ok(["config", "trust", "list", "--format", "csv"]).contains("while-leader-is-down"))
         let rows = try leader.ok(["list", "--format", "csv"])
@@ -112,7 +113,7 @@ final class ClusterFaultTests {
         let seen = try leader.ok(["config", "get", "c-\(survivors[0].name)", "user.fault"])
         #expect(seen.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "user.fault seen from \(leader.name): \(seen)")
         await eventually("three online voters again", timeout: 30) {
-            try await members(leader).filter { $0.database == "voter" && $0.status == "ONLINE" }.count == 3
+            try await members(leader).filter { $0.database == "voter" && $0.status == .online }.count == 3
         }
     }
 

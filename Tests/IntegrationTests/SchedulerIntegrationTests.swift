@@ -224,7 +224,7 @@ final class SchedulerIntegrationTests {
         members[0].waitForVoters(["m1", "m2", "m3"])
         members[2].kill9()
         let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline, try await c1.clusterResources().first(where: { $0.serverName == "m3" })?.status != "OFFLINE" {
+        while Date() < deadline, try await c1.clusterResources().first(where: { $0.serverName == "m3" })?.status != .offline {
             try await Task.sleep(for: .milliseconds(200))
         }
         let viaM2 = client(members[1])

@@ -1,0 +1,297 @@
+/// A cluster member's status. This server stores and sends the upper-case names it always has
+/// ("ONLINE"); LXD itself sends "Online", which decodes to the same case, as any spelling does.
+public enum MemberStatus: Sendable, Hashable, CustomStringConvertible {
+    /// Answers the leader's heartbeats.
+    case online
+    /// Missed heartbeats for longer than the offline threshold.
+    case offline
+    /// Emptied of instances on purpose; placement skips it.
+    case evacuated
+    /// A status this build does not know (LXD's "Blocked", a newer member's): kept as received,
+    /// so a peer's member list still decodes. Like every status but `offline`, it counts as reachable.
+    case unknown(String)
+
+    /// The status `text` names, in any letter case.
+    public init(_ text: String) {
+        switch text.uppercased() {
+        case "ONLINE": self = .online
+        case "OFFLINE": self = .offline
+        case "EVACUATED": self = .evacuated
+        default: self = .unknown(text)
+        }
+    }
+
+    /// The name stored in the database and sent on the wire.
+    public var name: String {
+        switch self {
+        case .online: "ONLINE"
+        case .offline: "OFFLINE"
+        case .evacuated: "EVACUATED"
+        case .unknown(let text): text
+        }
+    }
+
+    public var description: String { name }
+}
+
+extension MemberStatus: Codable {
+    public init(from decoder: any Decoder) throws {
+        self.init(try decoder.singleValueContainer().decode(String.self))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(name)
+    }
+}
+
+/// One member as `GET /1.0/cluster/members` shows it (LXD `api.ClusterMember`). Decoding
+/// accepts what an LXD server sends too: fields this server always fills may be absent there,
+/// and LXD's `database` is a boolean.
+public struct ClusterMemberInfo: Codable, Sendable, Equatable {
+    public var serverName: String
+    public var url: String
+    /// "voter", "stand-by" or "spare" (dqlite's view), "" when unknown.
+    public var database: String
+    public var status: MemberStatus
+    public var message: String
+    public var failureDomain: String
+    public var fingerprint: String
+    /// Member config (`scheduler.*`, `user.*`): MemberConfigSchema.
+    public var config: [String: String]
+    /// LXD's roles list: "database" for a voter, "database-leader" added for the leader.
+    public var roles: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case url, database, status, message, fingerprint, config, roles
+        case serverName = "server_name"
+        case failureDomain = "failure_domain"
+    }
+
+    public init(serverName: String, url: String, database: String, status: MemberStatus, message: String, failureDomain: String, fingerprint: String,
+                config: [String: String] = [:], roles: [String] = []) {
+        self.serverName = serverName
+        self.url = url
+        self.database = database
+        self.status = status
+        self.message = message
+        self.failureDomain = failureDomain
+        self.fingerprint = fingerprint
+        self.config = config
+        self.roles = roles
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        serverName = try c.decode(String.self, forKey: .serverName)
+        url = try c.decode(String.self, forKey: .url)
+        // LXD says only whether the member holds the database: true reads as a voter.
+        if let holds = try? c.decodeIfPresent(Bool.self, forKey: .database) {
+            database = holds ? "voter" : ""
+        } else {
+            database = try c.decodeIfPresent(String.self, forKey: .database) ?? ""
+        }
+        status = try c.decode(MemberStatus.self, forKey: .status)
+        message = try c.decodeIfPresent(String.self, forKey: .message) ?? ""
+        failureDomain = try c.decodeIfPresent(String.self, forKey: .failureDomain) ?? ""
+        fingerprint = try c.decodeIfPresent(String.self, forKey: .fingerprint) ?? ""
+        config = try c.decodeIfPresent([String: String].self, forKey: .config) ?? [:]
+        roles = try c.decodeIfPresent([String].self, forKey: .roles) ?? []
+    }
+}
+
+/// A key a joining member must (or may) set for itself (LXD `api.ClusterMemberConfigKey`).
+/// This server asks for none; the shape is here so LXD's bodies decode.
+public struct ClusterMemberConfigKey: Codable, Sendable, Equatable {
+    public var entity: String
+    public var name: String
+    public var key: String
+    public var value: String
+    public var description: String
+
+    public init(entity: String, name: String, key: String, value: String, description: String = "") {
+        self.entity = entity
+        self.name = name
+        self.key = key
+        self.value = value
+        self.description = description
+    }
+}
+
+/// `GET /1.0/cluster` (LXD `api.Cluster`).
+public struct ClusterInfo: Codable, Sendable, Equatable {
+    public var serverName: String
+    public var enabled: Bool
+    /// Keys a joining member must set for itself (LXD lists storage keys here; none are needed yet).
+    public var memberConfig: [ClusterMemberConfigKey]
+
+    enum CodingKeys: String, CodingKey {
+        case enabled
+        case serverName = "server_name"
+        case memberConfig = "member_config"
+    }
+
+    public init(serverName: String, enabled: Bool, memberConfig: [ClusterMemberConfigKey] = []) {
+        self.serverName = serverName
+        self.enabled = enabled
+        self.memberConfig = memberConfig
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        serverName = try c.decode(String.self, forKey: .serverName)
+        enabled = try c.decode(Bool.self, forKey: .enabled)
+        // LXD sends null for none.
+        memberConfig = try c.decodeIfPresent([ClusterMemberConfigKey].self, forKey: .memberConfig) ?? []
+    }
+}
+
+/// `PUT /1.0/cluster` (LXD `api.ClusterPut`): `enabled` with `server_name` bootstraps (enables
+/// clustering); `cluster_token` joins. Fields not sent stay nil.
+public struct ClusterPut: Codable, Sendable, Equatable {
+    public var serverName: String?
+    public var enabled: Bool?
+    public var clusterToken: String?
+    public var serverAddress: String?
+    public var clusterAddress: String?
+    public var clusterCertificate: String?
+    public var memberConfig: [ClusterMemberConfigKey]?
+
+    enum CodingKeys: String, CodingKey {
+        case enabled
+        case serverName = "server_name"
+        case clusterToken = "cluster_token"
+        case serverAddress = "server_address"
+        case clusterAddress = "cluster_address"
+        case clusterCertificate = "cluster_certificate"
+        case memberConfig = "member_config"
+    }
+
+    public init(serverName: String? = nil, enabled: Bool? = nil, clusterToken: String? = nil) {
+        self.serverName = serverName
+        self.enabled = enabled
+        self.clusterToken = clusterToken
+    }
+}
+
+/// `POST /1.0/cluster/members` (LXD `api.ClusterMembersPost`): a join token for a new member.
+public struct ClusterMembersPost: Codable, Sendable, Equatable {
+    public var serverName: String
+
+    enum CodingKeys: String, CodingKey { case serverName = "server_name" }
+
+    public init(serverName: String) { self.serverName = serverName }
+}
+
+/// The answer to `POST /1.0/cluster/members`: the join token as `lxdctl cluster add` prints it.
+public struct ClusterJoinToken: Codable, Sendable, Equatable {
+    public var serverName: String
+    public var token: String
+
+    enum CodingKeys: String, CodingKey {
+        case token
+        case serverName = "server_name"
+    }
+
+    public init(serverName: String, token: String) {
+        self.serverName = serverName
+        self.token = token
+    }
+}
+
+/// `PUT /1.0/cluster/members/NAME` (LXD `api.ClusterMemberPut`). PUT replaces config and failure
+/// domain; `roles` are the database's to decide and are ignored, as LXD recomputes them too.
+public struct ClusterMemberPut: Codable, Sendable, Equatable {
+    public var description: String?
+    public var config: [String: String]?
+    public var failureDomain: String?
+    public var roles: [String]?
+    public var groups: [String]?
+
+    enum CodingKeys: String, CodingKey {
+        case description, config, roles, groups
+        case failureDomain = "failure_domain"
+    }
+
+    public init(description: String? = nil, config: [String: String]? = nil, failureDomain: String? = nil, roles: [String]? = nil, groups: [String]? = nil) {
+        self.description = description
+        self.config = config
+        self.failureDomain = failureDomain
+        self.roles = roles
+        self.groups = groups
+    }
+}
+
+// MARK: Member to member (/internal/cluster)
+
+/// What the joining member sends to an existing member (`POST /internal/cluster/accept`).
+public struct ClusterAcceptRequest: Codable, Sendable, Equatable {
+    public var serverName: String
+    /// host:port of the joining member's HTTPS listener, which is also its dqlite address.
+    public var address: String
+    /// PEM of the certificate the joining member presents on the connection.
+    public var certificate: String
+    public var secret: String
+    /// The joining binary's newest schema migration and API extension count: members of one
+    /// cluster run one version (ClusterDB.VersionGate), so a mismatch is refused before anything is written.
+    public var schemaVersion: Int?
+    public var apiExtensions: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case address, certificate, secret
+        case serverName = "server_name"
+        case schemaVersion = "schema_version"
+        case apiExtensions = "api_extensions"
+    }
+
+    public init(serverName: String, address: String, certificate: String, secret: String, schemaVersion: Int? = nil, apiExtensions: Int? = nil) {
+        self.serverName = serverName
+        self.address = address
+        self.certificate = certificate
+        self.secret = secret
+        self.schemaVersion = schemaVersion
+        self.apiExtensions = apiExtensions
+    }
+}
+
+/// A member as the join answer and the heartbeat list it.
+public struct ClusterPeerInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var address: String
+    public var fingerprint: String
+    public var dqliteID: UInt64
+
+    enum CodingKeys: String, CodingKey {
+        case name, address, fingerprint
+        case dqliteID = "dqlite_id"
+    }
+
+    public init(name: String, address: String, fingerprint: String, dqliteID: UInt64) {
+        self.name = name
+        self.address = address
+        self.fingerprint = fingerprint
+        self.dqliteID = dqliteID
+    }
+}
+
+/// The answer to an accepted join: the joining member's dqlite id and every member (itself included).
+public struct ClusterAcceptResponse: Codable, Sendable, Equatable {
+    public var dqliteID: UInt64
+    public var members: [ClusterPeerInfo]
+
+    enum CodingKeys: String, CodingKey {
+        case members
+        case dqliteID = "dqlite_id"
+    }
+
+    public init(dqliteID: UInt64, members: [ClusterPeerInfo]) {
+        self.dqliteID = dqliteID
+        self.members = members
+    }
+}
+
+/// What the leader's heartbeat carries (`POST /internal/cluster/heartbeat`): the member list as it knows it.
+public struct ClusterHeartbeat: Codable, Sendable, Equatable {
+    public var members: [ClusterPeerInfo]
+    public init(members: [ClusterPeerInfo]) { self.members = members }
+}
