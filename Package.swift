@@ -112,6 +112,7 @@ let package = Package(
             "LXDClient", "APITypes", "Identity", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        .testTarget(name: "APITypesTests", dependencies: ["APITypes"]),
         .testTarget(name: "InstanceConfigTests", dependencies: ["InstanceConfig"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"]),
         // Use cases over a fake ContainerHost and a real in-process dqlite node: no root, no containers.

@@ -170,3 +170,25 @@ public enum JSONValue: Codable, Sendable, Equatable {
         }
     }
 }
+
+/// What carries LXD's status pair (`status` name, `status_code` number): both travel as sent, so
+/// a code this build does not know still decodes; `knownStatus` is the typed view.
+public protocol StatusReporting {
+    var status: String { get set }
+    var statusCode: Int { get set }
+}
+
+extension StatusReporting {
+    /// The status as LXD's code; nil for a code this build does not know.
+    public var knownStatus: StatusCode? { StatusCode(rawValue: statusCode) }
+
+    /// Sets the name and the code together.
+    public mutating func setStatus(_ code: StatusCode) {
+        status = code.name
+        statusCode = code.rawValue
+    }
+}
+
+extension Instance: StatusReporting {}
+extension InstanceState: StatusReporting {}
+extension Operation: StatusReporting {}

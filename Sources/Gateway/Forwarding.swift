@@ -149,8 +149,7 @@ public enum Forwarding {
 
     static func unreachable(_ instance: Instance) -> Instance {
         var i = instance
-        i.status = StatusCode.error.name
-        i.statusCode = StatusCode.error.rawValue
+        i.setStatus(.error)
         i.state = nil
         return i
     }

@@ -79,7 +79,7 @@ public struct LXDClient: Sendable {
     public func wait(operation id: String, slice: Int = 30) async throws -> APITypes.Operation {
         while true {
             let op = try await get(APITypes.Operation.self, APIPath.operationWait(id), query: [QueryItem("timeout", String(slice))])
-            guard let status = StatusCode(rawValue: op.statusCode), status.isFinal else { continue }
+            guard let status = op.knownStatus, status.isFinal else { continue }
             switch status {
             case .success: return op
             case .cancelled: throw APIError(400, op.err.isEmpty ? "operation \(id) was cancelled" : op.err)
@@ -176,10 +176,10 @@ public struct LXDClient: Sendable {
     public func deleteInstance(_ name: String, force: Bool = false) async throws {
         if force {
             let current = try await instance(name)
-            if current.statusCode != StatusCode.stopped.rawValue {
+            if current.knownStatus != .stopped {
                 do {
                     try await changeState(name, InstanceStatePut(action: "stop", timeout: -1, force: true))
-                } catch let refused as APIError where refused.status == 400 && current.statusCode == StatusCode.error.rawValue {
+                } catch let refused as APIError where refused.status == 400 && current.knownStatus == .error {
                     do { try await perform(.DELETE, APIPath.instance(name)) } catch { throw refused }
                     return
                 }

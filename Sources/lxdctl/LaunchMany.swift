@@ -21,12 +21,12 @@ enum LaunchMany {
                 Output.stderr(interactive ? "\r\(line)" : "\(line)\n")
                 lastShown = line
             }
-            if let status = StatusCode(rawValue: current.statusCode), status.isFinal { break }
+            if let status = current.knownStatus, status.isFinal { break }
             try await Task.sleep(for: .milliseconds(250))
         }
         if interactive { Output.stderr("\n") }
         let seconds = seconds(clock.now - began)
-        guard final.statusCode == StatusCode.success.rawValue else {
+        guard final.knownStatus == .success else {
             throw APIError(400, final.err.isEmpty ? "operation \(op.id) failed" : final.err)
         }
         var placement = ""
