@@ -98,8 +98,14 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
         ]),
+        // Cluster use cases: the I/O shell around Membership's deciders, and member-to-member calls.
+        .target(name: "Cluster", dependencies: [
+            "APITypes", "ClusterDB", "Gateway", "Identity", "Instances", "LXDClient",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "Agent", dependencies: [
-            "Gateway", "Instances", "InstanceConfig", "ClusterDB", "Dqlite", "Runtime", "Images", "Migration", "Operations", "Identity", "IdentityGenerator",
+            "Cluster", "Gateway", "Instances", "InstanceConfig", "ClusterDB", "Dqlite", "Runtime", "Images", "Migration", "Operations", "Identity", "IdentityGenerator",
             "LXDClient", "Membership",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Yams", package: "Yams"),

@@ -1,4 +1,5 @@
 import APITypes
+import Cluster
 import ClusterDB
 import Dqlite
 import Foundation
@@ -139,21 +140,21 @@ public enum Agent {
         let cluster = ClusterController(
             db: db, local: local, dataDir: dataDir, identity: identity, httpsAddress: config.httpsAddress, directory: directory,
             bindAddress: bindAddress, restart: restart, events: events, logger: logger)
-        let forwarder = MemberRequestForwarder(db: db, identity: identity, localMemberID: memberID, localMemberName: local.name,
-                                               clustered: { cluster.isClustered }, logger: logger)
+        let members = MemberClient(db: db, identity: identity, localMemberID: memberID, localMemberName: local.name,
+                                   clustered: { cluster.isClustered }, logger: logger)
         let idmaps = config.idmapRange ?? .fromHost()
         let source = config.idmapRange != nil ? "--idmap-range" : idmaps == IDMapRange.fromHostDefault ? "default (no root entry in /etc/subuid)" : "/etc/subuid"
         logger.info("uid/gid range for containers", metadata: ["range": "\(idmaps)", "isolated-instances": "\(idmaps.instances)", "source": "\(source)"])
         let instances = InstanceService(
             member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: idmaps,
-            checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: forwarder, uploadDirectory: uploads,
-            materialiser: MemberMaterialiser(forwarder: forwarder), logger: logger)
+            checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: members, uploadDirectory: uploads,
+            materialiser: members, logger: logger)
 
         let routes = APIRoutes(
             instances: instances, images: images, operations: operations,
             serverInfo: { serverInfo(member: local.name, clustered: cluster.isEnabled) }, uploadDirectory: uploads, trust: trust,
             cluster: cluster,
-            forwarder: forwarder,
+            forwarder: members,
             logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: APIServer.unixSocketService(routes: routes, socketPath: "\(dataDir)/unix.socket", logger: logger)),
@@ -198,7 +199,7 @@ public enum Agent {
         peerRefresh.cancel()
         capacity.cancel()
         sweeper.cancel()
-        await forwarder.closeConnections()
+        await members.closeConnections()
         await db.close()
         // Containers keep running; only our own node stops.
         try? node.stop()

@@ -9,13 +9,15 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// Sends requests to other members over mutual TLS, presenting this member's certificate and
-/// pinning theirs (as the database links do). Members are looked up in ClusterDB by name or id.
-final class MemberRequestForwarder: MemberForwarder {
+/// The one client for member-to-member calls: forwarded requests and websockets (Gateway's
+/// proxy), image tarball fetches (Instances) and materialise requests to an instance's owner
+/// (Instances' placement). It speaks mutual TLS, presenting this member's certificate and
+/// pinning the peer's (as the database links do); members are looked up in ClusterDB by name or id.
+public final class MemberClient: MemberForwarder {
     let db: ClusterDB
     let identity: TLSIdentity
-    let localMemberID: Int64
-    let localMemberName: String
+    public let localMemberID: Int64
+    public let localMemberName: String
     let clustered: @Sendable () -> Bool
     let logger: Logger
     /// One client per member address and certificate.
@@ -24,7 +26,8 @@ final class MemberRequestForwarder: MemberForwarder {
     /// Below the server's idle timeout (60 s, APIServer.channel), so the server rarely closes one under us.
     static let idleTimeout = TimeAmount.seconds(20)
 
-    init(db: ClusterDB, identity: TLSIdentity, localMemberID: Int64, localMemberName: String, clustered: @escaping @Sendable () -> Bool, logger: Logger) {
+    public init(db: ClusterDB, identity: TLSIdentity, localMemberID: Int64, localMemberName: String,
+                clustered: @escaping @Sendable () -> Bool, logger: Logger) {
         self.clustered = clustered
         self.db = db
         self.identity = identity
@@ -33,13 +36,13 @@ final class MemberRequestForwarder: MemberForwarder {
         self.logger = logger
     }
 
-    var isClustered: Bool { clustered() }
+    public var isClustered: Bool { clustered() }
 
-    func otherMembers() async throws -> [String] {
+    public func otherMembers() async throws -> [String] {
         try await db.transaction { tx in try tx.memberPeers() }.map(\.name).filter { $0 != localMemberName }
     }
 
-    func openWebSocket(target: String, to member: MemberReference) async throws -> any ForwardedWebSocket {
+    public func openWebSocket(target: String, to member: MemberReference) async throws -> any ForwardedWebSocket {
         let started = ContinuousClock.now
         let (peer, client) = try await resolve(member)
         do {
@@ -68,7 +71,7 @@ final class MemberRequestForwarder: MemberForwarder {
         return (peer, try client(for: peer))
     }
 
-    func send(_ request: ForwardedRequest, to member: MemberReference, timeout: Duration?) async throws -> ForwardedResponse {
+    public func send(_ request: ForwardedRequest, to member: MemberReference, timeout: Duration?) async throws -> ForwardedResponse {
         let (peer, client) = try await resolve(member)
         guard let method = RequestMethod(rawValue: request.method) else {
             throw APIError.badRequest("Method \(request.method) cannot be forwarded")
@@ -89,7 +92,7 @@ final class MemberRequestForwarder: MemberForwarder {
     }
 
     /// Closes the pooled connections to every member (the agent is stopping).
-    func closeConnections() async {
+    public func closeConnections() async {
         let all = clients.withLock { all in defer { all = [:] }; return Array(all.values) }
         for client in all { await client.transport.shutdown() }
     }
@@ -145,9 +148,9 @@ struct ProxiedWebSocket: ForwardedWebSocket {
     var lastHeard: ContinuousClock.Instant { socket.lastHeard }
 }
 
-extension MemberRequestForwarder: ImageTarballFetcher {
+extension MemberClient: ImageTarballFetcher {
     /// GET /1.0/images/<fp>/export on `member`; only a 200 counts (the caller verifies the hash).
-    func fetchTarball(fingerprint: String, from member: String, timeout: Duration) async throws -> [UInt8] {
+    public func fetchTarball(fingerprint: String, from member: String, timeout: Duration) async throws -> [UInt8] {
         let request = ForwardedRequest(method: "GET", target: "/1.0/images/\(fingerprint)/export",
                                        headers: [(Forwarding.markerHeader, localMemberName)], body: [])
         let answer = try await send(request, to: .name(member), timeout: timeout)
@@ -156,5 +159,44 @@ extension MemberRequestForwarder: ImageTarballFetcher {
             throw APIError.unavailable("Member \(member) answered \(answer.status) to the image export: \(detail)")
         }
         return answer.body
+    }
+}
+
+/// Asks the owner of placed instances to create them.
+extension MemberClient: InstanceMaterialiser {
+    /// How long an owner may take to accept the work (it answers with an operation at once).
+    public static let acceptTimeout: Duration = .seconds(15)
+
+    public func materialise(_ post: InstancesMaterialisePost, on member: String) async throws -> APIOperation {
+        let body = try JSONEncoder().encode(post)
+        let answer = try await send(
+            ForwardedRequest(method: "POST", target: "/internal/instances/materialise",
+                             headers: [("Content-Type", "application/json"), (Forwarding.markerHeader, localMemberName)],
+                             body: Array(body)),
+            to: .name(member), timeout: Self.acceptTimeout)
+        return try Self.operation(from: answer, member: member)
+    }
+
+    public func operation(_ id: String, on member: String) async throws -> APIOperation {
+        let answer = try await send(
+            ForwardedRequest(method: "GET", target: "/1.0/operations/\(id)",
+                             headers: [(Forwarding.markerHeader, localMemberName)], body: []),
+            to: .name(member), timeout: Forwarding.stateTimeout)
+        return try Self.operation(from: answer, member: member)
+    }
+
+    /// The operation in an answer (sync or async envelope), or the member's error as `APIError`.
+    static func operation(from answer: ForwardedResponse, member: String) throws -> APIOperation {
+        struct Envelope: Decodable {
+            var metadata: APIOperation?
+            var error: String?
+            var error_code: Int?
+        }
+        let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(answer.body))
+        guard (200..<300).contains(answer.status), let op = envelope?.metadata else {
+            let message = envelope?.error.flatMap { $0.isEmpty ? nil : $0 } ?? String(decoding: answer.body.prefix(300), as: UTF8.self)
+            throw APIError(answer.status >= 400 ? answer.status : 500, "member \(member): \(message)")
+        }
+        return op
     }
 }

@@ -1,50 +1,8 @@
 import APITypes
 import ClusterDB
 import Foundation
-import Gateway
 import Instances
 import Logging
-
-/// Asks the owner of placed instances to create them, over the members' mutual-TLS links.
-struct MemberMaterialiser: InstanceMaterialiser {
-    let forwarder: any MemberForwarder
-
-    /// How long an owner may take to accept the work (it answers with an operation at once).
-    static let acceptTimeout: Duration = .seconds(15)
-
-    func materialise(_ post: InstancesMaterialisePost, on member: String) async throws -> APIOperation {
-        let body = try JSONEncoder().encode(post)
-        let answer = try await forwarder.send(
-            ForwardedRequest(method: "POST", target: "/internal/instances/materialise",
-                             headers: [("Content-Type", "application/json"), (Forwarding.markerHeader, forwarder.localMemberName)],
-                             body: Array(body)),
-            to: .name(member), timeout: Self.acceptTimeout)
-        return try Self.operation(from: answer, member: member)
-    }
-
-    func operation(_ id: String, on member: String) async throws -> APIOperation {
-        let answer = try await forwarder.send(
-            ForwardedRequest(method: "GET", target: "/1.0/operations/\(id)",
-                             headers: [(Forwarding.markerHeader, forwarder.localMemberName)], body: []),
-            to: .name(member), timeout: Forwarding.stateTimeout)
-        return try Self.operation(from: answer, member: member)
-    }
-
-    /// The operation in an answer (sync or async envelope), or the member's error as `APIError`.
-    static func operation(from answer: ForwardedResponse, member: String) throws -> APIOperation {
-        struct Envelope: Decodable {
-            var metadata: APIOperation?
-            var error: String?
-            var error_code: Int?
-        }
-        let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(answer.body))
-        guard (200..<300).contains(answer.status), let op = envelope?.metadata else {
-            let message = envelope?.error.flatMap { $0.isEmpty ? nil : $0 } ?? String(decoding: answer.body.prefix(300), as: UTF8.self)
-            throw APIError(answer.status >= 400 ? answer.status : 500, "member \(member): \(message)")
-        }
-        return op
-    }
-}
 
 /// What this host offers, read from the kernel: usable cpus, memory, the data directory's
 /// filesystem, and the process limit.
@@ -132,7 +90,7 @@ struct AbandonedPlacementSweeper {
     let instances: InstanceService
     let logger: Logger
     /// Far above the few seconds between a launch's insert and its request to the owner (which
-    /// itself gives up after `MemberMaterialiser.acceptTimeout`), so a live launch is never cut.
+    /// itself gives up after `MemberClient.acceptTimeout`), so a live launch is never cut.
     var grace: Duration = .seconds(120)
     var interval: Duration = .seconds(60)
 
