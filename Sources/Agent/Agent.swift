@@ -156,9 +156,21 @@ public enum Agent {
             cluster: cluster,
             forwarder: members,
             logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: APIServer.unixSocketService(routes: routes, socketPath: "\(dataDir)/unix.socket", logger: logger)),
+        let heartbeater = Heartbeater(cluster: cluster, memberID: memberID, logger: logger)
+        let reporter = CapacityReporter(instances: instances, dataDir: dataDir, logger: logger)
+        let abandoned = AbandonedPlacementSweeper(instances: instances, logger: logger)
+        let jobs = [
+            // Instances that should run again after a host reboot or agent restart (LXD's rules,
+            // InstanceLifecycle.startOnBoot); alongside the API, so clients are served meanwhile.
+            BackgroundJob("autostart") { await instances.lifecycle.startOnBoot() },
+            BackgroundJob("heartbeats") { await heartbeater.run() },
+            BackgroundJob("peer refresh") { await heartbeater.refreshPeers() },
+            BackgroundJob("capacity report") { await reporter.run() },
+            BackgroundJob("abandoned placement sweep") { await abandoned.run() },
         ]
+        // Jobs first: services stop in reverse order, so the jobs stop last.
+        var services = jobs.map(\.configuration)
+        services.append(.init(service: APIServer.unixSocketService(routes: routes, socketPath: "\(dataDir)/unix.socket", logger: logger)))
         if let https {
             services.append(.init(service: DatabaseLinkHandover(links, then: try APIServer.httpsService(
                 routes: routes, identity: identity, host: https.host, port: https.port, logger: logger))))
@@ -179,26 +191,11 @@ public enum Agent {
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         restart.attach(ServiceGroupHandle { await group.triggerGracefulShutdown() })
-        // Instances that should run again after a host reboot or agent restart (LXD's rules,
-        // InstanceLifecycle.startOnBoot); alongside the API, so clients are served meanwhile.
-        let autostart = Task { await instances.lifecycle.startOnBoot() }
-        let heartbeater = Heartbeater(cluster: cluster, memberID: memberID, logger: logger)
-        let maintenance = Task { await heartbeater.run() }
-        let peerRefresh = Task { await heartbeater.refreshPeers() }
-        let reporter = CapacityReporter(instances: instances, dataDir: dataDir, logger: logger)
-        let capacity = Task { await reporter.run() }
-        let abandoned = AbandonedPlacementSweeper(instances: instances, logger: logger)
-        let sweeper = Task { await abandoned.run() }
         do {
             try await group.run()
         } catch {
             logger.error("agent stopped with an error", metadata: ["error": "\(error)"])
         }
-        autostart.cancel()
-        maintenance.cancel()
-        peerRefresh.cancel()
-        capacity.cancel()
-        sweeper.cancel()
         await members.closeConnections()
         await db.close()
         // Containers keep running; only our own node stops.
