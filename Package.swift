@@ -100,7 +100,7 @@ let package = Package(
         ]),
         // Cluster use cases: the I/O shell around Membership's deciders, and member-to-member calls.
         .target(name: "Cluster", dependencies: [
-            "APITypes", "ClusterDB", "Gateway", "Identity", "Instances", "LXDClient",
+            "APITypes", "ClusterDB", "Dqlite", "Gateway", "Identity", "Instances", "InstanceConfig", "LXDClient", "Membership", "Operations",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -132,7 +132,7 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Images"]),
         .testTarget(name: "MigrationTests", dependencies: ["Migration"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "Cluster", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "APITypes", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes", "Identity", "IdentityGenerator", "Membership", "Gateway", "Operations"]),

@@ -139,7 +139,7 @@ public enum Agent {
         let restart = RestartSignal()
         let cluster = ClusterController(
             db: db, local: local, dataDir: dataDir, identity: identity, httpsAddress: config.httpsAddress, directory: directory,
-            bindAddress: bindAddress, restart: restart, events: events, logger: logger)
+            bindAddress: bindAddress, memberVersion: memberVersion, restart: restart, events: events, logger: logger)
         let members = MemberClient(db: db, identity: identity, localMemberID: memberID, localMemberName: local.name,
                                    clustered: { cluster.isClustered }, logger: logger)
         let idmaps = config.idmapRange ?? .fromHost()

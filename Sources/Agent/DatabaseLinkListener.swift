@@ -1,3 +1,4 @@
+import Cluster
 import Dqlite
 import Gateway
 import Identity

@@ -1,4 +1,5 @@
 import APITypes
+import Cluster
 import ClusterDB
 import Foundation
 import Gateway
@@ -34,7 +35,8 @@ enum FirstStart {
             let answer: ClusterAcceptResponse
             do {
                 answer = try await ClusterController.requestAdmission(token: join.token, name: name, address: config.address,
-                                                                      identity: identity, preferredAddress: join.clusterAddress)
+                                                                      identity: identity, version: Agent.memberVersion,
+                                                                      preferredAddress: join.clusterAddress)
             } catch {
                 throw AgentError.cluster("the preseed's join failed: \(error); nothing was kept: issue a new token (lxdctl cluster add \(name)) if this one was used or expired")
             }

@@ -1,53 +1,5 @@
 import Foundation
 
-/// Facts about this member that are not replicated (DESIGN.md "State"): its name, dqlite id
-/// and address, kept in `$LXD_DIR/member.json`.
-struct LocalState: Codable, Equatable {
-    var name: String
-    var dqliteID: UInt64
-    var address: String
-    /// The other members as last known (where to find the leader at boot, and whom to trust
-    /// on the database links before the database is reachable); nil before joining a cluster.
-    var peers: [LocalPeer]?
-    /// Set by `cluster enable`, a bootstrap preseed or a join; nil (not enabled) in files written before it existed.
-    var clusterEnabled: Bool?
-
-    init(name: String, dqliteID: UInt64, address: String, peers: [LocalPeer]? = nil, clusterEnabled: Bool? = nil) {
-        self.name = name
-        self.dqliteID = dqliteID
-        self.address = address
-        self.peers = peers
-        self.clusterEnabled = clusterEnabled
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case name, address, peers
-        case dqliteID = "dqlite_id"
-        case clusterEnabled = "cluster_enabled"
-    }
-
-    static func path(in dataDir: String) -> String { "\(dataDir)/member.json" }
-    /// Present between a join and the next start: the old database must be moved aside first.
-    static func joinMarkerPath(in dataDir: String) -> String { "\(dataDir)/join-pending" }
-
-    static func load(from dataDir: String) throws -> LocalState? {
-        let p = path(in: dataDir)
-        guard FileManager.default.fileExists(atPath: p) else { return nil }
-        do {
-            return try JSONDecoder().decode(LocalState.self, from: Data(contentsOf: URL(fileURLWithPath: p)))
-        } catch {
-            throw AgentError.localState("cannot read \(p): \(error); restore it from a backup or move the data directory aside")
-        }
-    }
-
-    func save(to dataDir: String) throws {
-        let p = Self.path(in: dataDir)
-        let tmp = p + ".tmp"
-        try JSONEncoder().encode(self).write(to: URL(fileURLWithPath: tmp))
-        guard rename(tmp, p) == 0 else { throw AgentError.localState("cannot write \(p): errno \(errno)") }
-    }
-}
-
 public enum AgentError: Error, CustomStringConvertible {
     case localState(String)
     case startup(String)
@@ -60,15 +12,6 @@ public enum AgentError: Error, CustomStringConvertible {
         case .cluster(let m): "cluster: \(m)"
         }
     }
-}
-
-/// A member as this member remembers it locally.
-struct LocalPeer: Codable, Equatable, Sendable {
-    var name: String
-    /// Its HTTPS address, which is also its dqlite address.
-    var address: String
-    /// SHA-256 of its server certificate.
-    var fingerprint: String
 }
 
 /// The abstract socket name for this member's dqlite node: unique per data directory, so several

@@ -1,4 +1,5 @@
 @testable import Agent
+import Cluster
 import Dqlite
 import Foundation
 import Gateway

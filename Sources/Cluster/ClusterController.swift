@@ -11,90 +11,16 @@ import Membership
 import Operations
 import Synchronization
 
-/// The members this one knows locally: whom to dial for database links and whose certificates
-/// may open one. Kept outside the database on purpose: the database travels over these links.
-final class PeerDirectory: Sendable {
-    private let peers: Mutex<[LocalPeer]>
-
-    init(_ peers: [LocalPeer]) {
-        self.peers = Mutex(peers)
-    }
-
-    var all: [LocalPeer] { peers.withLock { $0 } }
-
-    func fingerprint(address: String) -> String? {
-        peers.withLock { list in list.first { $0.address == address }?.fingerprint }
-    }
-
-    func contains(fingerprint: String) -> Bool {
-        peers.withLock { list in list.contains { !$0.fingerprint.isEmpty && $0.fingerprint == fingerprint } }
-    }
-
-    /// Replaces the list; true when it changed.
-    @discardableResult
-    func replace(_ new: [LocalPeer]) -> Bool {
-        peers.withLock { list in
-            guard list != new else { return false }
-            list = new
-            return true
-        }
-    }
-}
-
-/// dqlite's dialer for this member: its own node through the abstract socket, other members
-/// through a websocket on their HTTPS listener (mutual TLS, their fingerprint pinned).
-struct MemberLinkDialer: DqlitePeerDialer {
-    let localAddress: String
-    let localBindAddress: String
-    let bridged: BridgedPeerDialer
-
-    init(localAddress: String, localBindAddress: String, directory: PeerDirectory, identity: TLSIdentity) {
-        self.localAddress = localAddress
-        self.localBindAddress = localBindAddress
-        bridged = BridgedPeerDialer { address in
-            guard let fingerprint = directory.fingerprint(address: address), !fingerprint.isEmpty else {
-                throw AgentError.cluster("no certificate known for member \(address): it is not (yet) in this member's peer list")
-            }
-            let transport = try HTTPChannelTransport.https(addresses: [address], serverFingerprint: fingerprint, identity: identity)
-            return WebSocketLink(try await transport.openWebSocket(HTTPRequest(.GET, "/internal/database")))
-        }
-    }
-
-    func dial(address: String) throws -> Int32 {
-        if address == localAddress { return try connectAbstractSocket(localBindAddress) }
-        return try bridged.dial(address: address)
-    }
-}
-
-/// A client websocket as a dqlite `PeerStream`.
-struct WebSocketLink: PeerStream {
-    let socket: WebSocket
-    let received: AsyncStream<[UInt8]>
-
-    init(_ socket: WebSocket) {
-        self.socket = socket
-        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
-        received = stream
-        Task {
-            for await message in socket.messages {
-                if case .binary(let bytes) = message { continuation.yield(bytes) }
-            }
-            continuation.finish()
-        }
-    }
-
-    func send(_ bytes: [UInt8]) async throws { try await socket.send(binary: bytes) }
-    func close() async { await socket.close() }
-}
-
 /// Lets the join use case ask the agent to restart itself (new dqlite node, new database).
-final class RestartSignal: Sendable {
+public final class RestartSignal: Sendable {
+    public init() {}
+
     private let state = Mutex<(group: ServiceGroupHandle?, requested: Bool)>((nil, false))
 
-    func attach(_ group: ServiceGroupHandle) { state.withLock { $0.group = group } }
-    var requested: Bool { state.withLock { $0.requested } }
+    public func attach(_ group: ServiceGroupHandle) { state.withLock { $0.group = group } }
+    public var requested: Bool { state.withLock { $0.requested } }
 
-    func request() async {
+    public func request() async {
         let group = state.withLock { s -> ServiceGroupHandle? in
             s.requested = true
             return s.group
@@ -103,8 +29,10 @@ final class RestartSignal: Sendable {
     }
 }
 
-struct ServiceGroupHandle: Sendable {
+public struct ServiceGroupHandle: Sendable {
     let shutdown: @Sendable () async -> Void
+
+    public init(shutdown: @escaping @Sendable () async -> Void) { self.shutdown = shutdown }
 }
 
 /// A removal or admission in progress (`ClusterController.membershipOperation`); `end` is idempotent.
@@ -120,7 +48,7 @@ final class MembershipOperation: Sendable {
 }
 
 /// Membership use cases: join tokens, admitting and joining, listing, removal, role balance.
-final class ClusterController: ClusterService {
+public final class ClusterController: ClusterService {
     let db: ClusterDB
     let local: LocalState
     let dataDir: String
@@ -129,6 +57,8 @@ final class ClusterController: ClusterService {
     let directory: PeerDirectory
     let bindAddress: String
     let restart: RestartSignal
+    /// This binary's schema and API extensions: a joining member must run the same.
+    let memberVersion: MemberVersion
     let logger: Logger
     /// Where member-added/removed lifecycle events are published (nil: nowhere).
     let events: EventHub?
@@ -136,8 +66,9 @@ final class ClusterController: ClusterService {
     /// Clustering enabled (`cluster enable`, a bootstrap preseed, or a join): kept in member.json.
     private let enabledFlag: Mutex<Bool>
 
-    init(db: ClusterDB, local: LocalState, dataDir: String, identity: TLSIdentity, httpsAddress: String?, directory: PeerDirectory,
-         bindAddress: String, restart: RestartSignal, events: EventHub? = nil, logger: Logger) {
+    public init(db: ClusterDB, local: LocalState, dataDir: String, identity: TLSIdentity, httpsAddress: String?, directory: PeerDirectory,
+                bindAddress: String, memberVersion: MemberVersion, restart: RestartSignal, events: EventHub? = nil, logger: Logger) {
+        self.memberVersion = memberVersion
         self.events = events
         self.db = db
         self.local = local
@@ -151,17 +82,17 @@ final class ClusterController: ClusterService {
         enabledFlag = Mutex(local.clusterEnabled ?? false)
     }
 
-    var isClustered: Bool { directory.all.count > 1 }
+    public var isClustered: Bool { directory.all.count > 1 }
     /// Enabled on this member, or part of a cluster of several (members joined before the flag existed).
-    var isEnabled: Bool { enabledFlag.withLock { $0 } || isClustered }
+    public var isEnabled: Bool { enabledFlag.withLock { $0 } || isClustered }
 
-    func info() async throws -> ClusterInfo {
+    public func info() async throws -> ClusterInfo {
         ClusterInfo(serverName: local.name, enabled: isEnabled)
     }
 
     // MARK: Listing
 
-    func members() async throws -> [ClusterMemberInfo] {
+    public func members() async throws -> [ClusterMemberInfo] {
         let (rows, peers) = try await db.transaction { tx in (try tx.members(), try tx.memberPeers()) }
         let configuration: DatabaseConfiguration
         do {
@@ -212,7 +143,7 @@ final class ClusterController: ClusterService {
         return https
     }
 
-    static func validateMemberName(_ name: String) throws {
+    public static func validateMemberName(_ name: String) throws {
         do { try MemberName.validate(name) } catch { throw APIError.badRequest(error.description) }
     }
 
@@ -221,7 +152,7 @@ final class ClusterController: ClusterService {
     /// Makes this member the first of a cluster, named `serverName`. Enabling is a flag and a name
     /// only: the dqlite address has been the HTTPS address since the first start (DESIGN "Addresses").
     /// A rename restarts the agent (the name is in the runtime's cgroup paths, operation locations, logs).
-    func enable(serverName: String) async throws {
+    public func enable(serverName: String) async throws {
         try Self.validateMemberName(serverName)
         if isEnabled {
             guard serverName == local.name else {
@@ -272,7 +203,7 @@ final class ClusterController: ClusterService {
         try tx.addTrustedCertificate(TrustedCertificate(fingerprint: identity.fingerprint, name: name, type: .server, certificate: identity.certificatePEM))
     }
 
-    func issueJoinToken(name: String) async throws -> String {
+    public func issueJoinToken(name: String) async throws -> String {
         _ = try requireClusterAddress()
         try Self.validateMemberName(name)
         // Unlike LXD, `cluster add` on a member that is not clustered yet enables clustering under
@@ -304,7 +235,7 @@ final class ClusterController: ClusterService {
 
     // MARK: Admitting (existing member)
 
-    func accept(_ request: ClusterAcceptRequest, presentedCertificate: [UInt8]) async throws -> ClusterAcceptResponse {
+    public func accept(_ request: ClusterAcceptRequest, presentedCertificate: [UInt8]) async throws -> ClusterAcceptResponse {
         _ = try requireClusterAddress()
         guard (try? CertificateText.der(from: request.certificate)) == presentedCertificate else {
             throw APIError.forbidden("not authorized")
@@ -316,8 +247,8 @@ final class ClusterController: ClusterService {
         let name = request.serverName
         if let schema = request.schemaVersion, let extensions = request.apiExtensions {
             let joining = MemberVersion(schema: schema, apiExtensions: extensions)
-            guard joining == Agent.memberVersion else {
-                throw APIError.conflict("Member \(name) runs lxdd with \(joining), this member \(Agent.memberVersion): install the same lxdd version on both, then join again (the token stays valid)")
+            guard joining == memberVersion else {
+                throw APIError.conflict("Member \(name) runs lxdd with \(joining), this member \(memberVersion): install the same lxdd version on both, then join again (the token stays valid)")
             }
         }
         // The role balance stands aside while the newcomer is added (see `membershipOperation`).
@@ -381,7 +312,7 @@ final class ClusterController: ClusterService {
 
     // MARK: Joining (new member)
 
-    func join(token text: String, serverName: String?) async throws {
+    public func join(token text: String, serverName: String?) async throws {
         let address = try requireClusterAddress()
         let name = serverName ?? local.name
         try Self.validateMemberName(name)
@@ -398,7 +329,7 @@ final class ClusterController: ClusterService {
             throw APIError.badRequest("Member \(local.name) has instances or images: only an empty member can join a cluster (its database is replaced)")
         }
         let started = ContinuousClock.now
-        let answer = try await Self.requestAdmission(token: text, name: name, address: address, identity: identity)
+        let answer = try await Self.requestAdmission(token: text, name: name, address: address, identity: identity, version: memberVersion)
 
         // Restart on the cluster: the next start runs a node with the new id (not bootstrapping)
         // and moves the single-member database aside (Agent.run).
@@ -420,8 +351,8 @@ final class ClusterController: ClusterService {
 
     /// Asks a member named in `token` to admit this one as `name` at `address`. The connector checks
     /// the token's fingerprint during the TLS handshake, before the secret is sent.
-    static func requestAdmission(token text: String, name: String, address: String, identity: TLSIdentity,
-                                 preferredAddress: String? = nil) async throws -> ClusterAcceptResponse {
+    public static func requestAdmission(token text: String, name: String, address: String, identity: TLSIdentity, version: MemberVersion,
+                                        preferredAddress: String? = nil) async throws -> ClusterAcceptResponse {
         let token: JoinToken
         do {
             token = try JoinToken.decode(text)
@@ -436,7 +367,7 @@ final class ClusterController: ClusterService {
         do {
             let answer = try await client.call(.POST, "/internal/cluster/accept", json: ClusterAcceptRequest(
                 serverName: name, address: address, certificate: identity.certificatePEM, secret: token.secret,
-                schemaVersion: Agent.memberVersion.schema, apiExtensions: Agent.memberVersion.apiExtensions), as: ClusterAcceptResponse.self)
+                schemaVersion: version.schema, apiExtensions: version.apiExtensions), as: ClusterAcceptResponse.self)
             await client.transport.shutdown()
             return answer
         } catch let error as TransportError {
@@ -449,7 +380,7 @@ final class ClusterController: ClusterService {
     }
 
     /// Local state after an accepted join: the new dqlite id, the members, clustering enabled.
-    static func joinedState(_ local: LocalState, name: String, answer: ClusterAcceptResponse) -> LocalState {
+    public static func joinedState(_ local: LocalState, name: String, answer: ClusterAcceptResponse) -> LocalState {
         var state = local
         state.name = name
         state.dqliteID = answer.dqliteID
@@ -460,7 +391,7 @@ final class ClusterController: ClusterService {
 
     // MARK: Member settings
 
-    func updateMember(name: String, _ put: ClusterMemberPut) async throws {
+    public func updateMember(name: String, _ put: ClusterMemberPut) async throws {
         if let d = put.description, !d.isEmpty {
             throw APIError.badRequest("Member descriptions are not stored: send an empty description (use a user.* config key for notes)")
         }
@@ -491,7 +422,7 @@ final class ClusterController: ClusterService {
     /// Removes member `name`. Without `force` a member that owns instances is refused; with it, an
     /// OFFLINE member is removed together with its instances' rows (should it ever come back, its
     /// containers are not managed any more), as LXD's `cluster remove --force`.
-    func remove(name: String, force: Bool) async throws {
+    public func remove(name: String, force: Bool) async throws {
         // The role balance stands aside until the removal is done (see `membershipOperation`).
         let operation = membershipOperation()
         defer { operation.end() }
@@ -657,7 +588,7 @@ final class ClusterController: ClusterService {
     /// When the leader's last heartbeat arrived: a successor judges the silent old leader from then.
     let lastLeaderHeartbeat = Mutex<ContinuousClock.Instant?>(nil)
 
-    func receiveHeartbeat(_ heartbeat: ClusterHeartbeat) async throws {
+    public func receiveHeartbeat(_ heartbeat: ClusterHeartbeat) async throws {
         lastLeaderHeartbeat.withLock { $0 = .now }
         let peers = heartbeat.members.map { LocalPeer(name: $0.name, address: $0.address, fingerprint: $0.fingerprint) }
         // A list without this member is stale (or this member was removed): keep ours.
@@ -669,7 +600,7 @@ final class ClusterController: ClusterService {
 
     private let lastOnDemandRefresh = Mutex<ContinuousClock.Instant?>(nil)
 
-    func isMember(fingerprint: String) async -> Bool {
+    public func isMember(fingerprint: String) async -> Bool {
         if directory.contains(fingerprint: fingerprint) { return true }
         // A member admitted by another member a moment ago: look again, but at most every
         // 250 ms, so unknown certificates can't make every connection cost a database read.
@@ -683,7 +614,7 @@ final class ClusterController: ClusterService {
         return directory.contains(fingerprint: fingerprint)
     }
 
-    func servePeer(_ stream: any PeerStream) async {
+    public func servePeer(_ stream: any PeerStream) async {
         await DqlitePeerService.serve(stream, bindAddress: bindAddress, logger: logger)
     }
 }

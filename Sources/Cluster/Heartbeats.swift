@@ -10,13 +10,13 @@ import Membership
 /// The leader's heartbeats: every `schedule.interval` it sends the member list to each other
 /// member; `OfflineDetector` turns the answers into ONLINE/OFFLINE and role rebalances.
 /// Every member runs the loop; only the current dqlite leader heartbeats.
-struct Heartbeater {
+public struct Heartbeater: Sendable {
     let cluster: ClusterController
     let memberID: Int64
     let schedule: HeartbeatSchedule
     let logger: Logger
 
-    init(cluster: ClusterController, memberID: Int64, threshold: Duration = OfflineDetector.defaultThreshold, logger: Logger) {
+    public init(cluster: ClusterController, memberID: Int64, threshold: Duration = OfflineDetector.defaultThreshold, logger: Logger) {
         self.cluster = cluster
         self.memberID = memberID
         self.schedule = HeartbeatSchedule(threshold: threshold)
@@ -27,7 +27,7 @@ struct Heartbeater {
     /// heartbeats, and its offline judgements, start at most this long after its election.
     static let leadershipPoll = Duration.milliseconds(250)
 
-    func run() async {
+    public func run() async {
         let clock = ContinuousClock()
         let origin = clock.now
         var detector = OfflineDetector(configuration: .init(threshold: schedule.threshold), local: UInt64(memberID))
@@ -108,7 +108,7 @@ struct Heartbeater {
 
     /// Keeps the peer directory in step with the database, whichever member admitted a newcomer:
     /// until this member knows the newcomer's certificate, their database links are refused.
-    func refreshPeers() async {
+    public func refreshPeers() async {
         while !Task.isCancelled {
             do {
                 try await cluster.refreshPeers()
