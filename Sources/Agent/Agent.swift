@@ -135,7 +135,7 @@ public enum Agent {
         try FileManager.default.createDirectory(atPath: uploads, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
 
         let httpsAddresses = config.httpsAddress.map { [$0] } ?? []
-        let trust = TrustService(db: db, serverFingerprint: identity.fingerprint, serverAddresses: { httpsAddresses }, logger: logger)
+        let trust = ClusterTrust(db: db, serverFingerprint: identity.fingerprint, serverAddresses: { httpsAddresses }, logger: logger)
         let restart = RestartSignal()
         let cluster = ClusterController(
             db: db, local: local, dataDir: dataDir, identity: identity, httpsAddress: config.httpsAddress, directory: directory,

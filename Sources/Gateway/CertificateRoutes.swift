@@ -26,7 +26,7 @@ struct CertificatesPostBody: Decodable {
 }
 
 extension APIRoutes {
-    func addCertificateRoutes(_ router: Router<Context>, _ trust: TrustService) {
+    func addCertificateRoutes(_ router: Router<Context>, _ trust: any TrustService) {
         let r = self
         router.get("/1.0/certificates") { req, _ in
             let recursion = try req.recursion()

@@ -27,14 +27,14 @@ public struct APIRoutes: Sendable {
     public let limits: BodyLimits
     public let uploadDirectory: String
     /// The trust store: /1.0/certificates and the HTTPS listener's client check.
-    public let trust: TrustService
+    public let trust: any TrustService
     /// Cluster membership: /1.0/cluster routes and the members-only check.
     public let cluster: any ClusterService
     /// Reaches other members; nil (a single member) forwards nothing.
     public let forwarder: (any MemberForwarder)?
     let logger: Logger
 
-    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: TrustService, cluster: any ClusterService, forwarder: (any MemberForwarder)? = nil, logger: Logger) {
+    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: any TrustService, cluster: any ClusterService, forwarder: (any MemberForwarder)? = nil, logger: Logger) {
         self.forwarder = forwarder
         self.trust = trust
         self.cluster = cluster
