@@ -132,6 +132,10 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Images"]),
         .testTarget(name: "MigrationTests", dependencies: ["Migration"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
+        // Cluster's use cases over a real in-process dqlite node, and its pure pieces: no root, no network.
+        .testTarget(name: "ClusterTests", dependencies: [
+            "Cluster", "APITypes", "ClusterDB", "Dqlite", "Gateway", "Identity", "IdentityGenerator", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "Cluster", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "APITypes", .product(name: "Yams", package: "Yams")]),

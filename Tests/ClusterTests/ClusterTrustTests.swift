@@ -1,0 +1,109 @@
+import APITypes
+@testable import Cluster
+import ClusterDB
+import Dqlite
+import Foundation
+import Identity
+import IdentityGenerator
+import Logging
+import Synchronization
+import Testing
+
+/// The trust use cases over a real single-node dqlite database (in-process, no root).
+final class TrustHarness: Sendable {
+    private static let counter = Atomic<Int>(0)
+    let dataDir: String
+    let node: DqliteNode
+    let db: ClusterDB
+    let trust: ClusterTrust
+
+    init() async throws {
+        let n = Self.counter.add(1, ordering: .relaxed).newValue
+        let pid = getpid()
+        dataDir = NSTemporaryDirectory() + "cluster-test-\(pid)-\(n)-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        // The address is only the node's raft identity; it listens on an abstract unix socket.
+        node = try DqliteNode(id: 1, address: "127.0.0.1:\(25000 + n)", dataDir: dataDir + "/database",
+                              bindAddress: "@lxd-swift-test-cluster-\(pid)-\(n)", logger: Logger(label: "test.dqlite"))
+        try node.start()
+        db = try await ClusterDB.open(node: node, logger: Logger(label: "test.clusterdb"))
+        trust = ClusterTrust(db: db, serverFingerprint: String(repeating: "ab", count: 32), serverAddresses: { ["127.0.0.1:8443"] },
+                             logger: Logger(label: "test.trust"))
+    }
+
+    func shutdown() async {
+        await db.close()
+        try? node.stop()
+        try? FileManager.default.removeItem(atPath: dataDir)
+    }
+
+    /// Runs `body` on a fresh harness and shuts it down whatever happens.
+    static func with(_ body: (TrustHarness) async throws -> Void) async throws {
+        let h = try await TrustHarness()
+        do { try await body(h) } catch { await h.shutdown(); throw error }
+        await h.shutdown()
+    }
+}
+
+/// The HTTP status an operation fails with, or nil when it succeeds.
+func status(_ body: () async throws -> Void) async -> Int? {
+    do { try await body(); return nil } catch let e as APIError { return e.status } catch { return -1 }
+}
+
+@Suite struct ClusterTrustTests {
+    /// Stands in for a client certificate: trust stores DER bytes and their SHA-256.
+    let der: [UInt8] = Array("a client certificate".utf8)
+
+    @Test func aTrustTokenAddsThePresentedCertificateOnce() async throws {
+        try await TrustHarness.with { h in
+            let token = try await h.trust.createToken(name: "laptop", expiresAt: nil)
+            let fingerprint = try await h.trust.add(presented: der, trustToken: token.encoded(), name: nil)
+            #expect(fingerprint == Fingerprint.sha256(der: der))
+            #expect(try await h.trust.isTrusted(fingerprint: fingerprint))
+            #expect(try await h.trust.get(String(fingerprint.prefix(8))).name == "laptop")
+            let other: [UInt8] = Array("another certificate".utf8)
+            #expect(await status { _ = try await h.trust.add(presented: other, trustToken: token.encoded(), name: nil) } == 403)
+            #expect(try await !h.trust.isTrusted(fingerprint: Fingerprint.sha256(der: other)))
+        }
+    }
+
+    @Test func anUnknownSecretIsRefusedLikeAUsedOne() async throws {
+        try await TrustHarness.with { h in
+            #expect(await status { _ = try await h.trust.add(presented: der, trustToken: "not-a-secret", name: "x") } == 403)
+            let trusted = try await h.trust.list()
+            #expect(trusted.isEmpty)
+        }
+    }
+
+    @Test func aMembersServerCertificateCannotBeDeletedOrAdded() async throws {
+        try await TrustHarness.with { h in
+            let server = TrustedCertificate(fingerprint: String(repeating: "cd", count: 32), name: "m2", type: .server,
+                                            certificate: CertificateText.pem(der: Array("m2".utf8)))
+            try await h.db.transaction { tx in try tx.addTrustedCertificate(server) }
+            #expect(await status { try await h.trust.delete("cdcd") } == 400)
+            #expect(try await h.trust.isTrusted(fingerprint: server.fingerprint))
+            let pem = CertificateText.pem(der: der)
+            #expect(await status { _ = try await h.trust.add(certificate: pem, name: "m3", type: "server") } == 400)
+        }
+    }
+
+    @Test func aClientCertificateAddedByAnAdminCanBeDeleted() async throws {
+        try await TrustHarness.with { h in
+            // An admin's add parses the certificate: it must be a real one.
+            let pem = try IdentityGenerator.generate(commonName: "laptop").certificatePEM
+            #expect(await status { _ = try await h.trust.add(certificate: CertificateText.pem(der: der), name: nil, type: nil) } == 400)
+            let fingerprint = try await h.trust.add(certificate: pem, name: nil, type: nil)
+            #expect(try await h.trust.get(fingerprint).name == String(fingerprint.prefix(12)))
+            #expect(await status { _ = try await h.trust.add(certificate: pem, name: nil, type: nil) } == 409)
+            try await h.trust.delete(fingerprint)
+            #expect(try await !h.trust.isTrusted(fingerprint: fingerprint))
+            #expect(await status { _ = try await h.trust.get(fingerprint) } == 404)
+        }
+    }
+
+    @Test func aTokenNeedsAClientName() async throws {
+        try await TrustHarness.with { h in
+            #expect(await status { _ = try await h.trust.createToken(name: "", expiresAt: nil) } == 400)
+        }
+    }
+}
