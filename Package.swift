@@ -102,6 +102,7 @@ let package = Package(
         .target(name: "Cluster", dependencies: [
             "APITypes", "ClusterDB", "Dqlite", "Gateway", "Identity", "Instances", "InstanceConfig", "LXDClient", "Membership", "Operations",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Agent", dependencies: [

@@ -179,9 +179,8 @@ public enum Agent {
 
         // Shut down first (services stop in reverse order): hand leadership over while the
         // listeners still carry the peers' links.
-        let handoverLogger = logger
         services.append(.init(service: LeadershipHandover {
-            await handOverLeadership(db: db, local: local, clustered: cluster.isClustered, logger: handoverLogger)
+            await cluster.handOverLeadership()
         } then: {
             // Stopping the node now ends the peers' database links, which would otherwise keep
             // the listeners' graceful shutdown waiting (members stopping together wait on each other).
@@ -206,50 +205,6 @@ public enum Agent {
         }
         logger.info("agent stopped; containers left running")
         return false
-    }
-
-    /// Waits for the agent's graceful shutdown, then hands database leadership over.
-    struct LeadershipHandover: Service {
-        let handover: @Sendable () async -> Void
-        let then: @Sendable () -> Void
-
-        init(_ handover: @escaping @Sendable () async -> Void, then: @escaping @Sendable () -> Void) {
-            self.handover = handover
-            self.then = then
-        }
-
-        func run() async throws {
-            defer { then() }
-            try? await gracefulShutdown()
-            // Bounded: without a quorum there is no leader to ask, and stopping must not wait for one.
-            let handover = self.handover
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let once = ResumeOnce(continuation)
-                Task { await handover(); once.resume() }
-                Task { try? await Task.sleep(for: .seconds(2)); once.resume() }
-            }
-        }
-    }
-
-    final class ResumeOnce: Sendable {
-        private let continuation: Mutex<CheckedContinuation<Void, Never>?>
-        init(_ c: CheckedContinuation<Void, Never>) { continuation = Mutex(c) }
-        func resume() { continuation.withLock { c in c?.resume(); c = nil } }
-    }
-
-    /// dqlite 1.11 does not hand leadership over when a node stops (NOTES-dqlite.md): a leader
-    /// that stops on purpose transfers it first, so writes go on without an election timeout.
-    static func handOverLeadership(db: ClusterDB, local: LocalState, clustered: Bool, logger: Logger) async {
-        guard clustered else { return }
-        do {
-            let configuration = try await db.databaseConfiguration()
-            guard configuration.leader == local.dqliteID,
-                  let target = configuration.servers.first(where: { $0.role == .voter && $0.id != local.dqliteID }) else { return }
-            try await db.transferDatabaseLeadership(to: target.id)
-            logger.info("database leadership handed over", metadata: ["to": "\(target.address)"])
-        } catch {
-            logger.warning("could not hand database leadership over before stopping", metadata: ["error": "\(error)"])
-        }
     }
 
     /// CRIU for stateful stop/start, when one is installed (scripts/install-criu).
