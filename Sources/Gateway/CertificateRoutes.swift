@@ -42,7 +42,7 @@ extension APIRoutes {
             return Reply.empty()
         }
         router.post("/1.0/certificates") { req, ctx in
-            let body: CertificatesPostBody = try await r.decode(req, ctx)
+            let body: CertificatesPostBody = try await r.decode(req)
             let post = body.post
             if post.password != nil { throw APIError.badRequest("Trust passwords are not supported: use a trust token") }
             switch ctx.caller {

@@ -59,7 +59,7 @@ extension APIRoutes {
             Reply.sync(try await cluster.info())
         }
         router.put("/1.0/cluster") { req, ctx in
-            let put: ClusterPut = try await r.decode(req, ctx)
+            let put: ClusterPut = try await r.decode(req)
             if let token = put.clusterToken, !token.isEmpty {
                 try await cluster.join(token: token, serverName: put.serverName.flatMap { $0.isEmpty ? nil : $0 })
             } else if put.enabled == true {
@@ -88,7 +88,7 @@ extension APIRoutes {
             return Reply.sync(m)
         }
         router.post("/1.0/cluster/members") { req, ctx in
-            let post: ClusterMembersPost = try await r.decode(req, ctx)
+            let post: ClusterMembersPost = try await r.decode(req)
             let token = try await cluster.issueJoinToken(name: post.serverName)
             return Reply.sync(ClusterJoinToken(serverName: post.serverName, token: token))
         }
@@ -98,14 +98,14 @@ extension APIRoutes {
             return Reply.empty()
         }
         router.put("/1.0/cluster/members/:member") { req, ctx in
-            let put: ClusterMemberPut = try await r.decode(req, ctx)
+            let put: ClusterMemberPut = try await r.decode(req)
             try await cluster.updateMember(name: ctx.parameters.get("member") ?? "", put)
             return Reply.empty()
         }
         router.patch("/1.0/cluster/members/:member") { req, ctx in
             // PATCH: only the fields sent change; config keys are merged.
             let name = ctx.parameters.get("member") ?? ""
-            let patch: ClusterMemberPut = try await r.decode(req, ctx)
+            let patch: ClusterMemberPut = try await r.decode(req)
             guard let current = try await cluster.members().first(where: { $0.serverName == name }) else {
                 throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
             }
@@ -122,11 +122,11 @@ extension APIRoutes {
             guard case .untrusted(let presented) = ctx.caller, let presented else {
                 throw APIError.forbidden("a joining member must present its own, not yet trusted, certificate")
             }
-            let post: ClusterAcceptRequest = try await r.decode(req, ctx)
+            let post: ClusterAcceptRequest = try await r.decode(req)
             return Reply.sync(try await cluster.accept(post, presentedCertificate: presented))
         }
         router.post("/internal/cluster/heartbeat") { req, ctx in
-            let beat: ClusterHeartbeat = try await r.decode(req, ctx)
+            let beat: ClusterHeartbeat = try await r.decode(req)
             try await cluster.receiveHeartbeat(beat)
             return Reply.empty()
         }

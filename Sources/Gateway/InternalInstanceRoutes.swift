@@ -18,7 +18,7 @@ extension APIRoutes {
             return recursion >= 1 ? Reply.sync(groups) : Reply.sync(groups.map { "/1.0/placement-groups/\($0.name)" })
         }
         router.post("/1.0/placement-groups") { req, ctx in
-            let post: PlacementGroup = try await r.decode(req, ctx)
+            let post: PlacementGroup = try await r.decode(req)
             try await r.instances.placement.createPlacementGroup(post)
             return Reply.sync([String: String]())
         }
@@ -30,7 +30,7 @@ extension APIRoutes {
             return Reply.sync([String: String]())
         }
         router.post("/internal/instances/materialise") { req, ctx in
-            let post: InstancesMaterialisePost = try await r.decode(req, ctx)
+            let post: InstancesMaterialisePost = try await r.decode(req)
             return Reply.async(try await r.instances.lifecycle.materialise(post))
         }
     }

@@ -1,5 +1,4 @@
 import APITypes
-import ClusterDB
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -45,34 +44,5 @@ enum Reply {
             if let name = HTTPField.Name(k) { headers[name] = v }
         }
         return .init(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
-    }
-
-    /// Maps any error to the API boundary: our `APIError`s keep their status, anything else is a 500
-    /// that still carries the underlying message.
-    static func apiError(from error: any Error) -> APIError {
-        if let e = error as? APIError { return e }
-        if let e = error as? any APIErrorConvertible { return e.apiError }
-        // Hummingbird's own refusals (a body over its limit, a bad upgrade) keep their status.
-        if let e = error as? HTTPError { return APIError(e.status.code, e.body ?? e.status.reasonPhrase) }
-        return APIError(500, "\(error)")
-    }
-}
-
-/// Errors of lower layers that know their API status.
-public protocol APIErrorConvertible: Error {
-    var apiError: APIError { get }
-}
-
-/// Database refusals that reach the API: what the caller asked for is missing, taken or
-/// malformed (4xx), or the cluster is busy electing (503, retry); only a broken row is a 500.
-extension ClusterDBError: APIErrorConvertible {
-    public var apiError: APIError {
-        switch self {
-        case .notFound: .notFound(description)
-        case .alreadyExists, .exhausted: .conflict(description)
-        case .ambiguous, .invalidArgument: .badRequest(description)
-        case .outcomeUnknown, .retriesExhausted, .schemaTooNew: .unavailable(description)
-        case .corrupt, .migrationFailed: .internal(description)
-        }
     }
 }

@@ -55,25 +55,3 @@ struct GuardedRouter: HTTPResponderBuilder {
         FrontDoor(inner: router.buildResponder(), endpoints: endpoints, access: access, unserved: unserved)
     }
 }
-
-/// The router's first middleware: every error a handler throws becomes LXD's error reply here
-/// (handlers just throw), and an error answer from below in another shape (a refused websocket
-/// upgrade, Hummingbird's own errors) is given LXD's shape. It also checks that the router ran
-/// the endpoint the front door authorized.
-struct ErrorReplies: RouterMiddleware {
-    typealias Context = APIContext
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let endpoint = context.endpoint, context.endpointPath == endpoint.path else {
-            // Unreachable while the table and the router agree (checked when the router is built).
-            return Reply.error(.internal("Routing mismatch for \(request.method.rawValue) \(request.uri.path): the server's endpoint table and router disagree"))
-        }
-        do {
-            let response = try await next(request, context)
-            guard response.status.code >= 400, response.headers[.contentType] != "application/json" else { return response }
-            return Reply.error(APIError(response.status.code, response.status.reasonPhrase))
-        } catch {
-            return Reply.error(Reply.apiError(from: error))
-        }
-    }
-}
