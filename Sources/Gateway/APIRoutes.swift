@@ -10,8 +10,10 @@ typealias Context = APIContext
 /// OperationRoutes, EventRoutes, CertificateRoutes, ClusterRoutes, InternalInstanceRoutes).
 /// Handlers parse HTTP, call a use case and reply; no business rules here.
 public struct APIRoutes: Sendable {
-    public let instances: InstanceService
-    public let images: ImageService
+    let lifecycle: any InstanceLifecycleUseCases
+    let access: any InstanceAccessUseCases
+    let scheduling: any SchedulingUseCases
+    let images: any ImageUseCases
     public let operations: OperationRegistry
     public let serverInfo: @Sendable () async -> Server
     public let limits: BodyLimits
@@ -24,11 +26,22 @@ public struct APIRoutes: Sendable {
     public let forwarder: (any MemberForwarder)?
     let logger: Logger
 
+    /// The routes over this member's instance and image services.
     public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: any TrustService, cluster: any ClusterService, forwarder: (any MemberForwarder)? = nil, logger: Logger) {
+        self.init(lifecycle: instances.lifecycle, access: instances.access, scheduling: instances.placement, images: images, operations: operations,
+                  serverInfo: serverInfo, limits: limits, uploadDirectory: uploadDirectory, trust: trust, cluster: cluster, forwarder: forwarder, logger: logger)
+    }
+
+    /// The routes over any implementation of the use cases (route tests pass fakes).
+    public init(lifecycle: any InstanceLifecycleUseCases, access: any InstanceAccessUseCases, scheduling: any SchedulingUseCases, images: any ImageUseCases,
+                operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String,
+                trust: any TrustService, cluster: any ClusterService, forwarder: (any MemberForwarder)? = nil, logger: Logger) {
         self.forwarder = forwarder
         self.trust = trust
         self.cluster = cluster
-        self.instances = instances
+        self.lifecycle = lifecycle
+        self.access = access
+        self.scheduling = scheduling
         self.images = images
         self.operations = operations
         self.serverInfo = serverInfo
@@ -38,16 +51,18 @@ public struct APIRoutes: Sendable {
     }
 
     /// The routes of one listener, behind the front door that normalises paths and admits callers
-    /// per endpoint. `remote` (HTTPS) checks client certificates; the unix socket is root's.
-    func build(remote: Bool = false) -> GuardedRouter {
+    /// per endpoint. `remote` (HTTPS) checks client certificates (read by `peerCertificate`;
+    /// route tests present one without TLS); the unix socket is root's.
+    func build(remote: Bool = false, peerCertificate: @escaping AccessControl.PeerCertificate = AccessControl.tlsPeerCertificate) -> GuardedRouter {
         let router = Router(context: Context.self)
         router.add(middleware: ErrorReplies())
         // After admission: only callers allowed on the endpoint get forwarded.
         if let forwarder {
-            router.add(middleware: ForwardingMiddleware(forwarder: forwarder, instances: instances, bodyLimit: limits.file))
+            router.add(middleware: ForwardingMiddleware(forwarder: forwarder, instances: lifecycle, bodyLimit: limits.file))
         }
         addServerRoutes(router)
         addSchedulingRoutes(router)
+        addInternalInstanceRoutes(router)
         addCertificateRoutes(router, trust)
         addClusterRoutes(router, cluster)
         addEventRoutes(router)
@@ -59,7 +74,7 @@ public struct APIRoutes: Sendable {
         var isTrusted: (@Sendable (String) async throws -> Bool)? = nil
         if remote { isTrusted = { @Sendable fingerprint in try await trust.isTrusted(fingerprint: fingerprint) } }
         let isMember: @Sendable (String) async -> Bool = { fingerprint in await cluster.isMember(fingerprint: fingerprint) }
-        return GuardedRouter(router: router, endpoints: Endpoints.all, access: AccessControl(isTrusted: isTrusted, isMember: isMember))
+        return GuardedRouter(router: router, endpoints: Endpoints.all, access: AccessControl(isTrusted: isTrusted, isMember: isMember, peerCertificate: peerCertificate))
     }
 
     /// The router serves exactly the endpoint table: a route missing from the table would have

@@ -9,7 +9,7 @@ extension APIRoutes {
         let r = self
         router.get("/1.0/instances") { req, _ in
             let recursion = try req.recursion()
-            let list = try await r.instances.lifecycle.list(withState: recursion >= 2)
+            let list = try await r.lifecycle.list(withState: recursion >= 2)
             if recursion == 0 { return Reply.sync(list.map { "/1.0/instances/\($0.name)" }) }
             let forwarded = req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
             return Reply.sync(await r.clusterWide(list, withState: recursion >= 2, forwarded: forwarded))
@@ -20,51 +20,51 @@ extension APIRoutes {
             let options = CreateOptions(
                 target: req.uri.queryParameters.get("target").flatMap { $0.isEmpty ? nil : String($0) },
                 count: extra.count, namePrefix: extra.namePrefix, policy: extra.schedulerPolicy)
-            return Reply.async(try await r.instances.lifecycle.create(post, options: options))
+            return Reply.async(try await r.lifecycle.create(post, options: options))
         }
         router.get("/1.0/instances/:name") { req, ctx in
             let recursion = try req.recursion()
-            return Reply.sync(try await r.instances.lifecycle.get(try ctx.name(), withState: recursion >= 1))
+            return Reply.sync(try await r.lifecycle.get(try ctx.name(), withState: recursion >= 1))
         }
         router.put("/1.0/instances/:name") { req, ctx in
             let put: InstancePut = try await r.decode(req)
-            try await r.instances.lifecycle.update(try ctx.name(), put, replace: true)
+            try await r.lifecycle.update(try ctx.name(), put, replace: true)
             return Reply.empty()
         }
         router.patch("/1.0/instances/:name") { req, ctx in
             let put: InstancePut = try await r.decode(req)
-            try await r.instances.lifecycle.update(try ctx.name(), put, replace: false)
+            try await r.lifecycle.update(try ctx.name(), put, replace: false)
             return Reply.empty()
         }
         router.delete("/1.0/instances/:name") { _, ctx in
-            Reply.async(try await r.instances.lifecycle.delete(try ctx.name()))
+            Reply.async(try await r.lifecycle.delete(try ctx.name()))
         }
         router.get("/1.0/instances/:name/state") { _, ctx in
-            Reply.sync(try await r.instances.lifecycle.state(try ctx.name()))
+            Reply.sync(try await r.lifecycle.state(try ctx.name()))
         }
         router.put("/1.0/instances/:name/state") { req, ctx in
             let put: InstanceStatePut = try await r.decode(req)
-            return Reply.async(try await r.instances.lifecycle.changeState(try ctx.name(), put))
+            return Reply.async(try await r.lifecycle.changeState(try ctx.name(), put))
         }
         router.post("/1.0/instances/:name/exec") { req, ctx in
             let post: InstanceExecPost = try await r.decode(req)
-            return Reply.async(try await r.instances.access.exec(try ctx.name(), post))
+            return Reply.async(try await r.access.exec(try ctx.name(), post))
         }
         router.get("/1.0/instances/:name/console") { _, ctx in
-            Reply.raw(try await r.instances.access.consoleLog(try ctx.name()))
+            Reply.raw(try await r.access.consoleLog(try ctx.name()))
         }
         router.get("/1.0/instances/:name/logs") { _, ctx in
             let name = try ctx.name()
-            _ = try await r.instances.lifecycle.get(name, withState: false)
+            _ = try await r.lifecycle.get(name, withState: false)
             return Reply.sync(["/1.0/instances/\(name)/logs/console.log"])
         }
         router.get("/1.0/instances/:name/logs/:file") { _, ctx in
             guard ctx.parameters.get("file") == "console.log" else { throw APIError.notFound("Log file not found: only console.log exists") }
-            return Reply.raw(try await r.instances.access.consoleLog(try ctx.name()))
+            return Reply.raw(try await r.access.consoleLog(try ctx.name()))
         }
         router.get("/1.0/instances/:name/files") { req, ctx in
             let path = try req.requiredQuery("path")
-            let f = try await r.instances.access.readFile(try ctx.name(), path: path)
+            let f = try await r.access.readFile(try ctx.name(), path: path)
             return Reply.raw(f.content, headers: [
                 ("X-LXD-uid", "\(f.uid)"), ("X-LXD-gid", "\(f.gid)"),
                 ("X-LXD-mode", String(f.mode, radix: 8)), ("X-LXD-type", f.type),
@@ -81,7 +81,7 @@ extension APIRoutes {
             // Ids inside the container: its user namespace maps 0..<65536.
             let uid = try req.fileHeader("X-LXD-uid", radix: 10, max: 65_535) ?? 0
             let gid = try req.fileHeader("X-LXD-gid", radix: 10, max: 65_535) ?? 0
-            try await r.instances.access.writeFile(
+            try await r.access.writeFile(
                 try ctx.name(), path: path,
                 InstanceFile(content: body, uid: uid, gid: gid, mode: mode ?? (type == "file" ? 0o644 : 0o755), type: type))
             return Reply.empty()

@@ -10,19 +10,19 @@ extension APIRoutes {
             var info = await r.serverInfo()
             info.auth = ctx.caller.isTrusted ? "trusted" : "untrusted"
             // Cluster-wide config is shown to trusted callers only (LXD does the same).
-            if ctx.caller.isTrusted, let config = try? await r.instances.placement.serverConfig() {
+            if ctx.caller.isTrusted, let config = try? await r.scheduling.serverConfig() {
                 info.config.merge(config) { $1 }
             }
             return Reply.sync(info)
         }
         router.put("/1.0") { req, _ in
             let put: ServerPut = try await r.decode(req)
-            try await r.instances.placement.updateServerConfig(put.config, replace: true)
+            try await r.scheduling.updateServerConfig(put.config, replace: true)
             return Reply.empty()
         }
         router.patch("/1.0") { req, _ in
             let put: ServerPut = try await r.decode(req)
-            try await r.instances.placement.updateServerConfig(put.config, replace: false)
+            try await r.scheduling.updateServerConfig(put.config, replace: false)
             return Reply.empty()
         }
     }

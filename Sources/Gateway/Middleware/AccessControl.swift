@@ -1,5 +1,6 @@
 import APITypes
 import Identity
+import NIOCore
 import NIOSSL
 
 /// Who the caller is and whether it may reach an endpoint: the one place authorization is decided.
@@ -14,13 +15,22 @@ struct AccessControl: Sendable {
     let isTrusted: (@Sendable (String) async throws -> Bool)?
     /// Whether a certificate fingerprint is a cluster member's, from memory.
     let isMember: @Sendable (String) async -> Bool
+    /// The DER of the certificate the caller presented, nil for none.
+    var peerCertificate: PeerCertificate = tlsPeerCertificate
+
+    typealias PeerCertificate = @Sendable (any Channel) async -> [UInt8]?
+
+    /// The client certificate of a TLS connection. The handshake is over once a request
+    /// arrives, so it is final.
+    static let tlsPeerCertificate: PeerCertificate = { channel in
+        let certificate = try? await channel.nioSSL_peerCertificate().get()
+        return certificate.flatMap { try? $0.toDERBytes() }
+    }
 
     /// Sets `context.caller` and returns normally when it may call `access`; throws LXD's 403 otherwise.
     func admit(_ access: Access, context: inout APIContext) async throws {
         if case .local = context.caller { return }
-        // The handshake is over once a request arrives, so the peer certificate is final.
-        let certificate = try? await context.channel.nioSSL_peerCertificate().get()
-        let der = certificate.flatMap { try? $0.toDERBytes() }
+        let der = await peerCertificate(context.channel)
         let fingerprint = der.map { Fingerprint.sha256(der: $0) }
         context.caller = .untrusted(certificateDER: der)
         switch access {

@@ -8,7 +8,7 @@ import NIOCore
 struct ForwardingMiddleware: RouterMiddleware {
     typealias Context = APIContext
     let forwarder: any MemberForwarder
-    let instances: InstanceService
+    let instances: any InstanceLifecycleUseCases
     let bodyLimit: Int
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -30,7 +30,7 @@ struct ForwardingMiddleware: RouterMiddleware {
                 if case .operationWebSocket = route { return try await next(request, context) }
                 return try await forward(request, to: .id(id), forwarded: forwarded, what: "operation")
             case .instance(let name, let isStateRead):
-                guard let location = try await instances.lifecycle.location(of: name), location != forwarder.localMemberName else {
+                guard let location = try await instances.location(of: name), location != forwarder.localMemberName else {
                     return try await next(request, context)
                 }
                 if !isStateRead {
@@ -95,7 +95,7 @@ struct ForwardingMiddleware: RouterMiddleware {
 
     /// The owner did not answer a state read: the database's view, in status Error.
     private func unreachableAnswer(name: String, path: String, location: String) async throws -> Response {
-        let instance = Forwarding.unreachable(try await instances.lifecycle.get(name, withState: false))
+        let instance = Forwarding.unreachable(try await instances.get(name, withState: false))
         if path.hasSuffix("/state") {
             return Reply.sync(InstanceState(status: .error, pid: 0, processes: 0, memory: .init(usage: 0, usagePeak: 0, total: 0), cpu: .init(usage: 0)))
         }

@@ -1,0 +1,59 @@
+import APITypes
+import Instances
+
+// The instance and image use cases the routes call, as narrow protocols: Instances' services
+// implement them (conformances at the end), route tests back them with fakes.
+
+/// Create, read, change and delete instances (`InstanceLifecycle`).
+public protocol InstanceLifecycleUseCases: Sendable {
+    func list(withState: Bool) async throws -> [Instance]
+    func get(_ name: String, withState: Bool) async throws -> Instance
+    /// The member that owns `name`; nil when there is no such instance.
+    func location(of name: String) async throws -> String?
+    func state(_ name: String) async throws -> InstanceState
+    func create(_ post: InstancesPost, options: CreateOptions) async throws -> APIOperation
+    func changeState(_ name: String, _ put: InstanceStatePut) async throws -> APIOperation
+    func delete(_ name: String) async throws -> APIOperation
+    func update(_ name: String, _ put: InstancePut, replace: Bool) async throws
+    /// On the owner: creates the instances another member placed here.
+    func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation
+}
+
+/// Exec, console log, file pull and push (`InstanceAccess`).
+public protocol InstanceAccessUseCases: Sendable {
+    func consoleLog(_ name: String) async throws -> [UInt8]
+    func readFile(_ name: String, path: String) async throws -> InstanceFile
+    func writeFile(_ name: String, path: String, _ file: InstanceFile) async throws
+    func exec(_ name: String, _ post: InstanceExecPost) async throws -> APIOperation
+}
+
+/// Server config, members' capacity and placement groups (`PlacementService`).
+public protocol SchedulingUseCases: Sendable {
+    func serverConfig() async throws -> [String: String]
+    func updateServerConfig(_ config: [String: String], replace: Bool) async throws
+    func memberResources() async throws -> [MemberResources]
+    func placementGroups() async throws -> [PlacementGroup]
+    func placementGroup(_ name: String) async throws -> PlacementGroup
+    func createPlacementGroup(_ post: PlacementGroup) async throws
+    func deletePlacementGroup(_ name: String) async throws
+}
+
+/// Image upload, listing, export, deletion and aliases (`ImageService`).
+public protocol ImageUseCases: Sendable {
+    func list() async throws -> [Image]
+    func get(_ fingerprint: String) async throws -> Image
+    /// Imports the tarball uploaded to `path` (the use case owns the file from here).
+    func importTarball(at path: String, filename: String) async throws -> APIOperation
+    /// The original tarball of an image, for a member fetching it.
+    func exportPath(_ fingerprint: String) async throws -> String
+    func delete(_ fingerprint: String) async throws -> APIOperation
+    func aliases() async throws -> [ImageAliasEntry]
+    func alias(_ name: String) async throws -> ImageAliasEntry
+    func createAlias(_ post: ImageAliasesPost) async throws
+    func deleteAlias(_ name: String) async throws
+}
+
+extension InstanceLifecycle: InstanceLifecycleUseCases {}
+extension InstanceAccess: InstanceAccessUseCases {}
+extension PlacementService: SchedulingUseCases {}
+extension ImageService: ImageUseCases {}
