@@ -5,8 +5,8 @@ import Identity
 /// Trust use cases the certificate routes and the HTTPS authentication call; Cluster implements
 /// them over the cluster-wide trust store (`ClusterTrust`).
 public protocol TrustService: Sendable {
-    /// Looked up on every HTTPS request: a removed certificate loses access at once. Throws
-    /// `APIError.unavailable` when the store cannot answer (a trusted client must then hear
+    /// Looked up on every HTTPS request: a removed certificate loses access at once. Throws an
+    /// error of kind `unavailable` when the store cannot answer (a trusted client must then hear
     /// "try later", not "not authorized").
     func isTrusted(fingerprint: String) async throws -> Bool
     func list() async throws -> [CertificateInfo]

@@ -45,7 +45,7 @@ actor ExecSession {
         await withCheckedContinuation { allAttached.append($0) }
         timer.cancel()
         guard names.allSatisfy({ attached[$0] != nil }) else {
-            throw APIError.badRequest("Exec websockets were not all connected within \(timeout): connect to every fd in the operation's metadata")
+            throw InstancesError.invalid("Exec websockets were not all connected within \(timeout): connect to every fd in the operation's metadata")
         }
     }
 

@@ -29,7 +29,7 @@ struct ImageFetch: Sendable {
         let holders = try await db.transaction { tx in try tx.imageMembers(imageID: image.id) }
             .map(\.name).filter { $0 != member.name }
         guard !holders.isEmpty else {
-            throw APIError.unavailable("Image \(image.fingerprint.prefix(12)) is on no other member to fetch from: import it on member \(member.name)")
+            throw InstancesError.unavailable("Image \(image.fingerprint.prefix(12)) is on no other member to fetch from: import it on member \(member.name)")
         }
         var failures: [String] = []
         for holder in holders {
@@ -47,14 +47,14 @@ struct ImageFetch: Sendable {
                 failures.append("\(holder): \(error)")
             }
         }
-        throw APIError.unavailable("Cannot fetch image \(image.fingerprint.prefix(12)) onto member \(member.name) (\(failures.joined(separator: "; "))): import it there")
+        throw InstancesError.unavailable("Cannot fetch image \(image.fingerprint.prefix(12)) onto member \(member.name) (\(failures.joined(separator: "; "))): import it there")
     }
 
     private func importFetched(_ bytes: [UInt8], fingerprint: String) async throws -> ImportedLayer {
-        guard bytes.count <= maxImageBytes else { throw APIError.tooLarge("Fetched image is larger than \(maxImageBytes) bytes") }
+        guard bytes.count <= maxImageBytes else { throw InstancesError.tooLarge("Fetched image is larger than \(maxImageBytes) bytes") }
         let path = "\(uploadDirectory)/fetch-\(UUID().uuidString)"
         guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else {
-            throw APIError.internal("Cannot write fetched image to \(uploadDirectory): check the data directory is writable")
+            throw InstancesError.internal("Cannot write fetched image to \(uploadDirectory): check the data directory is writable")
         }
         defer { unlink(path) }
         let store = self.store, maxBytes = maxImageBytes

@@ -33,7 +33,7 @@ public final class ImageService: Sendable {
             do {
                 layer = try await Blocking.run { try self.store.importTarball(at: path, maxBytes: self.maxImageBytes) }
             } catch let e as ImageError {
-                throw APIError.badRequest("Invalid image: \(e)")
+                throw InstancesError.invalid("Invalid image: \(e)")
             }
             let now = Date()
             let created = layer.metadata.creationDate.map { Date(timeIntervalSince1970: TimeInterval($0)) } ?? now
@@ -56,7 +56,7 @@ public final class ImageService: Sendable {
     public func exportPath(_ fingerprint: String) async throws -> String {
         let image = try await row(fingerprint)
         guard let path = store.tarballPath(fingerprint: image.fingerprint) else {
-            throw APIError.notFound("Image \(image.fingerprint.prefix(12)) has no tarball on member \(member.name): fetch it from another member")
+            throw InstancesError.notFound("Image \(image.fingerprint.prefix(12)) has no tarball on member \(member.name): fetch it from another member")
         }
         return path
     }
@@ -85,16 +85,16 @@ public final class ImageService: Sendable {
 
     public func createAlias(_ post: ImageAliasesPost) async throws {
         guard !post.name.isEmpty, !post.name.contains("/"), post.name.count <= 255 else {
-            throw APIError.badRequest("Invalid alias name \"\(post.name)\"")
+            throw InstancesError.invalid("Invalid alias name \"\(post.name)\"")
         }
         let image = try await row(post.target)
         do {
             try await db.transaction { tx in
-                if try tx.imageByAlias(post.name) != nil { throw APIError.conflict("Alias \"\(post.name)\" already exists") }
+                if try tx.imageByAlias(post.name) != nil { throw InstancesError.conflict("Alias \"\(post.name)\" already exists") }
                 try tx.addAlias(name: post.name, imageID: image.id, description: post.description ?? "")
             }
         } catch let e as ClusterDBError {
-            if case .alreadyExists = e { throw APIError.conflict("Alias \"\(post.name)\" already exists") }
+            if case .alreadyExists = e { throw InstancesError.conflict("Alias \"\(post.name)\" already exists") }
             throw e
         }
         announceAlias(.imageAliasCreated, name: post.name)
@@ -109,28 +109,28 @@ public final class ImageService: Sendable {
     public func alias(_ name: String) async throws -> ImageAliasEntry {
         guard let img = try await db.transaction({ tx in try tx.imageByAlias(name) }),
               let a = img.aliases.first(where: { $0.name == name }) else {
-            throw APIError.notFound("Image alias \"\(name)\" not found")
+            throw InstancesError.notFound("Image alias \"\(name)\" not found")
         }
         return ImageAliasEntry(name: a.name, description: a.description, target: img.fingerprint)
     }
 
     public func deleteAlias(_ name: String) async throws {
         let deleted = try await db.transaction { tx in try tx.deleteAlias(name: name) }
-        if !deleted { throw APIError.notFound("Image alias \"\(name)\" not found") }
+        if !deleted { throw InstancesError.notFound("Image alias \"\(name)\" not found") }
         announceAlias(.imageAliasDeleted, name: name)
     }
 
     func row(_ fingerprint: String) async throws -> ImageRow {
         guard !fingerprint.isEmpty, fingerprint.allSatisfy(\.isHexDigit) else {
-            throw APIError.badRequest("Invalid image fingerprint \"\(fingerprint)\"")
+            throw InstancesError.invalid("Invalid image fingerprint \"\(fingerprint)\"")
         }
         do {
             guard let r = try await db.transaction({ tx in try tx.image(fingerprintPrefix: fingerprint) }) else {
-                throw APIError.notFound("Image \"\(fingerprint)\" not found")
+                throw InstancesError.notFound("Image \"\(fingerprint)\" not found")
             }
             return r
         } catch let e as ClusterDBError {
-            if case .ambiguous = e { throw APIError.badRequest("Image fingerprint prefix \"\(fingerprint)\" is ambiguous: give more characters") }
+            if case .ambiguous = e { throw InstancesError.invalid("Image fingerprint prefix \"\(fingerprint)\" is ambiguous: give more characters") }
             throw e
         }
     }

@@ -15,7 +15,7 @@ public struct InstanceAccess: Sendable {
 
     public func readFile(_ name: String, path: String) async throws -> InstanceFile {
         _ = try await context.row(name)
-        guard path.hasPrefix("/") else { throw APIError.badRequest("File path must be absolute: \(path)") }
+        guard path.hasPrefix("/") else { throw InstancesError.invalid("File path must be absolute: \(path)") }
         do {
             let f = try await context.host.readFile(name: name, path: path, maxBytes: ContainerRuntime.maxReadBytes)
             if let entries = f.entries {
@@ -23,18 +23,18 @@ public struct InstanceAccess: Sendable {
             }
             return InstanceFile(content: f.content, uid: f.uid, gid: f.gid, mode: f.mode)
         } catch {
-            throw error.apiError
+            throw error.useCaseError
         }
     }
 
     public func writeFile(_ name: String, path: String, _ file: InstanceFile) async throws {
         _ = try await context.row(name)
-        guard path.hasPrefix("/") else { throw APIError.badRequest("File path must be absolute: \(path)") }
-        guard file.type == "file" else { throw APIError.badRequest("Only regular files can be pushed") }
+        guard path.hasPrefix("/") else { throw InstancesError.invalid("File path must be absolute: \(path)") }
+        guard file.type == "file" else { throw InstancesError.invalid("Only regular files can be pushed") }
         do {
             try await context.host.writeFile(name: name, path: path, content: file.content, mode: file.mode, uid: file.uid, gid: file.gid)
         } catch {
-            throw error.apiError
+            throw error.useCaseError
         }
     }
 
@@ -42,11 +42,11 @@ public struct InstanceAccess: Sendable {
     public func exec(_ name: String, _ post: InstanceExecPost) async throws -> APIOperation {
         _ = try await context.row(name)
         guard context.host.state(name: name)?.running == true else {
-            throw APIError.badRequest("Instance \(name) is not running: start it first")
+            throw InstancesError.invalid("Instance \(name) is not running: start it first")
         }
-        guard !post.command.isEmpty, !post.command[0].isEmpty else { throw APIError.badRequest("Exec needs a command") }
+        guard !post.command.isEmpty, !post.command[0].isEmpty else { throw InstancesError.invalid("Exec needs a command") }
         guard post.waitForWebsocket == true else {
-            throw APIError.badRequest("Only wait-for-websocket=true is supported: connect to the operation's websockets")
+            throw InstancesError.invalid("Only wait-for-websocket=true is supported: connect to the operation's websockets")
         }
         let session = ExecSession(interactive: post.interactive ?? false)
         var secrets: [String: String] = [:]
@@ -89,15 +89,15 @@ struct ExecRequest: Sendable {
 }
 
 extension RuntimeError {
-    /// The API status of a runtime failure: missing things are 404, misuse 400, the rest 500.
-    var apiError: APIError {
+    /// The kind of a runtime failure: missing things are not found, misuse is invalid, the rest internal.
+    var useCaseError: InstancesError {
         switch self {
-        case .notFound: APIError.notFound(description)
-        case .notRunning, .alreadyRunning, .invalid: APIError.badRequest(description)
-        case .unsupported: APIError(501, description)
-        case .system(_, _, let code) where code == ENOENT || code == ENOTDIR: APIError.notFound(description)
-        case .system(_, _, let code) where code == ELOOP || code == EXDEV || code == EISDIR: APIError.badRequest(description)
-        default: APIError.internal(description)
+        case .notFound: InstancesError.notFound(description)
+        case .notRunning, .alreadyRunning, .invalid: InstancesError.invalid(description)
+        case .unsupported: .init(.unsupported, description)
+        case .system(_, _, let code) where code == ENOENT || code == ENOTDIR: InstancesError.notFound(description)
+        case .system(_, _, let code) where code == ELOOP || code == EXDEV || code == EISDIR: InstancesError.invalid(description)
+        default: InstancesError.internal(description)
         }
     }
 }

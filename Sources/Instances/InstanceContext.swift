@@ -30,7 +30,7 @@ struct InstanceContext: Sendable {
 
     func row(_ name: String) async throws -> InstanceRow {
         guard let r = try await db.transaction({ tx in try tx.instance(name: name) }) else {
-            throw APIError.notFound("Instance \"\(name)\" not found")
+            throw InstancesError.notFound("Instance \"\(name)\" not found")
         }
         return r
     }
@@ -43,16 +43,16 @@ struct InstanceContext: Sendable {
         }
         guard let image = found else {
             if (alias ?? "").isEmpty, (fingerprint ?? "").isEmpty {
-                throw APIError.badRequest("Image source needs an alias or a fingerprint")
+                throw InstancesError.invalid("Image source needs an alias or a fingerprint")
             }
-            throw APIError.notFound("Image \"\(alias ?? fingerprint ?? "")\" not found: import it with lxdctl image import")
+            throw InstancesError.notFound("Image \"\(alias ?? fingerprint ?? "")\" not found: import it with lxdctl image import")
         }
         return image
     }
 
     func spec(for r: InstanceRow) throws -> ContainerSpec {
         guard let layer = layers.layer(fingerprint: r.imageFingerprint) else {
-            throw APIError.internal("Image layer \(r.imageFingerprint.prefix(12)) of instance \(r.name) is missing on member \(member.name)")
+            throw InstancesError.internal("Image layer \(r.imageFingerprint.prefix(12)) of instance \(r.name) is missing on member \(member.name)")
         }
         var env: [String: String] = [:]
         for (k, v) in r.config where k.hasPrefix("environment.") { env[String(k.dropFirst(12))] = v }

@@ -48,19 +48,19 @@ extension InstanceLifecycle {
     public func create(_ post: InstancesPost, options: CreateOptions) async throws -> APIOperation {
         let names = try Self.names(post, options)
         for name in names {
-            do { try InstanceName.validate(name) } catch { throw APIError.badRequest(error.description) }
+            do { try InstanceName.validate(name) } catch { throw InstancesError.invalid(error.description) }
         }
         if let type = post.type, type != "container" {
-            throw APIError.badRequest("Unsupported instance type \"\(type)\": only containers are supported")
+            throw InstancesError.invalid("Unsupported instance type \"\(type)\": only containers are supported")
         }
         guard post.source.type == "image" else {
-            throw APIError.badRequest("Unsupported source type \"\(post.source.type)\": use an image (alias or fingerprint)")
+            throw InstancesError.invalid("Unsupported source type \"\(post.source.type)\": use an image (alias or fingerprint)")
         }
         if let policy = options.policy { _ = try PlacementPlanner.parsePolicy(policy) }
         let userConfig = post.config ?? [:]
-        do { try InstanceConfigSchema.validate(user: userConfig) } catch { throw APIError.badRequest("Invalid config: \(error.description)") }
+        do { try InstanceConfigSchema.validate(user: userConfig) } catch { throw InstancesError.invalid("Invalid config: \(error.description)") }
         if let devices = post.devices, !devices.isEmpty {
-            throw APIError.badRequest("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
+            throw InstancesError.invalid("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
         }
 
         let image = try await context.resolveImage(alias: post.source.alias, fingerprint: post.source.fingerprint)
@@ -86,7 +86,7 @@ extension InstanceLifecycle {
                 let taken = try tx.existingInstanceNames(names)
                 if !taken.isEmpty {
                     let shown = taken.prefix(5).joined(separator: ", ") + (taken.count > 5 ? " and \(taken.count - 5) more" : "")
-                    throw APIError.conflict(names.count == 1 ? "Instance \"\(names[0])\" already exists"
+                    throw InstancesError.conflict(names.count == 1 ? "Instance \"\(names[0])\" already exists"
                                             : "Instances already exist: \(shown); nothing was created")
                 }
                 let plan: [PlannedInstance]
@@ -120,7 +120,7 @@ extension InstanceLifecycle {
                 return plan
             }
         } catch let e as ClusterDBError {
-            if case .alreadyExists = e { throw APIError.conflict("Instance \"\(names[0])\" already exists (or a concurrent launch took a name): retry") }
+            if case .alreadyExists = e { throw InstancesError.conflict("Instance \"\(names[0])\" already exists (or a concurrent launch took a name): retry") }
             throw e
         }
         context.logger.info("instances placed", metadata: [
@@ -158,14 +158,14 @@ extension InstanceLifecycle {
     /// Instance names of a launch: the one given, or `prefix` + zero-padded index for a batch.
     static func names(_ post: InstancesPost, _ options: CreateOptions) throws -> [String] {
         guard let count = options.count else {
-            if options.namePrefix != nil { throw APIError.badRequest("name_prefix needs count") }
+            if options.namePrefix != nil { throw InstancesError.invalid("name_prefix needs count") }
             return [post.name]
         }
         guard count >= 1, count <= CreateOptions.maxCount else {
-            throw APIError.badRequest("count must be between 1 and \(CreateOptions.maxCount), got \(count)")
+            throw InstancesError.invalid("count must be between 1 and \(CreateOptions.maxCount), got \(count)")
         }
         guard let prefix = options.namePrefix ?? (post.name.isEmpty ? nil : post.name + "-") else {
-            throw APIError.badRequest("A launch with count needs name_prefix (or name, used as name-)")
+            throw InstancesError.invalid("A launch with count needs name_prefix (or name, used as name-)")
         }
         let width = String(count).count
         return (1...count).map { index in
@@ -178,16 +178,16 @@ extension InstanceLifecycle {
     /// once with an operation; the work runs inside it, `materialiseWidth` instances at a time,
     /// reporting `progress` ({done, failed, total}) in its metadata.
     public func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation {
-        guard !post.names.isEmpty else { throw APIError.badRequest("No instance names given") }
+        guard !post.names.isEmpty else { throw InstancesError.invalid("No instance names given") }
         let names = post.names
         // Claimed before anything is created: the placing member deletes only rows nobody claimed.
         let rows: [InstanceRow]
         do {
             rows = try await context.db.transaction { tx in try tx.claimInstances(names, memberID: context.member.id) }
         } catch ClusterDBError.notFound(let what) {
-            throw APIError.notFound("Member \(context.member.name) has no unclaimed \(what): nothing created")
+            throw InstancesError.notFound("Member \(context.member.name) has no unclaimed \(what): nothing created")
         } catch ClusterDBError.alreadyExists(let what) {
-            throw APIError.conflict("On member \(context.member.name), \(what): nothing more created")
+            throw InstancesError.conflict("On member \(context.member.name), \(what): nothing more created")
         }
         let start = post.start
         let total = rows.count
@@ -213,16 +213,16 @@ extension InstanceLifecycle {
         for fingerprint in Set(rows.map(\.imageFingerprint)) where context.layers.layer(fingerprint: fingerprint) == nil {
             do {
                 guard let fetch = context.imageFetch else {
-                    throw APIError.unavailable("Image \(fingerprint.prefix(12)) is not present on member \(context.member.name): import it there")
+                    throw InstancesError.unavailable("Image \(fingerprint.prefix(12)) is not present on member \(context.member.name): import it there")
                 }
                 guard let image = try await context.db.transaction({ tx in try tx.image(fingerprintPrefix: fingerprint) }) else {
-                    throw APIError.notFound("Image \(fingerprint.prefix(12)) was deleted before its instances were created")
+                    throw InstancesError.notFound("Image \(fingerprint.prefix(12)) was deleted before its instances were created")
                 }
                 _ = try await fetch.ensureLayer(image)
             } catch {
                 let names = rows.filter { $0.imageFingerprint == fingerprint }.map(\.name)
                 _ = try? await context.db.transaction { tx in try tx.deleteInstances(names) }
-                throw APIError.internal("Failed to create \(names.count == 1 ? "instance \(names[0])" : "\(names.count) instances"): \(error)")
+                throw InstancesError.internal("Failed to create \(names.count == 1 ? "instance \(names[0])" : "\(names.count) instances"): \(error)")
             }
         }
 
@@ -270,10 +270,10 @@ extension InstanceLifecycle {
         let failed = failures.map(\.name)
         try? await context.db.idempotentTransaction { tx in _ = try tx.deleteInstances(failed) }
         if rows.count == 1 {
-            throw APIError.internal("Failed to \(start ? "start" : "create") instance \(failed[0]): \(failures[0].error)")
+            throw InstancesError.internal("Failed to \(start ? "start" : "create") instance \(failed[0]): \(failures[0].error)")
         }
         let detail = failures.prefix(3).map { "\($0.name): \($0.error)" }.joined(separator: "; ")
-        throw APIError.internal("Failed to create \(failures.count) of \(rows.count) instances on member \(context.member.name) (removed): \(detail)")
+        throw InstancesError.internal("Failed to create \(failures.count) of \(rows.count) instances on member \(context.member.name) (removed): \(detail)")
     }
 
     /// The owner's operation (this member's own, or another's) for instances placed on `owner`;
@@ -281,7 +281,7 @@ extension InstanceLifecycle {
     func materialise(_ post: InstancesMaterialisePost, on owner: String) async throws -> APIOperation {
         do {
             if owner == context.member.name { return try await materialise(post) }
-            guard let materialiser = context.materialiser else { throw APIError.unavailable("this member cannot reach other members") }
+            guard let materialiser = context.materialiser else { throw InstancesError.unavailable("this member cannot reach other members") }
             return try await materialiser.materialise(post, on: owner)
         } catch {
             // The request may have reached the owner and only its answer been lost: rows the owner
@@ -290,17 +290,17 @@ extension InstanceLifecycle {
             let claimed = (try? await context.db.idempotentTransaction { tx in try tx.releaseUnclaimedInstances(names) })?.claimed
             let what = names.count == 1 ? "instance \(names[0])" : "\(names.count) instances"
             guard let claimed else {
-                throw APIError.unavailable("Member \(owner) could not be asked to create \(what), and whether it took them is unknown (the database did not answer): check with lxdctl list. Error: \(error)")
+                throw InstancesError.unavailable("Member \(owner) could not be asked to create \(what), and whether it took them is unknown (the database did not answer): check with lxdctl list. Error: \(error)")
             }
             if claimed.isEmpty {
                 if owner == context.member.name { throw error }
-                throw APIError.unavailable("Member \(owner) could not create \(what), so nothing was created there: \(error)")
+                throw InstancesError.unavailable("Member \(owner) could not create \(what), so nothing was created there: \(error)")
             }
             context.logger.warning("owner took instances but its answer was lost", metadata: [
                 "owner": "\(owner)", "claimed": "\(claimed.count)", "requested": "\(names.count)", "error": "\(error)"])
             let taken = claimed.count == 1 ? "instance \(claimed[0])" : "\(claimed.count) instances (\(claimed.prefix(3).joined(separator: ", "))…)"
             let gone = names.count - claimed.count
-            throw APIError.unavailable("Member \(owner)'s answer was lost, but it took \(taken) and is creating \(claimed.count == 1 ? "it" : "them") (lxdctl list shows progress)\(gone > 0 ? "; the other \(gone) were removed" : ""): \(error)")
+            throw InstancesError.unavailable("Member \(owner)'s answer was lost, but it took \(taken) and is creating \(claimed.count == 1 ? "it" : "them") (lxdctl list shows progress)\(gone > 0 ? "; the other \(gone) were removed" : ""): \(error)")
         }
     }
 
@@ -336,7 +336,7 @@ extension InstanceLifecycle {
             if case .success(let op) = part.result { return (part.owner, part.count, op) }
             return nil
         }
-        if running.isEmpty { throw APIError.unavailable("No member could create the instances: \(refused.joined(separator: "; "))") }
+        if running.isEmpty { throw InstancesError.unavailable("No member could create the instances: \(refused.joined(separator: "; "))") }
         let refusedCount = parts.filter { if case .failure = $0.result { return true }; return false }.map(\.count).reduce(0, +)
         let perMember = JSONValue.object(Dictionary(uniqueKeysWithValues: running.map { ($0.owner, JSONValue.int($0.count)) }))
 
@@ -395,7 +395,7 @@ extension InstanceLifecycle {
                 await operation.setMetadata("progress", Self.progress(done: done, failed: failed, total: total))
             }
             if !errors.isEmpty {
-                throw APIError.internal("Batch of \(total) instances incomplete (failed instances were removed): \(errors.joined(separator: "; "))")
+                throw InstancesError.internal("Batch of \(total) instances incomplete (failed instances were removed): \(errors.joined(separator: "; "))")
             }
             return ["progress": Self.progress(done: total, failed: 0, total: total), "members": perMember]
         }

@@ -50,24 +50,24 @@ public struct InstanceLifecycle: Sendable {
         let stateful = put.stateful ?? false
         // LXD's -1 (the client's default) means no timeout given; anything else must be a sane number of seconds.
         if let t = put.timeout, t != -1, !(0...86_400).contains(t) {
-            throw APIError.badRequest("Invalid timeout \(t): use seconds from 0 to 86400, or -1 for the default (30 s)")
+            throw InstancesError.invalid("Invalid timeout \(t): use seconds from 0 to 86400, or -1 for the default (30 s)")
         }
         let timeout = Duration.seconds(put.timeout.flatMap { $0 >= 0 ? $0 : nil } ?? 30)
         if stateful {
-            guard put.action == "stop" else { throw APIError.badRequest("stateful applies to stop only: start restores a saved state by itself") }
+            guard put.action == "stop" else { throw InstancesError.invalid("stateful applies to stop only: start restores a saved state by itself") }
             guard context.checkpointer != nil else {
-                throw APIError.badRequest("Stateful stop needs CRIU >= 4.2 on member \(context.member.name): run scripts/install-criu")
+                throw InstancesError.invalid("Stateful stop needs CRIU >= 4.2 on member \(context.member.name): run scripts/install-criu")
             }
         }
         switch put.action {
         case "start":
-            if context.host.state(name: name)?.running == true { throw APIError.badRequest("Instance \(name) is already running") }
+            if context.host.state(name: name)?.running == true { throw InstancesError.invalid("Instance \(name) is already running") }
         case "stop":
-            if context.host.state(name: name)?.running != true { throw APIError.badRequest("Instance \(name) is not running") }
+            if context.host.state(name: name)?.running != true { throw InstancesError.invalid("Instance \(name) is not running") }
         case "restart":
-            if context.host.state(name: name)?.running != true { throw APIError.badRequest("Instance \(name) is not running: use start") }
+            if context.host.state(name: name)?.running != true { throw InstancesError.invalid("Instance \(name) is not running: use start") }
         default:
-            throw APIError.badRequest("Unsupported action \"\(put.action)\": use start, stop or restart")
+            throw InstancesError.invalid("Unsupported action \"\(put.action)\": use start, stop or restart")
         }
         return await context.operations.start(
             description: "\(put.action.prefix(1).uppercased())\(put.action.dropFirst())ing instance",
@@ -95,12 +95,12 @@ public struct InstanceLifecycle: Sendable {
         if context.host.state(name: r.name)?.running == true { return }
         if context.hasSavedState(r.name) {
             guard let checkpointer = context.checkpointer else {
-                throw APIError.badRequest("Instance \(r.name) has a saved state but CRIU is missing on member \(context.member.name): run scripts/install-criu")
+                throw InstancesError.invalid("Instance \(r.name) has a saved state but CRIU is missing on member \(context.member.name): run scripts/install-criu")
             }
             do {
                 _ = try await checkpointer.restore(name: r.name, destination: context.host, from: context.stateDirectory(r.name))
             } catch {
-                throw APIError.internal("Restoring the saved state of \(r.name) failed: \(error). The state is kept; start again to retry")
+                throw InstancesError.internal("Restoring the saved state of \(r.name) failed: \(error). The state is kept; start again to retry")
             }
             try? FileManager.default.removeItem(atPath: context.stateDirectory(r.name))
         } else {
@@ -116,7 +116,7 @@ public struct InstanceLifecycle: Sendable {
     /// Stateful stop: CRIU dumps the process tree into the instance's state directory and the
     /// container stops; the next start restores it (memory, pids, open files).
     private func checkpointLocked(_ name: String) async throws {
-        guard let checkpointer = context.checkpointer else { throw APIError.badRequest("Stateful stop needs CRIU") }
+        guard let checkpointer = context.checkpointer else { throw InstancesError.invalid("Stateful stop needs CRIU") }
         let dir = context.stateDirectory(name)
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -124,7 +124,7 @@ public struct InstanceLifecycle: Sendable {
             _ = try await checkpointer.checkpoint(name: name, source: context.host, into: dir)
         } catch {
             try? FileManager.default.removeItem(atPath: dir)
-            throw APIError.internal("Stateful stop of \(name) failed: \(error). The instance keeps running")
+            throw InstancesError.internal("Stateful stop of \(name) failed: \(error). The instance keeps running")
         }
         try await context.db.transaction { tx in try tx.updateInstancePowerState(name: name, .stopped) }
     }
@@ -165,12 +165,12 @@ public struct InstanceLifecycle: Sendable {
     public func delete(_ name: String) async throws -> APIOperation {
         let r = try await context.row(name)
         if context.host.state(name: name)?.running == true {
-            throw APIError.badRequest("Instance \(name) is running: stop it first (or delete --force)")
+            throw InstancesError.invalid("Instance \(name) is running: stop it first (or delete --force)")
         }
         return await context.operations.start(description: "Deleting instance", resources: ["instances": ["/1.0/instances/\(name)"]]) { [self] _ in
             try await context.locks.withLock(name) {
                 if self.context.host.state(name: name)?.running == true {
-                    throw APIError.badRequest("Instance \(name) is running: stop it first (or delete --force)")
+                    throw InstancesError.invalid("Instance \(name) is running: stop it first (or delete --force)")
                 }
                 try await Blocking.run { try self.context.host.delete(name: name) }
                 let stillUsed: Bool = try await self.context.db.transaction { tx in
@@ -191,7 +191,7 @@ public struct InstanceLifecycle: Sendable {
 
     public func update(_ name: String, _ put: InstancePut, replace: Bool) async throws {
         if let devices = put.devices, !devices.isEmpty {
-            throw APIError.badRequest("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
+            throw InstancesError.invalid("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
         }
         try await context.locks.withLock(name) {
             let r = try await self.context.row(name)
@@ -209,7 +209,7 @@ public struct InstanceLifecycle: Sendable {
                 // Server keys passed back unchanged are accepted; changed ones are refused.
                 try InstanceConfigSchema.validate(user: next, previous: r.config, running: running)
             } catch {
-                throw APIError.badRequest("Invalid config: \(error)")
+                throw InstancesError.invalid("Invalid config: \(error)")
             }
             if running {
                 let limits = ResourceLimits(config: next)

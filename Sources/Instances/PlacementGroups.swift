@@ -17,33 +17,33 @@ extension PlacementService {
 
     public func placementGroup(_ name: String) async throws -> PlacementGroup {
         let (group, grouped) = try await context.db.transaction { tx in (try tx.placementGroup(name: name), try tx.placementGroupInstances()) }
-        guard let group else { throw APIError.notFound("Placement group \"\(name)\" not found") }
+        guard let group else { throw InstancesError.notFound("Placement group \"\(name)\" not found") }
         return Self.apiPlacementGroup(group, grouped)
     }
 
     /// Validates everything before writing: unknown keys and values are refused with the accepted ones.
     public func createPlacementGroup(_ post: PlacementGroup) async throws {
         do { try InstanceName.validate(post.name) } catch {
-            throw APIError.badRequest("Invalid placement group name \"\(post.name)\": \(error.description)")
+            throw InstancesError.invalid("Invalid placement group name \"\(post.name)\": \(error.description)")
         }
         var config = Self.placementGroupDefaults
         for (key, value) in post.config {
             guard let allowed = Self.placementGroupValues[key] else {
-                throw APIError.badRequest("Unknown placement group key \"\(key)\": use policy, rigor and scope")
+                throw InstancesError.invalid("Unknown placement group key \"\(key)\": use policy, rigor and scope")
             }
             guard allowed.contains(value) else {
-                throw APIError.badRequest("Invalid \(key) \"\(value)\": use \(allowed.joined(separator: " or "))")
+                throw InstancesError.invalid("Invalid \(key) \"\(value)\": use \(allowed.joined(separator: " or "))")
             }
             config[key] = value
         }
         guard let policy = config["policy"] else {
-            throw APIError.badRequest("A placement group needs a policy: affinity (together) or anti-affinity (apart)")
+            throw InstancesError.invalid("A placement group needs a policy: affinity (together) or anti-affinity (apart)")
         }
         let row = PlacementGroupRow(name: post.name, policy: policy, rigor: config["rigor"]!, scope: config["scope"]!, description: post.description)
         do {
             try await context.db.transaction { tx in try tx.insertPlacementGroup(row) }
         } catch ClusterDBError.alreadyExists {
-            throw APIError.conflict("Placement group \"\(post.name)\" already exists")
+            throw InstancesError.conflict("Placement group \"\(post.name)\" already exists")
         }
     }
 
@@ -52,9 +52,9 @@ extension PlacementService {
         try await context.db.transaction { tx in
             let users = try tx.placementGroupInstances().values.flatMap { $0[name] ?? [] }
             guard users.isEmpty else {
-                throw APIError.conflict("Placement group \"\(name)\" is used by \(users.sorted().prefix(5).joined(separator: ", "))\(users.count > 5 ? " and \(users.count - 5) more" : ""): delete them or unset their placement.group first")
+                throw InstancesError.conflict("Placement group \"\(name)\" is used by \(users.sorted().prefix(5).joined(separator: ", "))\(users.count > 5 ? " and \(users.count - 5) more" : ""): delete them or unset their placement.group first")
             }
-            guard try tx.deletePlacementGroup(name: name) else { throw APIError.notFound("Placement group \"\(name)\" not found") }
+            guard try tx.deletePlacementGroup(name: name) else { throw InstancesError.notFound("Placement group \"\(name)\" not found") }
         }
     }
 

@@ -52,15 +52,15 @@ enum PlacementPlanner {
     }
 
     /// Places `names` (all with the same footprint) inside `tx`, all or nothing. `target` is a
-    /// member name, `@group`, or nil for any member. Throws `APIError`: 409 with every member's
-    /// reason when nothing fits, 404 for an unknown member or group, 400 for a bad policy.
+    /// member name, `@group`, or nil for any member. Throws `InstancesError`: a conflict with every member's
+    /// reason when nothing fits, not found for an unknown member or group, invalid for a bad policy.
     static func place(
         _ names: [String], footprint: InstanceFootprint, target: String?, policy: String?, placementGroup: String? = nil,
         seed: UInt64, in tx: Transaction
     ) throws -> [PlannedInstance] {
         let rule = try placementGroup.map { name -> PlacementGroupRule in
             guard let row = try tx.placementGroup(name: name) else {
-                throw APIError.notFound("Placement group \"\(name)\" not found: create it with lxdctl placement-group create \(name) POLICY")
+                throw InstancesError.notFound("Placement group \"\(name)\" not found: create it with lxdctl placement-group create \(name) POLICY")
             }
             return try Self.rule(row)
         }
@@ -84,7 +84,7 @@ enum PlacementPlanner {
         case .success(let batch):
             return zip(names, batch.placements).map { PlannedInstance(name: $0, memberID: $1.memberID, memberName: $1.memberName) }
         case .failure(let refusal):
-            throw apiError(refusal, batch: names.count > 1)
+            throw refusalError(refusal, batch: names.count > 1)
         }
     }
 
@@ -92,24 +92,24 @@ enum PlacementPlanner {
     static func rule(_ row: PlacementGroupRow) throws -> PlacementGroupRule {
         guard let kind = PlacementGroupRule.Kind(rawValue: row.policy), let rigor = PlacementGroupRule.Rigor(rawValue: row.rigor),
               let scope = PlacementGroupRule.Scope(rawValue: row.scope) else {
-            throw APIError.internal("Placement group \(row.name) is stored with unknown values (\(row.policy), \(row.rigor), \(row.scope))")
+            throw InstancesError.internal("Placement group \(row.name) is stored with unknown values (\(row.policy), \(row.rigor), \(row.scope))")
         }
         return PlacementGroupRule(name: row.name, kind: kind, rigor: rigor, scope: scope)
     }
 
     static func parsePolicy(_ text: String) throws -> SchedulerPolicy {
         guard let policy = SchedulerPolicy(rawValue: text) else {
-            throw APIError.badRequest("Unknown scheduler policy \"\(text)\": use \(SchedulerPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw InstancesError.invalid("Unknown scheduler policy \"\(text)\": use \(SchedulerPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         return policy
     }
 
-    static func apiError(_ refusal: BatchRefusal, batch: Bool) -> APIError {
+    static func refusalError(_ refusal: BatchRefusal, batch: Bool) -> InstancesError {
         let text = batch ? refusal.description : refusal.refusal.description
         switch refusal.refusal.problem {
-        case .noSuchMember, .noSuchGroup: return APIError.notFound(text)
-        case .invalidRequest: return APIError.badRequest(text)
-        case .noMembers, .noMemberFits: return APIError.conflict(text)
+        case .noSuchMember, .noSuchGroup: return InstancesError.notFound(text)
+        case .invalidRequest: return InstancesError.invalid(text)
+        case .noMembers, .noMemberFits: return InstancesError.conflict(text)
         }
     }
 }

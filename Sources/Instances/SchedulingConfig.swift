@@ -40,19 +40,19 @@ public enum ServerConfigKeys {
 
     public static let policies = ["fewest", "spread", "binpack"]
 
-    /// Throws `APIError` 400 for an unknown key or a bad value; `""` means unset.
+    /// Throws `InstancesError` (invalid) for an unknown key or a bad value; `""` means unset.
     public static func validate(_ key: String, _ value: String) throws {
         switch key {
         case policy:
             guard value.isEmpty || policies.contains(value) else {
-                throw APIError.badRequest("Invalid value for \(policy): \"\(value)\": use \(policies.joined(separator: ", "))")
+                throw InstancesError.invalid("Invalid value for \(policy): \"\(value)\": use \(policies.joined(separator: ", "))")
             }
         case cpuOvercommit:
             guard value.isEmpty || (Double(value).map { $0.isFinite && $0 > 0 && $0 <= 1000 } ?? false) else {
-                throw APIError.badRequest("Invalid value for \(cpuOvercommit): \"\(value)\": use a ratio > 0 (e.g. 4 or 1.5)")
+                throw InstancesError.invalid("Invalid value for \(cpuOvercommit): \"\(value)\": use a ratio > 0 (e.g. 4 or 1.5)")
             }
         default:
-            throw APIError.badRequest("Unknown server configuration key: \(key) (known: \(policy), \(cpuOvercommit))")
+            throw InstancesError.invalid("Unknown server configuration key: \(key) (known: \(policy), \(cpuOvercommit))")
         }
     }
 }

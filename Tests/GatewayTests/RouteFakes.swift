@@ -33,7 +33,7 @@ final class FakeInstances: InstanceLifecycleUseCases, InstanceAccessUseCases, Se
     }
 
     private func instance(_ name: String) throws -> Instance {
-        guard name == "c1" else { throw APIError.notFound("Instance \"\(name)\" not found") }
+        guard name == "c1" else { throw InstancesError.notFound("Instance \"\(name)\" not found") }
         return Self.c1
     }
 
@@ -62,7 +62,7 @@ final class FakeInstances: InstanceLifecycleUseCases, InstanceAccessUseCases, Se
         do {
             try InstanceConfigSchema.validate(user: put.config ?? [:])
         } catch {
-            throw APIError.badRequest("Invalid config: \(error)")
+            throw InstancesError.invalid("Invalid config: \(error)")
         }
     }
     func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation { try called("materialise"); return Self.operation("materialise") }
@@ -87,7 +87,7 @@ struct FakeScheduling: SchedulingUseCases {
     func updateServerConfig(_ config: [String: String], replace: Bool) async throws { if let failure { throw failure } }
     func memberResources() async throws -> [MemberResources] { if let failure { throw failure }; return [] }
     func placementGroups() async throws -> [PlacementGroup] { if let failure { throw failure }; return [] }
-    func placementGroup(_ name: String) async throws -> PlacementGroup { throw failure ?? APIError.notFound("Placement group \"\(name)\" not found") }
+    func placementGroup(_ name: String) async throws -> PlacementGroup { throw failure ?? InstancesError.notFound("Placement group \"\(name)\" not found") }
     func createPlacementGroup(_ post: PlacementGroup) async throws { if let failure { throw failure } }
     func deletePlacementGroup(_ name: String) async throws { if let failure { throw failure } }
 }
@@ -95,16 +95,16 @@ struct FakeScheduling: SchedulingUseCases {
 struct FakeImages: ImageUseCases {
     var failure: (any Error)? = nil
     func list() async throws -> [Image] { if let failure { throw failure }; return [] }
-    func get(_ fingerprint: String) async throws -> Image { throw failure ?? APIError.notFound("Image \"\(fingerprint)\" not found") }
+    func get(_ fingerprint: String) async throws -> Image { throw failure ?? InstancesError.notFound("Image \"\(fingerprint)\" not found") }
     func importTarball(at path: String, filename: String) async throws -> APIOperation {
         unlink(path)
         if let failure { throw failure }
         return FakeInstances.operation("import")
     }
-    func exportPath(_ fingerprint: String) async throws -> String { throw failure ?? APIError.notFound("Image \"\(fingerprint)\" not found") }
-    func delete(_ fingerprint: String) async throws -> APIOperation { throw failure ?? APIError.notFound("Image \"\(fingerprint)\" not found") }
+    func exportPath(_ fingerprint: String) async throws -> String { throw failure ?? InstancesError.notFound("Image \"\(fingerprint)\" not found") }
+    func delete(_ fingerprint: String) async throws -> APIOperation { throw failure ?? InstancesError.notFound("Image \"\(fingerprint)\" not found") }
     func aliases() async throws -> [ImageAliasEntry] { if let failure { throw failure }; return [] }
-    func alias(_ name: String) async throws -> ImageAliasEntry { throw failure ?? APIError.notFound("Alias \"\(name)\" not found") }
+    func alias(_ name: String) async throws -> ImageAliasEntry { throw failure ?? InstancesError.notFound("Alias \"\(name)\" not found") }
     func createAlias(_ post: ImageAliasesPost) async throws { if let failure { throw failure } }
     func deleteAlias(_ name: String) async throws { if let failure { throw failure } }
 }

@@ -6,6 +6,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Identity
+import Instances
 import Logging
 import NIOCore
 import Operations
@@ -287,12 +288,21 @@ struct RouteHarness {
 @Suite struct UseCaseErrorRouteTests {
     /// Each kind of failure a use case reports, and the status clients see for it.
     static let cases: [(any Error & Sendable, Int)] = [
+        (InstancesError.invalid("Invalid config: Unknown configuration key: x"), 400),
+        (InstancesError.forbidden("not yours"), 403),
+        (InstancesError.notFound("Instance \"c1\" not found"), 404),
+        (InstancesError.conflict("Instance \"c1\" already exists"), 409),
+        (InstancesError.tooLarge("Fetched image is larger than 10 bytes"), 413),
+        (InstancesError.internal("Cannot write fetched image"), 500),
+        (InstancesError(.unsupported, "Not supported"), 501),
+        (InstancesError.unavailable("Image is on no other member to fetch from"), 503),
+        // A member's answer relayed as it was keeps the member's status.
+        (APIError(502, "member m2: bad gateway"), 502),
         (ClusterDBError.notFound("Instance \"c1\" not found"), 404),
         (ClusterDBError.alreadyExists("Instance \"c1\" already exists"), 409),
         (ClusterDBError.invalidArgument("bad value"), 400),
         (ClusterDBError.outcomeUnknown("leadership lost"), 503),
         (ClusterDBError.corrupt("bad row"), 500),
-        (APIError.forbidden("not yours"), 403),
         (CancellationError(), 500),
     ]
 
@@ -304,6 +314,12 @@ struct RouteHarness {
         let r = try await h.call(.get, "/1.0/instances/c1")
         #expect(r.status == status)
         #expect(try r.error().error == "\(error)")
+    }
+
+    @Test func everyKindHasAStatus() {
+        let statuses = ErrorKind.allCases.map(\.httpStatus)
+        #expect(Set(statuses).count == ErrorKind.allCases.count)
+        #expect(statuses.allSatisfy { (400..<600).contains($0) })
     }
 
     @Test func anAsyncRouteReportsTheErrorInsteadOfAnOperation() async throws {

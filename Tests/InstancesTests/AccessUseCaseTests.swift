@@ -21,10 +21,10 @@ import Testing
         try await withHarness { h in
             try await h.launch("c1")
             let file = InstanceFile(content: [1], uid: 0, gid: 0, mode: 0o644)
-            #expect(await status { _ = try await h.access.readFile("c1", path: "etc/motd") } == 400)
-            #expect(await status { try await h.access.writeFile("c1", path: "etc/motd", file) } == 400)
-            #expect(await status { try await h.access.writeFile("c1", path: "/etc", InstanceFile(content: [], uid: 0, gid: 0, mode: 0o755, type: "directory")) } == 400)
-            #expect(await status { try await h.access.writeFile("nope", path: "/etc/motd", file) } == 404)
+            #expect(await kind { _ = try await h.access.readFile("c1", path: "etc/motd") } == .invalid)
+            #expect(await kind { try await h.access.writeFile("c1", path: "etc/motd", file) } == .invalid)
+            #expect(await kind { try await h.access.writeFile("c1", path: "/etc", InstanceFile(content: [], uid: 0, gid: 0, mode: 0o755, type: "directory")) } == .invalid)
+            #expect(await kind { try await h.access.writeFile("nope", path: "/etc/motd", file) } == .notFound)
             #expect(!h.host.callLog.contains { $0.hasPrefix("write") })
         }
     }
@@ -33,11 +33,11 @@ import Testing
         try await withHarness { h in
             try await h.launch("c1")
             // The fake answers ENOENT for a file it does not hold.
-            #expect(await status { _ = try await h.access.readFile("c1", path: "/missing") } == 404)
+            #expect(await kind { _ = try await h.access.readFile("c1", path: "/missing") } == .notFound)
             h.host.readError.withLock { $0 = .system("open", on: "/loop in c1", ELOOP) }
-            #expect(await status { _ = try await h.access.readFile("c1", path: "/loop") } == 400)
+            #expect(await kind { _ = try await h.access.readFile("c1", path: "/loop") } == .invalid)
             h.host.readError.withLock { $0 = .system("read", on: "/disk in c1", EIO) }
-            #expect(await status { _ = try await h.access.readFile("c1", path: "/disk") } == 500)
+            #expect(await kind { _ = try await h.access.readFile("c1", path: "/disk") } == .internal)
         }
     }
 
@@ -54,17 +54,17 @@ import Testing
     @Test func execNeedsARunningInstanceACommandAndWebsockets() async throws {
         try await withHarness { h in
             try await h.launch("c1")
-            #expect(await status { _ = try await h.access.exec("c1", InstanceExecPost(command: ["true"])) } == 400)
+            #expect(await kind { _ = try await h.access.exec("c1", InstanceExecPost(command: ["true"])) } == .invalid)
             _ = try await h.changeState("c1", "start")
-            #expect(await status { _ = try await h.access.exec("c1", InstanceExecPost(command: [])) } == 400)
-            #expect(await status { _ = try await h.access.exec("c1", InstanceExecPost(command: ["true"], waitForWebsocket: false)) } == 400)
-            #expect(await status { _ = try await h.access.exec("nope", InstanceExecPost(command: ["true"])) } == 404)
+            #expect(await kind { _ = try await h.access.exec("c1", InstanceExecPost(command: [])) } == .invalid)
+            #expect(await kind { _ = try await h.access.exec("c1", InstanceExecPost(command: ["true"], waitForWebsocket: false)) } == .invalid)
+            #expect(await kind { _ = try await h.access.exec("nope", InstanceExecPost(command: ["true"])) } == .notFound)
         }
     }
 
     @Test func consoleLogOfAnUnknownInstanceIsNotFound() async throws {
         try await withHarness { h in
-            #expect(await status { _ = try await h.access.consoleLog("nope") } == 404)
+            #expect(await kind { _ = try await h.access.consoleLog("nope") } == .notFound)
             try await h.launch("c1")
             #expect(try await h.access.consoleLog("c1") == Array("console of c1\n".utf8))
         }

@@ -99,15 +99,15 @@ func withHarness(_ body: (Harness) async throws -> Void) async throws {
     await harness.shutdown()
 }
 
-/// The API status `body` throws with, or nil when it throws nothing (or something else).
-func status(_ body: () async throws -> Void) async -> Int? {
+/// The kind of failure `body` throws, or nil when it throws nothing (or something else).
+func kind(_ body: () async throws -> Void) async -> ErrorKind? {
     do {
         try await body()
         return nil
-    } catch let error as APIError {
-        return error.status
+    } catch let error as InstancesError {
+        return error.kind
     } catch {
-        Issue.record("expected an APIError, got \(error)")
+        Issue.record("expected an InstancesError, got \(error)")
         return nil
     }
 }

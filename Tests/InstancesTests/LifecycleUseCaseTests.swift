@@ -28,7 +28,7 @@ import Testing
             try await h.launch("c1", config: ["limits.memory": "64MiB"])
             let before = try await h.rows()
             let calls = h.host.callLog
-            #expect(await status { _ = try await h.lifecycle.create(Harness.post("c1")) } == 409)
+            #expect(await kind { _ = try await h.lifecycle.create(Harness.post("c1")) } == .conflict)
             let after = try await h.rows()
             #expect(after.map(\.name) == before.map(\.name))
             #expect(after.first?.config == before.first?.config)
@@ -39,9 +39,9 @@ import Testing
     @Test func batchWithOneTakenNameCreatesNoneOfIt() async throws {
         try await withHarness { h in
             try await h.launch("web-2")
-            #expect(await status {
+            #expect(await kind {
                 _ = try await h.lifecycle.create(Harness.post("web"), options: CreateOptions(count: 3))
-            } == 409)
+            } == .conflict)
             #expect(try await h.rows().map(\.name) == ["web-2"])
             #expect(h.host.names == ["web-2"])
         }
@@ -50,9 +50,9 @@ import Testing
     @Test func batchNamesArePrefixedAndZeroPadded() throws {
         let names = try InstanceLifecycle.names(Harness.post(""), CreateOptions(count: 12, namePrefix: "n"))
         #expect(names.first == "n01" && names.last == "n12" && names.count == 12)
-        #expect(throws: APIError.self) { _ = try InstanceLifecycle.names(Harness.post("x"), CreateOptions(count: 0)) }
-        #expect(throws: APIError.self) { _ = try InstanceLifecycle.names(Harness.post("x"), CreateOptions(namePrefix: "p")) }
-        #expect(throws: APIError.self) { _ = try InstanceLifecycle.names(Harness.post(""), CreateOptions(count: 2)) }
+        #expect(throws: InstancesError.self) { _ = try InstanceLifecycle.names(Harness.post("x"), CreateOptions(count: 0)) }
+        #expect(throws: InstancesError.self) { _ = try InstanceLifecycle.names(Harness.post("x"), CreateOptions(namePrefix: "p")) }
+        #expect(throws: InstancesError.self) { _ = try InstanceLifecycle.names(Harness.post(""), CreateOptions(count: 2)) }
     }
 
     @Test func placementRefusalLeavesNoRowAndTouchesNoHost() async throws {
@@ -62,7 +62,7 @@ import Testing
                 for id in [h.member.id, m2] { try tx.setReportedCapacity(memberID: id, ReportedCapacity(cpu: 2, memory: 8 << 30)) }
             }
             // 64 cpus fit nowhere, even with the default overcommit of 4.
-            #expect(await status { _ = try await h.lifecycle.create(Harness.post("big", config: ["limits.cpu": "64"])) } == 409)
+            #expect(await kind { _ = try await h.lifecycle.create(Harness.post("big", config: ["limits.cpu": "64"])) } == .conflict)
             let rows = try await h.rows()
             #expect(rows.isEmpty)
             #expect(h.host.callLog.isEmpty)
@@ -71,7 +71,7 @@ import Testing
 
     @Test func unknownTargetMemberIsNotFoundAndCreatesNothing() async throws {
         try await withHarness { h in
-            #expect(await status { _ = try await h.lifecycle.create(Harness.post("c1"), options: CreateOptions(target: "nowhere")) } == 404)
+            #expect(await kind { _ = try await h.lifecycle.create(Harness.post("c1"), options: CreateOptions(target: "nowhere")) } == .notFound)
             let rows = try await h.rows()
             #expect(rows.isEmpty)
         }
@@ -104,13 +104,13 @@ import Testing
 
     @Test func createRefusesUnknownConfigKeysAndOtherSources() async throws {
         try await withHarness { h in
-            #expect(await status { _ = try await h.lifecycle.create(Harness.post("c1", config: ["limits.colour": "blue"])) } == 400)
-            #expect(await status { _ = try await h.lifecycle.create(Harness.post("c1", config: ["limits.memory": "lots"])) } == 400)
+            #expect(await kind { _ = try await h.lifecycle.create(Harness.post("c1", config: ["limits.colour": "blue"])) } == .invalid)
+            #expect(await kind { _ = try await h.lifecycle.create(Harness.post("c1", config: ["limits.memory": "lots"])) } == .invalid)
             var copy = Harness.post("c1")
             copy.source = .init(type: "copy")
-            #expect(await status { _ = try await h.lifecycle.create(copy) } == 400)
-            #expect(await status { _ = try await h.lifecycle.create(InstancesPost(name: "c1", source: .init(alias: "missing"))) } == 404)
-            #expect(await status { _ = try await h.lifecycle.create(Harness.post("bad name!")) } == 400)
+            #expect(await kind { _ = try await h.lifecycle.create(copy) } == .invalid)
+            #expect(await kind { _ = try await h.lifecycle.create(InstancesPost(name: "c1", source: .init(alias: "missing"))) } == .notFound)
+            #expect(await kind { _ = try await h.lifecycle.create(Harness.post("bad name!")) } == .invalid)
             let rows = try await h.rows()
             #expect(rows.isEmpty)
             #expect(h.host.callLog.isEmpty)
@@ -120,7 +120,7 @@ import Testing
     @Test func deletingARunningInstanceIsRefusedAndKeepsIt() async throws {
         try await withHarness { h in
             try await h.launch("c1", start: true)
-            #expect(await status { _ = try await h.lifecycle.delete("c1") } == 400)
+            #expect(await kind { _ = try await h.lifecycle.delete("c1") } == .invalid)
             #expect(try await h.row("c1") != nil)
             #expect(h.host.state(name: "c1")?.running == true)
         }
@@ -141,16 +141,16 @@ import Testing
     @Test func startOfARunningInstanceIsRefused() async throws {
         try await withHarness { h in
             try await h.launch("c1", start: true)
-            #expect(await status { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "start")) } == 400)
+            #expect(await kind { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "start")) } == .invalid)
         }
     }
 
     @Test func stopAndRestartOfAStoppedInstanceAreRefused() async throws {
         try await withHarness { h in
             try await h.launch("c1")
-            #expect(await status { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "stop")) } == 400)
-            #expect(await status { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "restart")) } == 400)
-            #expect(await status { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "freeze")) } == 400)
+            #expect(await kind { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "stop")) } == .invalid)
+            #expect(await kind { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "restart")) } == .invalid)
+            #expect(await kind { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "freeze")) } == .invalid)
             #expect(h.host.callLog == ["create c1"])
         }
     }
@@ -172,8 +172,8 @@ import Testing
         try await withHarness { h in
             try await h.launch("c1")
             var started: APIOperation?
-            let code = await status { started = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "start", timeout: timeout)) }
-            #expect(code == (accepted ? nil : 400))
+            let refusal = await kind { started = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "start", timeout: timeout)) }
+            #expect(refusal == (accepted ? nil : .invalid))
             if let started { _ = try await h.finish(started) }
         }
     }
@@ -181,7 +181,7 @@ import Testing
     @Test func statefulStopWithoutCRIUIsRefused() async throws {
         try await withHarness { h in
             try await h.launch("c1", start: true)
-            #expect(await status { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "stop", stateful: true)) } == 400)
+            #expect(await kind { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "stop", stateful: true)) } == .invalid)
             #expect(h.host.state(name: "c1")?.running == true)
         }
     }
@@ -190,10 +190,10 @@ import Testing
         try await withHarness { h in
             try await h.launch("c1", config: ["limits.memory": "64MiB"])
             let before = try #require(try await h.row("c1")).config
-            #expect(await status { try await h.lifecycle.update("c1", InstancePut(config: ["limits.memory": "-5"]), replace: false) } == 400)
-            #expect(await status { try await h.lifecycle.update("c1", InstancePut(config: ["no.such.key": "1"]), replace: false) } == 400)
+            #expect(await kind { try await h.lifecycle.update("c1", InstancePut(config: ["limits.memory": "-5"]), replace: false) } == .invalid)
+            #expect(await kind { try await h.lifecycle.update("c1", InstancePut(config: ["no.such.key": "1"]), replace: false) } == .invalid)
             // Server keys cannot be changed by a user.
-            #expect(await status { try await h.lifecycle.update("c1", InstancePut(config: ["volatile.idmap.base": "0"]), replace: false) } == 400)
+            #expect(await kind { try await h.lifecycle.update("c1", InstancePut(config: ["volatile.idmap.base": "0"]), replace: false) } == .invalid)
             #expect(try await h.row("c1")?.config == before)
         }
     }

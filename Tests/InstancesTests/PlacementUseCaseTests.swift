@@ -7,16 +7,16 @@ import Testing
 @Suite struct PlacementUseCaseTests {
     @Test func placementGroupKeysAndValuesAreChecked() async throws {
         try await withHarness { h in
-            #expect(await status { try await h.placement.createPlacementGroup(PlacementGroup(name: "g", config: ["colour": "red", "policy": "affinity"])) } == 400)
-            #expect(await status { try await h.placement.createPlacementGroup(PlacementGroup(name: "g", config: ["policy": "near"])) } == 400)
-            #expect(await status { try await h.placement.createPlacementGroup(PlacementGroup(name: "g", config: ["rigor": "strict"])) } == 400)
-            #expect(await status { try await h.placement.createPlacementGroup(PlacementGroup(name: "bad name", config: ["policy": "affinity"])) } == 400)
+            #expect(await kind { try await h.placement.createPlacementGroup(PlacementGroup(name: "g", config: ["colour": "red", "policy": "affinity"])) } == .invalid)
+            #expect(await kind { try await h.placement.createPlacementGroup(PlacementGroup(name: "g", config: ["policy": "near"])) } == .invalid)
+            #expect(await kind { try await h.placement.createPlacementGroup(PlacementGroup(name: "g", config: ["rigor": "strict"])) } == .invalid)
+            #expect(await kind { try await h.placement.createPlacementGroup(PlacementGroup(name: "bad name", config: ["policy": "affinity"])) } == .invalid)
             #expect(try await h.placement.placementGroups().count == 0)
             try await h.placement.createPlacementGroup(PlacementGroup(name: "g", config: ["policy": "anti-affinity"]))
             // Defaults fill what was not given.
             #expect(try await h.placement.placementGroup("g").config == ["policy": "anti-affinity", "rigor": "strict", "scope": "member"])
-            #expect(await status { try await h.placement.createPlacementGroup(PlacementGroup(name: "g", config: ["policy": "affinity"])) } == 409)
-            #expect(await status { _ = try await h.placement.placementGroup("other") } == 404)
+            #expect(await kind { try await h.placement.createPlacementGroup(PlacementGroup(name: "g", config: ["policy": "affinity"])) } == .conflict)
+            #expect(await kind { _ = try await h.placement.placementGroup("other") } == .notFound)
         }
     }
 
@@ -26,10 +26,10 @@ import Testing
             try await h.placement.createPlacementGroup(PlacementGroup(name: "g", config: ["policy": "affinity"]))
             try await h.launch("c1", config: ["placement.group": "g"])
             #expect(try await h.placement.placementGroup("g").usedBy == ["/1.0/instances/c1"])
-            #expect(await status { try await h.placement.deletePlacementGroup("g") } == 409)
+            #expect(await kind { try await h.placement.deletePlacementGroup("g") } == .conflict)
             _ = try await h.finish(try await h.lifecycle.delete("c1"))
             try await h.placement.deletePlacementGroup("g")
-            #expect(await status { try await h.placement.deletePlacementGroup("g") } == 404)
+            #expect(await kind { try await h.placement.deletePlacementGroup("g") } == .notFound)
         }
     }
 
@@ -38,20 +38,20 @@ import Testing
             try await h.db.transaction { tx in try tx.setReportedCapacity(memberID: h.member.id, ReportedCapacity(cpu: 4, memory: 8 << 30)) }
             try await h.placement.createPlacementGroup(PlacementGroup(name: "apart", config: ["policy": "anti-affinity"]))
             try await h.launch("a1", config: ["placement.group": "apart"])
-            #expect(await status { _ = try await h.lifecycle.create(Harness.post("a2", config: ["placement.group": "apart"])) } == 409)
+            #expect(await kind { _ = try await h.lifecycle.create(Harness.post("a2", config: ["placement.group": "apart"])) } == .conflict)
             #expect(try await h.rows().map(\.name) == ["a1"])
             // A group that does not exist is named as such.
-            #expect(await status { _ = try await h.lifecycle.create(Harness.post("a3", config: ["placement.group": "nope"])) } == 404)
+            #expect(await kind { _ = try await h.lifecycle.create(Harness.post("a3", config: ["placement.group": "nope"])) } == .notFound)
         }
     }
 
     @Test func serverConfigAcceptsOnlyKnownKeysAndValues() async throws {
         try await withHarness { h in
-            #expect(await status { try await h.placement.updateServerConfig(["scheduler.policy": "random"], replace: false) } == 400)
-            #expect(await status { try await h.placement.updateServerConfig(["scheduler.cpu_overcommit": "0"], replace: false) } == 400)
-            #expect(await status { try await h.placement.updateServerConfig(["core.https_address": ":8443"], replace: false) } == 400)
+            #expect(await kind { try await h.placement.updateServerConfig(["scheduler.policy": "random"], replace: false) } == .invalid)
+            #expect(await kind { try await h.placement.updateServerConfig(["scheduler.cpu_overcommit": "0"], replace: false) } == .invalid)
+            #expect(await kind { try await h.placement.updateServerConfig(["core.https_address": ":8443"], replace: false) } == .invalid)
             // One bad key refuses the whole update.
-            #expect(await status { try await h.placement.updateServerConfig(["scheduler.policy": "spread", "x": "1"], replace: false) } == 400)
+            #expect(await kind { try await h.placement.updateServerConfig(["scheduler.policy": "spread", "x": "1"], replace: false) } == .invalid)
             #expect(try await h.placement.serverConfig().count == 0)
             try await h.placement.updateServerConfig(["scheduler.policy": "spread", "scheduler.cpu_overcommit": "2"], replace: false)
             #expect(try await h.placement.serverConfig() == ["scheduler.policy": "spread", "scheduler.cpu_overcommit": "2"])
@@ -65,7 +65,7 @@ import Testing
 
     @Test func launchPolicyMustBeKnown() async throws {
         try await withHarness { h in
-            #expect(await status { _ = try await h.lifecycle.create(Harness.post("c1"), options: CreateOptions(policy: "random")) } == 400)
+            #expect(await kind { _ = try await h.lifecycle.create(Harness.post("c1"), options: CreateOptions(policy: "random")) } == .invalid)
             let rows = try await h.rows()
             #expect(rows.isEmpty)
         }

@@ -26,10 +26,13 @@ struct ErrorReplies: RouterMiddleware {
 }
 
 extension Reply {
-    /// Maps any error to the API boundary: our `APIError`s keep their status, anything else is a 500
-    /// that still carries the underlying message.
+    /// Maps any error to the API boundary. An `APIError` is already a wire error and keeps its
+    /// status (Gateway's own refusals, a member's answer relayed as it was); a use case's error
+    /// gets the status of its kind; anything else is a 500 that still carries its message.
     static func apiError(from error: any Error) -> APIError {
         if let e = error as? APIError { return e }
+        if let e = error as? any KindedError { return APIError(e.kind.httpStatus, e.message) }
+        if let e = error as? ClusterDBError { return APIError(e.kind.httpStatus, e.description) }
         if let e = error as? any APIErrorConvertible { return e.apiError }
         // Hummingbird's own refusals (a body over its limit, a bad upgrade) keep their status.
         if let e = error as? HTTPError { return APIError(e.status.code, e.body ?? e.status.reasonPhrase) }
@@ -37,21 +40,37 @@ extension Reply {
     }
 }
 
-/// Errors of lower layers that know their API status.
-public protocol APIErrorConvertible: Error {
+extension ErrorKind {
+    /// The one mapping from a use case's kind of failure to the HTTP status clients see.
+    var httpStatus: Int {
+        switch self {
+        case .invalid: 400
+        case .forbidden: 403
+        case .notFound: 404
+        case .conflict: 409
+        case .tooLarge: 413
+        case .internal: 500
+        case .unsupported: 501
+        case .unavailable: 503
+        }
+    }
+}
+
+/// Gateway's own errors that carry their reply (a refused event stream).
+protocol APIErrorConvertible: Error {
     var apiError: APIError { get }
 }
 
-/// Database refusals that reach the API: what the caller asked for is missing, taken or
-/// malformed (4xx), or the cluster is busy electing (503, retry); only a broken row is a 500.
-extension ClusterDBError: APIErrorConvertible {
-    public var apiError: APIError {
+extension ClusterDBError {
+    /// Database refusals that reach the API: what the caller asked for is missing, taken or
+    /// malformed, or the cluster is busy electing (retry); only a broken row is internal.
+    var kind: ErrorKind {
         switch self {
-        case .notFound: .notFound(description)
-        case .alreadyExists, .exhausted: .conflict(description)
-        case .ambiguous, .invalidArgument: .badRequest(description)
-        case .outcomeUnknown, .retriesExhausted, .schemaTooNew: .unavailable(description)
-        case .corrupt, .migrationFailed: .internal(description)
+        case .notFound: .notFound
+        case .alreadyExists, .exhausted: .conflict
+        case .ambiguous, .invalidArgument: .invalid
+        case .outcomeUnknown, .retriesExhausted, .schemaTooNew: .unavailable
+        case .corrupt, .migrationFailed: .internal
         }
     }
 }

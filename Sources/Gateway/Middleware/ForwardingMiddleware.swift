@@ -60,6 +60,9 @@ struct ForwardingMiddleware: RouterMiddleware {
             return try await relay(request, to: member, timeout: nil)
         } catch let error as APIError {
             throw error
+        } catch let error as any KindedError {
+            // The forwarder's own refusal (no such member, no certificate for it yet).
+            throw error
         } catch {
             throw APIError.unavailable("Cannot reach the member owning \(what): \(error)")
         }
