@@ -135,16 +135,16 @@ public final class ClusterController: ClusterService {
     /// Clustering needs HTTPS, and the HTTPS address must be the dqlite address (DESIGN "Addresses").
     private func requireClusterAddress() throws -> String {
         guard let https = httpsAddress else {
-            throw APIError.badRequest("Clustering needs the HTTPS API: restart lxdd with --https-address HOST:PORT")
+            throw ClusterUseCaseError.invalid("Clustering needs the HTTPS API: restart lxdd with --https-address HOST:PORT")
         }
         guard https == local.address else {
-            throw APIError.badRequest("This member's cluster address \(local.address) is not its HTTPS address \(https): start it with a fresh data directory and --https-address only (the cluster address follows it)")
+            throw ClusterUseCaseError.invalid("This member's cluster address \(local.address) is not its HTTPS address \(https): start it with a fresh data directory and --https-address only (the cluster address follows it)")
         }
         return https
     }
 
     public static func validateMemberName(_ name: String) throws {
-        do { try MemberName.validate(name) } catch { throw APIError.badRequest(error.description) }
+        do { try MemberName.validate(name) } catch { throw ClusterUseCaseError.invalid(error.description) }
     }
 
     // MARK: Enabling
@@ -156,7 +156,7 @@ public final class ClusterController: ClusterService {
         try Self.validateMemberName(serverName)
         if isEnabled {
             guard serverName == local.name else {
-                throw APIError.conflict("Clustering is already enabled on this member, as \"\(local.name)\": it cannot be renamed now")
+                throw ClusterUseCaseError.conflict("Clustering is already enabled on this member, as \"\(local.name)\": it cannot be renamed now")
             }
             return
         }
@@ -165,15 +165,15 @@ public final class ClusterController: ClusterService {
         if serverName != oldName {
             try await db.transaction { tx in
                 guard let row = try tx.member(name: oldName) else {
-                    throw APIError.internal("This member's row \"\(oldName)\" is missing from the database: restart lxdd")
+                    throw ClusterUseCaseError.internal("This member's row \"\(oldName)\" is missing from the database: restart lxdd")
                 }
                 // Containers live in cgroups named after the member: renaming under them would orphan them.
                 let owned = try tx.instances(memberID: row.id)
                 guard owned.isEmpty else {
-                    throw APIError.badRequest("Cannot rename member \"\(oldName)\" to \"\(serverName)\" while it has instances: run `lxdctl cluster enable \(oldName)` to keep its name, or delete its instances first")
+                    throw ClusterUseCaseError.invalid("Cannot rename member \"\(oldName)\" to \"\(serverName)\" while it has instances: run `lxdctl cluster enable \(oldName)` to keep its name, or delete its instances first")
                 }
                 if try tx.member(name: serverName) != nil {
-                    throw APIError.conflict("A member named \"\(serverName)\" already exists")
+                    throw ClusterUseCaseError.conflict("A member named \"\(serverName)\" already exists")
                 }
                 try tx.renameMember(id: row.id, from: oldName, to: serverName)
             }
@@ -210,7 +210,7 @@ public final class ClusterController: ClusterService {
         // its current name: that changes nothing but a flag here (docs/clustering.md).
         if !isEnabled { try await enable(serverName: local.name) }
         let addresses = try await db.transaction { tx -> [String] in
-            if try tx.member(name: name) != nil { throw APIError.conflict("A member named \"\(name)\" already exists") }
+            if try tx.member(name: name) != nil { throw ClusterUseCaseError.conflict("A member named \"\(name)\" already exists") }
             // Joining members pin this certificate (clusters enabled before enable() trusted it lack it).
             try trustOwnCertificate(as: local.name, tx)
             return try tx.members().map(\.address)
@@ -222,7 +222,7 @@ public final class ClusterController: ClusterService {
             token = try JoinToken.issue(name: name, fingerprint: identity.fingerprint, addresses: ordered,
                                         now: Int64(Date().timeIntervalSince1970), using: &rng)
         } catch {
-            throw APIError.badRequest("Cannot issue a join token: \(error)")
+            throw ClusterUseCaseError.invalid("Cannot issue a join token: \(error)")
         }
         try await db.transaction { tx in
             try tx.addJoinToken(PendingJoinToken(name: name, secretSHA256: TrustToken.secretDigest(token.secret),
@@ -238,17 +238,17 @@ public final class ClusterController: ClusterService {
     public func accept(_ request: ClusterAcceptRequest, presentedCertificate: [UInt8]) async throws -> ClusterAcceptResponse {
         _ = try requireClusterAddress()
         guard (try? CertificateText.der(from: request.certificate)) == presentedCertificate else {
-            throw APIError.forbidden("not authorized")
+            throw ClusterUseCaseError.forbidden("not authorized")
         }
         guard HostPort.parse(request.address) != nil else {
-            throw APIError.badRequest("Invalid member address \"\(request.address)\": use host:port")
+            throw ClusterUseCaseError.invalid("Invalid member address \"\(request.address)\": use host:port")
         }
         let fingerprint = Fingerprint.sha256(der: presentedCertificate)
         let name = request.serverName
         if let schema = request.schemaVersion, let extensions = request.apiExtensions {
             let joining = MemberVersion(schema: schema, apiExtensions: extensions)
             guard joining == memberVersion else {
-                throw APIError.conflict("Member \(name) runs lxdd with \(joining), this member \(memberVersion): install the same lxdd version on both, then join again (the token stays valid)")
+                throw ClusterUseCaseError.conflict("Member \(name) runs lxdd with \(joining), this member \(memberVersion): install the same lxdd version on both, then join again (the token stays valid)")
             }
         }
         // The role balance stands aside while the newcomer is added (see `membershipOperation`).
@@ -260,9 +260,9 @@ public final class ClusterController: ClusterService {
             memberID = try await db.transaction { tx in
                 _ = try tx.takeJoinToken(secretSHA256: TrustToken.secretDigest(request.secret), name: name, now: Date())
                 let members = try tx.members()
-                if members.contains(where: { $0.name == name }) { throw APIError.conflict("A member named \"\(name)\" already exists") }
+                if members.contains(where: { $0.name == name }) { throw ClusterUseCaseError.conflict("A member named \"\(name)\" already exists") }
                 if let other = members.first(where: { $0.address == request.address }) {
-                    throw APIError.conflict("Address \(request.address) is already used by member \"\(other.name)\"")
+                    throw ClusterUseCaseError.conflict("Address \(request.address) is already used by member \"\(other.name)\"")
                 }
                 let id = try tx.insertMember(name: name, address: request.address)
                 try tx.addTrustedCertificate(TrustedCertificate(fingerprint: fingerprint, name: name, type: .server,
@@ -271,9 +271,9 @@ public final class ClusterController: ClusterService {
             }
         } catch let rejection as JoinTokenRejection {
             logger.notice("join refused", metadata: ["member": "\(name)", "reason": "\(rejection)"])
-            throw APIError.forbidden("not authorized")
+            throw ClusterUseCaseError.forbidden("not authorized")
         } catch ClusterDBError.alreadyExists(let what) {
-            throw APIError.conflict("Cannot admit \(name): \(what) already exists")
+            throw ClusterUseCaseError.conflict("Cannot admit \(name): \(what) already exists")
         }
         do {
             // A spare first: it neither votes nor replicates until the role balance promotes it.
@@ -286,8 +286,8 @@ public final class ClusterController: ClusterService {
                 _ = try tx.deleteMember(id: memberID)
             }
             // Still busy after the wait: 503, so the joiner knows a retry may work.
-            let status = (error as? APIError)?.status ?? 500
-            throw APIError(status, "Adding \(name) to the database cluster failed: \(error); nothing was kept: issue a new token and join again")
+            let kind = (error as? any KindedError)?.kind ?? .internal
+            throw ClusterUseCaseError(kind, "Adding \(name) to the database cluster failed: \(error); nothing was kept: issue a new token and join again")
         }
         let peers = try await refreshPeers()
         events?.lifecycle(.clusterMemberAdded, source: "/1.0/cluster/members/\(name)", name: name)
@@ -317,16 +317,16 @@ public final class ClusterController: ClusterService {
         let name = serverName ?? local.name
         try Self.validateMemberName(name)
         guard joining.withLock({ busy in defer { busy = true }; return !busy }) else {
-            throw APIError.conflict("A join is already in progress on this member")
+            throw ClusterUseCaseError.conflict("A join is already in progress on this member")
         }
         var keepLock = false
         defer { if !keepLock { joining.withLock { $0 = false } } }
         guard !isEnabled, local.dqliteID == 1 else {
-            throw APIError.conflict("Member \(local.name) is already part of a cluster (clustering is enabled on it): only a fresh member can join")
+            throw ClusterUseCaseError.conflict("Member \(local.name) is already part of a cluster (clustering is enabled on it): only a fresh member can join")
         }
         let used = try await db.transaction { tx in try tx.holdsInstancesOrImages() }
         guard !used else {
-            throw APIError.badRequest("Member \(local.name) has instances or images: only an empty member can join a cluster (its database is replaced)")
+            throw ClusterUseCaseError.invalid("Member \(local.name) has instances or images: only an empty member can join a cluster (its database is replaced)")
         }
         let started = ContinuousClock.now
         let answer = try await Self.requestAdmission(token: text, name: name, address: address, identity: identity, version: memberVersion)
@@ -336,7 +336,7 @@ public final class ClusterController: ClusterService {
         let state = Self.joinedState(local, name: name, answer: answer)
         // Marker first: whichever start comes next (restart below, or after a crash) moves the old database aside.
         guard FileManager.default.createFile(atPath: LocalState.joinMarkerPath(in: dataDir), contents: nil) else {
-            throw APIError.internal("Joined, but cannot write \(LocalState.joinMarkerPath(in: dataDir)): move \(dataDir)/database aside and restart lxdd")
+            throw ClusterUseCaseError.internal("Joined, but cannot write \(LocalState.joinMarkerPath(in: dataDir)): move \(dataDir)/database aside and restart lxdd")
         }
         try state.save(to: dataDir)
         keepLock = true
@@ -358,7 +358,7 @@ public final class ClusterController: ClusterService {
             token = try JoinToken.decode(text)
             try token.check(forName: name, now: Int64(Date().timeIntervalSince1970))
         } catch {
-            throw APIError.badRequest("\(error)")
+            throw ClusterUseCaseError.invalid("\(error)")
         }
         let addresses = preferredAddress.map { p in [p] + token.addresses.filter { $0 != p } } ?? token.addresses
         // In order: the token names first the member whose certificate it pins.
@@ -372,7 +372,7 @@ public final class ClusterController: ClusterService {
             return answer
         } catch let error as TransportError {
             await client.transport.shutdown()
-            throw APIError.unavailable("Cannot reach the cluster: \(error)")
+            throw ClusterUseCaseError.unavailable("Cannot reach the cluster: \(error)")
         } catch {
             await client.transport.shutdown()
             throw error
@@ -393,10 +393,10 @@ public final class ClusterController: ClusterService {
 
     public func updateMember(name: String, _ put: ClusterMemberPut) async throws {
         if let d = put.description, !d.isEmpty {
-            throw APIError.badRequest("Member descriptions are not stored: send an empty description (use a user.* config key for notes)")
+            throw ClusterUseCaseError.invalid("Member descriptions are not stored: send an empty description (use a user.* config key for notes)")
         }
         if let g = put.groups, !(g.isEmpty || g == ["default"]) {
-            throw APIError.badRequest("The groups field is not supported: set scheduler.groups in the member's config instead")
+            throw ClusterUseCaseError.invalid("The groups field is not supported: set scheduler.groups in the member's config instead")
         }
         let config = put.config ?? [:]
         let domain = put.failureDomain.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
@@ -404,11 +404,11 @@ public final class ClusterController: ClusterService {
             try MemberConfigSchema.validate(config)
             try MemberConfigSchema.validateFailureDomain(domain)
         } catch {
-            throw APIError.badRequest("\(error) (member config keys: \(MemberConfigSchema.knownKeys.joined(separator: ", ")), user.*)")
+            throw ClusterUseCaseError.invalid("\(error) (member config keys: \(MemberConfigSchema.knownKeys.joined(separator: ", ")), user.*)")
         }
         try await db.transaction { tx in
             guard let row = try tx.member(name: name) else {
-                throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
+                throw ClusterUseCaseError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
             }
             try tx.updateMemberConfig(id: row.id, config: config, failureDomain: domain)
         }
@@ -428,13 +428,13 @@ public final class ClusterController: ClusterService {
         defer { operation.end() }
         let rows = try await db.transaction { tx in try tx.members() }
         guard let target = rows.first(where: { $0.name == name }) else {
-            throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
+            throw ClusterUseCaseError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
         }
         guard target.name != local.name else {
-            throw APIError.badRequest("A member cannot remove itself: run cluster remove on another member")
+            throw ClusterUseCaseError.invalid("A member cannot remove itself: run cluster remove on another member")
         }
         if force, target.state != .offline {
-            throw APIError.badRequest("Member \(name) is \(target.state): --force removes only an OFFLINE member; move or delete its instances and remove it without --force")
+            throw ClusterUseCaseError.invalid("Member \(name) is \(target.state): --force removes only an OFFLINE member; move or delete its instances and remove it without --force")
         }
         let configuration = try await db.databaseConfiguration()
         let servers = configuration.servers, leader = configuration.leader ?? 0
@@ -443,13 +443,13 @@ public final class ClusterController: ClusterService {
         if inDatabase {
             let members = Self.plannerView(servers: servers, rows: rows)
             if case .refused(let reason) = RolePlanner.canRemove(UInt64(target.id), members: members, leader: leader) {
-                throw APIError.badRequest("Cannot remove \(name): \(reason)")
+                throw ClusterUseCaseError.invalid("Cannot remove \(name): \(reason)")
             }
         }
         if !force {
             let owned = try await db.transaction { tx in try tx.instances(memberID: target.id).map(\.name) }
             guard owned.isEmpty else {
-                throw APIError.badRequest("Member \(name) still owns instances (\(owned.sorted().joined(separator: ", "))): move or delete them first, or, if it is gone for good, run cluster remove \(name) --force")
+                throw ClusterUseCaseError.invalid("Member \(name) still owns instances (\(owned.sorted().joined(separator: ", "))): move or delete them first, or, if it is gone for good, run cluster remove \(name) --force")
             }
         }
         if inDatabase {
@@ -466,7 +466,7 @@ public final class ClusterController: ClusterService {
                 return dropped
             }
         } catch let error as DqliteError where error.isConstraintViolation {
-            throw APIError.badRequest("Member \(name) left the database cluster but still owns instances: delete or move them, then remove it again (or use --force if it is gone for good)")
+            throw ClusterUseCaseError.invalid("Member \(name) left the database cluster but still owns instances: delete or move them, then remove it again (or use --force if it is gone for good)")
         }
         try await refreshPeers()
         operation.end()
@@ -494,7 +494,7 @@ public final class ClusterController: ClusterService {
                 return
             } catch let error as DqliteError where error.isMembershipChangeInProgress {
                 guard ContinuousClock.now - started < Self.membershipChangeWait else {
-                    throw APIError.unavailable("Cannot \(what) yet: another database membership change has been running for \(Self.membershipChangeWait); retry in a minute, and see the leader's log if it persists")
+                    throw ClusterUseCaseError.unavailable("Cannot \(what) yet: another database membership change has been running for \(Self.membershipChangeWait); retry in a minute, and see the leader's log if it persists")
                 }
                 logger.debug("membership change waits for another one", metadata: ["waiting": "\(what)"])
                 try await Task.sleep(for: .milliseconds(200))

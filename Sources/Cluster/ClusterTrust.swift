@@ -23,14 +23,14 @@ public struct ClusterTrust: TrustService {
     }
 
     /// Looked up on every HTTPS request: a removed certificate loses access at once.
-    /// Throws `APIError.unavailable` when the database cannot answer (no quorum, no leader): a
+    /// Throws `ClusterUseCaseError.unavailable` when the database cannot answer (no quorum, no leader): a
     /// trusted client must then hear "try later", not "not authorized".
     public func isTrusted(fingerprint: String) async throws -> Bool {
         do {
             return try await db.transaction { tx in try tx.trustedCertificate(fingerprint: fingerprint) } != nil
         } catch {
             logger.warning("trust lookup failed", metadata: ["error": "\(error)"])
-            throw APIError.unavailable("This member cannot check client certificates: the cluster database is unavailable (\(error)); retry, or see lxdctl cluster list on another member")
+            throw ClusterUseCaseError.unavailable("This member cannot check client certificates: the cluster database is unavailable (\(error)); retry, or see lxdctl cluster list on another member")
         }
     }
 
@@ -50,7 +50,7 @@ public struct ClusterTrust: TrustService {
                 let c = try tx.trustedCertificate(prefix: fingerprintOrPrefix)
                 // Without it the member's links and heartbeats would be refused by the others.
                 guard c.type == .client else {
-                    throw APIError.badRequest("Certificate \(c.fingerprint.prefix(12)) is member \(c.name)'s: it goes when the member is removed (lxdctl cluster remove \(c.name))")
+                    throw ClusterUseCaseError.invalid("Certificate \(c.fingerprint.prefix(12)) is member \(c.name)'s: it goes when the member is removed (lxdctl cluster remove \(c.name))")
                 }
                 try tx.deleteTrustedCertificate(fingerprint: c.fingerprint)
             }
@@ -61,9 +61,9 @@ public struct ClusterTrust: TrustService {
         do {
             return try await body()
         } catch ClusterDBError.notFound {
-            throw APIError.notFound("Certificate \(prefix) not found: see lxdctl config trust list")
+            throw ClusterUseCaseError.notFound("Certificate \(prefix) not found: see lxdctl config trust list")
         } catch ClusterDBError.ambiguous {
-            throw APIError.badRequest("Certificate prefix \(prefix) matches more than one certificate: give more digits")
+            throw ClusterUseCaseError.invalid("Certificate prefix \(prefix) matches more than one certificate: give more digits")
         }
     }
 
@@ -72,13 +72,13 @@ public struct ClusterTrust: TrustService {
     /// so it comes from joining the cluster and nowhere else.
     public func add(certificate text: String, name: String?, type: String?) async throws -> String {
         guard type.map({ $0 == TrustedCertificate.Kind.client.rawValue }) ?? true else {
-            throw APIError.badRequest("Only certificates of type client can be added: a member's server certificate is added when it joins (lxdctl cluster add, then join)")
+            throw ClusterUseCaseError.invalid("Only certificates of type client can be added: a member's server certificate is added when it joins (lxdctl cluster add, then join)")
         }
         let der: [UInt8]
         do {
             der = try CertificateText.der(from: text)
         } catch {
-            throw APIError.badRequest("Invalid certificate: \(error)")
+            throw ClusterUseCaseError.invalid("Invalid certificate: \(error)")
         }
         return try await insert(der: der, name: name, type: type, consumingSecret: nil)
     }
@@ -92,7 +92,7 @@ public struct ClusterTrust: TrustService {
 
     /// Creates a token for a client named `name`.
     public func createToken(name: String, expiresAt: Date?) async throws -> TrustToken {
-        guard !name.isEmpty else { throw APIError.badRequest("A token needs a client name") }
+        guard !name.isEmpty else { throw ClusterUseCaseError.invalid("A token needs a client name") }
         let token = TrustToken(clientName: name, fingerprint: serverFingerprint, addresses: serverAddresses(),
                                secret: TrustToken.newSecret(), expiresAt: expiresAt)
         try await db.transaction { tx in
@@ -102,7 +102,7 @@ public struct ClusterTrust: TrustService {
     }
 
     private func insert(der: [UInt8], name: String?, type: String?, consumingSecret secret: String?) async throws -> String {
-        let kind = try TrustedCertificate.Kind(rawValue: type ?? "client") ?? { throw APIError.badRequest("Unknown certificate type \"\(type ?? "")\": use client or server") }()
+        let kind = try TrustedCertificate.Kind(rawValue: type ?? "client") ?? { throw ClusterUseCaseError.invalid("Unknown certificate type \"\(type ?? "")\": use client or server") }()
         let fingerprint = Fingerprint.sha256(der: der)
         let pem = CertificateText.pem(der: der)
         let now = Date()
@@ -119,9 +119,9 @@ public struct ClusterTrust: TrustService {
             }
         } catch let rejection as TrustTokenRejection {
             logger.notice("trust token refused", metadata: ["reason": "\(rejection)", "fingerprint": "\(fingerprint)"])
-            throw APIError.forbidden("not authorized")
+            throw ClusterUseCaseError.forbidden("not authorized")
         } catch ClusterDBError.alreadyExists {
-            throw APIError.conflict("Certificate \(fingerprint) is already trusted")
+            throw ClusterUseCaseError.conflict("Certificate \(fingerprint) is already trusted")
         }
     }
 

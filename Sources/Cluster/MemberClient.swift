@@ -52,7 +52,7 @@ public final class MemberClient: MemberForwarder {
         } catch let error as APIError {
             throw error
         } catch {
-            throw APIError.unavailable("Cannot open the websocket on member \(peer.name): \(error)")
+            throw ClusterUseCaseError.unavailable("Cannot open the websocket on member \(peer.name): \(error)")
         }
     }
 
@@ -63,10 +63,10 @@ public final class MemberClient: MemberForwarder {
         case .id(let id): peers.first { $0.id == id }
         }
         guard let peer else {
-            throw APIError.notFound("Cluster member \(member) not found: see lxdctl cluster list")
+            throw ClusterUseCaseError.notFound("Cluster member \(member) not found: see lxdctl cluster list")
         }
         guard !peer.fingerprint.isEmpty else {
-            throw APIError.unavailable("No certificate known for member \(peer.name): it has not finished joining")
+            throw ClusterUseCaseError.unavailable("No certificate known for member \(peer.name): it has not finished joining")
         }
         return (peer, try client(for: peer))
     }
@@ -74,7 +74,7 @@ public final class MemberClient: MemberForwarder {
     public func send(_ request: ForwardedRequest, to member: MemberReference, timeout: Duration?) async throws -> ForwardedResponse {
         let (peer, client) = try await resolve(member)
         guard let method = RequestMethod(rawValue: request.method) else {
-            throw APIError.badRequest("Method \(request.method) cannot be forwarded")
+            throw ClusterUseCaseError.invalid("Method \(request.method) cannot be forwarded")
         }
         let outgoing = HTTPRequest(method, request.target, headers: request.headers, body: request.body)
         let answer: HTTPResponse
@@ -82,7 +82,7 @@ public final class MemberClient: MemberForwarder {
             let pending = Task { try await client.transport.send(outgoing) }
             guard let first = await Forwarding.first(pending, within: timeout) else {
                 pending.cancel()
-                throw APIError.unavailable("Member \(peer.name) did not answer \(request.method) \(request.target) within \(timeout)")
+                throw ClusterUseCaseError.unavailable("Member \(peer.name) did not answer \(request.method) \(request.target) within \(timeout)")
             }
             answer = try first.get()
         } else {
@@ -156,7 +156,7 @@ extension MemberClient: ImageTarballFetcher {
         let answer = try await send(request, to: .name(member), timeout: timeout)
         guard answer.status == 200 else {
             let detail = String(decoding: answer.body.prefix(300), as: UTF8.self)
-            throw APIError.unavailable("Member \(member) answered \(answer.status) to the image export: \(detail)")
+            throw ClusterUseCaseError.unavailable("Member \(member) answered \(answer.status) to the image export: \(detail)")
         }
         return answer.body
     }

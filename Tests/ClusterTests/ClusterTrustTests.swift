@@ -45,9 +45,12 @@ final class TrustHarness: Sendable {
     }
 }
 
-/// The HTTP status an operation fails with, or nil when it succeeds.
-func status(_ body: () async throws -> Void) async -> Int? {
-    do { try await body(); return nil } catch let e as APIError { return e.status } catch { return -1 }
+/// The kind of failure an operation reports, or nil when it succeeds.
+func kind(_ body: () async throws -> Void) async -> ErrorKind? {
+    do { try await body(); return nil } catch let e as ClusterUseCaseError { return e.kind } catch {
+        Issue.record("expected a ClusterUseCaseError, got \(error)")
+        return nil
+    }
 }
 
 @Suite struct ClusterTrustTests {
@@ -62,14 +65,14 @@ func status(_ body: () async throws -> Void) async -> Int? {
             #expect(try await h.trust.isTrusted(fingerprint: fingerprint))
             #expect(try await h.trust.get(String(fingerprint.prefix(8))).name == "laptop")
             let other: [UInt8] = Array("another certificate".utf8)
-            #expect(await status { _ = try await h.trust.add(presented: other, trustToken: token.encoded(), name: nil) } == 403)
+            #expect(await kind { _ = try await h.trust.add(presented: other, trustToken: token.encoded(), name: nil) } == .forbidden)
             #expect(try await !h.trust.isTrusted(fingerprint: Fingerprint.sha256(der: other)))
         }
     }
 
     @Test func anUnknownSecretIsRefusedLikeAUsedOne() async throws {
         try await TrustHarness.with { h in
-            #expect(await status { _ = try await h.trust.add(presented: der, trustToken: "not-a-secret", name: "x") } == 403)
+            #expect(await kind { _ = try await h.trust.add(presented: der, trustToken: "not-a-secret", name: "x") } == .forbidden)
             let trusted = try await h.trust.list()
             #expect(trusted.isEmpty)
         }
@@ -80,10 +83,10 @@ func status(_ body: () async throws -> Void) async -> Int? {
             let server = TrustedCertificate(fingerprint: String(repeating: "cd", count: 32), name: "m2", type: .server,
                                             certificate: CertificateText.pem(der: Array("m2".utf8)))
             try await h.db.transaction { tx in try tx.addTrustedCertificate(server) }
-            #expect(await status { try await h.trust.delete("cdcd") } == 400)
+            #expect(await kind { try await h.trust.delete("cdcd") } == .invalid)
             #expect(try await h.trust.isTrusted(fingerprint: server.fingerprint))
             let pem = CertificateText.pem(der: der)
-            #expect(await status { _ = try await h.trust.add(certificate: pem, name: "m3", type: "server") } == 400)
+            #expect(await kind { _ = try await h.trust.add(certificate: pem, name: "m3", type: "server") } == .invalid)
         }
     }
 
@@ -91,19 +94,19 @@ func status(_ body: () async throws -> Void) async -> Int? {
         try await TrustHarness.with { h in
             // An admin's add parses the certificate: it must be a real one.
             let pem = try IdentityGenerator.generate(commonName: "laptop").certificatePEM
-            #expect(await status { _ = try await h.trust.add(certificate: CertificateText.pem(der: der), name: nil, type: nil) } == 400)
+            #expect(await kind { _ = try await h.trust.add(certificate: CertificateText.pem(der: der), name: nil, type: nil) } == .invalid)
             let fingerprint = try await h.trust.add(certificate: pem, name: nil, type: nil)
             #expect(try await h.trust.get(fingerprint).name == String(fingerprint.prefix(12)))
-            #expect(await status { _ = try await h.trust.add(certificate: pem, name: nil, type: nil) } == 409)
+            #expect(await kind { _ = try await h.trust.add(certificate: pem, name: nil, type: nil) } == .conflict)
             try await h.trust.delete(fingerprint)
             #expect(try await !h.trust.isTrusted(fingerprint: fingerprint))
-            #expect(await status { _ = try await h.trust.get(fingerprint) } == 404)
+            #expect(await kind { _ = try await h.trust.get(fingerprint) } == .notFound)
         }
     }
 
     @Test func aTokenNeedsAClientName() async throws {
         try await TrustHarness.with { h in
-            #expect(await status { _ = try await h.trust.createToken(name: "", expiresAt: nil) } == 400)
+            #expect(await kind { _ = try await h.trust.createToken(name: "", expiresAt: nil) } == .invalid)
         }
     }
 }
