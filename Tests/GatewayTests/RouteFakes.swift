@@ -15,9 +15,14 @@ import Synchronization
 /// One instance, "c1", and what the routes asked for.
 final class FakeInstances: InstanceLifecycleUseCases, InstanceAccessUseCases, Sendable {
     let failure: (any Error)?
+    /// The member that owns c1 ("none" is a single member's name).
+    let owner: String
     let calls = Mutex<[String]>([])
 
-    init(failure: (any Error)? = nil) { self.failure = failure }
+    init(failure: (any Error)? = nil, owner: String = "none") {
+        self.failure = failure
+        self.owner = owner
+    }
 
     static let c1 = Instance(name: "c1", status: .running, architecture: "x86_64", config: [:], location: "none",
                              createdAt: "2026-01-01T00:00:00Z", lastUsedAt: "2026-01-01T00:00:00Z")
@@ -39,7 +44,7 @@ final class FakeInstances: InstanceLifecycleUseCases, InstanceAccessUseCases, Se
 
     func list(withState: Bool) async throws -> [Instance] { try called("list"); return [Self.c1] }
     func get(_ name: String, withState: Bool) async throws -> Instance { try called("get \(name)"); return try instance(name) }
-    func location(of name: String) async throws -> String? { name == "c1" ? "none" : nil }
+    func location(of name: String) async throws -> String? { name == "c1" ? owner : nil }
     func state(_ name: String) async throws -> InstanceState {
         try called("state \(name)")
         _ = try instance(name)
@@ -139,4 +144,30 @@ struct FakeCluster: ClusterService {
     func isMember(fingerprint: String) async -> Bool { memberFingerprints.contains(fingerprint) }
     func receiveHeartbeat(_ heartbeat: ClusterHeartbeat) async throws { if let failure { throw failure } }
     func servePeer(_ stream: any PeerStream) async {}
+}
+
+/// Member m1 of a cluster: records what it forwards and answers with `answer`, or throws `failure`.
+final class FakeForwarder: MemberForwarder, Sendable {
+    let answer: ForwardedResponse
+    let failure: (any Error)?
+    let sent = Mutex<[(ForwardedRequest, MemberReference)]>([])
+
+    init(answer: ForwardedResponse = .init(status: 200, headers: [("Content-Type", "application/json")], body: Array("{\"type\":\"sync\"}".utf8)),
+         failure: (any Error)? = nil) {
+        self.answer = answer
+        self.failure = failure
+    }
+
+    var localMemberID: Int64 { 1 }
+    var localMemberName: String { "m1" }
+    var isClustered: Bool { true }
+    func otherMembers() async throws -> [String] { ["m2"] }
+    func send(_ request: ForwardedRequest, to member: MemberReference, timeout: Duration?) async throws -> ForwardedResponse {
+        sent.withLock { $0.append((request, member)) }
+        if let failure { throw failure }
+        return answer
+    }
+    func openWebSocket(target: String, to member: MemberReference) async throws -> any ForwardedWebSocket {
+        throw failure ?? InstancesError.unavailable("no websockets here")
+    }
 }

@@ -24,6 +24,7 @@ struct RouteHarness {
     var scheduling = FakeScheduling()
     var images = FakeImages()
     var limits = BodyLimits()
+    var forwarder: FakeForwarder? = nil
     var uploads = FileManager.default.temporaryDirectory.path
 
     func routes() -> APIRoutes {
@@ -38,7 +39,7 @@ struct RouteHarness {
             limits: limits, uploadDirectory: uploads,
             trust: FakeTrust(trusted: trusted),
             cluster: FakeCluster(memberFingerprints: [Fingerprint.sha256(der: Self.memberDER)]),
-            logger: Logger(label: "test"))
+            forwarder: forwarder, logger: Logger(label: "test"))
     }
 
     /// The HTTPS listener's routes as seen by a caller presenting `certificate` (nil: none).
@@ -330,5 +331,84 @@ struct RouteHarness {
         #expect(r.status == 409)
         #expect(r.headers[.location] == nil)
         #expect(try r.error().error == taken.description)
+    }
+}
+
+@Suite struct ForwardingRouteTests {
+    static let marker = HTTPField.Name(Forwarding.markerHeader)!
+
+    @Test func aChangeToAnotherMembersInstanceGoesToItsOwnerMarked() async throws {
+        var h = RouteHarness()
+        h.instances = FakeInstances(owner: "m2")
+        let forwarder = FakeForwarder()
+        h.forwarder = forwarder
+        let r = try await h.call(.delete, "/1.0/instances/c1")
+        #expect(r.status == 200)
+        #expect(r.body == Array("{\"type\":\"sync\"}".utf8))
+        let sent = forwarder.sent.withLock { $0 }
+        #expect(sent.count == 1)
+        #expect(sent.first?.1 == .name("m2"))
+        #expect(sent.first?.0.target == "/1.0/instances/c1")
+        #expect(sent.first?.0.headers.contains { $0.name == Forwarding.markerHeader && $0.value == "m1" } == true)
+        #expect(h.instances.calls.withLock { $0 }.isEmpty)
+    }
+
+    @Test func aRequestAlreadyForwardedIsNotForwardedAgain() async throws {
+        var h = RouteHarness()
+        h.instances = FakeInstances(owner: "m2")
+        let forwarder = FakeForwarder()
+        h.forwarder = forwarder
+        var headers = HTTPFields()
+        headers[Self.marker] = "m3"
+        let r = try await h.call(.delete, "/1.0/instances/c1", headers: headers)
+        #expect(r.status == 503)
+        #expect(try r.error().error.hasPrefix("The request about instance c1 on member m2 was already forwarded once"))
+        #expect(forwarder.sent.withLock { $0 }.isEmpty)
+    }
+
+    @Test func aForwarderRefusalKeepsItsKindAndAnUnreachableMemberIs503() async throws {
+        var h = RouteHarness()
+        h.instances = FakeInstances(owner: "m2")
+        h.forwarder = FakeForwarder(failure: InstancesError.notFound("Cluster member m2 not found: see lxdctl cluster list"))
+        let refused = try await h.call(.delete, "/1.0/instances/c1")
+        #expect(refused.status == 404)
+        #expect(try refused.error().error == "Cluster member m2 not found: see lxdctl cluster list")
+        h.forwarder = FakeForwarder(failure: CancellationError())
+        let unreachable = try await h.call(.delete, "/1.0/instances/c1")
+        #expect(unreachable.status == 503)
+        #expect(try unreachable.error().error == "Cannot reach the member owning instance c1 on member m2: CancellationError()")
+    }
+
+    @Test func anOwnerThatDoesNotAnswerAReadLeavesTheInstanceInStatusError() async throws {
+        var h = RouteHarness()
+        h.instances = FakeInstances(owner: "m2")
+        h.forwarder = FakeForwarder(failure: CancellationError())
+        let r = try await h.call(.get, "/1.0/instances/c1")
+        #expect(r.status == 200)
+        let metadata = try #require(try r.json()["metadata"] as? [String: Any])
+        #expect(metadata["status"] as? String == "Error")
+        #expect(metadata["location"] as? String == "none")
+    }
+}
+
+@Suite struct HandlerRefusalRouteTests {
+    let h = RouteHarness()
+
+    @Test func anOperationWebSocketNeedsItsSecret() async throws {
+        let r = try await h.call(.get, "/1.0/operations/abc/websocket")
+        #expect(r.status == 403)
+        #expect(try r.error().error == "Missing secret: connect with ?secret= from the operation's metadata")
+    }
+
+    @Test func trustPasswordsAreRefused() async throws {
+        let r = try await h.call(.post, "/1.0/certificates", body: "{\"password\": \"secret\"}")
+        #expect(r.status == 400)
+        #expect(try r.error().error == "Trust passwords are not supported: use a trust token")
+    }
+
+    @Test func anUnknownClusterMemberIs404() async throws {
+        let r = try await h.call(.get, "/1.0/cluster/members/nowhere")
+        #expect(r.status == 404)
+        #expect(try r.error().error == "Cluster member \"nowhere\" not found: see lxdctl cluster list")
     }
 }
