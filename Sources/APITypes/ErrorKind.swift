@@ -25,8 +25,18 @@ public enum ErrorKind: String, Sendable, CaseIterable {
 public protocol KindedError: Error, CustomStringConvertible, Sendable {
     var kind: ErrorKind { get }
     var message: String { get }
+    init(_ kind: ErrorKind, _ message: String)
 }
 
 extension KindedError {
     public var description: String { message }
+
+    public static func notFound(_ message: String) -> Self { Self(.notFound, message) }
+    public static func conflict(_ message: String) -> Self { Self(.conflict, message) }
+    public static func invalid(_ message: String) -> Self { Self(.invalid, message) }
+    public static func forbidden(_ message: String) -> Self { Self(.forbidden, message) }
+    public static func tooLarge(_ message: String) -> Self { Self(.tooLarge, message) }
+    public static func unavailable(_ message: String) -> Self { Self(.unavailable, message) }
+    public static func unsupported(_ message: String) -> Self { Self(.unsupported, message) }
+    public static func `internal`(_ message: String) -> Self { Self(.internal, message) }
 }

@@ -94,7 +94,7 @@ extension RuntimeError {
         switch self {
         case .notFound: InstancesError.notFound(description)
         case .notRunning, .alreadyRunning, .invalid: InstancesError.invalid(description)
-        case .unsupported: .init(.unsupported, description)
+        case .unsupported: .unsupported(description)
         case .system(_, _, let code) where code == ENOENT || code == ENOTDIR: InstancesError.notFound(description)
         case .system(_, _, let code) where code == ELOOP || code == EXDEV || code == EISDIR: InstancesError.invalid(description)
         default: InstancesError.internal(description)

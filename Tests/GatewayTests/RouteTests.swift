@@ -295,7 +295,7 @@ struct RouteHarness {
         (InstancesError.conflict("Instance \"c1\" already exists"), 409),
         (InstancesError.tooLarge("Fetched image is larger than 10 bytes"), 413),
         (InstancesError.internal("Cannot write fetched image"), 500),
-        (InstancesError(.unsupported, "Not supported"), 501),
+        (InstancesError.unsupported("Not supported"), 501),
         (InstancesError.unavailable("Image is on no other member to fetch from"), 503),
         // A member's answer relayed as it was keeps the member's status.
         (APIError(502, "member m2: bad gateway"), 502),
