@@ -100,7 +100,7 @@ let package = Package(
         ]),
         // Cluster use cases: the I/O shell around Membership's deciders, and member-to-member calls.
         .target(name: "Cluster", dependencies: [
-            "APITypes", "ClusterDB", "Dqlite", "Gateway", "Identity", "Instances", "InstanceConfig", "LXDClient", "Membership", "Operations",
+            "APITypes", "ClusterDB", "Dqlite", "Identity", "Instances", "InstanceConfig", "LXDClient", "Membership", "Operations",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
@@ -135,9 +135,9 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         // Cluster's use cases over a real in-process dqlite node, and its pure pieces: no root, no network.
         .testTarget(name: "ClusterTests", dependencies: [
-            "Cluster", "APITypes", "ClusterDB", "Dqlite", "Gateway", "Identity", "IdentityGenerator", .product(name: "Logging", package: "swift-log"),
+            "Cluster", "APITypes", "ClusterDB", "Dqlite", "Identity", "IdentityGenerator", .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "Cluster", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "Cluster", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient", "Operations"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", "APITypes", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "IntegrationTests", dependencies: ["LXDClient", "APITypes", "Identity", "IdentityGenerator", "Membership", "Gateway", "Operations"]),
