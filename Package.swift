@@ -113,7 +113,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "lxdd", dependencies: [
-            "Agent", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Agent", "Cluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "lxdctl", dependencies: [
             "LXDClient", "APITypes", "Identity", .product(name: "ArgumentParser", package: "swift-argument-parser"),
