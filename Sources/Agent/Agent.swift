@@ -157,8 +157,8 @@ public enum Agent {
             forwarder: members,
             logger: logger)
         let heartbeater = Heartbeater(cluster: cluster, memberID: memberID, logger: logger)
-        let reporter = CapacityReporter(instances: instances, dataDir: dataDir, logger: logger)
-        let abandoned = AbandonedPlacementSweeper(instances: instances, logger: logger)
+        let reporter = CapacityReporter(placement: instances.placement, dataDir: dataDir, logger: logger)
+        let abandoned = AbandonedPlacementSweeper(placement: instances.placement, logger: logger)
         let jobs = [
             // Instances that should run again after a host reboot or agent restart (LXD's rules,
             // InstanceLifecycle.startOnBoot); alongside the API, so clients are served meanwhile.
