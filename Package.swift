@@ -100,7 +100,7 @@ let package = Package(
         ]),
         // Cluster use cases: the I/O shell around Membership's deciders, and member-to-member calls.
         .target(name: "Cluster", dependencies: [
-            "APITypes", "ClusterDB", "Dqlite", "Gateway", "Identity", "Instances", "InstanceConfig", "LXDClient", "Membership", "Operations",
+            "APITypes", "ClusterDB", "Dqlite", "Identity", "Instances", "InstanceConfig", "LXDClient", "Membership", "Operations",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
@@ -113,7 +113,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "lxdd", dependencies: [
-            "Agent", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Agent", "Cluster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "lxdctl", dependencies: [
             "LXDClient", "APITypes", "Identity", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -135,9 +135,9 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         // Cluster's use cases over a real in-process dqlite node, and its pure pieces: no root, no network.
         .testTarget(name: "ClusterTests", dependencies: [
-            "Cluster", "APITypes", "ClusterDB", "Dqlite", "Gateway", "Identity", "IdentityGenerator", .product(name: "Logging", package: "swift-log"),
+            "Cluster", "APITypes", "ClusterDB", "Dqlite", "Identity", "IdentityGenerator", .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "Cluster", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "Cluster", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient", "Operations"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),
         // The real router and front door over fakes of the use cases, through Hummingbird's router test client: no sockets.
         .testTarget(name: "GatewayTests", dependencies: [

@@ -59,7 +59,7 @@ public enum Agent {
         var settings = try await FirstStart.prepare(config, logger: baseLogger)
         // Joining a cluster restarts everything above the runtime on the new database.
         while true {
-            guard let local = try LocalState.load(from: dataDir) else { throw AgentError.localState("member.json vanished from \(dataDir)") }
+            guard let local = try LocalState.load(from: dataDir) else { throw ClusterError.localState("member.json vanished from \(dataDir)") }
             let marker = LocalState.joinMarkerPath(in: dataDir)
             if FileManager.default.fileExists(atPath: marker) {
                 // Joined (maybe just before a crash): the single-member database stays behind, out of the way.
@@ -95,7 +95,7 @@ public enum Agent {
 
         // dqlite peers and SQL clients reach other members through their HTTPS listeners (NOTES-dqlite.md).
         let directory = PeerDirectory(local.peers ?? [])
-        let bindAddress = dqliteBindAddress(dataDir: dataDir, dqliteID: local.dqliteID)
+        let bindAddress = local.dqliteBindAddress(dataDir: dataDir)
         let dialer = MemberLinkDialer(localAddress: local.address, localBindAddress: bindAddress, directory: directory, identity: identity)
         let node = try DqliteNode(
             DqliteNode.Configuration(id: local.dqliteID, address: local.address, dataDir: "\(dataDir)/database",
@@ -157,8 +157,8 @@ public enum Agent {
             forwarder: members,
             logger: logger)
         let heartbeater = Heartbeater(cluster: cluster, memberID: memberID, logger: logger)
-        let reporter = CapacityReporter(instances: instances, dataDir: dataDir, logger: logger)
-        let abandoned = AbandonedPlacementSweeper(instances: instances, logger: logger)
+        let reporter = CapacityReporter(placement: instances.placement, dataDir: dataDir, logger: logger)
+        let abandoned = AbandonedPlacementSweeper(placement: instances.placement, logger: logger)
         let jobs = [
             // Instances that should run again after a host reboot or agent restart (LXD's rules,
             // InstanceLifecycle.startOnBoot); alongside the API, so clients are served meanwhile.

@@ -3,6 +3,7 @@ import Dqlite
 import Gateway
 import Identity
 import Logging
+import Operations
 import ServiceLifecycle
 import Synchronization
 
@@ -61,7 +62,7 @@ final class DatabaseLinkListener: Sendable {
         let silentClosed = silent.closeAll()
         let linksClosed = await links.closeAll()
         task.cancel()
-        guard let finished = await Forwarding.first(task, within: Self.drainLimit) else {
+        guard let finished = await Deadline.first(task, within: Self.drainLimit) else {
             logger.notice("database link listener still closing its links; the API listener takes the address over meanwhile",
                           metadata: ["links-closed": "\(linksClosed)", "waited": "\(Self.drainLimit)"])
             return

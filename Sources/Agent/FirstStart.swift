@@ -38,7 +38,7 @@ enum FirstStart {
                                                                       identity: identity, version: Agent.memberVersion,
                                                                       preferredAddress: join.clusterAddress)
             } catch {
-                throw AgentError.cluster("the preseed's join failed: \(error); nothing was kept: issue a new token (lxdctl cluster add \(name)) if this one was used or expired")
+                throw ClusterError.cluster("the preseed's join failed: \(error); nothing was kept: issue a new token (lxdctl cluster add \(name)) if this one was used or expired")
             }
             state = ClusterController.joinedState(state, name: name, answer: answer)
             logger.info("joined the cluster from the preseed", metadata: ["member": "\(name)", "dqlite-id": "\(state.dqliteID)",

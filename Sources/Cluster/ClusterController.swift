@@ -2,7 +2,6 @@ import APITypes
 import ClusterDB
 import Dqlite
 import Foundation
-import Gateway
 import Identity
 import InstanceConfig
 import LXDClient
@@ -48,7 +47,9 @@ final class MembershipOperation: Sendable {
 }
 
 /// Membership use cases: join tokens, admitting and joining, listing, removal, role balance.
-public final class ClusterController: ClusterService {
+/// Gateway's cluster routes reach them through their `ClusterService` port, which the agent
+/// conforms this to.
+public final class ClusterController: Sendable {
     let db: ClusterDB
     let local: LocalState
     let dataDir: String

@@ -1,14 +1,14 @@
 import APITypes
 import ClusterDB
 import Foundation
-import Gateway
 import Identity
 import Logging
 
 /// The trust store's use cases, as ClusterDB transactions (the store is cluster-wide): which
 /// client certificates may use the remote API, and single-use tokens that let a new client add
-/// its own certificate.
-public struct ClusterTrust: TrustService {
+/// its own certificate. Gateway's certificate routes and HTTPS authentication reach it through
+/// their `TrustService` port, which the agent conforms this to.
+public struct ClusterTrust: Sendable {
     let db: ClusterDB
     /// What a token tells the client about this server.
     public let serverFingerprint: String

@@ -1,7 +1,6 @@
 import APITypes
 import ClusterDB
 import Foundation
-import Gateway
 import Identity
 import LXDClient
 import Logging

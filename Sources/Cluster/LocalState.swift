@@ -40,6 +40,18 @@ public struct LocalState: Codable, Equatable, Sendable {
         }
     }
 
+    /// The abstract socket name for this member's dqlite node: unique per data directory, so
+    /// several agents can share a host (tests, `make run` clusters), and per dqlite id, so the
+    /// node started after joining never competes for the name with the one it replaces.
+    public func dqliteBindAddress(dataDir: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in dataDir.utf8 {
+            hash ^= UInt64(b)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return "@lxd-swift-\(String(hash, radix: 16))-\(dqliteID)"
+    }
+
     public func save(to dataDir: String) throws {
         let p = Self.path(in: dataDir)
         let tmp = p + ".tmp"

@@ -1,19 +1,20 @@
 import APITypes
 import ClusterDB
 import Foundation
-import Gateway
 import Identity
 import Instances
 import LXDClient
 import Logging
 import NIOCore
+import Operations
 import Synchronization
 
 /// The one client for member-to-member calls: forwarded requests and websockets (Gateway's
-/// proxy), image tarball fetches (Instances) and materialise requests to an instance's owner
-/// (Instances' placement). It speaks mutual TLS, presenting this member's certificate and
-/// pinning the peer's (as the database links do); members are looked up in ClusterDB by name or id.
-public final class MemberClient: MemberForwarder {
+/// proxy, whose `MemberForwarder` port the agent conforms this to), image tarball fetches
+/// (Instances) and materialise requests to an instance's owner (Instances' placement). It speaks
+/// mutual TLS, presenting this member's certificate and pinning the peer's (as the database links
+/// do); members are looked up in ClusterDB by name or id.
+public final class MemberClient: Sendable {
     let db: ClusterDB
     let identity: TLSIdentity
     public let localMemberID: Int64
@@ -42,13 +43,14 @@ public final class MemberClient: MemberForwarder {
         try await db.transaction { tx in try tx.memberPeers() }.map(\.name).filter { $0 != localMemberName }
     }
 
-    public func openWebSocket(target: String, to member: MemberReference) async throws -> any ForwardedWebSocket {
+    /// Opens a websocket on `member` (`target` is path and query, already escaped).
+    public func webSocket(_ target: String, on member: MemberReference) async throws -> MemberWebSocket {
         let started = ContinuousClock.now
         let (peer, client) = try await resolve(member)
         do {
-            let socket = try await client.transport.openWebSocket(HTTPRequest(.GET, target, headers: [(Forwarding.markerHeader, localMemberName)]))
+            let socket = try await client.transport.openWebSocket(HTTPRequest(.GET, target, headers: [(ForwardedRequest.markerHeader, localMemberName)]))
             logger.debug("websocket to member opened", metadata: ["peer": "\(peer.name)", "took": "\(ContinuousClock.now - started)"])
-            return ProxiedWebSocket(socket)
+            return MemberWebSocket(socket)
         } catch let error as APIError {
             throw error
         } catch {
@@ -80,7 +82,7 @@ public final class MemberClient: MemberForwarder {
         let answer: HTTPResponse
         if let timeout {
             let pending = Task { try await client.transport.send(outgoing) }
-            guard let first = await Forwarding.first(pending, within: timeout) else {
+            guard let first = await Deadline.first(pending, within: timeout) else {
                 pending.cancel()
                 throw ClusterUseCaseError.unavailable("Member \(peer.name) did not answer \(request.method) \(request.target) within \(timeout)")
             }
@@ -114,10 +116,11 @@ public final class MemberClient: MemberForwarder {
     }
 }
 
-/// A client websocket to the owner, as the Gateway's proxy sees it.
-struct ProxiedWebSocket: ForwardedWebSocket {
+/// A client websocket to another member, in the frames Gateway's proxy relays.
+public struct MemberWebSocket: Sendable {
     let socket: WebSocket
-    let frames: AsyncStream<ForwardedFrame>
+    /// Messages from the member; finishes when it closes.
+    public let frames: AsyncStream<ForwardedFrame>
 
     init(_ socket: WebSocket) {
         self.socket = socket
@@ -136,23 +139,25 @@ struct ProxiedWebSocket: ForwardedWebSocket {
         }
     }
 
-    func send(_ frame: ForwardedFrame) async throws {
+    public func send(_ frame: ForwardedFrame) async throws {
         switch frame {
         case .binary(let b): try await socket.send(binary: b)
         case .text(let t): try await socket.send(text: t)
         }
     }
 
-    func close() async { await socket.close() }
-    func ping() { socket.ping() }
-    var lastHeard: ContinuousClock.Instant { socket.lastHeard }
+    public func close() async { await socket.close() }
+    /// Sends a websocket ping without waiting; the answer moves `lastHeard`.
+    public func ping() { socket.ping() }
+    /// When a frame of any kind (data, ping, pong) last arrived from the member.
+    public var lastHeard: ContinuousClock.Instant { socket.lastHeard }
 }
 
 extension MemberClient: ImageTarballFetcher {
     /// GET /1.0/images/<fp>/export on `member`; only a 200 counts (the caller verifies the hash).
     public func fetchTarball(fingerprint: String, from member: String, timeout: Duration) async throws -> [UInt8] {
         let request = ForwardedRequest(method: "GET", target: "/1.0/images/\(fingerprint)/export",
-                                       headers: [(Forwarding.markerHeader, localMemberName)], body: [])
+                                       headers: [(ForwardedRequest.markerHeader, localMemberName)], body: [])
         let answer = try await send(request, to: .name(member), timeout: timeout)
         guard answer.status == 200 else {
             let detail = String(decoding: answer.body.prefix(300), as: UTF8.self)
@@ -171,17 +176,21 @@ extension MemberClient: InstanceMaterialiser {
         let body = try JSONEncoder().encode(post)
         let answer = try await send(
             ForwardedRequest(method: "POST", target: "/internal/instances/materialise",
-                             headers: [("Content-Type", "application/json"), (Forwarding.markerHeader, localMemberName)],
+                             headers: [("Content-Type", "application/json"), (ForwardedRequest.markerHeader, localMemberName)],
                              body: Array(body)),
             to: .name(member), timeout: Self.acceptTimeout)
         return try Self.operation(from: answer, member: member)
     }
 
+    /// How long an owner may take to report an operation: as long as a member may take to report
+    /// its instances in a cluster-wide list (Gateway's `Forwarding.stateTimeout`).
+    static let operationTimeout: Duration = .seconds(2)
+
     public func operation(_ id: String, on member: String) async throws -> APIOperation {
         let answer = try await send(
             ForwardedRequest(method: "GET", target: "/1.0/operations/\(id)",
-                             headers: [(Forwarding.markerHeader, localMemberName)], body: []),
-            to: .name(member), timeout: Forwarding.stateTimeout)
+                             headers: [(ForwardedRequest.markerHeader, localMemberName)], body: []),
+            to: .name(member), timeout: Self.operationTimeout)
         return try Self.operation(from: answer, member: member)
     }
 

@@ -1,5 +1,4 @@
 import Dqlite
-import Gateway
 import Identity
 import LXDClient
 import Synchronization

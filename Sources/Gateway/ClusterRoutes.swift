@@ -10,7 +10,7 @@ import NIOCore
 import NIOSSL
 import ServiceLifecycle
 
-/// Cluster use cases the routes call; the agent implements them (it owns the node and the peers).
+/// Cluster use cases the routes call (Cluster's `ClusterController`, conformed by the agent).
 public protocol ClusterService: Sendable {
     func members() async throws -> [ClusterMemberInfo]
     /// `GET /1.0/cluster`: this member's name and whether clustering is enabled.

@@ -275,7 +275,7 @@ struct EventRelay: Sendable {
     private func dial(_ member: String) async throws -> any ForwardedWebSocket {
         let (forwarder, target) = (self.forwarder, self.target)
         let opening = Task { try await forwarder.openWebSocket(target: target, to: .name(member)) }
-        guard let result = await Forwarding.first(opening, within: timing.deadAfter) else {
+        guard let result = await Deadline.first(opening, within: timing.deadAfter) else {
             opening.cancel()
             // It may open later after all: close it then.
             Task { if let late = try? await opening.value { await late.close() } }

@@ -6,42 +6,8 @@ import Instances
 import NIOCore
 import Operations
 
-/// A request as it is sent on to another member (path and query already escaped).
-public struct ForwardedRequest: Sendable {
-    public var method: String
-    public var target: String
-    public var headers: [(name: String, value: String)]
-    public var body: [UInt8]
-
-    public init(method: String, target: String, headers: [(name: String, value: String)], body: [UInt8]) {
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.body = body
-    }
-}
-
-/// The owning member's answer, passed back unchanged (errors included).
-public struct ForwardedResponse: Sendable {
-    public var status: Int
-    public var headers: [(name: String, value: String)]
-    public var body: [UInt8]
-
-    public init(status: Int, headers: [(name: String, value: String)], body: [UInt8]) {
-        self.status = status
-        self.headers = headers
-        self.body = body
-    }
-}
-
-/// Which member a request goes to.
-public enum MemberReference: Sendable, Equatable {
-    case name(String)
-    case id(Int64)
-}
-
-/// Sends requests to other members over mutual TLS (the agent implements it: it holds the
-/// identity and the member list). `timeout` nil waits as long as the answer takes.
+/// Sends requests to other members over mutual TLS (Cluster's `MemberClient`, conformed by the
+/// agent). `timeout` nil waits as long as the answer takes.
 public protocol MemberForwarder: Sendable {
     var localMemberID: Int64 { get }
     var localMemberName: String { get }
@@ -52,12 +18,6 @@ public protocol MemberForwarder: Sendable {
     func send(_ request: ForwardedRequest, to member: MemberReference, timeout: Duration?) async throws -> ForwardedResponse
     /// Opens a websocket on `member` (`target` is path and query, already escaped).
     func openWebSocket(target: String, to member: MemberReference) async throws -> any ForwardedWebSocket
-}
-
-/// One websocket message, as relayed between members.
-public enum ForwardedFrame: Sendable, Equatable {
-    case binary([UInt8])
-    case text(String)
 }
 
 /// The member-side end of a proxied websocket (exec's stdin/stdout/control on the owner).
@@ -74,7 +34,8 @@ public protocol ForwardedWebSocket: Sendable {
 
 /// DESIGN "Forwarding": a forwarded request is answered locally, never forwarded again.
 public enum Forwarding {
-    public static let markerHeader = "X-LXD-Forwarded"
+    /// `X-LXD-Forwarded`, the wire's marker (declared with `ForwardedRequest` in APITypes).
+    public static let markerHeader = ForwardedRequest.markerHeader
     /// How long a member may take to report the live state of its instances in a list: a hung
     /// member must not hold up the whole list.
     public static let stateTimeout: Duration = .seconds(2)
@@ -82,24 +43,6 @@ public enum Forwarding {
     /// one instance to decide what to do next (`delete --force` stops one that is not Stopped),
     /// and an owner busy deleting or creating dozens can take seconds, which is not Error.
     public static let instanceStateTimeout: Duration = .seconds(10)
-
-    /// The task's result, or nil when `timeout` passes first (the task goes on unobserved: the
-    /// caller decides whether to cancel it; a request in flight does not stop on cancellation,
-    /// which is why this is not a task group that would wait for it) or the caller is cancelled.
-    public static func first<T: Sendable>(_ task: Task<T, any Error>, within timeout: Duration) async -> Result<T, any Error>? {
-        let (results, continuation) = AsyncStream<Result<T, any Error>?>.makeStream()
-        let waiter = Task { continuation.yield(await task.result) }
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            continuation.yield(nil)
-        }
-        var iterator = results.makeAsyncIterator()
-        let first = await iterator.next() ?? nil
-        continuation.finish()
-        timer.cancel()
-        _ = waiter
-        return first
-    }
 
     /// Where a request must go, decided from its method, path and `target` alone (pure).
     public enum Route: Equatable, Sendable {

@@ -5,8 +5,14 @@ import Glibc
 /// What this host offers containers: capacity for the scheduler, kernel features for the
 /// runtime and migration.
 public struct HostCapacity: Sendable, Equatable {
+    /// cpus this process may run on (its affinity), else the online count; at least 1.
     public let cpuCores: Int
+    /// `MemTotal` of /proc/meminfo; 0 when it cannot be read.
     public let memoryBytes: Int64
+    /// Size of the filesystem holding the data directory; nil when statvfs fails.
+    public let diskBytes: Int64?
+    /// The smaller of `kernel.pid_max` and `kernel.threads-max`; nil when neither can be read.
+    public let processes: Int64?
 }
 
 public struct KernelFeatures: Sendable, Equatable {
@@ -19,16 +25,28 @@ public struct KernelFeatures: Sendable, Equatable {
 }
 
 public enum HostProbe {
-    /// Cores available to this process (affinity) and total memory (/proc/meminfo).
-    public static func capacity() throws(RuntimeError) -> HostCapacity {
-        var cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        let n = Int(cr_affinity_cpu_count())
-        if n > 0 { cores = n }
-        let meminfo = try readString("/proc/meminfo")
-        guard let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }),
-              let kb = Int64(line.split(separator: " ").dropFirst().first ?? "")
-        else { throw .unsupported("cannot read MemTotal from /proc/meminfo") }
-        return HostCapacity(cpuCores: cores, memoryBytes: kb * 1024)
+    /// What this host offers, read from the kernel each call (never throws: a figure that
+    /// cannot be read is reported as 0 or nil, and the next probe tries again).
+    public static func capacity(dataDir: String) -> HostCapacity {
+        let affinity = Int(cr_affinity_cpu_count())
+        let cores = affinity > 0 ? affinity : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let memory = (try? readString("/proc/meminfo")).flatMap(memTotal) ?? 0
+        var fs = statvfs()
+        let disk: Int64? = statvfs(dataDir, &fs) == 0 ? Int64(fs.f_blocks) * Int64(fs.f_frsize) : nil
+        let limits = ["/proc/sys/kernel/pid_max", "/proc/sys/kernel/threads-max"].compactMap { path in
+            (try? readString(path)).flatMap { Int64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+        return HostCapacity(cpuCores: cores, memoryBytes: memory, diskBytes: disk, processes: limits.min())
+    }
+
+    /// `MemTotal` of /proc/meminfo, in bytes.
+    static func memTotal(_ meminfo: String) -> Int64? {
+        for line in meminfo.split(separator: "\n") where line.hasPrefix("MemTotal:") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 2, let kib = Int64(fields[1]) else { return nil }
+            return kib * 1024
+        }
+        return nil
     }
 
     public static func cgroupLayout() throws(RuntimeError) -> CgroupLayout {

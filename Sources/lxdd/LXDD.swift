@@ -1,5 +1,6 @@
 import Agent
 import ArgumentParser
+import Cluster
 import Foundation
 import Logging
 

@@ -6,6 +6,7 @@ import Gateway
 import Identity
 import IdentityGenerator
 import LXDClient
+import Operations
 import Synchronization
 import Testing
 
@@ -80,7 +81,7 @@ import Testing
         #expect(stopped, "stop() still waits \(took) later with a peer link open")
         #expect(Self.canListen(port: f.port), "the address is still held after stop()")
         // The peer sees its link end (and raft re-dials it through the full listener).
-        let ended = await Forwarding.first(Task { for await _ in link.messages {} }, within: .seconds(5)) != nil
+        let ended = await Deadline.first(Task { for await _ in link.messages {} }, within: .seconds(5)) != nil
         #expect(ended, "the peer's link is still open 5 s after stop()")
     }
 

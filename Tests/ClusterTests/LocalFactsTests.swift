@@ -1,7 +1,6 @@
 @testable import Cluster
 import APITypes
 import Foundation
-import Gateway
 import Testing
 
 @Suite struct LocalFactsTests {

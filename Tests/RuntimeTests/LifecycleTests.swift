@@ -109,7 +109,7 @@ struct LifecycleTests {
     }
 
     @Test func hostFacts() throws {
-        let cap = try HostProbe.capacity()
+        let cap = HostProbe.capacity(dataDir: "/")
         #expect(cap.cpuCores >= 1 && cap.memoryBytes > 64 << 20)
         let k = try HostProbe.kernelFeatures()
         #expect(k.pidfd)

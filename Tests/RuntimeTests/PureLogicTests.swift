@@ -166,3 +166,16 @@ import Testing
         }
     }
 }
+
+@Suite struct HostProbeTests {
+    @Test func memTotalIsReadInBytes() {
+        #expect(HostProbe.memTotal("MemTotal:       16316412 kB\nMemFree:         1234 kB\n") == Int64(16_316_412) * 1024)
+        #expect(HostProbe.memTotal("MemFree: 1 kB\n") == nil)
+    }
+
+    @Test func aDirectoryThatIsNotThereHasNoDiskFigure() {
+        let capacity = HostProbe.capacity(dataDir: "/nonexistent-\(UInt32.random(in: 0...UInt32.max))")
+        #expect(capacity.diskBytes == nil)
+        #expect(capacity.cpuCores >= 1 && capacity.memoryBytes > 0)
+    }
+}

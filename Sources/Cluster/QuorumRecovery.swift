@@ -1,4 +1,3 @@
-import Cluster
 import Dqlite
 import Foundation
 import Logging
@@ -19,16 +18,16 @@ public enum QuorumRecovery {
 
     public static func run(dataDir: String, logger: Logger) throws -> Summary {
         guard let local = try LocalState.load(from: dataDir) else {
-            throw AgentError.cluster("no member.json in \(dataDir): this is not a member's data directory (use --data-dir)")
+            throw ClusterError.cluster("no member.json in \(dataDir): this is not a member's data directory (use --data-dir)")
         }
         guard FileManager.default.fileExists(atPath: "\(dataDir)/database") else {
-            throw AgentError.cluster("\(dataDir)/database does not exist: nothing to recover")
+            throw ClusterError.cluster("\(dataDir)/database does not exist: nothing to recover")
         }
         // The agent must be stopped: a running node would keep the old configuration and split the cluster.
-        let bindAddress = dqliteBindAddress(dataDir: dataDir, dqliteID: local.dqliteID)
+        let bindAddress = local.dqliteBindAddress(dataDir: dataDir)
         if let fd = try? connectAbstractSocket(bindAddress) {
             close(fd)
-            throw AgentError.cluster("the database node of \(local.name) is running (lxdd is up on \(dataDir)): stop lxdd first, then run recover-from-quorum-loss again")
+            throw ClusterError.cluster("the database node of \(local.name) is running (lxdd is up on \(dataDir)): stop lxdd first, then run recover-from-quorum-loss again")
         }
         DqliteNode.prepareProcess()
         do {
@@ -37,7 +36,7 @@ public enum QuorumRecovery {
                 logger: logger)
             try node.recover(voters: [(id: local.dqliteID, address: local.address)])
         } catch {
-            throw AgentError.cluster("rewriting the database configuration failed: \(error); nothing was changed if the error came before the rewrite (check \(dataDir)/database)")
+            throw ClusterError.cluster("rewriting the database configuration failed: \(error); nothing was changed if the error came before the rewrite (check \(dataDir)/database)")
         }
         // Dial only this member at the next start: the lost ones would only slow leader discovery down.
         var state = local

@@ -9,7 +9,7 @@ import Testing
 /// Three real agents on 127.0.0.1-3 forming a cluster: dqlite travels over their HTTPS
 /// listeners (mutual TLS), joins are paid for with single-use tokens.
 @Suite(.serialized, .enabled(if: Prerequisites.available, "needs root, busybox and the built binaries"))
-final class ClusterTests {
+final class ClusterIntegrationTests {
     var agents: [TestAgent] = []
 
     deinit {
