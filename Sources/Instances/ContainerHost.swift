@@ -24,8 +24,8 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
               uid: UInt32, gid: UInt32, stdio: ExecStdio) async throws(RuntimeError) -> ExecProcess
     func readFile(instance: InstanceRef, path: String, maxBytes: Int) async throws(RuntimeError) -> ContainerFile
     func writeFile(instance: InstanceRef, path: String, content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32) async throws(RuntimeError)
-    /// The container's directory on this host; a stateful stop keeps its dump in `state/` there.
-    func directory(of instance: InstanceRef) -> String
+    /// Where a stateful stop keeps the container's dump until the next start.
+    func savedStateDirectory(of instance: InstanceRef) -> String
 }
 
 extension ContainerRuntime: ContainerHost {}

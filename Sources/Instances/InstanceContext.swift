@@ -91,9 +91,8 @@ struct InstanceContext: Sendable {
 
     static func iso(_ date: Date) -> String { OperationRegistry.timestamp(date) }
 
-    /// Where a stateful stop keeps the dumped process tree until the next start: inside the
-    /// container's directory, so it moves with it.
-    func stateDirectory(_ instance: InstanceRef) -> String { host.directory(of: instance) + "/state" }
+    /// Where a stateful stop keeps the dumped process tree until the next start.
+    func stateDirectory(_ instance: InstanceRef) -> String { host.savedStateDirectory(of: instance) }
 
     func hasSavedState(_ instance: InstanceRef) -> Bool {
         FileManager.default.fileExists(atPath: "\(stateDirectory(instance))/inventory.img")

@@ -113,6 +113,10 @@ public final class ContainerRuntime: Sendable {
     /// The container's directory on this host (`<dataDir>/containers/<project>_<name>`).
     public func directory(of instance: InstanceRef) -> String { paths(instance).dir }
 
+    /// Where a stateful stop keeps the container's dump until the next start: inside its
+    /// directory, so it moves with it.
+    public func savedStateDirectory(of instance: InstanceRef) -> String { paths(instance).savedState }
+
     /// The container's directory of cgroup `controller` (nil when that controller is not mounted).
     public func cgroupDirectory(_ controller: String, of instance: InstanceRef) -> String? {
         cgroupLayout.directory(of: controller, relative: cgroups.relative(hostName(instance)))
@@ -408,7 +412,8 @@ public final class ContainerRuntime: Sendable {
     /// under its live root mount and cgroups (cgroup v2 refuses to rename a cgroup, and a
     /// moved directory would leave its mounts under the old path), so it keeps its old names
     /// and moves when it next stops (`cleanUp`). A container that cannot move (the new
-    /// directory exists) keeps its old names too, so nothing of it is lost.
+    /// directory exists) keeps its old names too, so nothing of it is lost, and so does one
+    /// holding a stateful stop's dump (see `moveIfLegacy`).
     public func upgradeLayout() -> (moved: [InstanceRef], deferred: [InstanceRef]) {
         let root = dataDir + "/containers"
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: root) else { return ([], []) }
@@ -435,10 +440,17 @@ public final class ContainerRuntime: Sendable {
     }
 
     /// Moves a stopped container still under the layout before projects to its host name;
-    /// true when it is there now.
+    /// true when it is there now. One with a saved state (a stateful stop's dump in `state/`)
+    /// stays: the dump records the old paths (the console's bind mount among them), so it is
+    /// restored where it was and moves at a later stop without one.
     @discardableResult
     private func moveIfLegacy(_ instance: InstanceRef) -> Bool {
         guard let old = table.withLock({ $0.legacy[instance] }) else { return true }
+        if access(HelperInvocation.Paths(dir: dataDir + "/containers/" + old).savedState + "/inventory.img", F_OK) == 0 {
+            logger.notice("container keeps its directory from the layout before projects while it holds a saved state",
+                          metadata: ["instance": "\(instance)", "directory": "\(old)"])
+            return false
+        }
         do throws(RuntimeError) {
             try HostLayout.moveStopped(containers: dataDir + "/containers", from: old, to: instance)
         } catch {

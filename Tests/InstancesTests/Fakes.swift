@@ -117,7 +117,7 @@ final class FakeHost: ContainerHost {
     }
 
     /// Nowhere on disk: no saved state is ever found there.
-    func directory(of instance: InstanceRef) -> String { "/nonexistent/containers/\(instance.hostName)" }
+    func savedStateDirectory(of instance: InstanceRef) -> String { "/nonexistent/containers/\(instance.hostName)/state" }
 
     // Checkpoint and restore: the tests run without CRIU (checkpointer nil), so these are never reached.
     func checkpointTarget(instance: InstanceRef) async throws -> CheckpointTarget { throw RuntimeError.unsupported("no checkpoints on the fake host") }

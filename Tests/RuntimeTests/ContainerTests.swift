@@ -212,11 +212,17 @@ struct ContainerTests {
             // A stopped container of the old layout: created, then moved back to its old name.
             try old.create(f.spec("s1", base: 3_200_000))
             #expect(rename(containers + "/default_s1", containers + "/s1") == 0)
+            // One stopped with a saved state: the dump names the old paths, so it stays there.
+            try old.create(f.spec("t1", base: 3_300_000))
+            #expect(rename(containers + "/default_t1", containers + "/t1") == 0)
+            try FileManager.default.createDirectory(atPath: containers + "/t1/state", withIntermediateDirectories: true)
+            #expect(FileManager.default.createFile(atPath: containers + "/t1/state/inventory.img", contents: Data()))
         }   // the old runtime goes: its exit watcher must not clean up what the new one adopts
 
         let restarted = try ContainerRuntime(dataDir: f.dataDir, memberName: f.member, helperPath: Host.helperPath!, logger: .init(label: "t"))
         let step = restarted.upgradeLayout()
-        #expect(step.moved == ["s1"] && step.deferred == ["d1"])
+        #expect(step.moved == ["s1"] && step.deferred == ["d1", "t1"])
+        #expect(restarted.savedStateDirectory(of: "t1") == containers + "/t1/state")
         #expect(access(containers + "/default_s1/config.json", F_OK) == 0 && access(containers + "/s1", F_OK) != 0)
         #expect(restarted.adopt() == ["d1"])
         #expect(restarted.state(instance: "d1")?.pid == c.pid)
@@ -239,6 +245,8 @@ struct ContainerTests {
             try expectNothingLeft(f, name, pid: again.pid)
             try restarted.delete(instance: name)
         }
+        try restarted.delete(instance: "t1")
+        #expect(access(containers + "/t1", F_OK) != 0)
     }
 
     @Test func startFailureLeavesNothingBehind() async throws {
