@@ -7,6 +7,9 @@ actor InstanceLocks {
     private var held: Set<InstanceRef> = []
     private var waiting: [InstanceRef: [CheckedContinuation<Void, Never>]] = [:]
 
+    /// How many callers wait for a lock: lets a test see a caller queue without a clock.
+    var queued: Int { waiting.values.reduce(0) { $0 + $1.count } }
+
     func withLock<T: Sendable>(_ instance: InstanceRef, _ body: @Sendable () async throws -> T) async throws -> T {
         await acquire(instance)
         do {

@@ -2,6 +2,7 @@ import APITypes
 import InstanceConfig
 @testable import Instances
 import Runtime
+import Synchronization
 import Testing
 
 /// An instance's identity is (project, name): the host, the locks and the operations get the
@@ -28,9 +29,8 @@ import Testing
     }
 
     /// The same name in two projects is two instances: holding one's lock does not hold the
-    /// other's. Were the key the name alone, the second lock would wait for the first, which
-    /// waits for it: the time limit ends that deadlock as a failure.
-    @Test(.timeLimit(.minutes(1))) func locksAreKeyedByProjectAndName() async throws {
+    /// other's. Were the key the name alone, the second caller would queue behind the first.
+    @Test func locksAreKeyedByProjectAndName() async throws {
         let locks = InstanceLocks()
         let (acquired, acquire) = AsyncStream<Void>.makeStream()
         let (released, release) = AsyncStream<Void>.makeStream()
@@ -41,7 +41,27 @@ import Testing
             }
         }
         for await _ in acquired { break }
-        try await locks.withLock(InstanceRef(project: "b", name: "c1")) { _ = release.yield() }
+        let got = Flag()
+        let second = Task { try await locks.withLock(InstanceRef(project: "b", name: "c1")) { got.raise() } }
+        // Whichever comes first: the second caller got its lock, or it queued behind the first.
+        var queuedBehind = false
+        while true {
+            if await locks.queued > 0 { queuedBehind = true; break }
+            if got.raised { break }
+            await Task.yield()
+        }
+        #expect(!queuedBehind, "a lock on (b, c1) waited for the one on (a, c1)")
+        _ = release.yield()
         try await first.value
+        // A caller queued under the wrong key would never be woken: leave it, the test has failed.
+        guard !queuedBehind else { return }
+        try await second.value
+        #expect(got.raised)
     }
+}
+
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var raised: Bool { value.load(ordering: .sequentiallyConsistent) }
+    func raise() { value.store(true, ordering: .sequentiallyConsistent) }
 }
