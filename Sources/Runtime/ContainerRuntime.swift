@@ -8,8 +8,8 @@ import Synchronization
 /// Containers on this host. Every process is created by the single-threaded `lxd-start`
 /// helper (this process never forks); exits come from the `Reaper`. Layout:
 /// `<dataDir>/containers/<project>_<name>/{config.json, state.json, upper/, work/, rootfs/, console.log}`
-/// (`InstanceRef.hostName`; cgroups likewise, see `Cgroups`). A container adopted from the
-/// layout before projects keeps its old names until it stops (see `HostLayout`).
+/// (`InstanceRef.hostName`; cgroups likewise, see `Cgroups`). A container running across the
+/// upgrade from the layout before projects keeps its old names until it stops (`upgradeLayout`).
 ///
 /// Thread-safe: the table of running containers sits behind a mutex that is never held across
 /// a system call that can block for long or an `await`, so `state` stays cheap and synchronous.
@@ -39,8 +39,9 @@ public final class ContainerRuntime: Sendable {
         var cleaning: Set<InstanceRef> = []
         /// Instances with a start or a temporary root mount in flight.
         var busy: Set<InstanceRef> = []
-        /// Running containers adopted from the layout before projects: their directory and
-        /// cgroup leaf are still the bare name, until they stop (`cleanUp` moves them).
+        /// Containers still under the layout before projects (running across the upgrade,
+        /// holding a saved state, or unable to move): their directory and cgroup leaf are the
+        /// bare name until `moveIfLegacy` moves them (at a stop, or the next agent start).
         var legacy: [InstanceRef: String] = [:]
     }
     private let table = Mutex(Table())
