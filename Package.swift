@@ -55,8 +55,8 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "Runtime", dependencies: ["CRuntime", "Images", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Migration", dependencies: ["Runtime", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Runtime", dependencies: ["CRuntime", "Images", "InstanceConfig", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Migration", dependencies: ["Runtime", "InstanceConfig", .product(name: "Logging", package: "swift-log")]),
         // TLS identities: self-signed certificates, fingerprints, pinned-fingerprint TLS configs.
         // Foundation-free (lxdctl links it): SHA-256 is plain Swift, certificates go through NIOSSL.
         .target(name: "Identity", dependencies: [
@@ -124,14 +124,14 @@ let package = Package(
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"]),
         // Use cases over a fake ContainerHost and a real in-process dqlite node: no root, no containers.
         .testTarget(name: "InstancesTests", dependencies: [
-            "Instances", "APITypes", "ClusterDB", "Dqlite", "Images", "Migration", "Operations", "Runtime",
+            "Instances", "APITypes", "ClusterDB", "Dqlite", "Images", "InstanceConfig", "Migration", "Operations", "Runtime",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "DqliteTests", dependencies: ["Dqlite"]),
         .testTarget(name: "ClusterDBTests", dependencies: ["ClusterDB"]),
         .testTarget(name: "ImagesTests", dependencies: ["Images"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Images"]),
-        .testTarget(name: "MigrationTests", dependencies: ["Migration"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Images", "InstanceConfig"]),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "InstanceConfig"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         // Cluster's use cases over a real in-process dqlite node, and its pure pieces: no root, no network.
         .testTarget(name: "ClusterTests", dependencies: [

@@ -122,6 +122,8 @@ public enum Agent {
         let member = MemberIdentity(id: memberID, name: local.name)
 
         let runtime = try ContainerRuntime(dataDir: dataDir, memberName: local.name, helperPath: config.helperPath, logger: logger)
+        // Before adoption: containers of the layout before projects move to <project>_<name>.
+        _ = runtime.upgradeLayout()
         let adopted = runtime.adopt()
         logger.info("agent starting", metadata: ["adopted": "\(adopted.count)", "socket": "\(dataDir)/unix.socket"])
 

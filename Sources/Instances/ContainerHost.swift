@@ -1,4 +1,5 @@
 import Images
+import InstanceConfig
 import Migration
 import Runtime
 
@@ -11,18 +12,20 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
     func create(_ spec: ContainerSpec) throws(RuntimeError)
     /// Starts the container, creating its root filesystem first when it has none.
     func start(_ spec: ContainerSpec) async throws(RuntimeError) -> RunningContainer
-    func stop(name: String, force: Bool, timeout: Duration) async throws(RuntimeError)
+    func stop(instance: InstanceRef, force: Bool, timeout: Duration) async throws(RuntimeError)
     /// Removes a stopped container's files and cgroups; a missing one is not an error.
-    func delete(name: String) throws(RuntimeError)
+    func delete(instance: InstanceRef) throws(RuntimeError)
     /// Live figures; nil when there is no such container.
-    func state(name: String) -> ContainerState?
+    func state(instance: InstanceRef) -> ContainerState?
     /// New limits for a running container.
-    func updateLimits(name: String, limits: Limits) throws(RuntimeError)
-    func consoleLog(name: String) throws(RuntimeError) -> [UInt8]
-    func exec(name: String, command: [String], environment: [String: String], cwd: String,
+    func updateLimits(instance: InstanceRef, limits: Limits) throws(RuntimeError)
+    func consoleLog(instance: InstanceRef) throws(RuntimeError) -> [UInt8]
+    func exec(instance: InstanceRef, command: [String], environment: [String: String], cwd: String,
               uid: UInt32, gid: UInt32, stdio: ExecStdio) async throws(RuntimeError) -> ExecProcess
-    func readFile(name: String, path: String, maxBytes: Int) async throws(RuntimeError) -> ContainerFile
-    func writeFile(name: String, path: String, content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32) async throws(RuntimeError)
+    func readFile(instance: InstanceRef, path: String, maxBytes: Int) async throws(RuntimeError) -> ContainerFile
+    func writeFile(instance: InstanceRef, path: String, content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32) async throws(RuntimeError)
+    /// Where a stateful stop keeps the container's dump until the next start.
+    func savedStateDirectory(of instance: InstanceRef) -> String
 }
 
 extension ContainerRuntime: ContainerHost {}

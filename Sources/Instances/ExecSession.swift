@@ -1,5 +1,6 @@
 import APITypes
 import Foundation
+import InstanceConfig
 import Logging
 import Operations
 import Runtime
@@ -56,7 +57,7 @@ actor ExecSession {
 
     /// Starts the command and pumps its streams; returns its exit code once it exited and its
     /// output was delivered.
-    func run(host: any ContainerHost, name: String, request: ExecRequest, width: Int?, height: Int?, logger: Logger) async throws -> Int32 {
+    func run(host: any ContainerHost, instance: InstanceRef, request: ExecRequest, width: Int?, height: Int?, logger: Logger) async throws -> Int32 {
         defer { finishAll() }
         let stop = StopFlag()
         var pumps: [Task<Void, Never>] = []
@@ -67,7 +68,7 @@ actor ExecSession {
             terminalMaster = term.master
             let proc: ExecProcess
             do {
-                proc = try await host.exec(name: name, command: request.command, environment: request.environment, cwd: request.cwd, uid: request.uid, gid: request.gid, stdio: .terminal(term.slave))
+                proc = try await host.exec(instance: instance, command: request.command, environment: request.environment, cwd: request.cwd, uid: request.uid, gid: request.gid, stdio: .terminal(term.slave))
             } catch {
                 close(term.slave)
                 close(term.master)
@@ -89,7 +90,7 @@ actor ExecSession {
             let stdin = try cloexecPipe(), stdout = try cloexecPipe(), stderr = try cloexecPipe()
             let proc: ExecProcess
             do {
-                proc = try await host.exec(name: name, command: request.command, environment: request.environment, cwd: request.cwd, uid: request.uid, gid: request.gid, stdio: .pipes(stdin: stdin.read, stdout: stdout.write, stderr: stderr.write))
+                proc = try await host.exec(instance: instance, command: request.command, environment: request.environment, cwd: request.cwd, uid: request.uid, gid: request.gid, stdio: .pipes(stdin: stdin.read, stdout: stdout.write, stderr: stderr.write))
             } catch {
                 for fd in [stdin.read, stdin.write, stdout.read, stdout.write, stderr.read, stderr.write] { close(fd) }
                 throw error

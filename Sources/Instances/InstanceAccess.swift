@@ -1,5 +1,6 @@
 import APITypes
 import Foundation
+import InstanceConfig
 import Logging
 import Operations
 import Runtime
@@ -9,15 +10,15 @@ public struct InstanceAccess: Sendable {
     let context: InstanceContext
 
     public func consoleLog(_ name: String) async throws -> [UInt8] {
-        _ = try await context.row(name)
-        return try context.host.consoleLog(name: name)
+        let ref = try await context.row(name).ref
+        return try context.host.consoleLog(instance: ref)
     }
 
     public func readFile(_ name: String, path: String) async throws -> InstanceFile {
-        _ = try await context.row(name)
+        let ref = try await context.row(name).ref
         guard path.hasPrefix("/") else { throw InstancesError.invalid("File path must be absolute: \(path)") }
         do {
-            let f = try await context.host.readFile(name: name, path: path, maxBytes: ContainerRuntime.maxReadBytes)
+            let f = try await context.host.readFile(instance: ref, path: path, maxBytes: ContainerRuntime.maxReadBytes)
             if let entries = f.entries {
                 return InstanceFile(content: Array(entries.joined(separator: "\n").utf8), uid: f.uid, gid: f.gid, mode: f.mode, type: "directory")
             }
@@ -28,11 +29,11 @@ public struct InstanceAccess: Sendable {
     }
 
     public func writeFile(_ name: String, path: String, _ file: InstanceFile) async throws {
-        _ = try await context.row(name)
+        let ref = try await context.row(name).ref
         guard path.hasPrefix("/") else { throw InstancesError.invalid("File path must be absolute: \(path)") }
         guard file.type == "file" else { throw InstancesError.invalid("Only regular files can be pushed") }
         do {
-            try await context.host.writeFile(name: name, path: path, content: file.content, mode: file.mode, uid: file.uid, gid: file.gid)
+            try await context.host.writeFile(instance: ref, path: path, content: file.content, mode: file.mode, uid: file.uid, gid: file.gid)
         } catch {
             throw error.useCaseError
         }
@@ -40,8 +41,8 @@ public struct InstanceAccess: Sendable {
 
     /// `POST /1.0/instances/NAME/exec`: a websocket operation as LXD's clients expect.
     public func exec(_ name: String, _ post: InstanceExecPost) async throws -> APIOperation {
-        _ = try await context.row(name)
-        guard context.host.state(name: name)?.running == true else {
+        let ref = try await context.row(name).ref
+        guard context.host.state(instance: ref)?.running == true else {
             throw InstancesError.invalid("Instance \(name) is not running: start it first")
         }
         guard !post.command.isEmpty, !post.command[0].isEmpty else { throw InstancesError.invalid("Exec needs a command") }
@@ -68,12 +69,12 @@ public struct InstanceAccess: Sendable {
         let logger = context.logger
         return await context.operations.start(
             class: "websocket", description: "Executing command",
-            resources: ["instances": ["/1.0/instances/\(name)"]],
+            resources: ["instances": [ref.apiPath]],
             metadata: ["fds": .object(fds)], secrets: secrets,
             webSocketHandler: { fd, attachment in await session.attach(fd, attachment) }
         ) { _ in
             try await session.waitForAll(timeout: .seconds(30))
-            let code = try await session.run(host: host, name: name, request: request, width: post.width, height: post.height, logger: logger)
+            let code = try await session.run(host: host, instance: ref, request: request, width: post.width, height: post.height, logger: logger)
             return ["return": .int(Int(code))]
         }
     }

@@ -57,7 +57,7 @@ struct InstanceContext: Sendable {
         var env: [String: String] = [:]
         for (k, v) in r.config where k.hasPrefix("environment.") { env[String(k.dropFirst(12))] = v }
         return ContainerSpec(
-            name: r.name, layerRootfs: layer.rootfsPath,
+            instance: r.ref, layerRootfs: layer.rootfsPath,
             idmap: r.idmapBase.map { IDMap(hostBase: UInt32($0), size: UInt32(IDMapRange.block)) },
             limits: Self.runtimeLimits(ResourceLimits(config: r.config)),
             environment: env)
@@ -68,18 +68,18 @@ struct InstanceContext: Sendable {
     }
 
     func apiInstance(_ r: InstanceRow, withState: Bool) -> Instance {
-        let st = host.state(name: r.name)
+        let st = host.state(instance: r.ref)
         let status: StatusCode = st?.running == true ? .running : .stopped
         var i = Instance(
             name: r.name, status: status, architecture: r.architecture, config: r.config, location: r.location,
             createdAt: Self.iso(r.createdAt), lastUsedAt: Self.iso(r.lastUsedAt ?? Date(timeIntervalSince1970: 0)))
-        i.stateful = hasSavedState(r.name)
+        i.stateful = hasSavedState(r.ref)
         if withState { i.state = apiState(r, st) }
         return i
     }
 
     func apiState(_ r: InstanceRow, _ known: ContainerState?? = nil) -> InstanceState {
-        let st = known ?? host.state(name: r.name)
+        let st = known ?? host.state(instance: r.ref)
         let running = st?.running == true
         return InstanceState(
             status: running ? .running : .stopped,
@@ -92,9 +92,14 @@ struct InstanceContext: Sendable {
     static func iso(_ date: Date) -> String { OperationRegistry.timestamp(date) }
 
     /// Where a stateful stop keeps the dumped process tree until the next start.
-    func stateDirectory(_ name: String) -> String { "\(dataDir)/containers/\(name)/state" }
+    func stateDirectory(_ instance: InstanceRef) -> String { host.savedStateDirectory(of: instance) }
 
-    func hasSavedState(_ name: String) -> Bool {
-        FileManager.default.fileExists(atPath: "\(stateDirectory(name))/inventory.img")
+    func hasSavedState(_ instance: InstanceRef) -> Bool {
+        FileManager.default.fileExists(atPath: "\(stateDirectory(instance))/inventory.img")
     }
+}
+
+extension InstanceRow {
+    /// The row's identity, from which every host-side name of the instance comes.
+    var ref: InstanceRef { InstanceRef(project: project, name: name) }
 }

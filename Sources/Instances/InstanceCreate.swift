@@ -194,7 +194,7 @@ extension InstanceLifecycle {
         let description = total == 1 ? (start ? "Creating and starting instance" : "Creating instance")
             : (start ? "Creating and starting \(total) instances" : "Creating \(total) instances")
         return await context.operations.start(
-            description: description, resources: ["instances": rows.map { "/1.0/instances/\($0.name)" }],
+            description: description, resources: ["instances": rows.map(\.ref.apiPath)],
             metadata: ["progress": Self.progress(done: 0, failed: 0, total: total)]
         ) { [self] operation in
             try await self.materialiseRows(rows, start: start, operation: operation)
@@ -227,52 +227,53 @@ extension InstanceLifecycle {
         }
 
         var done = 0
-        var failures: [(name: String, error: any Error)] = []
-        var started: [String] = []
-        await withTaskGroup(of: (String, (any Error)?).self) { group in
+        var failures: [(instance: InstanceRef, error: any Error)] = []
+        var started: [InstanceRef] = []
+        await withTaskGroup(of: (InstanceRef, (any Error)?).self) { group in
             var next = 0
             func launch() {
                 let row = rows[next]
                 next += 1
                 group.addTask { [self] in
                     do {
-                        try await self.context.locks.withLock(row.name) {
+                        try await self.context.locks.withLock(row.ref) {
                             let spec = try self.context.spec(for: row)
                             // start creates the root filesystem itself.
                             if start { _ = try await self.context.host.start(spec) } else { try await Blocking.run { try self.context.host.create(spec) } }
                         }
-                        return (row.name, nil)
+                        return (row.ref, nil)
                     } catch {
-                        return (row.name, error)
+                        return (row.ref, error)
                     }
                 }
             }
             while next < rows.count, next < Self.materialiseWidth { launch() }
-            while let (name, error) = await group.next() {
-                if let error { failures.append((name, error)) } else { started.append(name) }
+            while let (instance, error) = await group.next() {
+                if let error { failures.append((instance, error)) } else { started.append(instance) }
                 done += 1
                 if rows.count > 1 { await operation.setMetadata("progress", Self.progress(done: done, failed: failures.count, total: rows.count)) }
                 if next < rows.count { launch() }
             }
         }
+        // One batch is one project: the rows were claimed by name in it.
         if start, !started.isEmpty {
-            let names = started
-            try await context.db.idempotentTransaction { tx in try tx.updateInstancesPowerState(names, .running) }
+            let names = started.map(\.name), project = started[0].project
+            try await context.db.idempotentTransaction { tx in try tx.updateInstancesPowerState(names, project: project, .running) }
         }
-        for name in started { context.announceCreated(name, started: start) }
+        for instance in started { context.announceCreated(instance, started: start) }
         guard !failures.isEmpty else { return }
         // Never leave a half-existing instance: undo the host side, then the rows.
-        for (name, error) in failures {
-            context.logger.warning("create failed, undoing", metadata: ["instance": "\(name)", "error": "\(error)"])
-            try? await context.host.stop(name: name, force: true, timeout: .seconds(5))
-            try? await Blocking.run { try self.context.host.delete(name: name) }
+        for (instance, error) in failures {
+            context.logger.warning("create failed, undoing", metadata: ["instance": "\(instance)", "error": "\(error)"])
+            try? await context.host.stop(instance: instance, force: true, timeout: .seconds(5))
+            try? await Blocking.run { try self.context.host.delete(instance: instance) }
         }
-        let failed = failures.map(\.name)
-        try? await context.db.idempotentTransaction { tx in _ = try tx.deleteInstances(failed) }
+        let failed = failures.map(\.instance.name), failedProject = failures[0].instance.project
+        try? await context.db.idempotentTransaction { tx in _ = try tx.deleteInstances(failed, project: failedProject) }
         if rows.count == 1 {
             throw InstancesError.internal("Failed to \(start ? "start" : "create") instance \(failed[0]): \(failures[0].error)")
         }
-        let detail = failures.prefix(3).map { "\($0.name): \($0.error)" }.joined(separator: "; ")
+        let detail = failures.prefix(3).map { "\($0.instance): \($0.error)" }.joined(separator: "; ")
         throw InstancesError.internal("Failed to create \(failures.count) of \(rows.count) instances on member \(context.member.name) (removed): \(detail)")
     }
 
@@ -342,7 +343,7 @@ extension InstanceLifecycle {
 
         return await context.operations.start(
             description: start ? "Creating and starting \(total) instances" : "Creating \(total) instances",
-            resources: ["instances": planned.map { "/1.0/instances/\($0.name)" }],
+            resources: ["instances": planned.map { InstanceRef(name: $0.name).apiPath }],
             metadata: ["progress": Self.progress(done: refusedCount, failed: refusedCount, total: total), "members": perMember]
         ) { [self] operation in
             var errors = refused

@@ -1,4 +1,5 @@
 import APITypes
+import InstanceConfig
 import Operations
 
 /// Lifecycle events of the instance and image use cases, published on this member's hub (the
@@ -6,18 +7,24 @@ import Operations
 extension InstanceContext {
     var events: EventHub { operations.events }
 
+    /// An instance lifecycle event (`instance-started`, ...), its source the instance's API path
+    /// (`/1.0/instances/NAME`, with `?project=P` outside the default project).
+    func announce(_ action: LifecycleAction, _ instance: InstanceRef, context: [String: JSONValue]? = nil) {
+        events.lifecycle(action, source: instance.apiPath, name: instance.name, context: context)
+    }
+
     /// After a create operation's work: `instance-created`, then `instance-started` when it was started too.
-    func announceCreated(_ name: String, started: Bool) {
-        events.instance(.instanceCreated, name)
-        if started { events.instance(.instanceStarted, name) }
+    func announceCreated(_ instance: InstanceRef, started: Bool) {
+        announce(.instanceCreated, instance)
+        if started { announce(.instanceStarted, instance) }
     }
 
     /// After a state change: the action's lifecycle event (`start` → `instance-started`, ...).
-    func announceStateChange(_ name: String, action: String, stateful: Bool) {
+    func announceStateChange(_ instance: InstanceRef, action: String, stateful: Bool) {
         switch action {
-        case "start": events.instance(.instanceStarted, name)
-        case "stop": events.instance(.instanceStopped, name, context: stateful ? ["stateful": .bool(true)] : nil)
-        case "restart": events.instance(.instanceRestarted, name)
+        case "start": announce(.instanceStarted, instance)
+        case "stop": announce(.instanceStopped, instance, context: stateful ? ["stateful": .bool(true)] : nil)
+        case "restart": announce(.instanceRestarted, instance)
         default: break
         }
     }

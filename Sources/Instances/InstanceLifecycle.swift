@@ -46,6 +46,7 @@ public struct InstanceLifecycle: Sendable {
 
     public func changeState(_ name: String, _ put: InstanceStatePut) async throws -> APIOperation {
         let r = try await context.row(name)
+        let ref = r.ref
         let force = put.force ?? false
         let stateful = put.stateful ?? false
         // LXD's -1 (the client's default) means no timeout given; anything else must be a sane number of seconds.
@@ -61,77 +62,77 @@ public struct InstanceLifecycle: Sendable {
         }
         switch put.action {
         case "start":
-            if context.host.state(name: name)?.running == true { throw InstancesError.invalid("Instance \(name) is already running") }
+            if context.host.state(instance: ref)?.running == true { throw InstancesError.invalid("Instance \(name) is already running") }
         case "stop":
-            if context.host.state(name: name)?.running != true { throw InstancesError.invalid("Instance \(name) is not running") }
+            if context.host.state(instance: ref)?.running != true { throw InstancesError.invalid("Instance \(name) is not running") }
         case "restart":
-            if context.host.state(name: name)?.running != true { throw InstancesError.invalid("Instance \(name) is not running: use start") }
+            if context.host.state(instance: ref)?.running != true { throw InstancesError.invalid("Instance \(name) is not running: use start") }
         default:
             throw InstancesError.invalid("Unsupported action \"\(put.action)\": use start, stop or restart")
         }
         return await context.operations.start(
             description: "\(put.action.prefix(1).uppercased())\(put.action.dropFirst())ing instance",
-            resources: ["instances": ["/1.0/instances/\(name)"]]
+            resources: ["instances": [ref.apiPath]]
         ) { [self] _ in
-            try await context.locks.withLock(name) {
+            try await context.locks.withLock(ref) {
                 switch put.action {
                 case "start":
                     try await self.startLocked(r)
                 case "stop" where stateful:
-                    try await self.checkpointLocked(name)
+                    try await self.checkpointLocked(ref)
                 case "stop":
-                    try await self.stopLocked(name, force: force, timeout: timeout)
+                    try await self.stopLocked(ref, force: force, timeout: timeout)
                 default:
-                    try await self.stopLocked(name, force: force, timeout: timeout)
+                    try await self.stopLocked(ref, force: force, timeout: timeout)
                     try await self.startLocked(try await self.context.row(name))
                 }
             }
-            self.context.announceStateChange(name, action: put.action, stateful: stateful)
+            self.context.announceStateChange(ref, action: put.action, stateful: stateful)
             return nil
         }
     }
 
     private func startLocked(_ r: InstanceRow) async throws {
-        if context.host.state(name: r.name)?.running == true { return }
-        if context.hasSavedState(r.name) {
+        if context.host.state(instance: r.ref)?.running == true { return }
+        if context.hasSavedState(r.ref) {
             guard let checkpointer = context.checkpointer else {
                 throw InstancesError.invalid("Instance \(r.name) has a saved state but CRIU is missing on member \(context.member.name): run scripts/install-criu")
             }
             do {
-                _ = try await checkpointer.restore(name: r.name, destination: context.host, from: context.stateDirectory(r.name))
+                _ = try await checkpointer.restore(instance: r.ref, destination: context.host, from: context.stateDirectory(r.ref))
             } catch {
                 throw InstancesError.internal("Restoring the saved state of \(r.name) failed: \(error). The state is kept; start again to retry")
             }
-            try? FileManager.default.removeItem(atPath: context.stateDirectory(r.name))
+            try? FileManager.default.removeItem(atPath: context.stateDirectory(r.ref))
         } else {
             let spec = try context.spec(for: r)
             _ = try await context.host.start(spec)
         }
         try await context.db.transaction { tx in
-            try tx.updateInstancePowerState(name: r.name, .running)
-            try tx.touchInstance(name: r.name, lastUsedAt: Date())
+            try tx.updateInstancePowerState(name: r.name, project: r.project, .running)
+            try tx.touchInstance(name: r.name, project: r.project, lastUsedAt: Date())
         }
     }
 
     /// Stateful stop: CRIU dumps the process tree into the instance's state directory and the
     /// container stops; the next start restores it (memory, pids, open files).
-    private func checkpointLocked(_ name: String) async throws {
+    private func checkpointLocked(_ name: InstanceRef) async throws {
         guard let checkpointer = context.checkpointer else { throw InstancesError.invalid("Stateful stop needs CRIU") }
         let dir = context.stateDirectory(name)
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         do {
-            _ = try await checkpointer.checkpoint(name: name, source: context.host, into: dir)
+            _ = try await checkpointer.checkpoint(instance: name, source: context.host, into: dir)
         } catch {
             try? FileManager.default.removeItem(atPath: dir)
             throw InstancesError.internal("Stateful stop of \(name) failed: \(error). The instance keeps running")
         }
-        try await context.db.transaction { tx in try tx.updateInstancePowerState(name: name, .stopped) }
+        try await context.db.transaction { tx in try tx.updateInstancePowerState(name: name.name, project: name.project, .stopped) }
     }
 
-    private func stopLocked(_ name: String, force: Bool, timeout: Duration) async throws {
-        try await context.host.stop(name: name, force: force, timeout: timeout)
-        try await context.db.transaction { tx in try tx.updateInstancePowerState(name: name, .stopped) }
+    private func stopLocked(_ name: InstanceRef, force: Bool, timeout: Duration) async throws {
+        try await context.host.stop(instance: name, force: force, timeout: timeout)
+        try await context.db.transaction { tx in try tx.updateInstancePowerState(name: name.name, project: name.project, .stopped) }
     }
 
     // MARK: boot
@@ -147,13 +148,13 @@ public struct InstanceLifecycle: Sendable {
             context.logger.error("cannot list instances to autostart", metadata: ["error": "\(error)"])
             return
         }
-        for r in rows where context.host.state(name: r.name)?.running != true {
+        for r in rows where context.host.state(instance: r.ref)?.running != true {
             let autostart = r.config["boot.autostart"].map(InstanceConfigSchema.isTrue) ?? (r.powerState == .running)
             guard autostart else { continue }
             do {
-                try await context.locks.withLock(r.name) { try await self.startLocked(r) }
-                context.logger.info("instance autostarted", metadata: ["instance": "\(r.name)"])
-                context.events.instance(.instanceStarted, r.name, context: ["autostart": .bool(true)])
+                try await context.locks.withLock(r.ref) { try await self.startLocked(r) }
+                context.logger.info("instance autostarted", metadata: ["instance": "\(r.ref)"])
+                context.announce(.instanceStarted, r.ref, context: ["autostart": .bool(true)])
             } catch {
                 context.logger.error("autostart failed", metadata: ["instance": "\(r.name)", "error": "\(error)"])
             }
@@ -164,17 +165,18 @@ public struct InstanceLifecycle: Sendable {
 
     public func delete(_ name: String) async throws -> APIOperation {
         let r = try await context.row(name)
-        if context.host.state(name: name)?.running == true {
+        let ref = r.ref
+        if context.host.state(instance: ref)?.running == true {
             throw InstancesError.invalid("Instance \(name) is running: stop it first (or delete --force)")
         }
-        return await context.operations.start(description: "Deleting instance", resources: ["instances": ["/1.0/instances/\(name)"]]) { [self] _ in
-            try await context.locks.withLock(name) {
-                if self.context.host.state(name: name)?.running == true {
+        return await context.operations.start(description: "Deleting instance", resources: ["instances": [ref.apiPath]]) { [self] _ in
+            try await context.locks.withLock(ref) {
+                if self.context.host.state(instance: ref)?.running == true {
                     throw InstancesError.invalid("Instance \(name) is running: stop it first (or delete --force)")
                 }
-                try await Blocking.run { try self.context.host.delete(name: name) }
+                try await Blocking.run { try self.context.host.delete(instance: ref) }
                 let stillUsed: Bool = try await self.context.db.transaction { tx in
-                    _ = try tx.deleteInstance(name: name)
+                    _ = try tx.deleteInstance(name: ref.name, project: ref.project)
                     let imageKnown = try tx.image(fingerprintPrefix: r.imageFingerprint) != nil
                     let users = try tx.instanceCount(usingImage: r.imageFingerprint)
                     return imageKnown || users > 0
@@ -182,7 +184,7 @@ public struct InstanceLifecycle: Sendable {
                 // A layer outlives its image while instances use it; the last one removes it.
                 if !stillUsed { _ = try? await Blocking.run { try self.context.layers.removeLayer(fingerprint: r.imageFingerprint) } }
             }
-            self.context.events.instance(.instanceDeleted, name)
+            self.context.announce(.instanceDeleted, ref)
             return nil
         }
     }
@@ -193,9 +195,10 @@ public struct InstanceLifecycle: Sendable {
         if let devices = put.devices, !devices.isEmpty {
             throw InstancesError.invalid("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
         }
-        try await context.locks.withLock(name) {
+        let ref = InstanceRef(name: name)   // the API addresses instances of the default project
+        try await context.locks.withLock(ref) {
             let r = try await self.context.row(name)
-            let running = self.context.host.state(name: name)?.running == true
+            let running = self.context.host.state(instance: ref)?.running == true
             var next: [String: String]
             if replace {
                 // PUT: the user's keys replace the user's keys; server keys stay.
@@ -214,16 +217,16 @@ public struct InstanceLifecycle: Sendable {
             if running {
                 let limits = ResourceLimits(config: next)
                 if limits != ResourceLimits(config: r.config) {
-                    try self.context.host.updateLimits(name: name, limits: InstanceContext.runtimeLimits(limits))
+                    try self.context.host.updateLimits(instance: ref, limits: InstanceContext.runtimeLimits(limits))
                 }
             }
             let finalConfig = next
             try await self.context.db.transaction { tx in
-                try tx.updateInstanceConfig(name: name, config: finalConfig)
+                try tx.updateInstanceConfig(name: ref.name, project: ref.project, config: finalConfig)
                 // The scheduler's allocation sums read these columns.
-                try tx.setInstanceFootprint(name: name, InstanceFootprint(instanceConfig: finalConfig))
+                try tx.setInstanceFootprint(name: ref.name, project: ref.project, InstanceFootprint(instanceConfig: finalConfig))
             }
         }
-        context.events.instance(.instanceUpdated, name)
+        context.announce(.instanceUpdated, ref)
     }
 }

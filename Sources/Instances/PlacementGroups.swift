@@ -62,6 +62,6 @@ extension PlacementService {
         let users = grouped.values.flatMap { $0[row.name] ?? [] }.sorted()
         return PlacementGroup(name: row.name, description: row.description,
                               config: ["policy": row.policy, "rigor": row.rigor, "scope": row.scope],
-                              usedBy: users.map { "/1.0/instances/\($0)" })
+                              usedBy: users.map { InstanceRef(name: $0).apiPath })
     }
 }

@@ -1,11 +1,12 @@
 import Foundation
+import InstanceConfig
 import Logging
 
 /// What CRIU needs to know about a running container to checkpoint it.
 public struct CheckpointTarget: Sendable, Equatable {
     /// Init's host pid.
     public var pid: Int32
-    /// The v1 freezer cgroup directory (e.g. /sys/fs/cgroup/freezer/lxd-swift/m1/c1), nil on v2.
+    /// The v1 freezer cgroup directory (e.g. /sys/fs/cgroup/freezer/lxd-swift/m1/default_c1), nil on v2.
     public var freezerCgroup: String?
 
     public init(pid: Int32, freezerCgroup: String?) {
@@ -39,22 +40,22 @@ public struct RestoreTarget: Sendable, Equatable {
 /// The runtime side of a checkpoint: find the container's init and freezer, and learn when the
 /// runtime has finished cleaning up after a dump killed the tree.
 public protocol CheckpointSource: Sendable {
-    func checkpointTarget(name: String) async throws -> CheckpointTarget
+    func checkpointTarget(instance: InstanceRef) async throws -> CheckpointTarget
     /// Returns once the runtime saw init exit and released its mounts and cgroups (so a restore
     /// on this host cannot be undone by a late cleanup).
-    func waitStopped(name: String, timeout: Duration) async throws
+    func waitStopped(instance: InstanceRef, timeout: Duration) async throws
 }
 
 /// The runtime side of a restore.
 public protocol RestoreDestination: Sendable {
-    /// Mounts the root filesystem and creates the cgroups of a stopped container `name`, and
+    /// Mounts the root filesystem and creates the cgroups of a stopped container `instance`, and
     /// keeps it reserved (no start) until `adoptRestored` or `abandonRestore`.
-    func prepareRestore(name: String) async throws -> RestoreTarget
-    /// Records `pid` as the running init of `name` (watched, signalled, cleaned up on exit
+    func prepareRestore(instance: InstanceRef) async throws -> RestoreTarget
+    /// Records `pid` as the running init of `instance` (watched, signalled, cleaned up on exit
     /// like a started container).
-    func adoptRestored(name: String, pid: Int32, target: RestoreTarget) async throws
+    func adoptRestored(instance: InstanceRef, pid: Int32, target: RestoreTarget) async throws
     /// Undoes `prepareRestore` after a failed restore (unmount, remove cgroups, release).
-    func abandonRestore(name: String) async
+    func abandonRestore(instance: InstanceRef) async
 }
 
 /// Checkpoint and restore of one container on this host: the runtime glue around `CRIUDriver`.
@@ -92,9 +93,9 @@ public struct Checkpointer: Sendable {
 
     /// Dumps container `name` into `directory`. Without `leaveRunning` the container is stopped
     /// afterwards (and the runtime has cleaned up) when this returns.
-    public func checkpoint(name: String, source: some CheckpointSource, into directory: String,
+    public func checkpoint(instance name: InstanceRef, source: some CheckpointSource, into directory: String,
                            options: Options = Options()) async throws -> CRIUDriver.Dumped {
-        let target = try await source.checkpointTarget(name: name)
+        let target = try await source.checkpointTarget(instance: name)
         var request = DumpRequest(pid: target.pid, imagesDirectory: directory)
         request.freezeCgroup = options.freezeCgroup ? target.freezerCgroup : nil
         request.leaveRunning = options.leaveRunning
@@ -102,7 +103,7 @@ public struct Checkpointer: Sendable {
         request.networkLock = options.networkLock
         let dumped = try await driver.dump(request)
         if !options.leaveRunning {
-            try await source.waitStopped(name: name, timeout: .seconds(10))
+            try await source.waitStopped(instance: name, timeout: .seconds(10))
         }
         logger.info("container checkpointed", metadata: [
             "instance": "\(name)", "downtime_us": "\(dumped.image.dumpStats?.frozenTime ?? 0)",
@@ -113,10 +114,10 @@ public struct Checkpointer: Sendable {
 
     /// Restores container `name` from `directory` onto the same root filesystem; returns the new
     /// init. The images are validated before anything is mounted.
-    public func restore(name: String, destination: some RestoreDestination, from directory: String,
+    public func restore(instance name: InstanceRef, destination: some RestoreDestination, from directory: String,
                         tcpEstablished: Bool = false) async throws -> CRIUDriver.Restored {
         do { _ = try CheckpointImage.read(directory: directory) } catch { throw CRIUError.invalidImages(error) }
-        let target = try await destination.prepareRestore(name: name)
+        let target = try await destination.prepareRestore(instance: name)
         var request = RestoreRequest(imagesDirectory: directory, root: target.rootfs, pidFile: directory + "/restore.pid")
         request.tcpEstablished = tcpEstablished
         request.cgroupRoots = target.cgroupRoots
@@ -126,17 +127,17 @@ public struct Checkpointer: Sendable {
             restored = try await driver.restore(request)
         } catch {
             logger.error("restore failed; releasing the prepared root", metadata: ["instance": "\(name)", "error": "\(error)"])
-            await destination.abandonRestore(name: name)
+            await destination.abandonRestore(instance: name)
             throw error
         }
         do {
-            try await destination.adoptRestored(name: name, pid: restored.pid, target: target)
+            try await destination.adoptRestored(instance: name, pid: restored.pid, target: target)
         } catch {
             // The tree runs but the runtime would not own it: kill it rather than leave an
             // untracked instance; the images still allow a retry.
             logger.error("runtime refused the restored init; killing it", metadata: ["instance": "\(name)", "pid": "\(restored.pid)"])
             kill(restored.pid, SIGKILL)
-            await destination.abandonRestore(name: name)
+            await destination.abandonRestore(instance: name)
             throw error
         }
         logger.info("container restored", metadata: ["instance": "\(name)", "pid": "\(restored.pid)", "elapsed": "\(restored.elapsed)"])

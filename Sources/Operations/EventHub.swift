@@ -116,13 +116,6 @@ public final class EventHub: Sendable {
     }
 }
 
-extension EventHub {
-    /// Instance lifecycle: `instance-started` for instance `name`, source `/1.0/instances/NAME`.
-    public func instance(_ action: LifecycleAction, _ name: String, context: [String: JSONValue]? = nil) {
-        lifecycle(action, source: "/1.0/instances/\(name)", name: name, context: context)
-    }
-}
-
 extension JSONValue {
     /// `value` as a JSON tree (through its Codable form); nil when it does not encode.
     public init?<T: Encodable>(encoding value: T) {

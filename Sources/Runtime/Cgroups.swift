@@ -1,7 +1,9 @@
 import Foundation
 import Glibc
 
-/// The container cgroups on this host: `<parent>/<member>/<instance>` in every hierarchy used.
+/// The container cgroups on this host: `<parent>/<member>/<leaf>` in every hierarchy used, where
+/// the leaf is the container's host name (`InstanceRef.hostName`, `<project>_<name>`; the bare
+/// name for a container adopted from the layout before projects, until it stops).
 struct Cgroups: Sendable {
     let layout: CgroupLayout
     let base: String   // "<parent>/<member>"

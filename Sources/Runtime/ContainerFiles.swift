@@ -1,5 +1,6 @@
 import CRuntime
 import Glibc
+import InstanceConfig
 
 /// A file (or directory) inside a container, with ownership as the container sees it.
 public struct ContainerFile: Sendable, Equatable {
@@ -28,7 +29,7 @@ extension ContainerRuntime {
     /// (openat2 RESOLVE_IN_ROOT): container symlinks never lead to host files.
     /// A file larger than `maxBytes` is refused rather than read into memory; a FIFO, socket or
     /// device is refused without blocking on it (the container's user may have put one there).
-    public func readFile(name: String, path: String, maxBytes: Int = ContainerRuntime.maxReadBytes) async throws(RuntimeError) -> ContainerFile {
+    public func readFile(instance name: InstanceRef, path: String, maxBytes: Int = ContainerRuntime.maxReadBytes) async throws(RuntimeError) -> ContainerFile {
         try await withRoot(name) { (root, idmap) throws(RuntimeError) in
             let fd = cr_openat2_in_root(root, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
             if fd < 0 { throw .system("open", on: "\(path) in \(name)", errno) }
@@ -63,7 +64,7 @@ extension ContainerRuntime {
 
     /// Creates or replaces a regular file in the container with the given mode and owner
     /// (container ids). The parent directory must exist.
-    public func writeFile(name: String, path: String, content bytes: [UInt8], mode: UInt32 = 0o644,
+    public func writeFile(instance name: InstanceRef, path: String, content bytes: [UInt8], mode: UInt32 = 0o644,
                           uid: UInt32 = 0, gid: UInt32 = 0) async throws(RuntimeError) {
         try await withRoot(name) { (root, idmap) throws(RuntimeError) in
             let hostUID = idmap.map { $0.hostID(uid) } ?? uid

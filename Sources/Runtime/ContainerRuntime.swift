@@ -1,12 +1,15 @@
 import CRuntime
 import Foundation
 import Glibc
+import InstanceConfig
 import Logging
 import Synchronization
 
 /// Containers on this host. Every process is created by the single-threaded `lxd-start`
 /// helper (this process never forks); exits come from the `Reaper`. Layout:
-/// `<dataDir>/containers/<name>/{config.json, state.json, upper/, work/, rootfs/, console.log}`.
+/// `<dataDir>/containers/<project>_<name>/{config.json, state.json, upper/, work/, rootfs/, console.log}`
+/// (`InstanceRef.hostName`; cgroups likewise, see `Cgroups`). A container running across the
+/// upgrade from the layout before projects keeps its old names until it stops (`upgradeLayout`).
 ///
 /// Thread-safe: the table of running containers sits behind a mutex that is never held across
 /// a system call that can block for long or an `await`, so `state` stays cheap and synchronous.
@@ -31,25 +34,29 @@ public final class ContainerRuntime: Sendable {
         let cleaned = Event()
     }
     private struct Table {
-        var running: [String: Running] = [:]
+        var running: [InstanceRef: Running] = [:]
         /// Running containers whose cleanup has been claimed (by stop or the exit watcher).
-        var cleaning: Set<String> = []
-        /// Names with a start or a temporary root mount in flight.
-        var busy: Set<String> = []
+        var cleaning: Set<InstanceRef> = []
+        /// Instances with a start or a temporary root mount in flight.
+        var busy: Set<InstanceRef> = []
+        /// Containers still under the layout before projects (running across the upgrade,
+        /// holding a saved state, or unable to move): their directory and cgroup leaf are the
+        /// bare name until `moveIfLegacy` moves them (at a stop, or the next agent start).
+        var legacy: [InstanceRef: String] = [:]
     }
     private let table = Mutex(Table())
 
-    private func record(_ name: String) -> Running? { table.withLock { $0.running[name] } }
+    private func record(_ name: InstanceRef) -> Running? { table.withLock { $0.running[name] } }
 
-    private func claimBusy(_ name: String) throws(RuntimeError) {
+    private func claimBusy(_ name: InstanceRef) throws(RuntimeError) {
         let ok = table.withLock { t in t.running[name] == nil && t.busy.insert(name).inserted }
         if !ok {
-            if record(name) != nil { throw .alreadyRunning(name) }
+            if record(name) != nil { throw .alreadyRunning("\(name)") }
             throw .invalid("container \(name) has an operation in progress; retry")
         }
     }
 
-    private func releaseBusy(_ name: String) { _ = table.withLock { $0.busy.remove(name) } }
+    private func releaseBusy(_ name: InstanceRef) { _ = table.withLock { $0.busy.remove(name) } }
 
     /// False on kernels without idmapped mounts of an overlay lower layer: unprivileged
     /// containers then get a per-container copy of the layer with shifted owners.
@@ -95,8 +102,25 @@ public final class ContainerRuntime: Sendable {
         return nil
     }
 
-    func paths(_ name: String) -> HelperInvocation.Paths {
-        HelperInvocation.Paths(dir: dataDir + "/containers/" + name)
+    /// The container's name on this host: its directory under `containers/` and its cgroup leaf.
+    func hostName(_ instance: InstanceRef) -> String {
+        table.withLock { $0.legacy[instance] } ?? instance.hostName
+    }
+
+    func paths(_ instance: InstanceRef) -> HelperInvocation.Paths {
+        HelperInvocation.Paths(dir: dataDir + "/containers/" + hostName(instance))
+    }
+
+    /// The container's directory on this host (`<dataDir>/containers/<project>_<name>`).
+    public func directory(of instance: InstanceRef) -> String { paths(instance).dir }
+
+    /// Where a stateful stop keeps the container's dump until the next start: inside its
+    /// directory, so it moves with it.
+    public func savedStateDirectory(of instance: InstanceRef) -> String { paths(instance).savedState }
+
+    /// The container's directory of cgroup `controller` (nil when that controller is not mounted).
+    public func cgroupDirectory(_ controller: String, of instance: InstanceRef) -> String? {
+        cgroupLayout.directory(of: controller, relative: cgroups.relative(hostName(instance)))
     }
 
     // MARK: create / delete
@@ -104,12 +128,12 @@ public final class ContainerRuntime: Sendable {
     /// Creates the container's directories (upper and work owned by the mapped root).
     /// Safe to repeat; `delete` undoes it.
     public func create(_ spec: ContainerSpec) throws(RuntimeError) {
-        try ContainerSpec.validate(name: spec.name)
+        try ContainerSpec.validate(spec.instance)
         var st = stat()
         guard stat(spec.layerRootfs, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
             throw .invalid("image layer \(spec.layerRootfs) of \(spec.name) is not a directory (unpack the image first)")
         }
-        let p = paths(spec.name)
+        let p = paths(spec.instance)
         let owner = spec.idmap?.hostBase ?? 0
         try Self.makeDir(p.dir, mode: 0o711)
         try Self.makeDir(p.upper, mode: 0o755, owner: owner)
@@ -132,27 +156,28 @@ public final class ContainerRuntime: Sendable {
     }
 
     /// Removes everything of a stopped container: mounts, cgroups, directories.
-    public func delete(name: String) throws(RuntimeError) {
-        try ContainerSpec.validate(name: name)
+    public func delete(instance name: InstanceRef) throws(RuntimeError) {
+        try ContainerSpec.validate(name)
         try claimBusy(name)
         defer { releaseBusy(name) }
         let p = paths(name)
         try Self.unmountAll(under: p.dir)
-        try cgroups.remove(name)
+        try cgroups.remove(hostName(name))
         guard access(p.dir, F_OK) == 0 else { return }
         // Never recurse into a mounted root filesystem: that would delete through the mount.
         if !Mounts.under(p.dir).isEmpty { throw .invalid("mounts remain under \(p.dir); not deleting") }
         do { try FileManager.default.removeItem(atPath: p.dir) } catch {
             throw .invalid("remove \(p.dir): \(error)")
         }
+        _ = table.withLock { $0.legacy.removeValue(forKey: name) }
     }
 
     // MARK: start / stop
 
     /// Starts the container; returns once init's execve succeeded.
     public func start(_ spec: ContainerSpec) async throws(RuntimeError) -> RunningContainer {
-        let name = spec.name
-        try ContainerSpec.validate(name: name)
+        let name = spec.instance
+        try ContainerSpec.validate(name)
         try claimBusy(name)
         defer { releaseBusy(name) }
         let clock = ContinuousClock()
@@ -161,14 +186,15 @@ public final class ContainerRuntime: Sendable {
         let p = paths(name)
         try Self.unmountAll(under: p.dir)   // a stale root from a crash
         try Self.freshConsole(p.console, owner: spec.idmap)
+        let leaf = hostName(name)
         do {
-            try cgroups.create(name, limits: spec.limits, owner: spec.idmap)
+            try cgroups.create(leaf, limits: spec.limits, owner: spec.idmap)
         } catch {
-            try? cgroups.remove(name)
+            try? cgroups.remove(leaf)
             throw error
         }
-        let dirs = cgroups.directories(name)
-        guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw .notFound(name) }
+        let dirs = cgroups.directories(leaf)
+        guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw .notFound("\(name)") }
         let args = HelperInvocation.start(helper: helperPath, spec: spec, paths: p, cgroupDirs: dirs,
                                           lower: config.lowerDirectory, idmapLower: config.idmapLower)
         let sequence = Reaper.shared.sequence
@@ -178,13 +204,13 @@ public final class ContainerRuntime: Sendable {
             outcome = try await runHelper(args, stdio: nil)
         } catch {
             try? Self.unmountAll(under: p.dir)
-            try? cgroups.remove(name)
+            try? cgroups.remove(leaf)
             throw error
         }
         let (report, helperExit) = outcome
         guard let pid = report.pid, report.error == nil else {
             try? Self.unmountAll(under: p.dir)
-            try? cgroups.remove(name)
+            try? cgroups.remove(leaf)
             var why = report.error ?? "lxd-start \(helperExit) without a report"
             if why.contains("Permission denied"), let map = spec.idmap {
                 // Name the directory to fix, when one on the way lacks the search bit for others.
@@ -194,15 +220,15 @@ public final class ContainerRuntime: Sendable {
                     why += " (the container's root, host uid \(map.hostBase), must be able to traverse every directory down to \(p.dir): make them 0711)"
                 }
             }
-            throw .startFailed(name, why)
+            throw .startFailed("\(name)", why)
         }
         let t2 = clock.now
         let exit = Reaper.shared.exit(of: pid, reapedAfter: sequence)
         guard let startTime = Self.startTime(of: pid), exit.status == nil else {
             _ = await exit.wait(timeout: .seconds(1))
             try? Self.unmountAll(under: p.dir)
-            try? cgroups.remove(name)
-            throw .startFailed(name, "init exited right after it started; see the console log \(p.console)")
+            try? cgroups.remove(leaf)
+            throw .startFailed("\(name)", "init exited right after it started; see the console log \(p.console)")
         }
         let record = Running(pid: pid, startTime: startTime, exit: exit, cgroupDirs: dirs, idmap: spec.idmap, signalFD: nil)
         table.withLock { $0.running[name] = record }
@@ -212,13 +238,13 @@ public final class ContainerRuntime: Sendable {
             "instance": "\(name)", "pid": "\(pid)",
             "prepare": "\(t1 - t0)", "helper": "\(t2 - t1)", "record": "\(clock.now - t2)",
         ])
-        return RunningContainer(name: name, pid: pid, pidStartTime: startTime)
+        return RunningContainer(instance: name, pid: pid, pidStartTime: startTime)
     }
 
     /// Stops the container. Clean: SIGPWR and SIGTERM to init, SIGKILL after `timeout`.
     /// Force: SIGKILL. Returns after init was reaped, the root unmounted and the cgroups removed.
-    public func stop(name: String, force: Bool, timeout: Duration = .seconds(30)) async throws(RuntimeError) {
-        guard let r = record(name) else { throw .notRunning(name) }
+    public func stop(instance name: InstanceRef, force: Bool, timeout: Duration = .seconds(30)) async throws(RuntimeError) {
+        guard let r = record(name) else { throw .notRunning("\(name)") }
         if force {
             signal(r, SIGKILL)
         } else {
@@ -238,7 +264,7 @@ public final class ContainerRuntime: Sendable {
     }
 
     /// Cleans up when init ends on its own (shutdown inside, crash, OOM).
-    private func watch(_ name: String, _ r: Running) {
+    private func watch(_ name: InstanceRef, _ r: Running) {
         Task { [weak self] in
             let status = await r.exit.wait()
             guard let self else { return }
@@ -251,7 +277,7 @@ public final class ContainerRuntime: Sendable {
 
     /// Runs once per container run, whoever asks first (stop or the exit watcher); later
     /// callers wait until it is done, so `stop` returns only when nothing is left.
-    private func cleanUp(_ name: String, _ r: Running) async throws(RuntimeError) {
+    private func cleanUp(_ name: InstanceRef, _ r: Running) async throws(RuntimeError) {
         let mine = table.withLock { t in t.running[name]?.pid == r.pid && t.cleaning.insert(name).inserted }
         guard mine else {
             await r.cleaned.wait()
@@ -268,39 +294,41 @@ public final class ContainerRuntime: Sendable {
         let p = paths(name)
         unlink(p.stateFile)
         try Self.unmountAll(under: p.dir)
-        try cgroups.remove(name)
+        try cgroups.remove(hostName(name))
+        // Adopted under the layout before projects: stopped now, so it moves to its new names.
+        moveIfLegacy(name)
     }
 
     // MARK: state
 
     /// Live state; nil when the container does not exist. Cheap: a few small cgroup reads.
-    public func state(name: String) -> ContainerState? {
+    public func state(instance name: InstanceRef) -> ContainerState? {
         guard let r = record(name), r.exit.status == nil else {
             return access(paths(name).dir, F_OK) == 0 ? .stopped : nil
         }
-        let s = cgroups.stats(name)
+        let s = cgroups.stats(hostName(name))
         return ContainerState(running: true, pid: r.pid, processes: s.processes ?? 0, memoryUsage: s.memory ?? 0,
                               memoryPeak: s.peak ?? 0, cpuUsageNanoseconds: s.cpu ?? 0)
     }
 
-    /// Names of running containers.
-    public func runningNames() -> [String] { table.withLock { $0.running.keys.sorted() } }
+    /// The running containers.
+    public func runningInstances() -> [InstanceRef] { table.withLock { $0.running.keys.sorted() } }
 
     /// Applies limits to a running container at once (no-op when stopped: the next start
     /// applies the spec's limits).
-    public func updateLimits(name: String, limits: Limits) throws(RuntimeError) {
+    public func updateLimits(instance name: InstanceRef, limits: Limits) throws(RuntimeError) {
         let configPath = paths(name).dir + "/config.json"
         if var config = try? StoredConfig.read(from: configPath) {
             config.limits = limits   // what a restore here recreates
             try config.write(to: configPath)
         }
         guard record(name) != nil else { return }
-        try cgroups.apply(name, limits: limits)
+        try cgroups.apply(hostName(name), limits: limits)
     }
 
-    public func consoleLog(name: String) throws(RuntimeError) -> [UInt8] {
+    public func consoleLog(instance name: InstanceRef) throws(RuntimeError) -> [UInt8] {
         let path = paths(name).console
-        if access(paths(name).dir, F_OK) != 0 { throw .notFound(name) }
+        if access(paths(name).dir, F_OK) != 0 { throw .notFound("\(name)") }
         if access(path, F_OK) != 0 { return [] }
         return Array(try readString(path).utf8)
     }
@@ -309,9 +337,9 @@ public final class ContainerRuntime: Sendable {
 
     /// Runs a command in the running container. Returns once the command was exec'd (or
     /// failed to be: then `failure` says why and the exit code is 127 or 126).
-    public func exec(name: String, command: [String], environment: [String: String] = [:], cwd: String = "/",
+    public func exec(instance name: InstanceRef, command: [String], environment: [String: String] = [:], cwd: String = "/",
                      uid: UInt32 = 0, gid: UInt32 = 0, stdio: ExecStdio) async throws(RuntimeError) -> ExecProcess {
-        guard let r = record(name), r.exit.status == nil else { throw .notRunning(name) }
+        guard let r = record(name), r.exit.status == nil else { throw .notRunning("\(name)") }
         guard !command.isEmpty else { throw .invalid("exec in \(name): empty command") }
         let terminal: Bool
         let fds: [Int32]
@@ -379,14 +407,73 @@ public final class ContainerRuntime: Sendable {
 
     // MARK: adoption after an agent restart
 
+    /// The layout step from before projects, run once at agent start before `adopt`: each
+    /// `containers/<name>` becomes `containers/default_<name>`, and its cgroups
+    /// `<member>/default_<name>`. A stopped container moves now. A running one cannot move
+    /// under its live root mount and cgroups (cgroup v2 refuses to rename a cgroup, and a
+    /// moved directory would leave its mounts under the old path), so it keeps its old names
+    /// and moves when it next stops (`cleanUp`). A container that cannot move (the new
+    /// directory exists) keeps its old names too, so nothing of it is lost, and so does one
+    /// holding a stateful stop's dump (see `moveIfLegacy`).
+    public func upgradeLayout() -> (moved: [InstanceRef], deferred: [InstanceRef]) {
+        let root = dataDir + "/containers"
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: root) else { return ([], []) }
+        var moved: [InstanceRef] = [], deferred: [InstanceRef] = []
+        for entry in entries.sorted() {
+            guard let instance = HostLayout.legacyInstance(entry) else { continue }
+            let dir = root + "/" + entry
+            table.withLock { $0.legacy[instance] = entry }
+            if let state = try? StoredState.read(from: dir + "/state.json"), Self.startTime(of: state.pid) == state.pidStartTime {
+                deferred.append(instance)
+                continue
+            }
+            // Stopped, or its init is gone: nothing of it may stay mounted or in a cgroup under the old name.
+            unlink(dir + "/state.json")
+            try? Self.unmountAll(under: dir)
+            try? cgroups.remove(entry)
+            if moveIfLegacy(instance) { moved.append(instance) } else { deferred.append(instance) }
+        }
+        if !moved.isEmpty || !deferred.isEmpty {
+            logger.notice("containers moved to the layout with projects (<project>_<name>); running ones move when they stop",
+                          metadata: ["moved": "\(moved.count)", "running": "\(deferred.count)"])
+        }
+        return (moved, deferred)
+    }
+
+    /// Moves a stopped container still under the layout before projects to its host name;
+    /// true when it is there now. One with a saved state (a stateful stop's dump in `state/`)
+    /// stays: the dump records the old paths (the console's bind mount among them), so it is
+    /// restored where it was and moves at a later stop without one.
+    @discardableResult
+    private func moveIfLegacy(_ instance: InstanceRef) -> Bool {
+        guard let old = table.withLock({ $0.legacy[instance] }) else { return true }
+        if access(HelperInvocation.Paths(dir: dataDir + "/containers/" + old).savedState + "/inventory.img", F_OK) == 0 {
+            logger.notice("container keeps its directory from the layout before projects while it holds a saved state",
+                          metadata: ["instance": "\(instance)", "directory": "\(old)"])
+            return false
+        }
+        do throws(RuntimeError) {
+            try HostLayout.moveStopped(containers: dataDir + "/containers", from: old, to: instance)
+        } catch {
+            logger.error("could not move a stopped container to the layout with projects; it stays at its old directory until the next agent start",
+                         metadata: ["instance": "\(instance)", "error": "\(error)"])
+            return false
+        }
+        _ = table.withLock { $0.legacy.removeValue(forKey: instance) }
+        logger.info("container moved to the layout with projects", metadata: ["instance": "\(instance)", "from": "\(old)", "to": "\(instance.hostName)"])
+        return true
+    }
+
     /// Re-attaches to containers still running from before (verified by pid and pid start
     /// time), watching them through pidfds; cleans up entries whose init is gone.
-    /// Returns the names of the adopted containers.
-    public func adopt() -> [String] {
+    /// Returns the adopted containers. Run `upgradeLayout` first.
+    public func adopt() -> [InstanceRef] {
         let root = dataDir + "/containers"
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: root) else { return [] }
-        var adopted: [String] = []
-        for name in names.sorted() {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: root) else { return [] }
+        let legacy = table.withLock { t in Dictionary(t.legacy.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a }) }
+        var adopted: [InstanceRef] = []
+        for entry in entries.sorted() {
+            guard let name = InstanceRef(hostName: entry) ?? legacy[entry] else { continue }
             let skip = table.withLock { t in t.running[name] != nil || t.busy.contains(name) }
             if skip { continue }
             let p = paths(name)
@@ -413,7 +500,8 @@ public final class ContainerRuntime: Sendable {
             logger.notice("removing stale state of a container that is gone", metadata: ["instance": "\(name)"])
             unlink(p.stateFile)
             try? Self.unmountAll(under: p.dir)
-            try? cgroups.remove(name)
+            try? cgroups.remove(hostName(name))
+            moveIfLegacy(name)
         }
         return adopted
     }
@@ -422,9 +510,9 @@ public final class ContainerRuntime: Sendable {
 
     /// Mounts the container's root filesystem at `<dir>/rootfs` without starting it (files of
     /// a stopped container; the target side of a restore). Undo with `unmountRootfs`.
-    public func mountRootfs(name: String) async throws(RuntimeError) {
+    public func mountRootfs(instance name: InstanceRef) async throws(RuntimeError) {
         let p = paths(name)
-        guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw .notFound(name) }
+        guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw .notFound("\(name)") }
         if Mounts.isMountPoint(p.rootfs) { return }
         let args = HelperInvocation.mount(helper: helperPath, lower: config.lowerDirectory, idmap: config.idmap,
                                           idmapLower: config.idmapLower, paths: p)
@@ -433,22 +521,22 @@ public final class ContainerRuntime: Sendable {
         if status.code != 0 { throw .invalid("mount root filesystem of \(name): lxd-start \(status)") }
     }
 
-    public func unmountRootfs(name: String) throws(RuntimeError) {
-        if record(name) != nil { throw .alreadyRunning(name) }
+    public func unmountRootfs(instance name: InstanceRef) throws(RuntimeError) {
+        if record(name) != nil { throw .alreadyRunning("\(name)") }
         try Self.unmountAll(under: paths(name).dir)
     }
 
     /// Runs `body` with a directory fd on the container's root (mounted temporarily when the
     /// container is stopped) and its id map.
-    func withRoot<R>(_ name: String, _ body: (Int32, IDMap?) throws(RuntimeError) -> R) async throws(RuntimeError) -> R {
+    func withRoot<R>(_ name: InstanceRef, _ body: (Int32, IDMap?) throws(RuntimeError) -> R) async throws(RuntimeError) -> R {
         let p = paths(name)
-        guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw .notFound(name) }
+        guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw .notFound("\(name)") }
         // A stopped container is held busy (no start meanwhile) while its root is mounted here.
         var temporary = false
         if record(name) == nil {
             try claimBusy(name)
             if !Mounts.isMountPoint(p.rootfs) {
-                do { try await mountRootfs(name: name) } catch { releaseBusy(name); throw error }
+                do { try await mountRootfs(instance: name) } catch { releaseBusy(name); throw error }
                 temporary = true
             } else {
                 releaseBusy(name)
@@ -480,20 +568,21 @@ public final class ContainerRuntime: Sendable {
 
     /// Mounts the root filesystem of a created, stopped container and creates its cgroups,
     /// and reserves the name (no start) until `registerRestored` or `releaseRestore`.
-    public func mountForRestore(name: String) async throws(RuntimeError) -> RestorePreparation {
+    public func mountForRestore(instance name: InstanceRef) async throws(RuntimeError) -> RestorePreparation {
         try claimBusy(name)
         let p = paths(name)
+        let leaf = hostName(name)
         do throws(RuntimeError) {
-            guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw RuntimeError.notFound(name) }
+            guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw RuntimeError.notFound("\(name)") }
             try Self.unmountAll(under: p.dir)
             if access(p.console, F_OK) != 0 { try Self.freshConsole(p.console, owner: config.idmap) }
-            try cgroups.create(name, limits: config.limits ?? Limits(), owner: config.idmap)
+            try cgroups.create(leaf, limits: config.limits ?? Limits(), owner: config.idmap)
             let sequence = Reaper.shared.sequence
-            try await mountRootfs(name: name)
-            return RestorePreparation(rootfs: p.rootfs, cgroupDirectories: cgroups.directories(name), reapedAfter: sequence)
+            try await mountRootfs(instance: name)
+            return RestorePreparation(rootfs: p.rootfs, cgroupDirectories: cgroups.directories(leaf), reapedAfter: sequence)
         } catch {
             try? Self.unmountAll(under: p.dir)
-            try? cgroups.remove(name)
+            try? cgroups.remove(leaf)
             releaseBusy(name)
             throw error
         }
@@ -501,36 +590,36 @@ public final class ContainerRuntime: Sendable {
 
     /// Takes a restored init (our child once criu exited, as we are a subreaper) as the
     /// running container `name`: watched, signalled and cleaned up like a started one.
-    public func registerRestored(name: String, pid: pid_t, reapedAfter: UInt64) throws(RuntimeError) -> RunningContainer {
+    public func registerRestored(instance name: InstanceRef, pid: pid_t, reapedAfter: UInt64) throws(RuntimeError) -> RunningContainer {
         let p = paths(name)
         guard table.withLock({ $0.busy.contains(name) }) else {
             throw .invalid("register restored \(name): call mountForRestore first")
         }
         defer { releaseBusy(name) }
-        guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw .notFound(name) }
+        guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw .notFound("\(name)") }
         let exit = Reaper.shared.exit(of: pid, reapedAfter: reapedAfter)
         guard let startTime = Self.startTime(of: pid), exit.status == nil else {
-            throw .startFailed(name, "restored init \(pid) is not running")
+            throw .startFailed("\(name)", "restored init \(pid) is not running")
         }
-        let dirs = cgroups.directories(name)
+        let dirs = cgroups.directories(hostName(name))
         let record = Running(pid: pid, startTime: startTime, exit: exit, cgroupDirs: dirs, idmap: config.idmap, signalFD: nil)
         table.withLock { $0.running[name] = record }
         try? StoredState(pid: pid, pidStartTime: startTime, cgroupDirs: dirs, idmap: config.idmap).write(to: p.stateFile)
         watch(name, record)
-        return RunningContainer(name: name, pid: pid, pidStartTime: startTime)
+        return RunningContainer(instance: name, pid: pid, pidStartTime: startTime)
     }
 
     /// Undoes `mountForRestore` after a failed restore.
-    public func releaseRestore(name: String) {
+    public func releaseRestore(instance name: InstanceRef) {
         guard table.withLock({ $0.running[name] == nil && $0.busy.contains(name) }) else { return }
         try? Self.unmountAll(under: paths(name).dir)
-        try? cgroups.remove(name)
+        try? cgroups.remove(hostName(name))
         releaseBusy(name)
     }
 
     /// Waits until the container's init ended and its cleanup finished (true), or `timeout`
     /// passed (false). True at once when it is not running.
-    public func awaitStopped(name: String, timeout: Duration) async -> Bool {
+    public func awaitStopped(instance name: InstanceRef, timeout: Duration) async -> Bool {
         guard let r = record(name) else { return true }
         guard await r.exit.wait(timeout: timeout) != nil else { return false }
         await r.cleaned.wait()

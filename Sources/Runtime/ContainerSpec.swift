@@ -1,4 +1,5 @@
 import Glibc
+import InstanceConfig
 
 /// A container's id map: container ids 0..<size are host ids hostBase..<hostBase+size, for
 /// users and groups alike. Allocated cluster-wide by the caller (DESIGN.md, "Id maps").
@@ -39,7 +40,10 @@ public struct Limits: Sendable, Codable, Equatable {
 
 /// Everything needed to create and start one container.
 public struct ContainerSpec: Sendable {
-    public var name: String
+    /// Whose container: its host paths and cgroups come from `instance.hostName`.
+    public var instance: InstanceRef
+    /// The hostname inside the container: the instance name, without its project.
+    public var name: String { instance.name }
     /// The unpacked image root filesystem; used read-only as the overlay's lower layer.
     public var layerRootfs: String
     /// nil = privileged (no user namespace, `security.privileged=true`).
@@ -48,9 +52,9 @@ public struct ContainerSpec: Sendable {
     public var environment: [String: String]
     public var initCommand: [String]
 
-    public init(name: String, layerRootfs: String, idmap: IDMap?, limits: Limits = Limits(),
+    public init(instance: InstanceRef, layerRootfs: String, idmap: IDMap?, limits: Limits = Limits(),
                 environment: [String: String] = [:], initCommand: [String] = ["/sbin/init"]) {
-        self.name = name
+        self.instance = instance
         self.layerRootfs = layerRootfs
         self.idmap = idmap
         self.limits = limits
@@ -59,7 +63,7 @@ public struct ContainerSpec: Sendable {
     }
 
     /// Instance names become host paths, cgroup names and the hostname: keep them to a
-    /// hostname's alphabet.
+    /// hostname's alphabet. Project names become host paths and cgroup names too.
     public static func validate(name: String) throws(RuntimeError) {
         let ok = !name.isEmpty && name.count <= 63 && name.first != "-"
             && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
@@ -67,17 +71,24 @@ public struct ContainerSpec: Sendable {
             throw .invalid("invalid container name '\(name)': use 1-63 letters, digits and '-', not starting with '-'")
         }
     }
+
+    public static func validate(_ instance: InstanceRef) throws(RuntimeError) {
+        try validate(name: instance.name)
+        do throws(ProjectName.NameError) { try ProjectName.validate(instance.project) } catch {
+            throw .invalid("container \(instance.name): \(error)")
+        }
+    }
 }
 
 /// A started container: its init's host pid and start time (from /proc/PID/stat, in clock
 /// ticks since boot), which together identify it across agent restarts.
 public struct RunningContainer: Sendable, Equatable {
-    public let name: String
+    public let instance: InstanceRef
     public let pid: pid_t
     public let pidStartTime: UInt64
 
-    public init(name: String, pid: pid_t, pidStartTime: UInt64) {
-        self.name = name
+    public init(instance: InstanceRef, pid: pid_t, pidStartTime: UInt64) {
+        self.instance = instance
         self.pid = pid
         self.pidStartTime = pidStartTime
     }

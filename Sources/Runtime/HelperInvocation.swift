@@ -9,6 +9,8 @@ public enum HelperInvocation {
         public var rootfs: String { dir + "/rootfs" }
         public var console: String { dir + "/console.log" }
         public var stateFile: String { dir + "/state.json" }
+        /// Where a stateful stop keeps the CRIU dump until the next start.
+        public var savedState: String { dir + "/state" }
 
         public init(dir: String) { self.dir = dir }
     }

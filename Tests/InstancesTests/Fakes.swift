@@ -3,6 +3,7 @@ import ClusterDB
 import Dqlite
 import Foundation
 import Images
+import InstanceConfig
 @testable import Instances
 import Logging
 import Migration
@@ -12,6 +13,8 @@ import Synchronization
 
 /// A ContainerHost that keeps containers as records: no root, no processes. `failStart` names
 /// the containers whose start fails (after their files were made, as a real failed start leaves them).
+/// Containers are keyed as messages name instances (`"\(ref)"`: the bare name in the default
+/// project); `instances` keeps every identity the use cases passed.
 final class FakeHost: ContainerHost {
     struct Container: Sendable {
         var spec: ContainerSpec
@@ -20,6 +23,12 @@ final class FakeHost: ContainerHost {
     }
 
     let containers = Mutex<[String: Container]>([:])
+    /// Every instance identity the host was asked about, in order of first use.
+    let instances = Mutex<[InstanceRef]>([])
+    private func saw(_ ref: InstanceRef) -> String {
+        instances.withLock { if !$0.contains(ref) { $0.append(ref) } }
+        return "\(ref)"
+    }
     let failStart = Mutex<Set<String>>([])
     /// Every call that changes something, in order ("start c1", "delete c1", ...).
     let calls = Mutex<[String]>([])
@@ -31,11 +40,13 @@ final class FakeHost: ContainerHost {
     private func record(_ call: String) { calls.withLock { $0.append(call) } }
 
     func create(_ spec: ContainerSpec) throws(RuntimeError) {
+        _ = saw(spec.instance)
         record("create \(spec.name)")
         containers.withLock { if $0[spec.name] == nil { $0[spec.name] = Container(spec: spec, running: false) } }
     }
 
     func start(_ spec: ContainerSpec) async throws(RuntimeError) -> RunningContainer {
+        _ = saw(spec.instance)
         record("start \(spec.name)")
         containers.withLock { if $0[spec.name] == nil { $0[spec.name] = Container(spec: spec, running: false) } }
         if failStart.withLock({ $0.contains(spec.name) }) { throw .startFailed(spec.name, "init exited at once (fake)") }
@@ -44,10 +55,11 @@ final class FakeHost: ContainerHost {
             return all[spec.name]?.running == true
         }
         if wasRunning { throw .alreadyRunning(spec.name) }
-        return RunningContainer(name: spec.name, pid: 4242, pidStartTime: 1)
+        return RunningContainer(instance: spec.instance, pid: 4242, pidStartTime: 1)
     }
 
-    func stop(name: String, force: Bool, timeout: Duration) async throws(RuntimeError) {
+    func stop(instance ref: InstanceRef, force: Bool, timeout: Duration) async throws(RuntimeError) {
+        let name = saw(ref)
         record("stop \(name)")
         let wasRunning = containers.withLock { all in
             defer { all[name]?.running = false }
@@ -56,7 +68,8 @@ final class FakeHost: ContainerHost {
         if !wasRunning { throw .notRunning(name) }
     }
 
-    func delete(name: String) throws(RuntimeError) {
+    func delete(instance ref: InstanceRef) throws(RuntimeError) {
+        let name = saw(ref)
         record("delete \(name)")
         let running = containers.withLock { all in
             if all[name]?.running == true { return true }
@@ -66,44 +79,52 @@ final class FakeHost: ContainerHost {
         if running { throw .alreadyRunning(name) }
     }
 
-    func state(name: String) -> ContainerState? {
-        containers.withLock { all in
+    func state(instance ref: InstanceRef) -> ContainerState? {
+        let name = saw(ref)
+        return containers.withLock { all in
             all[name].map { $0.running ? ContainerState(running: true, pid: 4242, processes: 1, memoryUsage: 0, memoryPeak: 0, cpuUsageNanoseconds: 0) : .stopped }
         }
     }
 
-    func updateLimits(name: String, limits: Limits) throws(RuntimeError) {
+    func updateLimits(instance ref: InstanceRef, limits: Limits) throws(RuntimeError) {
+        let name = saw(ref)
         record("limits \(name)")
         limitUpdates.withLock { $0[name] = limits }
     }
 
-    func consoleLog(name: String) throws(RuntimeError) -> [UInt8] {
+    func consoleLog(instance ref: InstanceRef) throws(RuntimeError) -> [UInt8] {
+        let name = saw(ref)
         guard containers.withLock({ $0[name] != nil }) else { throw .notFound(name) }
         return Array("console of \(name)\n".utf8)
     }
 
-    func exec(name: String, command: [String], environment: [String: String], cwd: String,
+    func exec(instance ref: InstanceRef, command: [String], environment: [String: String], cwd: String,
               uid: UInt32, gid: UInt32, stdio: ExecStdio) async throws(RuntimeError) -> ExecProcess {
         throw .unsupported("the fake host runs no commands")
     }
 
-    func readFile(name: String, path: String, maxBytes: Int) async throws(RuntimeError) -> ContainerFile {
+    func readFile(instance ref: InstanceRef, path: String, maxBytes: Int) async throws(RuntimeError) -> ContainerFile {
+        let name = saw(ref)
         if let error = readError.withLock({ $0 }) { throw error }
         guard let file = containers.withLock({ $0[name]?.files[path] }) else { throw .system("open", on: "\(path) in \(name)", ENOENT) }
         return file
     }
 
-    func writeFile(name: String, path: String, content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32) async throws(RuntimeError) {
+    func writeFile(instance ref: InstanceRef, path: String, content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32) async throws(RuntimeError) {
+        let name = saw(ref)
         record("write \(name) \(path)")
         containers.withLock { $0[name]?.files[path] = ContainerFile(content: content, mode: mode, uid: uid, gid: gid) }
     }
 
+    /// Nowhere on disk: no saved state is ever found there.
+    func savedStateDirectory(of instance: InstanceRef) -> String { "/nonexistent/containers/\(instance.hostName)/state" }
+
     // Checkpoint and restore: the tests run without CRIU (checkpointer nil), so these are never reached.
-    func checkpointTarget(name: String) async throws -> CheckpointTarget { throw RuntimeError.unsupported("no checkpoints on the fake host") }
-    func waitStopped(name: String, timeout: Duration) async throws { throw RuntimeError.unsupported("no checkpoints on the fake host") }
-    func prepareRestore(name: String) async throws -> RestoreTarget { throw RuntimeError.unsupported("no restores on the fake host") }
-    func adoptRestored(name: String, pid: Int32, target: RestoreTarget) async throws { throw RuntimeError.unsupported("no restores on the fake host") }
-    func abandonRestore(name: String) async {}
+    func checkpointTarget(instance: InstanceRef) async throws -> CheckpointTarget { throw RuntimeError.unsupported("no checkpoints on the fake host") }
+    func waitStopped(instance: InstanceRef, timeout: Duration) async throws { throw RuntimeError.unsupported("no checkpoints on the fake host") }
+    func prepareRestore(instance: InstanceRef) async throws -> RestoreTarget { throw RuntimeError.unsupported("no restores on the fake host") }
+    func adoptRestored(instance: InstanceRef, pid: Int32, target: RestoreTarget) async throws { throw RuntimeError.unsupported("no restores on the fake host") }
+    func abandonRestore(instance: InstanceRef) async {}
 }
 
 /// Image layers as records: `layer` answers for the fingerprints added, nothing is unpacked.

@@ -1,5 +1,6 @@
 import APITypes
 import ClusterDB
+import InstanceConfig
 @testable import Instances
 import Runtime
 import Synchronization
@@ -98,7 +99,7 @@ import Testing
             #expect(rows.map(\.name) == ["b-1", "b-3"])
             #expect(rows.allSatisfy { $0.powerState == .running })
             #expect(h.host.names == ["b-1", "b-3"])
-            #expect(h.host.state(name: "b-1")?.running == true)
+            #expect(h.host.state(instance: InstanceRef(name: "b-1"))?.running == true)
         }
     }
 
@@ -122,7 +123,7 @@ import Testing
             try await h.launch("c1", start: true)
             #expect(await kind { _ = try await h.lifecycle.delete("c1") } == .invalid)
             #expect(try await h.row("c1") != nil)
-            #expect(h.host.state(name: "c1")?.running == true)
+            #expect(h.host.state(instance: InstanceRef(name: "c1"))?.running == true)
         }
     }
 
@@ -163,7 +164,7 @@ import Testing
             #expect(try await h.lifecycle.get("c1", withState: true).state?.statusCode == StatusCode.running.rawValue)
             #expect(try await h.changeState("c1", "stop").statusCode == StatusCode.success.rawValue)
             #expect(try await h.row("c1")?.powerState == .stopped)
-            #expect(h.host.state(name: "c1")?.running == false)
+            #expect(h.host.state(instance: InstanceRef(name: "c1"))?.running == false)
         }
     }
 
@@ -182,7 +183,7 @@ import Testing
         try await withHarness { h in
             try await h.launch("c1", start: true)
             #expect(await kind { _ = try await h.lifecycle.changeState("c1", InstanceStatePut(action: "stop", stateful: true)) } == .invalid)
-            #expect(h.host.state(name: "c1")?.running == true)
+            #expect(h.host.state(instance: InstanceRef(name: "c1"))?.running == true)
         }
     }
 
@@ -220,9 +221,9 @@ import Testing
             // The host restarted: nothing runs, the database still says what did.
             h.host.containers.withLock { all in for name in all.keys { all[name]?.running = false } }
             await h.lifecycle.startOnBoot()
-            #expect(h.host.state(name: "keep")?.running == true)
-            #expect(h.host.state(name: "off")?.running == false)
-            #expect(h.host.state(name: "idle")?.running == false)
+            #expect(h.host.state(instance: InstanceRef(name: "keep"))?.running == true)
+            #expect(h.host.state(instance: InstanceRef(name: "off"))?.running == false)
+            #expect(h.host.state(instance: InstanceRef(name: "idle"))?.running == false)
         }
     }
 }

@@ -12,8 +12,9 @@ final class ConfigAndImageTests {
 
     deinit { agent.destroy() }
 
+    /// The instance's cgroup leaf is its host name, `<project>_<name>` (InstanceRef.hostName).
     func memoryLimit(_ name: String) -> String? {
-        ["/sys/fs/cgroup/memory/lxd-swift/\(agent.name)/\(name)/memory.limit_in_bytes", "/sys/fs/cgroup/lxd-swift/\(agent.name)/\(name)/memory.max"]
+        ["/sys/fs/cgroup/memory/lxd-swift/\(agent.name)/default_\(name)/memory.limit_in_bytes", "/sys/fs/cgroup/lxd-swift/\(agent.name)/default_\(name)/memory.max"]
             .compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }.first?.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 

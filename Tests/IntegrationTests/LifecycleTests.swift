@@ -37,10 +37,10 @@ final class LifecycleTests {
             #expect(bound & (1 << UInt64(bit)) == 0, "\(cap) must be dropped from the bounding set (CapBnd \(capBnd))")
         }
 
-        // The memory limit is in the container's cgroup (v1 or v2).
+        // The memory limit is in the container's cgroup (v1 or v2), named `<project>_<name>`.
         let limitFiles = [
-            "/sys/fs/cgroup/memory/lxd-swift/\(agent.name)/c1/memory.limit_in_bytes",
-            "/sys/fs/cgroup/lxd-swift/\(agent.name)/c1/memory.max",
+            "/sys/fs/cgroup/memory/lxd-swift/\(agent.name)/default_c1/memory.limit_in_bytes",
+            "/sys/fs/cgroup/lxd-swift/\(agent.name)/default_c1/memory.max",
         ]
         let limit = limitFiles.compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }.first?.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(limit == "\(64 << 20)", "memory limit file: \(limit ?? "missing")")
@@ -74,9 +74,10 @@ final class LifecycleTests {
         try agent.ok(["stop", "s1", "--force"])
         try agent.ok(["delete", "s1"])
         let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
-        #expect(!mounts.contains("\(agent.dataDir)/containers/s1"), "no mount of s1 may remain")
-        #expect(!FileManager.default.fileExists(atPath: "\(agent.dataDir)/containers/s1"))
-        for dir in ["/sys/fs/cgroup/memory/lxd-swift/\(agent.name)/s1", "/sys/fs/cgroup/pids/lxd-swift/\(agent.name)/s1", "/sys/fs/cgroup/lxd-swift/\(agent.name)/s1"] {
+        // Host names carry the project: `<project>_<name>`.
+        #expect(!mounts.contains("\(agent.dataDir)/containers/default_s1"), "no mount of s1 may remain")
+        #expect(!FileManager.default.fileExists(atPath: "\(agent.dataDir)/containers/default_s1"))
+        for dir in ["/sys/fs/cgroup/memory/lxd-swift/\(agent.name)/default_s1", "/sys/fs/cgroup/pids/lxd-swift/\(agent.name)/default_s1", "/sys/fs/cgroup/lxd-swift/\(agent.name)/default_s1"] {
             #expect(!FileManager.default.fileExists(atPath: dir), "cgroup \(dir) must be removed")
         }
     }
@@ -93,6 +94,40 @@ final class LifecycleTests {
         #expect(try agent.ok(["exec", "k1", "--", "echo", "still here"]) == "still here\n")
         try agent.ok(["stop", "k1", "--force"])
         #expect(try agent.ok(["list", "--format", "csv"]).contains("k1,STOPPED"))
+    }
+
+    /// An agent restarted on a data directory of the layout before projects (`containers/<name>`)
+    /// keeps its instances: the stopped one moves to `containers/default_<name>` with its files,
+    /// the running one is adopted as it was.
+    @Test func upgradeFromTheLayoutBeforeProjects() throws {
+        try agent.ok(["launch", "busybox", "u1"])
+        try agent.ok(["launch", "busybox", "u2"])
+        try agent.ok(["exec", "u2", "--", "sh", "-c", "echo kept > /root/note"])
+        try agent.ok(["stop", "u2", "--force"])
+        let before = try agent.ok(["list", "--format", "csv"])
+        agent.stop()
+        // u2 as the previous layout kept it: the bare name, and config.json pointing there.
+        let containers = "\(agent.dataDir)/containers"
+        try #require(rename("\(containers)/default_u2", "\(containers)/u2") == 0)
+        let config = try String(contentsOfFile: "\(containers)/u2/config.json", encoding: .utf8)
+        try config.replacingOccurrences(of: "default_u2", with: "u2").write(toFile: "\(containers)/u2/config.json", atomically: true, encoding: .utf8)
+
+        try agent.start()
+        let after = try agent.ok(["list", "--format", "csv"])
+        /// "name,STATUS,pid,..." of `name`, as STATUS,pid.
+        func row(_ csv: String, _ name: String) -> String? {
+            csv.split(separator: "\n").first { $0.hasPrefix("\(name),") }.map { $0.split(separator: ",").dropFirst().prefix(2).joined(separator: ",") }
+        }
+        #expect(row(after, "u1") == row(before, "u1") && row(after, "u1")?.hasPrefix("RUNNING,") == true, "u1 re-adopted: \(before) / \(after)")
+        #expect(row(after, "u2")?.hasPrefix("STOPPED") == true, "\(after)")
+        #expect(FileManager.default.fileExists(atPath: "\(containers)/default_u2/config.json"))
+        #expect(!FileManager.default.fileExists(atPath: "\(containers)/u2"))
+        try agent.ok(["start", "u2"])
+        #expect(try agent.ok(["exec", "u2", "--", "cat", "/root/note"]) == "kept\n")
+        for name in ["u1", "u2"] {
+            try agent.ok(["stop", name, "--force"])
+            try agent.ok(["delete", name])
+        }
     }
 
     @Test func filesAndConsole() throws {

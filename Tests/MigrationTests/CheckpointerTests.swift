@@ -1,4 +1,5 @@
 import Foundation
+import InstanceConfig
 import Synchronization
 import Testing
 @testable import Migration
@@ -45,21 +46,21 @@ actor FakeRuntime: CheckpointSource, RestoreDestination {
     let refuseAdoption: Bool
     init(refuseAdoption: Bool = false) { self.refuseAdoption = refuseAdoption }
 
-    func checkpointTarget(name: String) async throws -> CheckpointTarget {
+    func checkpointTarget(instance name: InstanceRef) async throws -> CheckpointTarget {
         events.append("target \(name)")
         return CheckpointTarget(pid: 777, freezerCgroup: "/sys/fs/cgroup/freezer/lxd-swift/m1/\(name)")
     }
-    func waitStopped(name: String, timeout: Duration) async throws { events.append("stopped \(name)") }
-    func prepareRestore(name: String) async throws -> RestoreTarget {
+    func waitStopped(instance name: InstanceRef, timeout: Duration) async throws { events.append("stopped \(name)") }
+    func prepareRestore(instance name: InstanceRef) async throws -> RestoreTarget {
         events.append("prepare \(name)")
         return RestoreTarget(rootfs: "/var/lib/lxd/containers/\(name)/rootfs", cgroupRoots: [CgroupRoot(controllers: ["memory", "freezer"], path: "/lxd-swift/m2/\(name)")],
                              externals: ["netdev[eth0]:veth1"], reapedAfter: 41)
     }
-    func adoptRestored(name: String, pid: Int32, target: RestoreTarget) async throws {
+    func adoptRestored(instance name: InstanceRef, pid: Int32, target: RestoreTarget) async throws {
         events.append("adopt \(name) \(pid) after \(target.reapedAfter)")
         if refuseAdoption { throw CRIUError.badPidFile("x", "refused by the fake") }
     }
-    func abandonRestore(name: String) async { events.append("abandon \(name)") }
+    func abandonRestore(instance name: InstanceRef) async { events.append("abandon \(name)") }
 }
 
 @Suite struct CheckpointerTests {
@@ -75,7 +76,7 @@ actor FakeRuntime: CheckpointSource, RestoreDestination {
         let criu = FakeCRIU()
         let runtime = FakeRuntime()
         let c = Checkpointer(driver: CRIUDriver(criu: CRIU(path: "/fake/criu"), runner: criu))
-        let dumped = try await c.checkpoint(name: "c1", source: runtime, into: dir + "/img", options: .init(freezeCgroup: true))
+        let dumped = try await c.checkpoint(instance: "c1", source: runtime, into: dir + "/img", options: .init(freezeCgroup: true))
         #expect(dumped.image.dumpStats?.frozenTime == 19_849)
         #expect(criu.invocations == [["dump", "-t", "777", "-D", dir + "/img", "-o", "dump.log", "--external", "mnt[]",
                                       "--freeze-cgroup", "/sys/fs/cgroup/freezer/lxd-swift/m1/c1",
@@ -89,7 +90,7 @@ actor FakeRuntime: CheckpointSource, RestoreDestination {
         let criu = FakeCRIU()
         let runtime = FakeRuntime()
         let c = Checkpointer(driver: CRIUDriver(criu: CRIU(path: "/fake/criu"), runner: criu))
-        _ = try await c.checkpoint(name: "c1", source: runtime, into: dir, options: .init(leaveRunning: true, tcpEstablished: true))
+        _ = try await c.checkpoint(instance: "c1", source: runtime, into: dir, options: .init(leaveRunning: true, tcpEstablished: true))
         #expect(criu.invocations.first?.last == "--leave-running")
         #expect(criu.invocations.first?.contains("--freeze-cgroup") == false, "the freezer is opt-in")
         #expect(criu.invocations.first?.contains("--tcp-established") == true)
@@ -102,8 +103,8 @@ actor FakeRuntime: CheckpointSource, RestoreDestination {
         let criu = FakeCRIU(restoredPid: 4242)
         let runtime = FakeRuntime()
         let c = Checkpointer(driver: CRIUDriver(criu: CRIU(path: "/fake/criu"), runner: criu))
-        _ = try await c.checkpoint(name: "c1", source: runtime, into: dir)
-        let restored = try await c.restore(name: "c1", destination: runtime, from: dir, tcpEstablished: true)
+        _ = try await c.checkpoint(instance: "c1", source: runtime, into: dir)
+        let restored = try await c.restore(instance: "c1", destination: runtime, from: dir, tcpEstablished: true)
         #expect(restored.pid == 4242)
         #expect(criu.invocations.last == ["restore", "-D", dir, "-o", "restore.log", "--root", "/var/lib/lxd/containers/c1/rootfs",
                                           "--external", "mnt[]", "-d", "--pidfile", dir + "/restore.pid", "--tcp-established",
@@ -117,9 +118,9 @@ actor FakeRuntime: CheckpointSource, RestoreDestination {
         let criu = FakeCRIU(restoreFails: true)
         let runtime = FakeRuntime()
         let c = Checkpointer(driver: CRIUDriver(criu: CRIU(path: "/fake/criu"), runner: criu))
-        _ = try await c.checkpoint(name: "c1", source: runtime, into: dir)
+        _ = try await c.checkpoint(instance: "c1", source: runtime, into: dir)
         do {
-            _ = try await c.restore(name: "c1", destination: runtime, from: dir)
+            _ = try await c.restore(instance: "c1", destination: runtime, from: dir)
             Issue.record("restore reported success")
         } catch let CRIUError.failed(action, status, tail, log) {
             #expect(action == "restore" && status == 1 && log == dir + "/restore.log")
@@ -134,11 +135,11 @@ actor FakeRuntime: CheckpointSource, RestoreDestination {
         let criu = FakeCRIU()
         let runtime = FakeRuntime()
         let c = Checkpointer(driver: CRIUDriver(criu: CRIU(path: "/fake/criu"), runner: criu))
-        _ = try await c.checkpoint(name: "c1", source: runtime, into: dir)
+        _ = try await c.checkpoint(instance: "c1", source: runtime, into: dir)
         #expect(truncate(dir + "/pages-1.img", 4096) == 0)
         await #expect(throws: CRIUError.invalidImages(.pagesMismatch(pagemap: "pagemap-1.img", pages: "pages-1.img",
                                                                       expectedBytes: 3 * 4096, actualBytes: 4096))) {
-            _ = try await c.restore(name: "c1", destination: runtime, from: dir)
+            _ = try await c.restore(instance: "c1", destination: runtime, from: dir)
         }
         #expect(await !runtime.events.contains("prepare c1"))
         #expect(criu.invocations.count == 1)
@@ -151,8 +152,13 @@ actor FakeRuntime: CheckpointSource, RestoreDestination {
         let criu = FakeCRIU(restoredPid: 2_000_000_000)
         let runtime = FakeRuntime(refuseAdoption: true)
         let c = Checkpointer(driver: CRIUDriver(criu: CRIU(path: "/fake/criu"), runner: criu))
-        _ = try await c.checkpoint(name: "c1", source: runtime, into: dir)
-        await #expect(throws: CRIUError.self) { _ = try await c.restore(name: "c1", destination: runtime, from: dir) }
+        _ = try await c.checkpoint(instance: "c1", source: runtime, into: dir)
+        await #expect(throws: CRIUError.self) { _ = try await c.restore(instance: "c1", destination: runtime, from: dir) }
         #expect(await runtime.events.suffix(3) == ["prepare c1", "adopt c1 2000000000 after 41", "abandon c1"])
     }
+}
+
+/// A literal names an instance of the default project.
+extension InstanceRef: ExpressibleByStringInterpolation {
+    public init(stringLiteral name: String) { self.init(name: name) }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import InstanceConfig
 import Logging
 import Runtime
 import Testing
@@ -82,9 +83,9 @@ struct ContainerCheckpointTests {
         logger.logLevel = .warning
         let member = "mig\(getpid())"
         let runtime = try ContainerRuntime(dataDir: dataDir, memberName: member, helperPath: helperPath, logger: logger)
-        let name = "c1"
+        let name = InstanceRef(name: "c1")
         let idmap = IDMap(hostBase: 1_300_000)
-        let containerDir = dataDir + "/containers/" + name
+        let containerDir = dataDir + "/containers/" + name.hostName
         // Images under a 0700 parent: the restored tasks must reach them through CRIU's
         // directory fd alone (CRIUDriver.restore).
         let imagesParent = try RealCRIUTests.tempDir()
@@ -92,36 +93,36 @@ struct ContainerCheckpointTests {
         var restoredPid: Int32?
         // Whatever happens, nothing of this test may stay running, mounted or in a cgroup.
         defer {
-            var pids = [restoredPid, runtime.state(name: name)?.pid].compactMap { $0 }.filter { $0 > 0 }
+            var pids = [restoredPid, runtime.state(instance: name)?.pid].compactMap { $0 }.filter { $0 > 0 }
             for pid in pids { kill(pid, SIGKILL) }
             for _ in 0..<300 where !pids.isEmpty {
                 usleep(10_000)
                 pids.removeAll { !RealCRIUTests.alive($0) }
             }
             umount2(containerDir + "/rootfs", Int32(MNT_DETACH))
-            for dir in runtime.cgroupLayout.directories(relative: "lxd-swift/\(member)/\(name)") { rmdir(dir) }
+            for dir in runtime.cgroupLayout.directories(relative: "lxd-swift/\(member)/\(name.hostName)") { rmdir(dir) }
             for dir in runtime.cgroupLayout.directories(relative: "lxd-swift/\(member)") { rmdir(dir) }
-            for dir in runtime.cgroupLayout.directories(relative: "lxd-swift/\(member)-b/\(name)") { rmdir(dir) }
+            for dir in runtime.cgroupLayout.directories(relative: "lxd-swift/\(member)-b/\(name.hostName)") { rmdir(dir) }
             for dir in runtime.cgroupLayout.directories(relative: "lxd-swift/\(member)-b") { rmdir(dir) }
-            try? runtime.delete(name: name)
+            try? runtime.delete(instance: name)
             try? fm.removeItem(atPath: imagesParent)
             if !((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?.contains(root) ?? true) {
                 try? fm.removeItem(atPath: root)
             }
         }
 
-        _ = try await runtime.start(ContainerSpec(name: name, layerRootfs: layer, idmap: idmap, initCommand: ["/sbin/init"]))
+        _ = try await runtime.start(ContainerSpec(instance: name, layerRootfs: layer, idmap: idmap, initCommand: ["/sbin/init"]))
         try await RealCRIUTests.waitFor("the container's counter to reach 10") { (RealCRIUTests.read(containerDir + "/upper/tmp") ?? 0) >= 10 }
 
         let checkpointer = Checkpointer(driver: CRIUDriver(criu: criu, runner: SpawnerCommandRunner(), logger: logger))
-        let target = try await runtime.checkpointTarget(name: name)
+        let target = try await runtime.checkpointTarget(instance: name)
         #expect(target.freezerCgroup != nil, "runtime containers have a v1 freezer cgroup here")
         // Measured both ways: the freezer costs CRIU's 100 ms polling step (see Options).
-        let dumped = try await checkpointer.checkpoint(name: name, source: runtime, into: images,
+        let dumped = try await checkpointer.checkpoint(instance: name, source: runtime, into: images,
                                                        options: .init(freezeCgroup: Self.useFreezer))
         let atDump = try #require(RealCRIUTests.read(containerDir + "/upper/tmp"))
-        #expect(runtime.state(name: name)?.running == false)
-        #expect(!runtime.runningNames().contains(name))
+        #expect(runtime.state(instance: name)?.running == false)
+        #expect(!runtime.runningInstances().contains(name))
         let stats = try #require(dumped.image.dumpStats)
         print("container checkpoint (freezer \(Self.useFreezer)): \(dumped.elapsed), frozen \(stats.frozenTime) µs (freezing \(stats.freezingTime) µs), "
               + "\(dumped.image.processes.count) processes, \(dumped.image.storedMemoryBytes / 1024) KiB of pages")
@@ -129,9 +130,9 @@ struct ContainerCheckpointTests {
 
         // The target side: the same root filesystem again, then CRIU. As on another member: Runtime's part (root mounted, cgroups made under another
         // member name) is played by `StandInDestination` until Runtime provides it.
-        let moved = "lxd-swift/\(member)-b/\(name)"
+        let moved = "lxd-swift/\(member)-b/\(name.hostName)"
         let destination = StandInDestination(runtime: runtime, relativeCgroup: moved)
-        let restored = try await checkpointer.restore(name: name, destination: destination, from: images)
+        let restored = try await checkpointer.restore(instance: name, destination: destination, from: images)
         let restoredAt = ContinuousClock.now
         let controllers = CgroupLayout.v1Controllers.filter { runtime.cgroupLayout.v1[$0] != nil }
         #expect(await destination.adopted == restored.pid)
@@ -169,18 +170,18 @@ actor StandInDestination: RestoreDestination {
         self.relativeCgroup = relativeCgroup
     }
 
-    func prepareRestore(name: String) async throws -> RestoreTarget {
-        try await runtime.mountRootfs(name: name)
+    func prepareRestore(instance name: InstanceRef) async throws -> RestoreTarget {
+        try await runtime.mountRootfs(instance: name)
         let controllers = try ContainerCheckpointTests.makeCgroups(runtime.cgroupLayout, relative: relativeCgroup)
-        return RestoreTarget(rootfs: runtime.dataDir + "/containers/\(name)/rootfs",
+        return RestoreTarget(rootfs: runtime.directory(of: name) + "/rootfs",
                              cgroupRoots: [CgroupRoot(controllers: controllers, path: "/" + relativeCgroup)],
                              reapedAfter: Reaper.shared.sequence)
     }
 
-    func adoptRestored(name: String, pid: Int32, target: RestoreTarget) async throws { adopted = pid }
+    func adoptRestored(instance name: InstanceRef, pid: Int32, target: RestoreTarget) async throws { adopted = pid }
 
-    func abandonRestore(name: String) async {
-        try? runtime.unmountRootfs(name: name)
+    func abandonRestore(instance name: InstanceRef) async {
+        try? runtime.unmountRootfs(instance: name)
         for dir in runtime.cgroupLayout.directories(relative: relativeCgroup) { rmdir(dir) }
     }
 }

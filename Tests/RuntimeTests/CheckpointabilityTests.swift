@@ -39,11 +39,11 @@ struct CheckpointabilityTests {
         mkdir(images, 0o711)
         let dump = try await Self.criu(["dump", "-t", "\(c.pid)", "-D", images, "-o", "dump.log", "--external", "mnt[]", "--network-lock", "nftables"], log: images)
         #expect(dump == 0, "criu dump failed: \(hostFile(images + "/dump.log").suffix(1500))")
-        guard dump == 0 else { try? await rt.stop(name: "k1", force: true); try? rt.delete(name: "k1"); return }
-        #expect(await rt.awaitStopped(name: "k1", timeout: .seconds(30)))
-        let before = Int(hostFile(f.dataDir + "/containers/k1/upper/tmp/count").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        guard dump == 0 else { try? await rt.stop(instance: "k1", force: true); try? rt.delete(instance: "k1"); return }
+        #expect(await rt.awaitStopped(instance: "k1", timeout: .seconds(30)))
+        let before = Int(hostFile(f.dataDir + "/containers/default_k1/upper/tmp/count").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
 
-        let prep = try await rt.mountForRestore(name: "k1")
+        let prep = try await rt.mountForRestore(instance: "k1")
         let pidfile = images + "/restored.pid"
         let restore = try await Self.criu(["restore", "-D", images, "-o", "restore.log", "--root", prep.rootfs,
                                            "--external", "mnt[]", "--network-lock", "nftables", "-d", "--pidfile", pidfile], log: images)
@@ -53,9 +53,9 @@ struct CheckpointabilityTests {
         let pidText = hostFile(pidfile).trimmingCharacters(in: .whitespacesAndNewlines)
         guard restore == 0, let pid = pid_t(pidText) else {
             if restore == 0 { Issue.record("criu restore exited 0 but its pidfile \(pidfile) holds no pid: \"\(pidText)\"") }
-            rt.releaseRestore(name: "k1"); try? rt.delete(name: "k1"); return
+            rt.releaseRestore(instance: "k1"); try? rt.delete(instance: "k1"); return
         }
-        let restored = try rt.registerRestored(name: "k1", pid: pid, reapedAfter: prep.reapedAfter)
+        let restored = try rt.registerRestored(instance: "k1", pid: pid, reapedAfter: prep.reapedAfter)
         #expect(try await run(rt, "k1", ["hostname"]).output == "k1\n")
         try await Task.sleep(for: .milliseconds(200))
         let after = Int(try await run(rt, "k1", ["cat", "/tmp/count"]).output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
@@ -63,8 +63,8 @@ struct CheckpointabilityTests {
         if let base {
             #expect(squeezed(try await run(rt, "k1", ["cat", "/proc/self/uid_map"]).output) == "0 \(base) 65536")
         }
-        try await rt.stop(name: "k1", force: false, timeout: .seconds(5))
+        try await rt.stop(instance: "k1", force: false, timeout: .seconds(5))
         try expectNothingLeft(f, "k1", pid: restored.pid)
-        try rt.delete(name: "k1")
+        try rt.delete(instance: "k1")
     }
 }

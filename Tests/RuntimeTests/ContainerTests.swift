@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import InstanceConfig
 import Testing
 @testable import Runtime
 
@@ -38,7 +39,7 @@ struct ContainerTests {
             #expect(["/dev/null", "/dev/console", "/sbin/init"].contains(target), "init holds fd \(fd) -> \(target)")
         }
         #expect(try await run(rt, "c1", ["readlink", "/proc/1/fd/0"]).output == "/dev/null\n")
-        #expect(String(decoding: try rt.consoleLog(name: "c1"), as: UTF8.self).contains("init started"))
+        #expect(String(decoding: try rt.consoleLog(instance: "c1"), as: UTF8.self).contains("init started"))
         // Mounts: /dev as tmpfs with devpts and ptmx; sysfs; lo up.
         let mounts = try await run(rt, "c1", ["cat", "/proc/self/mounts"]).output
         for m in ["proc /proc proc", "sysfs /sys sysfs", "tmpfs /dev tmpfs", "devpts /dev/pts devpts", "tmpfs /dev/shm tmpfs", "mqueue /dev/mqueue mqueue"] {
@@ -53,29 +54,29 @@ struct ContainerTests {
         #expect(try await run(rt, "c1", ["sh", "-c", "mknod /tmp/sda b 8 0"]).code != 0)
 
         // Cgroup limits, live update, and figures.
-        let memDir = rt.cgroupLayout.directory(of: "memory", relative: "lxd-swift/\(f.member)/c1")!
+        let memDir = rt.cgroupLayout.directory(of: "memory", relative: "lxd-swift/\(f.member)/default_c1")!
         let limitFile = memDir + (rt.cgroupLayout.usesV2 ? "/memory.max" : "/memory.limit_in_bytes")
         #expect(hostFile(limitFile) == "\(64 << 20)\n")
-        try rt.updateLimits(name: "c1", limits: Limits(memoryBytes: 128 << 20, cpuCores: 1, processes: 300))
+        try rt.updateLimits(instance: "c1", limits: Limits(memoryBytes: 128 << 20, cpuCores: 1, processes: 300))
         #expect(hostFile(limitFile) == "\(128 << 20)\n")
-        let st = try #require(rt.state(name: "c1"))
+        let st = try #require(rt.state(instance: "c1"))
         #expect(st.running && st.pid == c.pid)
         #expect(st.processes >= 2)
         #expect(st.memoryUsage > 0 && st.memoryPeak >= st.memoryUsage)
         #expect(st.cpuUsageNanoseconds > 0)
         // state.json holds what adoption needs.
-        #expect(hostFile(f.dataDir + "/containers/c1/state.json").contains("\"pidStartTime\":\(c.pidStartTime)"))
+        #expect(hostFile(f.dataDir + "/containers/default_c1/state.json").contains("\"pidStartTime\":\(c.pidStartTime)"))
 
         // Clean stop: init traps SIGPWR/SIGTERM and exits; then nothing is left. Its console
         // line shows it stopped by itself rather than by the SIGKILL after the timeout; the
         // timeout only bounds a hang (stop figures: scripts/bench/lifecycle).
-        try await rt.stop(name: "c1", force: false, timeout: .seconds(30))
-        #expect(String(decoding: try rt.consoleLog(name: "c1"), as: UTF8.self).contains("init stopping"))
+        try await rt.stop(instance: "c1", force: false, timeout: .seconds(30))
+        #expect(String(decoding: try rt.consoleLog(instance: "c1"), as: UTF8.self).contains("init stopping"))
         try expectNothingLeft(f, "c1", pid: c.pid)
-        #expect(rt.state(name: "c1") == .stopped)
-        try rt.delete(name: "c1")
-        #expect(access(f.dataDir + "/containers/c1", F_OK) != 0)
-        #expect(rt.state(name: "c1") == nil)
+        #expect(rt.state(instance: "c1") == .stopped)
+        try rt.delete(instance: "c1")
+        #expect(access(f.dataDir + "/containers/default_c1", F_OK) != 0)
+        #expect(rt.state(instance: "c1") == nil)
     }
 
     @Test func execExitCodesStdinAndUsers() async throws {
@@ -97,9 +98,9 @@ struct ContainerTests {
         // The exec'd process is confined like init.
         let status = try await run(rt, "e1", ["grep", "-E", "^(Seccomp|NoNewPrivs):", "/proc/self/status"]).output
         #expect(squeezed(status) == "NoNewPrivs: 0 Seccomp: 2")
-        try await rt.stop(name: "e1", force: true)
-        await #expect(throws: RuntimeError.notRunning("e1")) { _ = try await rt.exec(name: "e1", command: ["true"], stdio: .pipes(stdin: 0, stdout: 1, stderr: 2)) }
-        try rt.delete(name: "e1")
+        try await rt.stop(instance: "e1", force: true)
+        await #expect(throws: RuntimeError.notRunning("e1")) { _ = try await rt.exec(instance: "e1", command: ["true"], stdio: .pipes(stdin: 0, stdout: 1, stderr: 2)) }
+        try rt.delete(instance: "e1")
     }
 
     @Test func filesResolveInsideTheContainer() async throws {
@@ -108,31 +109,31 @@ struct ContainerTests {
         let rt = f.runtime
         let base: UInt32 = 2_200_000
         _ = try await rt.start(f.spec("f1", base: base))
-        try await rt.writeFile(name: "f1", path: "/root/note", content: Array("pushed\n".utf8), mode: 0o640, uid: 1000, gid: 1001)
+        try await rt.writeFile(instance: "f1", path: "/root/note", content: Array("pushed\n".utf8), mode: 0o640, uid: 1000, gid: 1001)
         #expect(try await run(rt, "f1", ["stat", "-c", "%u %g %a", "/root/note"]).output == "1000 1001 640\n")
         var hostStat = stat()
-        #expect(stat(f.dataDir + "/containers/f1/upper/root/note", &hostStat) == 0)
+        #expect(stat(f.dataDir + "/containers/default_f1/upper/root/note", &hostStat) == 0)
         #expect(hostStat.st_uid == base + 1000)
         _ = try await run(rt, "f1", ["sh", "-c", "echo inside > /root/made; ln -s /../../../../../etc/hostname /escape"])
-        let made = try await rt.readFile(name: "f1", path: "/root/made")
+        let made = try await rt.readFile(instance: "f1", path: "/root/made")
         #expect(made.content == Array("inside\n".utf8) && made.uid == 0 && made.gid == 0)
-        #expect(try await rt.readFile(name: "f1", path: "/bin").entries?.contains("busybox") == true)
+        #expect(try await rt.readFile(instance: "f1", path: "/bin").entries?.contains("busybox") == true)
         // The symlink resolves inside the container (which has no /etc/hostname), never to the host's.
-        await #expect(throws: RuntimeError.self) { _ = try await rt.readFile(name: "f1", path: "/escape") }
-        await #expect(throws: RuntimeError.self) { _ = try await rt.readFile(name: "f1", path: "/../../../../etc/passwd") }
+        await #expect(throws: RuntimeError.self) { _ = try await rt.readFile(instance: "f1", path: "/escape") }
+        await #expect(throws: RuntimeError.self) { _ = try await rt.readFile(instance: "f1", path: "/../../../../etc/passwd") }
 
         // Stopped: the root is mounted just for the operation.
-        try await rt.stop(name: "f1", force: true)
-        let again = try await rt.readFile(name: "f1", path: "/root/note")
+        try await rt.stop(instance: "f1", force: true)
+        let again = try await rt.readFile(instance: "f1", path: "/root/note")
         #expect(again.content == Array("pushed\n".utf8) && again.uid == 1000 && again.mode == 0o640)
-        let image = try await rt.readFile(name: "f1", path: "/sbin/init")
+        let image = try await rt.readFile(instance: "f1", path: "/sbin/init")
         #expect(image.uid == 0 && image.mode == 0o755)
-        try await rt.writeFile(name: "f1", path: "/root/offline", content: [1, 2, 3], uid: 5, gid: 5)
-        #expect(Mounts.under(f.dataDir + "/containers/f1").isEmpty)
+        try await rt.writeFile(instance: "f1", path: "/root/offline", content: [1, 2, 3], uid: 5, gid: 5)
+        #expect(Mounts.under(f.dataDir + "/containers/default_f1").isEmpty)
         _ = try await rt.start(f.spec("f1", base: base))
         #expect(try await run(rt, "f1", ["stat", "-c", "%u %s", "/root/offline"]).output == "5 3\n")
-        try await rt.stop(name: "f1", force: true)
-        try rt.delete(name: "f1")
+        try await rt.stop(instance: "f1", force: true)
+        try rt.delete(instance: "f1")
     }
 
     @Test func twoIdmapsAndPrivileged() async throws {
@@ -161,11 +162,11 @@ struct ContainerTests {
         // Files written in "a" are owned by a's ids on the host, not b's.
         _ = try await run(rt, "a", ["touch", "/root/mine"])
         var st = stat()
-        #expect(stat(f.dataDir + "/containers/a/upper/root/mine", &st) == 0 && st.st_uid == 2_300_000)
-        for n in ["a", "b", "p"] { try await rt.stop(name: n, force: true) }
+        #expect(stat(f.dataDir + "/containers/default_a/upper/root/mine", &st) == 0 && st.st_uid == 2_300_000)
+        for n: InstanceRef in ["a", "b", "p"] { try await rt.stop(instance: n, force: true) }
         try expectNothingLeft(f, "a", pid: a.pid)
         try expectNothingLeft(f, "p", pid: p.pid)
-        for n in ["a", "b", "p"] { try rt.delete(name: n) }
+        for n: InstanceRef in ["a", "b", "p"] { try rt.delete(instance: n) }
     }
 
     @Test func adoptionAfterRestartAndStaleState() async throws {
@@ -177,15 +178,75 @@ struct ContainerTests {
         // A stale entry: a state file whose process is gone.
         try f.runtime.create(f.spec("gone", base: 2_600_000))
         try StoredState(pid: c.pid, pidStartTime: c.pidStartTime + 1, cgroupDirs: [], idmap: nil)
-            .write(to: f.dataDir + "/containers/gone/state.json")
+            .write(to: f.dataDir + "/containers/default_gone/state.json")
         #expect(restarted.adopt() == ["d1"])
-        #expect(access(f.dataDir + "/containers/gone/state.json", F_OK) != 0)
-        #expect(restarted.state(name: "d1")?.pid == c.pid)
+        #expect(access(f.dataDir + "/containers/default_gone/state.json", F_OK) != 0)
+        #expect(restarted.state(instance: "d1")?.pid == c.pid)
         #expect(try await run(restarted, "d1", ["hostname"]).output == "d1\n")
-        try await restarted.stop(name: "d1", force: true)
+        try await restarted.stop(instance: "d1", force: true)
         try expectNothingLeft(f, "d1", pid: c.pid)
-        try restarted.delete(name: "d1")
-        try restarted.delete(name: "gone")
+        try restarted.delete(instance: "d1")
+        try restarted.delete(instance: "gone")
+    }
+
+    /// An agent restarted on the layout before projects: a stopped container moves at once, a
+    /// running one is adopted at its old directory and cgroups and moves when it stops.
+    @Test func upgradeFromTheLayoutBeforeProjects() async throws {
+        let f = try Fixture("legacy")
+        defer { f.tearDown() }
+        let containers = f.dataDir + "/containers"
+        let c: RunningContainer
+        do {
+            // The old agent: a runtime that runs "d1" under the old names. A live state.json makes
+            // upgradeLayout leave the directory where it is, so the start then uses the old names.
+            let old = try ContainerRuntime(dataDir: f.dataDir, memberName: f.member, helperPath: Host.helperPath!, logger: .init(label: "t"))
+            try FileManager.default.createDirectory(atPath: containers + "/d1", withIntermediateDirectories: true)
+            let me = getpid()
+            try StoredState(pid: me, pidStartTime: ContainerRuntime.startTime(of: me)!, cgroupDirs: [], idmap: nil)
+                .write(to: containers + "/d1/state.json")
+            #expect(old.upgradeLayout().deferred == ["d1"])
+            unlink(containers + "/d1/state.json")
+            c = try await old.start(f.spec("d1", base: 3_100_000))
+            #expect(access(containers + "/d1/state.json", F_OK) == 0)
+            #expect(old.cgroupDirectory("pids", of: "d1")?.hasSuffix("/\(f.member)/d1") == true)
+            // A stopped container of the old layout: created, then moved back to its old name.
+            try old.create(f.spec("s1", base: 3_200_000))
+            #expect(rename(containers + "/default_s1", containers + "/s1") == 0)
+            // One stopped with a saved state: the dump names the old paths, so it stays there.
+            try old.create(f.spec("t1", base: 3_300_000))
+            #expect(rename(containers + "/default_t1", containers + "/t1") == 0)
+            try FileManager.default.createDirectory(atPath: containers + "/t1/state", withIntermediateDirectories: true)
+            #expect(FileManager.default.createFile(atPath: containers + "/t1/state/inventory.img", contents: Data()))
+        }   // the old runtime goes: its exit watcher must not clean up what the new one adopts
+
+        let restarted = try ContainerRuntime(dataDir: f.dataDir, memberName: f.member, helperPath: Host.helperPath!, logger: .init(label: "t"))
+        let step = restarted.upgradeLayout()
+        #expect(step.moved == ["s1"] && step.deferred == ["d1", "t1"])
+        #expect(restarted.savedStateDirectory(of: "t1") == containers + "/t1/state")
+        #expect(access(containers + "/default_s1/config.json", F_OK) == 0 && access(containers + "/s1", F_OK) != 0)
+        #expect(restarted.adopt() == ["d1"])
+        #expect(restarted.state(instance: "d1")?.pid == c.pid)
+        #expect(restarted.directory(of: "d1") == containers + "/d1")
+        #expect(try await run(restarted, "d1", ["hostname"]).output == "d1\n")
+
+        try await restarted.stop(instance: "d1", force: true)
+        try expectNothingLeft(f, "d1", pid: c.pid)
+        for dir in restarted.cgroupLayout.directories(relative: "lxd-swift/\(f.member)/d1") {
+            #expect(access(dir, F_OK) != 0, "old cgroup \(dir) left behind")
+        }
+        #expect(access(containers + "/d1", F_OK) != 0 && access(containers + "/default_d1/config.json", F_OK) == 0)
+        #expect(restarted.directory(of: "d1") == containers + "/default_d1")
+
+        // Both start again under the new names, with their files.
+        for name: InstanceRef in ["d1", "s1"] {
+            let again = try await restarted.start(f.spec(name.name, base: name == "d1" ? 3_100_000 : 3_200_000))
+            #expect(restarted.cgroupDirectory("pids", of: name)?.hasSuffix("/\(f.member)/\(name.hostName)") == true)
+            try await restarted.stop(instance: name, force: true)
+            try expectNothingLeft(f, name, pid: again.pid)
+            try restarted.delete(instance: name)
+        }
+        try restarted.delete(instance: "t1")
+        #expect(access(containers + "/t1", F_OK) != 0)
     }
 
     @Test func startFailureLeavesNothingBehind() async throws {
@@ -196,11 +257,11 @@ struct ContainerTests {
         await #expect { _ = try await f.runtime.start(spec) } throws: { error in
             "\(error)".contains("command not found: /sbin/missing-init")
         }
-        #expect(Mounts.under(f.dataDir + "/containers/bad").isEmpty)
-        for dir in f.runtime.cgroupLayout.directories(relative: "lxd-swift/\(f.member)/bad") {
+        #expect(Mounts.under(f.dataDir + "/containers/default_bad").isEmpty)
+        for dir in f.runtime.cgroupLayout.directories(relative: "lxd-swift/\(f.member)/default_bad") {
             #expect(access(dir, F_OK) != 0, "cgroup \(dir) left behind")
         }
-        try f.runtime.delete(name: "bad")
+        try f.runtime.delete(instance: "bad")
     }
 
     @Test func timingSummary() async throws {
@@ -213,10 +274,10 @@ struct ContainerTests {
             let spec = f.spec("t\(i)", base: 2_800_000)
             var started: RunningContainer?
             starts.append(milliseconds(try await clock.measure { started = try await rt.start(spec) }))
-            execs.append(milliseconds(try await clock.measure { _ = try await run(rt, spec.name, ["true"]) }))
-            stops.append(milliseconds(try await clock.measure { try await rt.stop(name: spec.name, force: true) }))
-            try expectNothingLeft(f, spec.name, pid: started!.pid)
-            try rt.delete(name: spec.name)
+            execs.append(milliseconds(try await clock.measure { _ = try await run(rt, spec.instance, ["true"]) }))
+            stops.append(milliseconds(try await clock.measure { try await rt.stop(instance: spec.instance, force: true) }))
+            try expectNothingLeft(f, spec.instance, pid: started!.pid)
+            try rt.delete(instance: spec.instance)
         }
         // state() over many running containers.
         let n = 100
@@ -224,10 +285,10 @@ struct ContainerTests {
         var perList: [Double] = []
         for _ in 0..<5 {
             perList.append(milliseconds(await clock.measure {
-                for i in 0..<n { _ = rt.state(name: "s\(i)") }
+                for i in 0..<n { _ = rt.state(instance: "s\(i)") }
             }))
         }
-        for i in 0..<n { try await rt.stop(name: "s\(i)", force: true); try rt.delete(name: "s\(i)") }
+        for i in 0..<n { try await rt.stop(instance: "s\(i)", force: true); try rt.delete(instance: "s\(i)") }
         func ms(_ x: Double) -> String { String(format: "%.1f", x) }
         let line = "RuntimeTests timing: start median \(ms(median(starts))) ms, stop --force median \(ms(median(stops))) ms, "
             + "exec `true` median \(ms(median(execs))) ms, state() of \(n) running containers median \(String(format: "%.2f", median(perList))) ms total "
@@ -239,10 +300,10 @@ struct ContainerTests {
 }
 
 /// After stop: no mount under the container directory, no cgroup directory, no process.
-func expectNothingLeft(_ f: Fixture, _ name: String, pid: pid_t, sourceLocation: SourceLocation = #_sourceLocation) throws {
-    let dir = f.dataDir + "/containers/" + name
+func expectNothingLeft(_ f: Fixture, _ name: InstanceRef, pid: pid_t, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let dir = f.dataDir + "/containers/" + name.hostName
     #expect(Mounts.under(dir).isEmpty, "mounts left under \(dir)", sourceLocation: sourceLocation)
-    for cg in f.runtime.cgroupLayout.directories(relative: "lxd-swift/\(f.member)/\(name)") {
+    for cg in f.runtime.cgroupLayout.directories(relative: "lxd-swift/\(f.member)/\(name.hostName)") {
         #expect(access(cg, F_OK) != 0, "cgroup \(cg) left behind", sourceLocation: sourceLocation)
     }
     #expect(kill(pid, 0) != 0 && errno == ESRCH, "process \(pid) still exists", sourceLocation: sourceLocation)

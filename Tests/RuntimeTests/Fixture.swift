@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import InstanceConfig
 @testable import Runtime
 
 /// Real containers need root, busybox-static and the helper built next to the test bundle
@@ -83,15 +84,15 @@ struct Fixture {
     }
 
     func spec(_ name: String, base: UInt32?, limits: Limits = Limits()) -> ContainerSpec {
-        ContainerSpec(name: name, layerRootfs: layer, idmap: base.map { IDMap(hostBase: $0) }, limits: limits)
+        ContainerSpec(instance: InstanceRef(name: name), layerRootfs: layer, idmap: base.map { IDMap(hostBase: $0) }, limits: limits)
     }
 
     /// Removes the member's cgroups and the temp tree. A test that failed half-way may leave
     /// containers running: kill them so nothing outlives the test run.
     func tearDown() {
-        let leftovers = runtime.runningNames()
+        let leftovers = runtime.runningInstances()
         for name in leftovers {
-            if let pid = runtime.state(name: name)?.pid, pid > 0 { kill(pid, SIGKILL) }
+            if let pid = runtime.state(instance: name)?.pid, pid > 0 { kill(pid, SIGKILL) }
         }
         if !leftovers.isEmpty { usleep(200_000) }
         for m in Mounts.under(root).sorted(by: { $0.count > $1.count }) { umount2(m, Int32(MNT_DETACH)) }
@@ -112,13 +113,13 @@ struct ExecResult {
 }
 
 /// Runs a command in the container with stdin from `input` and stdout+stderr captured.
-func run(_ rt: ContainerRuntime, _ name: String, _ command: [String], input: String = "",
+func run(_ rt: ContainerRuntime, _ name: InstanceRef, _ command: [String], input: String = "",
          uid: UInt32 = 0, gid: UInt32 = 0) async throws -> ExecResult {
     var inPipe: [Int32] = [-1, -1], outPipe: [Int32] = [-1, -1]
     guard pipe(&inPipe) == 0, pipe(&outPipe) == 0 else { throw RuntimeError.system("pipe", on: "test", errno) }
     let p: ExecProcess
     do {
-        p = try await rt.exec(name: name, command: command, uid: uid, gid: gid,
+        p = try await rt.exec(instance: name, command: command, uid: uid, gid: gid,
                               stdio: .pipes(stdin: inPipe[0], stdout: outPipe[1], stderr: outPipe[1]))
     } catch {
         for fd in inPipe + outPipe { close(fd) }
@@ -153,4 +154,9 @@ func median(_ xs: [Double]) -> Double {
 
 func milliseconds(_ d: Duration) -> Double {
     Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+}
+
+/// A literal names an instance of the default project, so tests read `rt.stop(instance: "c1", ...)`.
+extension InstanceRef: ExpressibleByStringInterpolation {
+    public init(stringLiteral name: String) { self.init(name: name) }
 }

@@ -104,7 +104,7 @@ import Testing
 
 @Suite struct HelperContractTests {
     @Test func startArguments() {
-        let spec = ContainerSpec(name: "c1", layerRootfs: "/img/l", idmap: IDMap(hostBase: 1_000_000),
+        let spec = ContainerSpec(instance: "c1", layerRootfs: "/img/l", idmap: IDMap(hostBase: 1_000_000),
                                  environment: ["PATH": "/bin", "A": "b=c"], initCommand: ["/sbin/init", "--x"])
         let p = HelperInvocation.Paths(dir: "/d/containers/c1")
         let a = HelperInvocation.start(helper: "/h", spec: spec, paths: p, cgroupDirs: ["/cg/m/c1"])
@@ -116,7 +116,7 @@ import Testing
             #expect(a.contains(item), "missing \(item)")
         }
         #expect(a.filter { $0.hasPrefix("arg=") } == ["arg=/sbin/init", "arg=--x"])
-        let privileged = HelperInvocation.start(helper: "/h", spec: ContainerSpec(name: "p", layerRootfs: "/l", idmap: nil),
+        let privileged = HelperInvocation.start(helper: "/h", spec: ContainerSpec(instance: "p", layerRootfs: "/l", idmap: nil),
                                                 paths: p, cgroupDirs: [])
         #expect(!privileged.contains { $0.hasPrefix("uidmap=") || $0.hasPrefix("gidmap=") })
     }

@@ -1,0 +1,33 @@
+import Foundation
+import Glibc
+import InstanceConfig
+
+/// The step from the host layout before projects (`containers/<name>`, cgroups
+/// `<member>/<name>`) to the one with them (`InstanceRef.hostName`: `containers/default_<name>`).
+/// `ContainerRuntime.upgradeLayout` decides what moves when; this is the file work.
+enum HostLayout {
+    /// The instance that an entry of `containers/` names under the layout before projects:
+    /// a valid instance name (which has no `_`, so no new-style entry is one); nil otherwise.
+    static func legacyInstance(_ entry: String) -> InstanceRef? {
+        guard !entry.contains("_"), (try? ContainerSpec.validate(name: entry)) != nil else { return nil }
+        return InstanceRef(name: entry)
+    }
+
+    /// Moves the directory of a stopped container from `containers/<old>` to its host name.
+    /// config.json may name the old directory (the shifted copy of the image layer, `lower`):
+    /// it is rewritten first, so a crash between the two steps leaves a directory the next
+    /// start still finds under its old name and moves again.
+    static func moveStopped(containers: String, from old: String, to instance: InstanceRef) throws(RuntimeError) {
+        let from = containers + "/" + old
+        let to = containers + "/" + instance.hostName
+        if access(to, F_OK) == 0 {
+            throw .invalid("cannot move \(from) to \(to): \(to) exists already; keep the one that holds the instance's files and remove the other, then restart the agent")
+        }
+        let configPath = from + "/config.json"
+        if var config = try? StoredConfig.read(from: configPath), let lower = config.lower, lower.hasPrefix(from + "/") {
+            config.lower = to + String(lower.dropFirst(from.count))
+            try config.write(to: configPath)
+        }
+        if rename(from, to) != 0 { throw .system("rename to \(to)", on: from, errno) }
+    }
+}
