@@ -393,29 +393,63 @@ public final class ClusterController: Sendable {
     // MARK: Member settings
 
     public func updateMember(name: String, _ put: ClusterMemberPut) async throws {
+        // PUT replaces: the new settings do not depend on the stored ones, so they are checked first.
+        let settings = try Self.memberSettings(put, over: nil)
+        try await writeMemberSettings(name) { _ in settings }
+    }
+
+    /// `PATCH`: only the fields sent change; config keys are merged into the stored ones, in the
+    /// same transaction that writes them, so two patches never undo each other's keys.
+    public func patchMember(name: String, _ patch: ClusterMemberPut) async throws {
+        try await writeMemberSettings(name) { row in try Self.memberSettings(patch, over: row) }
+    }
+
+    /// `GET /1.0/cluster/members/NAME`.
+    public func member(named name: String) async throws -> ClusterMemberInfo {
+        guard let member = try await members().first(where: { $0.serverName == name }) else {
+            throw ClusterUseCaseError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
+        }
+        return member
+    }
+
+    private func writeMemberSettings(_ name: String,
+                                     _ settings: @escaping @Sendable (MemberRow) throws -> (config: [String: String], domain: String)) async throws {
+        let domain = try await db.transaction { tx in
+            guard let row = try tx.member(name: name) else {
+                throw ClusterUseCaseError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
+            }
+            let next = try settings(row)
+            try tx.updateMemberConfig(id: row.id, config: next.config, failureDomain: next.domain)
+            return next.domain
+        }
+        logger.info("member settings updated", metadata: ["target": "\(name)", "failure-domain": "\(domain)"])
+        // The planner prefers distinct failure domains: let it look again now.
+        rebalanceInBackground()
+    }
+
+    /// The config and failure domain `put` asks for, over `current` when it is a patch; checked
+    /// against MemberConfigSchema.
+    static func memberSettings(_ put: ClusterMemberPut, over current: MemberRow?) throws -> (config: [String: String], domain: String) {
         if let d = put.description, !d.isEmpty {
             throw ClusterUseCaseError.invalid("Member descriptions are not stored: send an empty description (use a user.* config key for notes)")
         }
         if let g = put.groups, !(g.isEmpty || g == ["default"]) {
             throw ClusterUseCaseError.invalid("The groups field is not supported: set scheduler.groups in the member's config instead")
         }
-        let config = put.config ?? [:]
-        let domain = put.failureDomain.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
+        var config = put.config ?? [:]
+        var domain = put.failureDomain
+        if let current {
+            config = current.config.merging(config) { $1 }
+            domain = domain ?? current.failureDomain
+        }
+        let chosen = domain.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
         do {
             try MemberConfigSchema.validate(config)
-            try MemberConfigSchema.validateFailureDomain(domain)
+            try MemberConfigSchema.validateFailureDomain(chosen)
         } catch {
             throw ClusterUseCaseError.invalid("\(error) (member config keys: \(MemberConfigSchema.knownKeys.joined(separator: ", ")), user.*)")
         }
-        try await db.transaction { tx in
-            guard let row = try tx.member(name: name) else {
-                throw ClusterUseCaseError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
-            }
-            try tx.updateMemberConfig(id: row.id, config: config, failureDomain: domain)
-        }
-        logger.info("member settings updated", metadata: ["target": "\(name)", "failure-domain": "\(domain)"])
-        // The planner prefers distinct failure domains: let it look again now.
-        rebalanceInBackground()
+        return (config, chosen)
     }
 
     // MARK: Removal

@@ -19,6 +19,10 @@ public protocol ClusterService: Sendable {
     func enable(serverName: String) async throws
     /// Replaces a member's config and failure domain (validated against MemberConfigSchema).
     func updateMember(name: String, _ put: ClusterMemberPut) async throws
+    /// Changes only the fields sent; config keys are merged into the member's.
+    func patchMember(name: String, _ patch: ClusterMemberPut) async throws
+    /// One member, as `members()` lists it.
+    func member(named name: String) async throws -> ClusterMemberInfo
     /// Issues a join token for a new member called `name` (printable form).
     func issueJoinToken(name: String) async throws -> String
     /// On an existing member: admits the caller (which presented `presentedCertificate`).
@@ -81,11 +85,7 @@ extension APIRoutes {
             return Reply.sync(members)
         }
         router.get("/1.0/cluster/members/:member") { _, ctx in
-            let name = ctx.parameters.get("member") ?? ""
-            guard let m = try await cluster.members().first(where: { $0.serverName == name }) else {
-                throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
-            }
-            return Reply.sync(m)
+            Reply.sync(try await cluster.member(named: ctx.parameters.get("member") ?? ""))
         }
         router.post("/1.0/cluster/members") { req, ctx in
             let post: ClusterMembersPost = try await r.decode(req)
@@ -103,18 +103,8 @@ extension APIRoutes {
             return Reply.empty()
         }
         router.patch("/1.0/cluster/members/:member") { req, ctx in
-            // PATCH: only the fields sent change; config keys are merged.
-            let name = ctx.parameters.get("member") ?? ""
             let patch: ClusterMemberPut = try await r.decode(req)
-            guard let current = try await cluster.members().first(where: { $0.serverName == name }) else {
-                throw APIError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
-            }
-            var put = ClusterMemberPut(config: current.config, failureDomain: current.failureDomain)
-            if let c = patch.config { put.config = current.config.merging(c) { $1 } }
-            if let d = patch.failureDomain { put.failureDomain = d }
-            put.description = patch.description
-            put.groups = patch.groups
-            try await cluster.updateMember(name: name, put)
+            try await cluster.patchMember(name: ctx.parameters.get("member") ?? "", patch)
             return Reply.empty()
         }
         router.post("/internal/cluster/accept") { req, ctx in

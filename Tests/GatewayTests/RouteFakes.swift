@@ -135,6 +135,10 @@ struct FakeCluster: ClusterService {
     func info() async throws -> ClusterInfo { ClusterInfo(serverName: "none", enabled: false) }
     func enable(serverName: String) async throws { if let failure { throw failure } }
     func updateMember(name: String, _ put: ClusterMemberPut) async throws { if let failure { throw failure } }
+    func patchMember(name: String, _ patch: ClusterMemberPut) async throws { if let failure { throw failure } }
+    func member(named name: String) async throws -> ClusterMemberInfo {
+        throw failure ?? InstancesError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
+    }
     func issueJoinToken(name: String) async throws -> String { if let failure { throw failure }; return "token" }
     func accept(_ request: ClusterAcceptRequest, presentedCertificate: [UInt8]) async throws -> ClusterAcceptResponse {
         throw failure ?? APIError.forbidden("not authorized")

@@ -406,6 +406,7 @@ struct RouteHarness {
         #expect(try r.error().error == "Trust passwords are not supported: use a trust token")
     }
 
+    /// The member named in the path reaches the use case, and its not-found refusal is a 404.
     @Test func anUnknownClusterMemberIs404() async throws {
         let r = try await h.call(.get, "/1.0/cluster/members/nowhere")
         #expect(r.status == 404)
