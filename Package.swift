@@ -123,8 +123,11 @@ let package = Package(
         .testTarget(name: "InstanceConfigTests", dependencies: ["InstanceConfig"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"]),
         // Use cases over a fake ContainerHost and a real in-process dqlite node: no root, no containers.
+        // Shared by unit test targets, not by Sources: a real in-process dqlite database.
+        .target(name: "DatabaseTestSupport", dependencies: ["ClusterDB", "Dqlite", .product(name: "Logging", package: "swift-log")],
+                path: "Tests/DatabaseTestSupport"),
         .testTarget(name: "InstancesTests", dependencies: [
-            "Instances", "APITypes", "ClusterDB", "Dqlite", "Images", "InstanceConfig", "Migration", "Operations", "Runtime",
+            "DatabaseTestSupport", "Instances", "APITypes", "ClusterDB", "Dqlite", "Images", "InstanceConfig", "Migration", "Operations", "Runtime",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "DqliteTests", dependencies: ["Dqlite"]),
@@ -135,7 +138,7 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         // Cluster's use cases over a real in-process dqlite node, and its pure pieces: no root, no network.
         .testTarget(name: "ClusterTests", dependencies: [
-            "Cluster", "APITypes", "ClusterDB", "Dqlite", "Identity", "IdentityGenerator", .product(name: "Logging", package: "swift-log"),
+            "DatabaseTestSupport", "Cluster", "APITypes", "ClusterDB", "Dqlite", "Identity", "IdentityGenerator", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "Cluster", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient", "Operations"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),

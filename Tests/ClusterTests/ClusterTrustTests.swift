@@ -1,6 +1,7 @@
 import APITypes
 @testable import Cluster
 import ClusterDB
+import DatabaseTestSupport
 import Dqlite
 import Foundation
 import Identity
@@ -11,31 +12,17 @@ import Testing
 
 /// The trust use cases over a real single-node dqlite database (in-process, no root).
 final class TrustHarness: Sendable {
-    private static let counter = Atomic<Int>(0)
-    let dataDir: String
-    let node: DqliteNode
-    let db: ClusterDB
+    let database: InProcessDatabase
     let trust: ClusterTrust
+    var db: ClusterDB { database.db }
 
     init() async throws {
-        let n = Self.counter.add(1, ordering: .relaxed).newValue
-        let pid = getpid()
-        dataDir = NSTemporaryDirectory() + "cluster-test-\(pid)-\(n)-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
-        // The address is only the node's raft identity; it listens on an abstract unix socket.
-        node = try DqliteNode(id: 1, address: "127.0.0.1:\(25000 + n)", dataDir: dataDir + "/database",
-                              bindAddress: "@lxd-swift-test-cluster-\(pid)-\(n)", logger: Logger(label: "test.dqlite"))
-        try node.start()
-        db = try await ClusterDB.open(node: node, logger: Logger(label: "test.clusterdb"))
-        trust = ClusterTrust(db: db, serverFingerprint: String(repeating: "ab", count: 32), serverAddresses: { ["127.0.0.1:8443"] },
+        database = try await InProcessDatabase(label: "cluster")
+        trust = ClusterTrust(db: database.db, serverFingerprint: String(repeating: "ab", count: 32), serverAddresses: { ["127.0.0.1:8443"] },
                              logger: Logger(label: "test.trust"))
     }
 
-    func shutdown() async {
-        await db.close()
-        try? node.stop()
-        try? FileManager.default.removeItem(atPath: dataDir)
-    }
+    func shutdown() async { await database.close() }
 
     /// Runs `body` on a fresh harness and shuts it down whatever happens.
     static func with(_ body: (TrustHarness) async throws -> Void) async throws {

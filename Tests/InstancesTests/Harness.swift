@@ -1,5 +1,6 @@
 import APITypes
 import ClusterDB
+import DatabaseTestSupport
 import Dqlite
 import Foundation
 @testable import Instances
@@ -11,12 +12,11 @@ import Testing
 /// One member "m1" over a real single-node dqlite database (in-process, no root) with one image
 /// (alias `busybox`), a FakeHost and FakeLayers. Each test builds its own and calls `shutdown`.
 final class Harness: Sendable {
-    private static let counter = Atomic<Int>(0)
     static let fingerprint = "b0" + String(repeating: "5", count: 62)
 
-    let dataDir: String
-    let node: DqliteNode
-    let db: ClusterDB
+    let database: InProcessDatabase
+    var dataDir: String { database.dataDir }
+    var db: ClusterDB { database.db }
     let host = FakeHost()
     let layers = FakeLayers()
     let operations: OperationRegistry
@@ -29,15 +29,8 @@ final class Harness: Sendable {
     var placement: PlacementService { service.placement }
 
     init() async throws {
-        let n = Self.counter.add(1, ordering: .relaxed).newValue
-        let pid = getpid()
-        dataDir = NSTemporaryDirectory() + "instances-test-\(pid)-\(n)-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
-        // The address is only the node's raft identity; it listens on an abstract unix socket.
-        node = try DqliteNode(id: 1, address: "127.0.0.1:\(24000 + n)", dataDir: dataDir + "/database",
-                              bindAddress: "@lxd-swift-test-instances-\(pid)-\(n)", logger: Logger(label: "test.dqlite"))
-        try node.start()
-        db = try await ClusterDB.open(node: node, logger: Logger(label: "test.clusterdb"))
+        database = try await InProcessDatabase(label: "instances")
+        let db = database.db
         let memberID = try await db.transaction { tx in
             let id = try tx.ensureMember(name: "m1", address: "127.0.0.1:8443")
             let image = try tx.insertImage(NewImage(fingerprint: Self.fingerprint, size: 1024, architecture: "x86_64", properties: ["os": "Busybox"]))
@@ -49,14 +42,10 @@ final class Harness: Sendable {
         member = MemberIdentity(id: memberID, name: "m1")
         operations = OperationRegistry(location: "m1", memberID: memberID, logger: Logger(label: "test.operations"))
         service = InstanceService(member: member, db: db, runtime: host, store: layers, operations: operations, idmaps: idmaps,
-                                  checkpointer: nil, dataDir: dataDir, logger: Logger(label: "test.instances"))
+                                  checkpointer: nil, dataDir: database.dataDir, logger: Logger(label: "test.instances"))
     }
 
-    func shutdown() async {
-        await db.close()
-        try? node.stop()
-        try? FileManager.default.removeItem(atPath: dataDir)
-    }
+    func shutdown() async { await database.close() }
 
     /// A launch body from the `busybox` alias.
     static func post(_ name: String, config: [String: String]? = nil, start: Bool = false) -> InstancesPost {
