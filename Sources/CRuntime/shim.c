@@ -43,6 +43,15 @@ pid_t cr_clone3(uint64_t flags) {
     return (pid_t)syscall(SYS_clone3, &args, sizeof(args));
 }
 
+pid_t cr_clone3_into(uint64_t flags, int cgroup_fd) {
+    struct clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = flags | CLONE_INTO_CGROUP;
+    args.exit_signal = SIGCHLD;
+    args.cgroup = (uint64_t)cgroup_fd;
+    return (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+}
+
 pid_t cr_fork(void) { return cr_clone3(0); }
 
 int cr_unshare(int flags) { return unshare(flags); }

@@ -85,7 +85,7 @@ public struct CgroupLayout: Sendable, Equatable {
     public var usesV2: Bool { version == .v2 }
 
     /// The directories of one container, one per hierarchy used (deduplicated for
-    /// co-mounted controllers), in a stable order.
+    /// co-mounted controllers), in a stable order; on hybrid hosts the cgroup2 one comes last.
     public func directories(relative path: String) -> [String] {
         if usesV2 { return [unified! + "/" + path] }
         var seen = Set<String>()
@@ -94,7 +94,16 @@ public struct CgroupLayout: Sendable, Equatable {
             guard let mp = v1[c], seen.insert(mp).inserted else { continue }
             dirs.append(mp + "/" + path)
         }
+        if let delegated = delegatedDirectory(relative: path) { dirs.append(delegated) }
         return dirs
+    }
+
+    /// The container's cgroup2 directory, handed to its root and mounted at its /sys/fs/cgroup:
+    /// systemd needs a cgroup2 tree it may manage. On v2 it is the limits leaf; on hybrid hosts
+    /// the controllers stay in v1 (where the container cannot reach them) and this directory
+    /// carries none. Init is cloned straight into it. nil on v1-only hosts.
+    public func delegatedDirectory(relative path: String) -> String? {
+        unified.map { $0 + "/" + path }
     }
 
     /// The directory holding `controller`'s files for `path`.

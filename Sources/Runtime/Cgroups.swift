@@ -15,6 +15,7 @@ struct Cgroups: Sendable {
 
     func relative(_ name: String) -> String { base + "/" + name }
     func directories(_ name: String) -> [String] { layout.directories(relative: relative(name)) }
+    func delegated(_ name: String) -> String? { layout.delegatedDirectory(relative: relative(name)) }
 
     /// Creates the container's groups (and missing parents), applies limits, and hands the
     /// groups to the container's root so it can manage its own subtree.
@@ -35,7 +36,9 @@ struct Cgroups: Sendable {
             }
             try makeDir(root + "/" + relative(name))
         } else {
-            for dir in Set(layout.v1.values).sorted() {
+            // On hybrid hosts the cgroup2 chain too: it carries no controllers, only the
+            // container's own tree (see CgroupLayout.delegatedDirectory).
+            for dir in Set(layout.v1.values).sorted() + (layout.unified.map { [$0] } ?? []) {
                 for level in levels { try makeDir(dir + "/" + level) }
             }
             if let cpuset = layout.v1["cpuset"] {
@@ -75,24 +78,50 @@ struct Cgroups: Sendable {
         }
     }
 
-    /// Removes the container's groups. A group can stay busy for a moment after its last
+    /// Removes the container's groups, with whatever its init made below them (systemd's
+    /// slices and scopes), deepest first. A group can stay busy for a moment after its last
     /// task was reaped, and an exec helper (outside the container's pid namespace) can still
     /// be in it: stragglers are killed, EBUSY is retried for up to ~2 s.
     func remove(_ name: String) throws(RuntimeError) {
         reclaimMemory(name)
         for dir in directories(name) {
-            var attempts = 0
-            while rmdir(dir) != 0 {
-                let e = errno
-                if e == ENOENT { break }
-                attempts += 1
-                if e != EBUSY || attempts > 400 { throw .system("rmdir cgroup", on: dir, e) }
-                if attempts % 20 == 1, let procs = try? readString(dir + "/cgroup.procs") {
-                    for pid in procs.split(separator: "\n").compactMap({ pid_t($0) }) { kill(pid, SIGKILL) }
-                }
-                usleep(5_000)
-            }
+            try removeTree(dir, depth: 0)
         }
+    }
+
+    private func removeTree(_ dir: String, depth: Int) throws(RuntimeError) {
+        // The container's root owns its subtree and could nest it without end; the kernel
+        // refuses beyond cgroup.max.depth, which a container can lower but not raise.
+        if depth > 64 { throw .invalid("cgroup tree under \(dir) is deeper than 64 levels") }
+        for child in subdirectories(dir) {
+            try removeTree(dir + "/" + child, depth: depth + 1)
+        }
+        var attempts = 0
+        while rmdir(dir) != 0 {
+            let e = errno
+            if e == ENOENT { return }
+            attempts += 1
+            if e != EBUSY || attempts > 400 { throw .system("rmdir cgroup", on: dir, e) }
+            if attempts % 20 == 1, let procs = try? readString(dir + "/cgroup.procs") {
+                for pid in procs.split(separator: "\n").compactMap({ pid_t($0) }) { kill(pid, SIGKILL) }
+            }
+            usleep(5_000)
+        }
+    }
+
+    /// Names of the child groups of `dir` (none when it is gone).
+    private func subdirectories(_ dir: String) -> [String] {
+        guard let d = opendir(dir) else { return [] }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let entry = readdir(d) {
+            guard entry.pointee.d_type == UInt8(DT_DIR) else { continue }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
     }
 
     /// Pages the container touched (the shared image layer's page cache among them) stay charged

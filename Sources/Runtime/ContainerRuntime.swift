@@ -196,6 +196,7 @@ public final class ContainerRuntime: Sendable {
         let dirs = cgroups.directories(leaf)
         guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw .notFound("\(name)") }
         let args = HelperInvocation.start(helper: helperPath, spec: spec, paths: p, cgroupDirs: dirs,
+                                          cloneInto: cgroups.delegated(leaf),
                                           lower: config.lowerDirectory, idmapLower: config.idmapLower)
         let sequence = Reaper.shared.sequence
         let t1 = clock.now
@@ -241,15 +242,16 @@ public final class ContainerRuntime: Sendable {
         return RunningContainer(instance: name, pid: pid, pidStartTime: startTime)
     }
 
-    /// Stops the container. Clean: SIGPWR and SIGTERM to init, SIGKILL after `timeout`.
-    /// Force: SIGKILL. Returns after init was reaped, the root unmounted and the cgroups removed.
+    /// Stops the container. Clean: init's shutdown signal (`HaltSignal`), SIGKILL after
+    /// `timeout`. Force: SIGKILL. Returns after init was reaped, the root unmounted and the
+    /// cgroups removed.
     public func stop(instance name: InstanceRef, force: Bool, timeout: Duration = .seconds(30)) async throws(RuntimeError) {
         guard let r = record(name) else { throw .notRunning("\(name)") }
         if force {
             signal(r, SIGKILL)
         } else {
-            signal(r, SIGPWR)
-            signal(r, SIGTERM)
+            let status = try? readString("/proc/\(r.pid)/status")
+            for sig in HaltSignal.signals(forInitStatus: status ?? "") { signal(r, sig) }
             if await r.exit.wait(timeout: timeout) == nil {
                 logger.notice("container did not stop in time; killing", metadata: ["instance": "\(name)"])
                 signal(r, SIGKILL)

@@ -16,15 +16,18 @@ public enum HelperInvocation {
     }
 
     /// `lower` defaults to the image layer; `idmapLower` false when it is a shifted copy.
+    /// `cloneInto` (one of `cgroupDirs`, the cgroup2 one) is entered by clone3 rather than by
+    /// a cgroup.procs write, and becomes the root of the container's cgroup namespace.
     public static func start(helper: String, spec: ContainerSpec, paths: Paths, cgroupDirs: [String],
-                             lower: String? = nil, idmapLower: Bool = true) -> [String] {
+                             cloneInto: String? = nil, lower: String? = nil, idmapLower: Bool = true) -> [String] {
         var a = [helper, "start",
                  "name=\(spec.name)", "lower=\(lower ?? spec.layerRootfs)", "upper=\(paths.upper)",
                  "work=\(paths.work)", "rootfs=\(paths.rootfs)", "console=\(paths.console)"]
         if let m = spec.idmap {
             a += ["uidmap=\(m.hostBase):\(m.size)", "gidmap=\(m.hostBase):\(m.size)", "idmaplower=\(idmapLower ? 1 : 0)"]
         }
-        a += cgroupDirs.map { "cgroup=\($0)" }
+        a += cgroupDirs.filter { $0 != cloneInto }.map { "cgroup=\($0)" }
+        if let cloneInto { a.append("cgroup2=\(cloneInto)") }
         a += policy()
         a += spec.initCommand.map { "arg=\($0)" }
         a += environment(spec.environment).map { "env=\($0)" }
@@ -44,9 +47,12 @@ public enum HelperInvocation {
     }
 
     /// A sane default PATH and TERM-less environment, overridden by the caller's entries.
+    /// `container=lxc` is set last, over any user value: it is how systemd and other inits
+    /// learn they run in a container (and which kind, for units' ConditionVirtualization=).
     static func environment(_ env: [String: String]) -> [String] {
         var merged = ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"]
         merged.merge(env) { _, new in new }
+        merged["container"] = "lxc"
         return merged.keys.sorted().map { "\($0)=\(merged[$0]!)" }
     }
 

@@ -17,6 +17,9 @@ struct StartContainer {
     /// False when the lower is already shifted into the map (kernels without idmapped mounts).
     let idmapLower: Bool
     let cgroups: [String]
+    /// The cgroup2 directory init is cloned into (see CgroupLayout.delegatedDirectory); it is
+    /// mounted at the container's /sys/fs/cgroup. Empty on v1-only hosts.
+    let cgroup2: String
     let deny: [String]
     let dropCaps: [String]
     let argv: [String]
@@ -34,6 +37,7 @@ struct StartContainer {
         if (uidMap == nil) != (gidMap == nil) { throw HelperError("uidmap= and gidmap= go together") }
         idmapLower = a.optional("idmaplower") != "0"
         cgroups = a.all("cgroup")
+        cgroup2 = a.optional("cgroup2") ?? ""
         deny = a.all("deny")
         dropCaps = a.all("dropcap")
         argv = a.all("arg")
@@ -84,8 +88,16 @@ struct StartContainer {
 
         var flags = UInt64(cr_CLONE_NEWPID)
         if !privileged { flags |= UInt64(cr_CLONE_NEWUSER) }
-        let pid = cr_clone3(flags)
-        if pid < 0 { throw HelperError.errno("clone3 (user+pid namespaces)") }
+        let pid: pid_t
+        if cgroup2.isEmpty {
+            pid = cr_clone3(flags)
+        } else {
+            let dir = open(cgroup2, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dir < 0 { throw HelperError.errno("open cgroup \(cgroup2)") }
+            pid = cr_clone3_into(flags, dir)
+            close(dir)
+        }
+        if pid < 0 { throw HelperError.errno("clone3 (user+pid namespaces\(cgroup2.isEmpty ? "" : ", into cgroup \(cgroup2)"))") }
         if pid == 0 {
             close(sync[1]); close(failure[0])
             var go: UInt8 = 0
@@ -200,6 +212,11 @@ struct StartContainer {
             }
         }
         try mountFS("sysfs", r + "/sys", "sysfs", nosuidNodevNoexec | (privileged ? Int(MS_RDONLY) : 0), nil)
+        if !cgroup2.isEmpty {
+            // The cgroup namespace is rooted at the container's own cgroup2 directory (init was
+            // cloned into it), so this shows only the container's tree, which its root owns.
+            try mountFS("cgroup2", r + "/sys/fs/cgroup", "cgroup2", nosuidNodevNoexec, nil)
+        }
         try mountFS("tmpfs", r + "/dev", "tmpfs", Int(MS_NOSUID) | Int(MS_NOEXEC), "mode=755,size=65536k")
         // mknod is not allowed in a user namespace: bind the host's device nodes instead.
         for dev in ["null", "zero", "full", "random", "urandom", "tty"] {

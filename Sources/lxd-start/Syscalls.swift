@@ -106,10 +106,22 @@ func pathJoin(_ a: String, _ b: String) -> String {
 
 /// Writes this process's pid into each cgroup directory (v1 hierarchies or a v2 leaf), so
 /// the container (or exec'd command) is accounted and limited from its first instruction.
+/// A cgroup2 directory whose owner (systemd in the container) enabled controllers for its
+/// children takes no processes itself (EBUSY, "no internal processes"): join a `.lxc` child.
 func joinCgroups(_ dirs: [String]) throws(HelperError) {
     let me = "\(getpid())\n"
     for dir in dirs {
-        try writeFile(pathJoin(dir, "cgroup.procs"), me)
+        let procs = pathJoin(dir, "cgroup.procs")
+        let fd = open(procs, O_WRONLY | O_CLOEXEC)
+        if fd < 0 { throw HelperError.errno("open \(procs)") }
+        let n = me.utf8.withContiguousStorageIfAvailable { write(fd, $0.baseAddress, $0.count) } ?? -1
+        let e = errno
+        close(fd)
+        if n == me.utf8.count { continue }
+        guard e == EBUSY else { errno = e; throw HelperError.errno("write \(procs)") }
+        let leaf = pathJoin(dir, ".lxc")
+        if mkdir(leaf, 0o755) != 0 && errno != EEXIST { throw HelperError.errno("mkdir \(leaf)") }
+        try writeFile(pathJoin(leaf, "cgroup.procs"), me)
     }
 }
 

@@ -1,4 +1,5 @@
 import Testing
+import Glibc
 @testable import Runtime
 
 @Suite struct CgroupLayoutTests {
@@ -26,8 +27,11 @@ import Testing
         #expect(l.directories(relative: "p/m/c") == [
             "/sys/fs/cgroup/memory/p/m/c", "/sys/fs/cgroup/cpu/p/m/c", "/sys/fs/cgroup/cpuacct/p/m/c",
             "/sys/fs/cgroup/pids/p/m/c", "/sys/fs/cgroup/cpuset/p/m/c", "/sys/fs/cgroup/freezer/p/m/c",
-            "/sys/fs/cgroup/devices/p/m/c",
+            "/sys/fs/cgroup/devices/p/m/c", "/sys/fs/cgroup/unified/p/m/c",
         ])
+        // Limits stay in v1; the container's own tree (for systemd) is the cgroup2 directory.
+        #expect(l.delegatedDirectory(relative: "p/m/c") == "/sys/fs/cgroup/unified/p/m/c")
+        #expect(l.directory(of: "memory", relative: "p/m/c") == "/sys/fs/cgroup/memory/p/m/c")
     }
 
     @Test func readsWhetherTheUnifiedMountFavorsDynamicMoves() throws {
@@ -46,6 +50,7 @@ import Testing
         #expect(v2.version == .v2 && v2.usesV2)
         #expect(v2.directories(relative: "a/b") == ["/sys/fs/cgroup/a/b"])
         #expect(v2.directory(of: "memory", relative: "a/b") == "/sys/fs/cgroup/a/b")
+        #expect(v2.delegatedDirectory(relative: "a/b") == "/sys/fs/cgroup/a/b")
 
         let v1 = try CgroupLayout.parse(mountinfo: """
         1 1 0:1 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
@@ -54,6 +59,7 @@ import Testing
         #expect(v1.version == .v1)
         #expect(v1.v1["cpu"] == v1.v1["cpuacct"])
         #expect(v1.directories(relative: "x") == ["/sys/fs/cgroup/memory/x", "/sys/fs/cgroup/cpu,cpuacct/x"])
+        #expect(v1.delegatedDirectory(relative: "x") == nil)
     }
 
     /// CRIU mounts the hierarchies again under its images directory during a restore; a
@@ -116,6 +122,11 @@ import Testing
             #expect(a.contains(item), "missing \(item)")
         }
         #expect(a.filter { $0.hasPrefix("arg=") } == ["arg=/sbin/init", "arg=--x"])
+        #expect(a.contains("env=container=lxc"))
+        // The cgroup2 directory is entered by clone3, not by a cgroup.procs write.
+        let into = HelperInvocation.start(helper: "/h", spec: spec, paths: p, cgroupDirs: ["/v1/m/c1", "/v2/m/c1"],
+                                          cloneInto: "/v2/m/c1")
+        #expect(into.filter { $0.hasPrefix("cgroup") } == ["cgroup=/v1/m/c1", "cgroup2=/v2/m/c1"])
         let privileged = HelperInvocation.start(helper: "/h", spec: ContainerSpec(instance: "p", layerRootfs: "/l", idmap: nil),
                                                 paths: p, cgroupDirs: [])
         #expect(!privileged.contains { $0.hasPrefix("uidmap=") || $0.hasPrefix("gidmap=") })
@@ -177,5 +188,31 @@ import Testing
         let capacity = HostProbe.capacity(dataDir: "/nonexistent-\(UInt32.random(in: 0...UInt32.max))")
         #expect(capacity.diskBytes == nil)
         #expect(capacity.cpuCores >= 1 && capacity.memoryBytes > 0)
+    }
+}
+
+
+@Suite struct HaltSignalTests {
+    static func status(sigBlk: String) -> String {
+        "Name:\tinit\nState:\tS (sleeping)\nSigPnd:\t0000000000000000\nSigBlk:\t\(sigBlk)\nSigIgn:\t0000000000001000\n"
+    }
+
+    @Test func systemdGetsOnlySIGRTMINPlus3() {
+        // systemd 252's mask as read from a Debian 12 container: it blocks the signals it reads
+        // from its signalfd, SIGRTMIN+3 (bit 36) among them.
+        #expect(HaltSignal.signals(forInitStatus: Self.status(sigBlk: "7fe3c0fe28014a03")) == [37])
+    }
+
+    @Test func otherInitsGetSIGPWRAndSIGTERM() {
+        #expect(HaltSignal.signals(forInitStatus: Self.status(sigBlk: "0000000000000000")) == [SIGPWR, SIGTERM])
+        // Bit 35 (SIGRTMIN+2) alone is not SIGRTMIN+3.
+        #expect(HaltSignal.signals(forInitStatus: Self.status(sigBlk: "0000000800000000")) == [SIGPWR, SIGTERM])
+        #expect(HaltSignal.signals(forInitStatus: Self.status(sigBlk: "0000001000000000")) == [37])
+    }
+
+    @Test func unreadableStatusFallsBackToTheCommonSignals() {
+        for text in ["", "SigBlk:\tzz\n", "SigBlk:\t1ffffffffffffffff\n", "Name:\tx\n"] {
+            #expect(HaltSignal.signals(forInitStatus: text) == [SIGPWR, SIGTERM], "\(text)")
+        }
     }
 }

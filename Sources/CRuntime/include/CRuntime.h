@@ -14,6 +14,9 @@ extern const int cr_CLONE_NEWUSER, cr_CLONE_NEWPID, cr_CLONE_NEWNS, cr_CLONE_NEW
 /// clone3 with the given namespace flags and SIGCHLD as exit signal; fork-like return
 /// (0 in the child, pid in the parent, -1 with errno).
 pid_t cr_clone3(uint64_t flags);
+/// clone3 with CLONE_INTO_CGROUP: the child starts in the cgroup2 directory `cgroup_fd`
+/// (no cgroup.procs write, so no wait for an RCU grace period).
+pid_t cr_clone3_into(uint64_t flags, int cgroup_fd);
 /// fork() without glibc's atfork handlers (the helper is single-threaded).
 pid_t cr_fork(void);
 
