@@ -26,6 +26,8 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
     func writeFile(instance: InstanceRef, path: String, content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32) async throws(RuntimeError)
     /// Where a stateful stop keeps the container's dump until the next start.
     func savedStateDirectory(of instance: InstanceRef) -> String
+    /// Sets who hears of every init that ended (after its cleanup), asked for or not.
+    func observeExits(_ observer: @escaping @Sendable (InitExit) -> Void)
 }
 
 extension ContainerRuntime: ContainerHost {}

@@ -135,6 +135,35 @@ public struct InstanceLifecycle: Sendable {
         try await context.db.transaction { tx in try tx.updateInstancePowerState(name: name.name, project: name.project, .stopped) }
     }
 
+    // MARK: exits from inside
+
+    /// A container's init ended without a stop from this member. A reboot from inside starts
+    /// it again, as LXD does; a shutdown, crash or kill leaves it stopped and recorded as
+    /// stopped, so the next agent start does not start it again. Under the instance's lock: a
+    /// stateful stop (CRIU ends init itself) records stopped first, and then nothing is left to do.
+    func initEnded(_ exit: InitExit) async {
+        guard !exit.requested else { return }
+        let ref = exit.instance
+        do {
+            try await context.locks.withLock(ref) {
+                guard context.host.state(instance: ref)?.running != true,
+                      let row = try await context.db.transaction({ tx in try tx.instance(name: ref.name, project: ref.project) }),
+                      row.powerState == .running else { return }
+                if exit.isReboot {
+                    context.logger.info("instance rebooted from inside; starting it again", metadata: ["instance": "\(ref)"])
+                    try await self.startLocked(row)
+                    context.announce(.instanceRestarted, ref, context: ["reason": .string("reboot")])
+                } else {
+                    context.logger.info("instance stopped from inside", metadata: ["instance": "\(ref)", "status": "\(exit.status)"])
+                    try await context.db.transaction { tx in try tx.updateInstancePowerState(name: ref.name, project: ref.project, .stopped) }
+                    context.announce(.instanceStopped, ref, context: ["reason": .string("\(exit.status)")])
+                }
+            }
+        } catch {
+            context.logger.error("handling the end of an instance's init failed", metadata: ["instance": "\(ref)", "error": "\(error)"])
+        }
+    }
+
     // MARK: boot
 
     /// After the agent starts (host reboot or agent restart): starts this member's instances that

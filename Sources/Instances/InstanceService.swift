@@ -117,7 +117,9 @@ public struct InstanceService: Sendable {
         let context = InstanceContext(
             member: member, db: db, host: runtime, layers: store, operations: operations, idmaps: idmaps, checkpointer: checkpointer,
             dataDir: dataDir, imageFetch: imageFetch, materialiser: materialiser, logger: logger)
-        lifecycle = InstanceLifecycle(context: context)
+        let lifecycle = InstanceLifecycle(context: context)
+        self.lifecycle = lifecycle
+        runtime.observeExits { exit in Task { await lifecycle.initEnded(exit) } }
         access = InstanceAccess(context: context)
         placement = PlacementService(context: context)
     }

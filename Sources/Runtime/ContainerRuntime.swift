@@ -43,8 +43,17 @@ public final class ContainerRuntime: Sendable {
         /// holding a saved state, or unable to move): their directory and cgroup leaf are the
         /// bare name until `moveIfLegacy` moves them (at a stop, or the next agent start).
         var legacy: [InstanceRef: String] = [:]
+        /// Inits that `stop` signalled: their end was asked for.
+        var stopRequested: Set<pid_t> = []
     }
     private let table = Mutex(Table())
+    private let exitObserver = Mutex<(@Sendable (InitExit) -> Void)?>(nil)
+
+    /// Called once per container run whose init ended and was cleaned up, asked for or not
+    /// (a shutdown or reboot from inside, a crash). Set once, by whoever owns the instances.
+    public func observeExits(_ observer: @escaping @Sendable (InitExit) -> Void) {
+        exitObserver.withLock { $0 = observer }
+    }
 
     private func record(_ name: InstanceRef) -> Running? { table.withLock { $0.running[name] } }
 
@@ -247,6 +256,7 @@ public final class ContainerRuntime: Sendable {
     /// cgroups removed.
     public func stop(instance name: InstanceRef, force: Bool, timeout: Duration = .seconds(30)) async throws(RuntimeError) {
         guard let r = record(name) else { throw .notRunning("\(name)") }
+        _ = table.withLock { $0.stopRequested.insert(r.pid) }
         if force {
             signal(r, SIGKILL)
         } else {
@@ -274,6 +284,8 @@ public final class ContainerRuntime: Sendable {
             do { try await self.cleanUp(name, r) } catch {
                 self.logger.error("cleanup after container exit failed", metadata: ["instance": "\(name)", "error": "\(error)"])
             }
+            let requested = self.table.withLock { $0.stopRequested.remove(r.pid) != nil }
+            self.exitObserver.withLock { $0 }?(InitExit(instance: name, status: status, requested: requested))
         }
     }
 

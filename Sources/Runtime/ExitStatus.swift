@@ -1,4 +1,5 @@
 import Glibc
+import InstanceConfig
 import Synchronization
 
 /// How a process ended. `raw` is the wait status; nil when the process was not our child
@@ -32,6 +33,24 @@ public struct ExitStatus: Sendable, Equatable, CustomStringConvertible {
         if let signal { return "killed by signal \(signal)" }
         return "exited (status unknown)"
     }
+}
+
+/// How a container's init ended, for whoever keeps the instance's records.
+public struct InitExit: Sendable, Equatable {
+    public let instance: InstanceRef
+    public let status: ExitStatus
+    /// True when `stop` asked for it (including a forced stop and a restart).
+    public let requested: Bool
+
+    public init(instance: InstanceRef, status: ExitStatus, requested: Bool) {
+        self.instance = instance
+        self.status = status
+        self.requested = requested
+    }
+
+    /// A reboot from inside: the kernel ends the init of a pid namespace with SIGHUP after
+    /// reboot(RB_AUTOBOOT), and with SIGINT after a halt or power-off.
+    public var isReboot: Bool { !requested && status.signal == SIGHUP }
 }
 
 /// A process's end, awaitable by any number of tasks, with or without a time limit.

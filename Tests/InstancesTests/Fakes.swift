@@ -34,6 +34,17 @@ final class FakeHost: ContainerHost {
     let calls = Mutex<[String]>([])
     let limitUpdates = Mutex<[String: Limits]>([:])
     let readError = Mutex<RuntimeError?>(nil)
+    let exitObserver = Mutex<(@Sendable (InitExit) -> Void)?>(nil)
+
+    func observeExits(_ observer: @escaping @Sendable (InitExit) -> Void) { exitObserver.withLock { $0 = observer } }
+
+    /// A container's init ending on its own (`signal` nil: exit code 0), as the runtime reports it.
+    func endInit(_ name: String, signal: Int32?) -> InitExit {
+        record("init ended \(name)")
+        containers.withLock { $0[name]?.running = false }
+        let raw: Int32 = signal ?? 0
+        return InitExit(instance: InstanceRef(name: name), status: ExitStatus(raw: raw), requested: false)
+    }
 
     var names: [String] { containers.withLock { $0.keys.sorted() } }
     var callLog: [String] { calls.withLock { $0 } }

@@ -1,4 +1,5 @@
 import APITypes
+import Glibc
 import ClusterDB
 import InstanceConfig
 @testable import Instances
@@ -165,6 +166,40 @@ import Testing
             #expect(try await h.changeState("c1", "stop").statusCode == StatusCode.success.rawValue)
             #expect(try await h.row("c1")?.powerState == .stopped)
             #expect(h.host.state(instance: InstanceRef(name: "c1"))?.running == false)
+        }
+    }
+
+    @Test func aRebootFromInsideStartsTheInstanceAgain() async throws {
+        try await withHarness { h in
+            #expect(h.host.exitObserver.withLock { $0 } != nil, "the service must listen to the host's init exits")
+            try await h.launch("c1")
+            _ = try await h.changeState("c1", "start")
+            await h.lifecycle.initEnded(h.host.endInit("c1", signal: SIGHUP))
+            #expect(h.host.callLog == ["create c1", "start c1", "init ended c1", "start c1"])
+            #expect(h.host.state(instance: InstanceRef(name: "c1"))?.running == true)
+            #expect(try await h.row("c1")?.powerState == .running)
+        }
+    }
+
+    @Test(arguments: [SIGINT, SIGKILL, nil])
+    func aShutdownOrCrashFromInsideIsRecordedAsStopped(signal: Int32?) async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            _ = try await h.changeState("c1", "start")
+            await h.lifecycle.initEnded(h.host.endInit("c1", signal: signal))
+            #expect(h.host.callLog == ["create c1", "start c1", "init ended c1"])
+            #expect(try await h.row("c1")?.powerState == .stopped)
+        }
+    }
+
+    @Test func anExitThatWasAskedForChangesNothing() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            _ = try await h.changeState("c1", "start")
+            _ = h.host.endInit("c1", signal: SIGHUP)
+            await h.lifecycle.initEnded(InitExit(instance: InstanceRef(name: "c1"), status: ExitStatus(raw: SIGHUP), requested: true))
+            #expect(h.host.callLog == ["create c1", "start c1", "init ended c1"])
+            #expect(try await h.row("c1")?.powerState == .running)
         }
     }
 

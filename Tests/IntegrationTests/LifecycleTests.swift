@@ -77,9 +77,54 @@ final class LifecycleTests {
         // Host names carry the project: `<project>_<name>`.
         #expect(!mounts.contains("\(agent.dataDir)/containers/default_s1"), "no mount of s1 may remain")
         #expect(!FileManager.default.fileExists(atPath: "\(agent.dataDir)/containers/default_s1"))
-        for dir in ["/sys/fs/cgroup/memory/lxd-swift/\(agent.name)/default_s1", "/sys/fs/cgroup/pids/lxd-swift/\(agent.name)/default_s1", "/sys/fs/cgroup/lxd-swift/\(agent.name)/default_s1"] {
+        for dir in ["/sys/fs/cgroup/memory/lxd-swift/\(agent.name)/default_s1", "/sys/fs/cgroup/pids/lxd-swift/\(agent.name)/default_s1",
+                    "/sys/fs/cgroup/lxd-swift/\(agent.name)/default_s1", "/sys/fs/cgroup/unified/lxd-swift/\(agent.name)/default_s1"] {
             #expect(!FileManager.default.fileExists(atPath: dir), "cgroup \(dir) must be removed")
         }
+    }
+
+    /// systemd needs a cgroup2 tree of its own: the container's cgroup2 directory is mounted at
+    /// its /sys/fs/cgroup, its root may make groups there, and a stop removes them all.
+    @Test func containerOwnsItsCgroup2Tree() throws {
+        try agent.ok(["launch", "busybox", "g1"])
+        let mounts = try agent.ok(["exec", "g1", "--", "cat", "/proc/self/mounts"])
+        #expect(mounts.contains("cgroup2 /sys/fs/cgroup cgroup2"), "mounts: \(mounts)")
+        #expect(try agent.ok(["exec", "g1", "--", "cat", "/proc/1/cgroup"]).hasSuffix("0::/\n"))
+        try agent.ok(["exec", "g1", "--", "sh", "-c", "mkdir -p /sys/fs/cgroup/a/b && echo $$ > /sys/fs/cgroup/a/b/cgroup.procs && cat /proc/self/cgroup"])
+        let host = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].map { "\($0)/lxd-swift/\(agent.name)/default_g1" }
+            .first { FileManager.default.fileExists(atPath: $0 + "/cgroup.procs") }
+        let dir = try #require(host, "the container's cgroup2 directory on the host")
+        #expect(FileManager.default.fileExists(atPath: dir + "/a/b"))
+        // Nothing outside its own tree is visible or writable.
+        #expect(try agent.ctl(["exec", "g1", "--", "sh", "-c", "echo $$ > /sys/fs/cgroup/../cgroup.procs"]).status != 0)
+        try agent.ok(["stop", "g1"])
+        #expect(!FileManager.default.fileExists(atPath: dir), "stop must remove \(dir) and the groups made inside")
+    }
+
+    /// A reboot from inside (the kernel ends init with SIGHUP) starts the container again; a
+    /// power-off from inside leaves it stopped.
+    @Test func rebootAndPowerOffFromInside() throws {
+        try agent.ok(["launch", "busybox", "r1"])
+        func pid() throws -> String? {
+            try agent.ok(["list", "--format", "csv"]).split(separator: "\n").first { $0.hasPrefix("r1,RUNNING,") }
+                .map { String($0.split(separator: ",")[2]) }
+        }
+        let first = try #require(try pid())
+        _ = try agent.ctl(["exec", "r1", "--", "reboot", "-f"])
+        var second: String?
+        for _ in 0..<300 {
+            if let p = try pid(), p != first { second = p; break }
+            usleep(100_000)
+        }
+        #expect(second != nil, "r1 must be running again with a new init after reboot -f")
+        #expect(try agent.ok(["exec", "r1", "--", "echo", "back"]) == "back\n")
+        _ = try agent.ctl(["exec", "r1", "--", "poweroff", "-f"])
+        var stopped = false
+        for _ in 0..<300 {
+            if try agent.ok(["list", "--format", "csv"]).contains("r1,STOPPED") { stopped = true; break }
+            usleep(100_000)
+        }
+        #expect(stopped, "r1 must stay stopped after poweroff -f")
     }
 
     @Test func containersSurviveAgentCrash() throws {
