@@ -9,6 +9,9 @@ import Runtime
 /// The rendered files travel in `ContainerSpec.files`; the runtime writes them before init.
 enum InstanceTemplates {
     static let pendingKey = "volatile.apply_template"
+    /// All files of one start together, held in memory until written (each is at most
+    /// `TemplateRenderer.maxOutputBytes`).
+    static let maxTotalBytes = 16 << 20
 
     /// The files a start of `row` writes, in order: the pending trigger's, then `start`'s (so a
     /// template with both ends with the `start` rendering, as in LXD). Empty for an image
@@ -31,6 +34,7 @@ enum InstanceTemplates {
         let config = TemplateValue.map(row.config.mapValues { .string($0) })
 
         var files: [ContainerSpec.File] = []
+        var total = 0
         for trigger in triggers {
             for (path, template) in templates.sorted(by: { $0.key < $1.key }) where template.when.contains(trigger) {
                 let source: String
@@ -51,6 +55,10 @@ enum InstanceTemplates {
                     text = try TemplateRenderer.render(source, file: template.template, context: context)
                 } catch {
                     throw InstancesError.invalid("Cannot start instance \(row.name): \(error) (rendering \(path)); fix the image or use another")
+                }
+                total += text.utf8.count
+                guard total <= maxTotalBytes else {
+                    throw InstancesError.invalid("Cannot start instance \(row.name): its image's templates render more than \(maxTotalBytes) bytes; fix the image or use another")
                 }
                 files.append(ContainerSpec.File(path: path, content: Array(text.utf8), createOnly: template.createOnly))
             }
