@@ -21,6 +21,37 @@ public struct ImageMetadata: Sendable, Equatable {
     public static let maxTemplates = 256
     public static let maxTemplateProperties = 64
     public static let maxPathBytes = 4096
+    /// Yams composes recursively: 10,000 levels (`[[[…` or `- - - …`) overflow a thread's stack.
+    public static let maxNesting = 100
+
+    /// An upper bound on the YAML's nesting found without parsing it: the deepest open flow
+    /// brackets plus, on the worst line, the indentation and the block markers (`- `, `: `, `? `).
+    /// Quotes are not understood, so text inside them counts too; legitimate metadata stays far below.
+    static func nestingBound(_ text: String) -> Int {
+        var flow = 0, maxFlow = 0, maxLine = 0
+        for line in text.utf8.split(whereSeparator: { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) {
+            let indent = line.prefix { $0 == UInt8(ascii: " ") }.count
+            var markers = 0
+            var previous = UInt8(ascii: " ")
+            for c in line.dropFirst(indent) {
+                switch c {
+                case UInt8(ascii: "["), UInt8(ascii: "{"):
+                    flow += 1
+                    maxFlow = max(maxFlow, flow)
+                case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                    flow = max(0, flow - 1)
+                case UInt8(ascii: " ") where previous == UInt8(ascii: "-") || previous == UInt8(ascii: ":") || previous == UInt8(ascii: "?"):
+                    markers += 1
+                default:
+                    break
+                }
+                previous = c
+            }
+            if previous == UInt8(ascii: "-") || previous == UInt8(ascii: ":") || previous == UInt8(ascii: "?") { markers += 1 }
+            maxLine = max(maxLine, indent + markers)
+        }
+        return maxFlow + maxLine
+    }
 
     /// Reads LXD's metadata.yaml:
     ///
@@ -40,6 +71,9 @@ public struct ImageMetadata: Sendable, Equatable {
     /// name below templates/ without `..`. `ImageStore` checks that the file exists at import.
     /// Throws `invalidImage` naming the key at fault.
     public static func parse(_ text: String) throws -> ImageMetadata {
+        guard nestingBound(text) <= maxNesting else {
+            throw ImageError.invalidImage("image metadata.yaml nests deeper than \(maxNesting) levels; LXD's metadata needs a handful")
+        }
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)

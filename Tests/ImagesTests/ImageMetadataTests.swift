@@ -140,4 +140,18 @@ import Testing
     @Test func invalidYAMLIsRefused() {
         #expect { try ImageMetadata.parse("architecture: x86_64\nproperties: {a: [\n") } throws: { "\($0)".contains("not valid YAML") }
     }
+
+    /// Deep nesting would overflow the stack inside the YAML composer (10,000 levels crashed the
+    /// process): it is refused before parsing.
+    @Test func deepNestingIsRefusedBeforeParsing() {
+        let n = 100_000
+        let flow = "architecture: x86_64\nproperties: " + String(repeating: "[", count: n) + String(repeating: "]", count: n) + "\n"
+        #expect { try ImageMetadata.parse(flow) } throws: { "\($0)".contains("nests deeper than \(ImageMetadata.maxNesting) levels") }
+        let block = "architecture: x86_64\nproperties:\n  a: " + String(repeating: "- ", count: n) + "x\n"
+        #expect { try ImageMetadata.parse(block) } throws: { "\($0)".contains("nests deeper") }
+        let indented = "architecture: x86_64\nproperties:\n" + (1...200).map { String(repeating: " ", count: $0) + "k\($0):\n" }.joined()
+        #expect { try ImageMetadata.parse(indented) } throws: { "\($0)".contains("nests deeper") }
+        // Real metadata is far below the bound.
+        #expect(ImageMetadata.nestingBound("architecture: x86_64\ntemplates:\n  /etc/hosts:\n    when:\n      - create\n    properties: {a: [b]}\n") < 20)
+    }
 }
