@@ -26,7 +26,8 @@ public struct TemplateError: Error, Sendable, Equatable, CustomStringConvertible
 ///
 /// Supported: `{{ expr }}`, `{% if expr %}` … `{% else %}` … `{% endif %}`, `{# comment #}`.
 /// An expression is a lookup (`container.name`), a string literal (`"x"` or `'x'`), or
-/// `config_get("key", "default")`, optionally piped through `default:"x"`; conditions also take
+/// `config_get("key", "default")` (the config value without trailing line breaks, as LXD gives
+/// it), optionally piped through `default:"x"`; conditions also take
 /// `==`, `!=`, `not`, `and`, `or`. A missing name reads as empty text. Anything else (other tags
 /// or filters, numbers, calls) is an error naming the construct, the file and the line, so an
 /// image is never half-understood.
@@ -420,7 +421,11 @@ public enum TemplateRenderer {
                 guard case .string(let k)? = try value(key, line: line) else {
                     throw TemplateError(file: file, line: line, message: "config_get needs a text key")
                 }
-                if case .map(let config)? = context["config"], case .string(let v)? = config[k] { return .string(v) }
+                // As LXD: trailing line breaks of the value are dropped.
+                if case .map(let config)? = context["config"], case .string(var v)? = config[k] {
+                    while let last = v.unicodeScalars.last, last == "\n" || last == "\r" { v.unicodeScalars.removeLast() }
+                    return .string(v)
+                }
                 return try value(fallback, line: line)
             case .defaultFilter(let e, let fallback):
                 if let v = try value(e, line: line), v.isTrue { return v }

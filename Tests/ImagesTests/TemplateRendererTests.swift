@@ -6,7 +6,7 @@ import Testing
         "trigger": .string("create"),
         "path": .string("/etc/hosts"),
         "container": .map(["name": .string("web1"), "type": .string("container"), "privileged": .string("false")]),
-        "config": .map(["user.greeting": .string("hello"), "user.empty": .string("")]),
+        "config": .map(["user.greeting": .string("hello"), "user.empty": .string(""), "user.data": .string("#cloud-config\n\r\n")]),
         "devices": .map([:]),
         "properties": .map(["default": .string("fallback")]),
     ]
@@ -39,6 +39,7 @@ import Testing
         #expect(try render(#"{{ "a \"b\"" }} {{ 'c' }}"#) == #"a "b" c"#)
         #expect(try render(#"{{ config_get("user.greeting", "none") }}"#) == "hello")
         #expect(try render(#"{{ config_get("user.missing", "none") }}"#) == "none")
+        #expect(try render(#"{{ config_get("user.data", "") }}|"#) == "#cloud-config|")
         #expect(try render(#"{{ config_get("user.missing", properties.default) }}"#) == "fallback")
         #expect(try render(#"{{ container.nothing|default:"x" }} {{ container.name | default:"x" }}"#) == "x web1")
         #expect(try render(#"{{ config_get("user.empty", "")|default:properties.default }}"#) == "fallback")
