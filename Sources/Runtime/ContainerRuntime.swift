@@ -197,6 +197,7 @@ public final class ContainerRuntime: Sendable {
         try create(spec)
         let p = paths(name)
         try Self.unmountAll(under: p.dir)   // a stale root from a crash
+        if !spec.files.isEmpty { try await writeStartFiles(spec) }
         try Self.freshConsole(p.console, owner: spec.idmap)
         let leaf = hostName(name)
         do {
