@@ -65,6 +65,9 @@ public struct DumpRequest: Sendable, Hashable {
     public var networkLock: NetworkLock?
     /// Extra `--external` specs, e.g. `mnt[/mnt]:vol` for an idmapped volume bind.
     public var externals: [String] = []
+    /// Directories (in the container's root) where CRIU looks for the paths of inotify watches
+    /// it cannot reopen by handle (`--irmap-scan-path`): overlayfs gives no usable handles.
+    public var irmapScanPaths: [String] = []
     /// Pre-copy: track dirty memory and, from the second pass on, reference the previous
     /// pass's images (a path relative to `imagesDirectory`, e.g. "../1").
     public var trackMemory = false
@@ -173,6 +176,7 @@ public enum CRIUCommand {
         if let cg = r.freezeCgroup { args += ["--freeze-cgroup", cg] }
         if let lock = r.networkLock { args += ["--network-lock", lock.rawValue] }
         for e in r.externals { args += ["--external", e] }
+        for p in r.irmapScanPaths { args += ["--irmap-scan-path", p] }
         if r.trackMemory { args.append("--track-mem") }
         if let prev = r.previousImages { args += ["--prev-images-dir", prev] }
         return args

@@ -128,6 +128,11 @@ public struct Checkpointer: Sendable {
     public let driver: CRIUDriver
     let logger: Logger
 
+    /// Where watched directories are that CRIU's own hints (/etc, the root, a few others) miss:
+    /// dbus-daemon watches /usr/share/dbus-1/system.d, and without this hint a Debian 12
+    /// container's dump fails with "Can't dump that handle" (overlayfs has no file handles).
+    static let irmapScanPaths = ["/usr/share/dbus-1"]
+
     public init(driver: CRIUDriver, logger: Logger = Logger(label: "lxd.migration.checkpoint")) {
         self.driver = driver
         self.logger = logger
@@ -147,6 +152,7 @@ public struct Checkpointer: Sendable {
         request.leaveRunning = options.leaveRunning
         request.tcpEstablished = options.tcpEstablished
         request.networkLock = options.networkLock
+        request.irmapScanPaths = Self.irmapScanPaths
         if let console = target.console {
             request.externals += console.dumpExternals
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,

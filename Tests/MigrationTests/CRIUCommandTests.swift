@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Migration
 
@@ -20,6 +21,40 @@ import Testing
             "--tcp-established", "--freeze-cgroup", "/sys/fs/cgroup/freezer/lxd/m1/c1",
             "--network-lock", "nftables", "--external", "mnt[/mnt]:vol", "--leave-running",
         ])
+    }
+
+    @Test func irmapHintsFollowTheExternals() {
+        var r = DumpRequest(pid: 7, imagesDirectory: "/img")
+        r.externals = ["tty[8800:2e]"]
+        r.irmapScanPaths = ["/usr/share/dbus-1"]
+        #expect(CRIUCommand.dump(r).suffix(4) == ["--external", "tty[8800:2e]", "--irmap-scan-path", "/usr/share/dbus-1"])
+    }
+
+    @Test func restoreHandsTheConsoleInAfterStdio() {
+        var r = RestoreRequest(imagesDirectory: "/img", root: "/r", pidFile: "/img/pid")
+        r.externals = ["mnt[console]:/dev/pts/7"]
+        r.inherited = [InheritedFile(key: "tty[8800:2e]", fd: 41)]
+        let args = CRIUCommand.restore(r)
+        #expect(Array(args.suffix(4)) == ["--external", "mnt[console]:/dev/pts/7", "--inherit-fd", "fd[3]:tty[8800:2e]"])
+        #expect(CRIUCommand.inheritedFDs(r) == [3])
+    }
+
+    @Test func consoleKeysAreCRIUsTtyIDs() {
+        // 136:0 (/dev/pts/0) on a devpts whose st_dev is 0:46.
+        let console = ExternalConsole(rdev: 0x8800, dev: 46)
+        #expect(console.ttyKey == "tty[8800:2e]")
+        #expect(console.dumpExternals == ["mnt[/dev/console]:console", "tty[8800:2e]"])
+    }
+
+    @Test func aConsoleKeyBesideTheImagesIsChecked() throws {
+        let dir = try RealCRIUTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(Checkpointer.consoleKey(in: dir) == nil)
+        for (text, valid) in [("tty[8800:2e]", true), ("tty[8800:2e];rm", false), ("fd[3]", false), ("tty[:2e]", false),
+                              ("tty[88000000000000000:1]", false)] {
+            try text.write(toFile: dir + "/console-tty", atomically: true, encoding: .utf8)
+            #expect((Checkpointer.consoleKey(in: dir) != nil) == valid, "\(text)")
+        }
     }
 
     @Test func preCopyPassesTrackMemoryAndChain() {
