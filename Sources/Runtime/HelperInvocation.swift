@@ -8,6 +8,8 @@ public enum HelperInvocation {
         public var work: String { dir + "/work" }
         public var rootfs: String { dir + "/rootfs" }
         public var console: String { dir + "/console.log" }
+        /// The console monitor's socket (`ConsoleMessage` packets), while the container runs.
+        public var consoleSocket: String { dir + "/console.sock" }
         public var stateFile: String { dir + "/state.json" }
         /// Where a stateful stop keeps the CRIU dump until the next start.
         public var savedState: String { dir + "/state" }
