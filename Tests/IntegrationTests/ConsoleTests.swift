@@ -17,6 +17,9 @@ final class ConsoleTests {
         let bytes = Mutex<[UInt8]>([])
         var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
         func contains(_ s: String) -> Bool { text.contains(s) }
+        /// Why the attachment failed, once it did.
+        let failure = Mutex<String?>(nil)
+        var failed: String? { failure.withLock { $0 } }
     }
 
     deinit {
@@ -51,21 +54,28 @@ final class ConsoleTests {
         let (input, inputSink) = AsyncStream.makeStream(of: [UInt8].self)
         let (control, controlSink) = AsyncStream.makeStream(of: ExecControl.self)
         let attached = Task {
-            try await client.console("c1", width: 80, height: 24,
-                                     io: ConsoleIO(input: input, output: { bytes in output.bytes.withLock { $0 += bytes } }, control: control))
+            do {
+                return try await client.console("c1", width: 80, height: 24,
+                                                io: ConsoleIO(input: input, output: { bytes in output.bytes.withLock { $0 += bytes } }, control: control))
+            } catch {
+                output.failure.withLock { $0 = "\(error)" }
+                throw error
+            }
         }
 
         // Written inside on /dev/console: seen on the attached console (repeated until the
         // attachment is up; before it, the line only reaches console.log).
-        for _ in 0..<20 where !output.contains("marker") {
+        for _ in 0..<20 where !output.contains("marker") && output.failed == nil {
             _ = await Self.offPool(m1, ["exec", "c1", "--", "sh", "-c", "echo marker > /dev/console"])
             _ = try await Self.wait(for: "marker", in: output, seconds: 1)
         }
+        try #require(output.failed == nil, "attaching failed: \(output.failed ?? "")")
         #expect(output.contains("marker"), "never saw 'marker' on the console; got \(output.text.debugDescription)\n\(m1.logTail())")
 
         // Typed on the console: read by a process inside (the tty buffers the line until read).
-        inputSink.yield(Array("typed-line\r".utf8))
-        let reader = await Self.offPool(m1, ["exec", "c1", "--", "sh", "-c", "read line < /dev/console; echo \"got:$line\" > /dev/console"])
+        // "\n" ends the line in canonical and raw mode alike; timeout bounds a read that never ends.
+        inputSink.yield(Array("typed-line\n".utf8))
+        let reader = await Self.offPool(m1, ["exec", "c1", "--", "timeout", "10", "sh", "-c", "read line < /dev/console; echo \"got:$line\" > /dev/console"])
         #expect(reader?.status == 0, "reader: \(reader?.stderr ?? "did not run")")
         #expect(try await Self.wait(for: "got:typed-line", in: output, seconds: 10), "the typed line did not come back")
 
