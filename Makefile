@@ -3,14 +3,18 @@
 #   make run     install what is missing, build, start a three-member cluster on 127.0.0.1-3
 #                (cluster-configs/three-members.yaml), import the busybox image, launch one
 #                container per member, print `lxdctl cluster list` and `lxdctl list` (scripts/run-local)
-#   make test    install what is missing, build everything with tests, run every test, then a
-#                short fuzz run of the REST API (scripts/fuzz-api --short, docs/rest-api.yaml)
+#   make test    install what is missing, build everything with tests and the test images, run
+#                every test, then a short fuzz run of the REST API (scripts/fuzz-api --short,
+#                docs/rest-api.yaml)
+#   make images  the test images in images-out/: busybox (scripts/make-busybox-image) and Debian 12
+#                with systemd (scripts/make-debian-image: debootstrap, about a minute once per
+#                machine, then copied from /var/cache/lxd-swift/images); docs/images.md
 #   make test-long  the long runs: a fuzz run of thousands of cases (scripts/fuzz-api --long)
 #   make build   build lxdd, lxdctl and lxd-start
 #   make bench   lifecycle and density benchmark against a private lxdd (scripts/bench/lifecycle)
 #   make bench-cluster  join, leader kill, forwarding and offline figures of three private members (scripts/bench/cluster)
 #   make stop    stop the members started by `make run` (containers keep running)
-#   make clean   remove build products and generated images
+#   make clean   remove build products and generated images (not the Debian image cache)
 #
 # Variables: SCRATCH (build dir, default .build), CONFIG (debug|release), LXD_SWIFT_ROOT (default
 # /var/lib/lxd-swift; `make run` puts each member in LXD_SWIFT_ROOT/<member>; LXD_DIR is lxdctl's,
@@ -46,6 +50,7 @@ TEST_LOG    := $(SCRATCH)/test.log
 export LXD_SWIFT_BIN_DIR := $(BIN_DIR)
 export LXD_SWIFT_TEST_IMAGE := $(abspath $(IMAGES))/busybox.tar.xz
 export LXD_SWIFT_TEST_COUNTER_IMAGE := $(abspath $(IMAGES))/busybox-counter.tar.xz
+export LXD_SWIFT_TEST_DEBIAN_IMAGE := $(abspath $(IMAGES))/debian12.tar.gz
 
 .PHONY: all run test test-long build build-tests bootstrap images bench bench-cluster stop clean
 
@@ -62,7 +67,7 @@ build-tests: bootstrap
 	@echo "== swift build --build-tests ($(CONFIG))"
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests
 
-images: $(LXD_SWIFT_TEST_IMAGE) $(LXD_SWIFT_TEST_COUNTER_IMAGE)
+images: $(LXD_SWIFT_TEST_IMAGE) $(LXD_SWIFT_TEST_COUNTER_IMAGE) $(LXD_SWIFT_TEST_DEBIAN_IMAGE)
 
 # Order-only on bootstrap: busybox-static must exist, but a phony target must not force rebuilds.
 $(LXD_SWIFT_TEST_IMAGE): scripts/make-busybox-image | bootstrap
@@ -70,6 +75,10 @@ $(LXD_SWIFT_TEST_IMAGE): scripts/make-busybox-image | bootstrap
 
 $(LXD_SWIFT_TEST_COUNTER_IMAGE): scripts/make-busybox-image | bootstrap
 	@scripts/make-busybox-image $@ --init counter
+
+# debootstrap runs once per machine (the script caches its tarball); after that this is a copy.
+$(LXD_SWIFT_TEST_DEBIAN_IMAGE): scripts/make-debian-image | bootstrap
+	@scripts/make-debian-image $@
 
 # Every test, as root, without LXD_DIR: tests make their own data directories and must never
 # reach the agent of `make run`. CRIU is installed by bootstrap, so its tests must run: as root
@@ -91,6 +100,8 @@ test: build-tests images
 	@lrc=0; { scripts/check-layers && scripts/check-layers --self-test; } || lrc=$$?; \
 	echo "== scripts/test-busybox-image"; \
 	src=0; scripts/test-busybox-image || src=$$?; \
+	echo "== scripts/test-debian-image"; \
+	drc=0; scripts/test-debian-image $(LXD_SWIFT_TEST_DEBIAN_IMAGE) || drc=$$?; \
 	echo "== swift test (LXD_SWIFT_REQUIRE_CRIU=$(REQUIRE_CRIU))"; \
 	rc=0; \
 	$(if $(CI),timeout -k 60 $(TEST_TIMEOUT)) \
@@ -98,7 +109,7 @@ test: build-tests images
 	    $(SWIFT) test $(SWIFT_FLAGS) --skip-build --no-parallel $(TEST_FLAGS) 2>&1 | tee $(TEST_LOG) || rc=$$?; \
 	echo "== scripts/fuzz-api --short"; \
 	frc=0; $(if $(CI),timeout -k 30 $(FUZZ_TIMEOUT)) scripts/fuzz-api --short --seed $(FUZZ_SEED) 2>&1 | tee $(FUZZ_OUTPUT) || frc=$$?; \
-	LAYERS_STATUS=$$lrc FUZZ_STATUS=$$frc FUZZ_OUTPUT=$(FUZZ_OUTPUT) scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
+	LAYERS_STATUS=$$lrc DEBIAN_IMAGE_STATUS=$$drc FUZZ_STATUS=$$frc FUZZ_OUTPUT=$(FUZZ_OUTPUT) scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
 
 # Long runs, minutes each; not part of `make test`.
 test-long: build images

@@ -23,7 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
-        // Preseed files (lxdd --preseed): YAML, as LXD's.
+        // Preseed files (lxdd --preseed) and image metadata.yaml: YAML, as LXD's.
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
@@ -54,6 +54,8 @@ let package = Package(
             "CCompression",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
+            // metadata.yaml is full YAML (block scalars, flow maps) as distrobuilder writes it.
+            .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "Runtime", dependencies: ["CRuntime", "Images", "InstanceConfig", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Migration", dependencies: ["Runtime", "InstanceConfig", .product(name: "Logging", package: "swift-log")]),

@@ -19,7 +19,9 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -112,6 +114,122 @@ fail:;
     close(m);
     errno = saved;
     return -1;
+}
+
+int cr_open_devpts_pair(const char *ptmx, int *master, int *slave) {
+    int m = open(ptmx, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -1;
+    int unlock = 0;
+    if (ioctl(m, TIOCSPTLCK, &unlock) != 0) goto fail;
+    int s = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0) goto fail;
+    *master = m;
+    *slave = s;
+    return 0;
+fail:;
+    int saved = errno;
+    close(m);
+    errno = saved;
+    return -1;
+}
+
+int cr_socketpair_seqpacket(int fds[2]) {
+    return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds);
+}
+
+int cr_send_fd(int sock, int fd) {
+    char byte = 'f';
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+    memset(&u, 0, sizeof(u));
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    ssize_t n;
+    do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n == 1 ? 0 : -1;
+}
+
+int cr_recv_fd(int sock) {
+    char byte;
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+    ssize_t n;
+    do { n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n != 1) { if (n == 0) errno = EPIPE; return -1; }
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int))) {
+        errno = EPROTO;
+        return -1;
+    }
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+}
+
+/// sun_path holds 107 bytes; a longer path is reached through its directory's fd.
+static int unix_address(const char *path, struct sockaddr_un *addr, int *dirfd) {
+    memset(addr, 0, sizeof(*addr));
+    addr->sun_family = AF_UNIX;
+    *dirfd = -1;
+    if (strlen(path) < sizeof(addr->sun_path)) {
+        strcpy(addr->sun_path, path);
+        return 0;
+    }
+    const char *slash = strrchr(path, '/');
+    if (!slash || strlen(slash + 1) + 32 >= sizeof(addr->sun_path)) { errno = ENAMETOOLONG; return -1; }
+    char dir[4096];
+    size_t len = (size_t)(slash - path);
+    if (len == 0 || len >= sizeof(dir)) { errno = ENAMETOOLONG; return -1; }
+    memcpy(dir, path, len);
+    dir[len] = 0;
+    *dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (*dirfd < 0) return -1;
+    snprintf(addr->sun_path, sizeof(addr->sun_path), "/proc/self/fd/%d/%s", *dirfd, slash + 1);
+    return 0;
+}
+
+int cr_listen_unix_seqpacket(const char *path) {
+    struct sockaddr_un addr;
+    int dirfd;
+    if (unix_address(path, &addr, &dirfd) != 0) return -1;
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s < 0) goto fail;
+    unlink(addr.sun_path);
+    // Root only: whoever reaches the console can type into the container as its init's terminal.
+    mode_t old = umask(0077);
+    int rc = bind(s, (struct sockaddr *)&addr, sizeof(addr));
+    umask(old);
+    if (rc != 0 || listen(s, 4) != 0) goto fail;
+    if (dirfd >= 0) close(dirfd);
+    return s;
+fail:;
+    int saved = errno;
+    if (s >= 0) close(s);
+    if (dirfd >= 0) close(dirfd);
+    errno = saved;
+    return -1;
+}
+
+int cr_accept_cloexec(int listener) { return accept4(listener, NULL, NULL, SOCK_CLOEXEC); }
+
+int cr_connect_unix_seqpacket(const char *path) {
+    struct sockaddr_un addr;
+    int dirfd;
+    if (unix_address(path, &addr, &dirfd) != 0) return -1;
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (s >= 0 && connect(s, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        int saved = errno;
+        close(s);
+        s = -1;
+        errno = saved;
+    }
+    if (dirfd >= 0) { int saved = errno; close(dirfd); errno = saved; }
+    return s;
 }
 
 int cr_peek_exited_child(pid_t *pid) {

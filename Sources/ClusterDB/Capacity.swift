@@ -235,6 +235,17 @@ extension Transaction {
         }
     }
 
+    /// Removes config key `key` from the named instances (one statement per 200 names);
+    /// instances without it are left alone.
+    public func removeInstanceConfigKey(_ key: String, names: [String], project: String = "default") throws {
+        guard !key.contains("\""), !key.contains("\\") else { throw ClusterDBError.invalidArgument("config key \(key)") }
+        let path = "$.\"\(key)\""
+        try forEachChunk(names) { chunk, marks in
+            try exec("UPDATE instances SET config = json_remove(config, ?) WHERE project = ? AND name IN (\(marks)) AND json_type(config, ?) IS NOT NULL",
+                     params: [.text(path), .text(project)] + chunk.map { .text($0) } + [.text(path)])
+        }
+    }
+
     /// Sets the desired power state of many instances at once.
     public func updateInstancesPowerState(_ names: [String], project: String = "default", _ state: InstancePowerState) throws {
         try forEachChunk(names) { chunk, marks in

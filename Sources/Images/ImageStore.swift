@@ -236,7 +236,71 @@ public final class ImageStore: Sendable {
             logger.notice("image device nodes skipped", metadata: ["count": "\(writer.skippedDevices.count)"])
         }
         logger.debug("unpacked image", metadata: ["entries": "\(entries)", "bytes": "\(reader.bytesRead)"])
-        return try ImageMetadata.parse(String(decoding: metadataBytes, as: UTF8.self))
+        let metadata = try ImageMetadata.parse(String(decoding: metadataBytes, as: UTF8.self))
+        // Every template must be readable now, so a layer in the store never fails at a start.
+        for (path, template) in metadata.templates.sorted(by: { $0.key < $1.key }) {
+            _ = try Self.readTemplate(template.template, in: targetFD, layerPath: "\(directory)/\(target)", for: path)
+        }
+        return metadata
+    }
+
+    /// Template files are held in memory whole when rendered.
+    public static let maxTemplateSize = 1 << 20
+
+    /// The text of template file `name` of a layer (below its templates/ directory), for rendering.
+    public func template(fingerprint: String, name: String) throws -> String {
+        guard Self.isFingerprint(fingerprint) else {
+            throw ImageError.invalidImage("\(fingerprint) is not an image fingerprint (64 hex digits)")
+        }
+        let layerPath = "\(directory)/\(fingerprint)"
+        let fd = open(layerPath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw ImageError.io(operation: "open image layer", path: layerPath, errno: errno) }
+        defer { close(fd) }
+        return try Self.readTemplate(name, in: fd, layerPath: layerPath, for: nil)
+    }
+
+    /// Reads `templates/<name>` below a layer directory without following any symlink: each
+    /// directory is opened O_NOFOLLOW, and the file must be a regular file within the size limit.
+    private static func readTemplate(_ name: String, in layerFD: Int32, layerPath: String, for target: String?) throws -> String {
+        let shown = "templates/\(name)" + (target.map { " (template for \($0))" } ?? "")
+        func refuse(_ why: String) -> ImageError { .invalidImage("image template file \(shown) \(why)") }
+        let components = ["templates"] + name.split(separator: "/").map(String.init)
+        guard !components.contains(".."), !components.contains(".") else { throw refuse("contains '.' or '..'") }
+        var dirFD = dup(layerFD)
+        guard dirFD >= 0 else { throw ImageError.io(operation: "dup", path: layerPath, errno: errno) }
+        defer { close(dirFD) }
+        for part in components.dropLast() {
+            let next = openat(dirFD, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard next >= 0 else {
+                if errno == ENOENT { throw refuse("is missing from the image; add it to the tarball's templates/ directory") }
+                throw refuse("is not below a plain directory (a symlink or not a directory: \(String(cString: strerror(errno))))")
+            }
+            close(dirFD)
+            dirFD = next
+        }
+        let fd = openat(dirFD, components.last!, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw refuse("is missing from the image; add it to the tarball's templates/ directory") }
+            if errno == ELOOP { throw refuse("is a symlink; template files must be regular files") }
+            throw ImageError.io(operation: "open", path: "\(layerPath)/templates/\(name)", errno: errno)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ImageError.io(operation: "stat", path: "\(layerPath)/templates/\(name)", errno: errno) }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw refuse("is not a regular file") }
+        guard st.st_size <= maxTemplateSize else { throw refuse("is larger than \(maxTemplateSize) bytes") }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw ImageError.io(operation: "read", path: "\(layerPath)/templates/\(name)", errno: errno) }
+            if n == 0 { break }
+            bytes.append(contentsOf: buffer[..<n])
+            guard bytes.count <= maxTemplateSize else { throw refuse("is larger than \(maxTemplateSize) bytes") }
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw refuse("is not UTF-8 text") }
+        return text
     }
 
     /// Copies `source` to `name` in the images directory, returning its sha256 and size.

@@ -56,6 +56,8 @@ public enum InstanceConfigSchema {
             ConfigKey(name: "volatile.base_image", scope: .server, liveUpdatable: true) { _ in },
             ConfigKey(name: "volatile.idmap.base", scope: .server, liveUpdatable: true) { _ in },
             ConfigKey(name: "volatile.last_state.power", scope: .server, liveUpdatable: true) { _ in },
+            // Image templates still to render at the next start: "create" or "copy" (LXD's key).
+            ConfigKey(name: "volatile.apply_template", scope: .server, liveUpdatable: true) { _ in },
         ]
         return Dictionary(uniqueKeysWithValues: list.map { ($0.name, $0) })
     }()

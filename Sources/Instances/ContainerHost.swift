@@ -45,6 +45,8 @@ public protocol LayerStore: Sendable {
     func removeLayer(fingerprint: String) throws
     /// Unpacks a tarball fetched from another member; refuses bytes whose hash is not `expectedFingerprint`.
     func importTarball(at path: String, maxBytes: Int64, expectedFingerprint: String?) throws -> ImportedLayer
+    /// The text of a layer's template file (metadata.yaml `templates:`), checked at import.
+    func template(fingerprint: String, name: String) throws -> String
 }
 
 extension ImageStore: LayerStore {}

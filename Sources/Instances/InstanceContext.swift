@@ -50,17 +50,22 @@ struct InstanceContext: Sendable {
         return image
     }
 
-    func spec(for r: InstanceRow) throws -> ContainerSpec {
+    /// The container's spec; for a start (`forStart`), with the image's templates rendered
+    /// into `files` (InstanceTemplates): none for an image without templates.
+    func spec(for r: InstanceRow, forStart: Bool = false) throws -> ContainerSpec {
         guard let layer = layers.layer(fingerprint: r.imageFingerprint) else {
             throw InstancesError.internal("Image layer \(r.imageFingerprint.prefix(12)) of instance \(r.name) is missing on member \(member.name)")
         }
         var env: [String: String] = [:]
         for (k, v) in r.config where k.hasPrefix("environment.") { env[String(k.dropFirst(12))] = v }
+        let files = forStart ? try InstanceTemplates.files(for: r, layer: layer) { name in
+            try layers.template(fingerprint: layer.fingerprint, name: name)
+        } : []
         return ContainerSpec(
             instance: r.ref, layerRootfs: layer.rootfsPath,
             idmap: r.idmapBase.map { IDMap(hostBase: UInt32($0), size: UInt32(IDMapRange.block)) },
             limits: Self.runtimeLimits(ResourceLimits(config: r.config)),
-            environment: env)
+            environment: env, files: files)
     }
 
     static func runtimeLimits(_ l: ResourceLimits) -> Limits {

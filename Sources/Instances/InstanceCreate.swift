@@ -69,6 +69,8 @@ extension InstanceLifecycle {
         let privileged = InstanceConfigSchema.isTrue(userConfig["security.privileged"])
         var config = userConfig
         config["volatile.base_image"] = image.fingerprint
+        // As LXD: the image's `create` templates render at the first start, which removes the key.
+        config[InstanceTemplates.pendingKey] = ImageTemplate.Trigger.create.rawValue
         for (k, v) in layer?.metadata.properties ?? image.properties { config["image.\(k)"] = v }
         let finalConfig = config
         let footprint = InstanceFootprint(instanceConfig: userConfig)
@@ -237,7 +239,7 @@ extension InstanceLifecycle {
                 group.addTask { [self] in
                     do {
                         try await self.context.locks.withLock(row.ref) {
-                            let spec = try self.context.spec(for: row)
+                            let spec = try self.context.spec(for: row, forStart: start)
                             // start creates the root filesystem itself.
                             if start { _ = try await self.context.host.start(spec) } else { try await Blocking.run { try self.context.host.create(spec) } }
                         }
@@ -258,7 +260,12 @@ extension InstanceLifecycle {
         // One batch is one project: the rows were claimed by name in it.
         if start, !started.isEmpty {
             let names = started.map(\.name), project = started[0].project
-            try await context.db.idempotentTransaction { tx in try tx.updateInstancesPowerState(names, project: project, .running) }
+            let rendered = Set(rows.filter { $0.config[InstanceTemplates.pendingKey] != nil }.map(\.name))
+            let applied = names.filter(rendered.contains)
+            try await context.db.idempotentTransaction { tx in
+                try tx.updateInstancesPowerState(names, project: project, .running)
+                if !applied.isEmpty { try tx.removeInstanceConfigKey(InstanceTemplates.pendingKey, names: applied, project: project) }
+            }
         }
         for instance in started { context.announceCreated(instance, started: start) }
         guard !failures.isEmpty else { return }

@@ -94,7 +94,8 @@ public struct InstanceLifecycle: Sendable {
 
     private func startLocked(_ r: InstanceRow) async throws {
         if context.host.state(instance: r.ref)?.running == true { return }
-        if context.hasSavedState(r.ref) {
+        let restored = context.hasSavedState(r.ref)
+        if restored {
             guard let checkpointer = context.checkpointer else {
                 throw InstancesError.invalid("Instance \(r.name) has a saved state but CRIU is missing on member \(context.member.name): run scripts/install-criu")
             }
@@ -105,12 +106,15 @@ public struct InstanceLifecycle: Sendable {
             }
             try? FileManager.default.removeItem(atPath: context.stateDirectory(r.ref))
         } else {
-            let spec = try context.spec(for: r)
+            let spec = try context.spec(for: r, forStart: true)
             _ = try await context.host.start(spec)
         }
+        // A restore carries the files of the dump: pending templates wait for a fresh start.
+        let templatesApplied = !restored && r.config[InstanceTemplates.pendingKey] != nil
         try await context.db.transaction { tx in
             try tx.updateInstancePowerState(name: r.name, project: r.project, .running)
             try tx.touchInstance(name: r.name, project: r.project, lastUsedAt: Date())
+            if templatesApplied { try tx.removeInstanceConfigKey(InstanceTemplates.pendingKey, names: [r.name], project: r.project) }
         }
     }
 

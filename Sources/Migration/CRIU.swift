@@ -63,8 +63,9 @@ public struct CRIU: Sendable {
     /// execs (iptables, nft, action scripts).
     static let environment = ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
-    func run(_ runner: some CommandRunner, _ arguments: [String]) async throws -> CommandOutput {
-        try await runner.run(executable: path, arguments: arguments, environment: Self.environment)
+    func run(_ runner: some CommandRunner, _ arguments: [String], inherited: [Int32: Int32] = [:]) async throws -> CommandOutput {
+        if inherited.isEmpty { return try await runner.run(executable: path, arguments: arguments, environment: Self.environment) }
+        return try await runner.run(executable: path, arguments: arguments, environment: Self.environment, inherited: inherited)
     }
 
     /// Probes this host: version, `criu check`, soft-dirty, userfaultfd, pipe size.

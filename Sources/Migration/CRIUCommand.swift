@@ -24,6 +24,17 @@ public struct CgroupRoot: Sendable, Hashable, Codable {
     var argument: String { controllers.isEmpty ? path : controllers.joined(separator: ",") + ":" + path }
 }
 
+/// A file handed to criu restore for an external one: `key` names it as the dump did
+/// (`tty[rdev:dev]` for a terminal), `fd` is open in the caller.
+public struct InheritedFile: Sendable, Hashable {
+    public var key: String
+    public var fd: Int32
+    public init(key: String, fd: Int32) {
+        self.key = key
+        self.fd = fd
+    }
+}
+
 /// A loopback or overlay address of a page server (post-copy: the dumping side serves pages).
 public struct PageServerAddress: Sendable, Hashable, Codable {
     public var host: String
@@ -84,6 +95,9 @@ public struct RestoreRequest: Sendable, Hashable {
     public var externals: [String] = []
     /// Post-copy: pages come from a lazy-pages daemon started first on this host.
     public var lazyPages = false
+    /// Files the restored tree gets in place of external ones (`--inherit-fd`), such as the
+    /// console terminal, whose other end lives outside the tree.
+    public var inherited: [InheritedFile] = []
 
     public init(imagesDirectory: String, root: String, pidFile: String) {
         self.imagesDirectory = imagesDirectory
@@ -128,8 +142,14 @@ public enum CRIUCommand {
         for root in r.cgroupRoots { args += ["--cgroup-root", root.argument] }
         if let mode = r.manageCgroups { args.append("--manage-cgroups=\(mode.rawValue)") }
         for e in r.externals { args += ["--external", e] }
+        for (fd, file) in zip(inheritedFDs(r), r.inherited) { args += ["--inherit-fd", "fd[\(fd)]:\(file.key)"] }
         if r.lazyPages { args.append("--lazy-pages") }
         return args
+    }
+
+    /// The fd numbers criu gets the inherited files at, in order: right after stdio.
+    public static func inheritedFDs(_ r: RestoreRequest) -> [Int32] {
+        r.inherited.indices.map { Int32(3 + $0) }
     }
 
     /// The target-side daemon of post-copy: fetches pages from the source's page server.

@@ -64,7 +64,9 @@ public struct CRIUDriver: Sendable {
                                    log: request.imagesDirectory)
         }
         try? FileManager.default.removeItem(atPath: request.pidFile)   // a stale pid must not be believed
-        let elapsed = try await invoke("restore", CRIUCommand.restore(request), directory: request.imagesDirectory, log: request.logFile)
+        let inherited = Dictionary(uniqueKeysWithValues: zip(CRIUCommand.inheritedFDs(request), request.inherited.map(\.fd)))
+        let elapsed = try await invoke("restore", CRIUCommand.restore(request), directory: request.imagesDirectory, log: request.logFile,
+                                       inherited: inherited)
         guard let text = try? String(contentsOfFile: request.pidFile, encoding: .utf8) else {
             throw CRIUError.badPidFile(request.pidFile, "cannot read it")
         }
@@ -79,11 +81,12 @@ public struct CRIUDriver: Sendable {
         return Restored(pid: pid, elapsed: elapsed, stats: stats)
     }
 
-    private func invoke(_ action: String, _ arguments: [String], directory: String, log: String) async throws -> Duration {
+    private func invoke(_ action: String, _ arguments: [String], directory: String, log: String,
+                        inherited: [Int32: Int32] = [:]) async throws -> Duration {
         logger.debug("running criu", metadata: ["args": "\(arguments.joined(separator: " "))"])
         let clock = ContinuousClock()
         let start = clock.now
-        let result = try await criu.run(runner, arguments)
+        let result = try await criu.run(runner, arguments, inherited: inherited)
         let elapsed = clock.now - start
         guard result.exitStatus == 0 else {
             let logPath = log.hasPrefix("/") ? log : directory + "/" + log

@@ -8,10 +8,43 @@ public struct CheckpointTarget: Sendable, Equatable {
     public var pid: Int32
     /// The v1 freezer cgroup directory (e.g. /sys/fs/cgroup/freezer/lxd-swift/m1/default_c1), nil on v2.
     public var freezerCgroup: String?
+    /// The container's console terminal, whose master lives outside the tree (in the runtime's
+    /// console monitor): dumped as external, given back at restore.
+    public var console: ExternalConsole?
 
-    public init(pid: Int32, freezerCgroup: String?) {
+    public init(pid: Int32, freezerCgroup: String?, console: ExternalConsole? = nil) {
         self.pid = pid
         self.freezerCgroup = freezerCgroup
+        self.console = console
+    }
+}
+
+/// A console terminal outside the dumped tree: CRIU's key for the terminal (`tty[rdev:dev]`,
+/// both in hex) and the mount point of its bind (/dev/console), dumped as the external mount
+/// `console`. The key is kept beside the images (`console-tty`), since a restore must name it.
+public struct ExternalConsole: Sendable, Equatable {
+    public var ttyKey: String
+    public var mountPoint: String
+
+    public init(rdev: UInt64, dev: UInt64, mountPoint: String = "/dev/console") {
+        self.ttyKey = "tty[\(String(rdev, radix: 16)):\(String(dev, radix: 16))]"
+        self.mountPoint = mountPoint
+    }
+
+    public static let mountKey = "console"
+    static let keyFile = "console-tty"
+
+    var dumpExternals: [String] { ["mnt[\(mountPoint)]:\(Self.mountKey)", ttyKey] }
+}
+
+/// The terminal a restored container gets as its console: a pty slave made by the runtime
+/// (path for the /dev/console bind, fd for the tree's open copies).
+public struct RestoredConsole: Sendable, Equatable {
+    public var slavePath: String
+    public var slaveFD: Int32
+    public init(slavePath: String, slaveFD: Int32) {
+        self.slavePath = slavePath
+        self.slaveFD = slaveFD
     }
 }
 
@@ -28,12 +61,16 @@ public struct RestoreTarget: Sendable, Equatable {
     /// The reaper sequence before the restore: the restored init becomes the agent's child
     /// (it is a subreaper) once criu exits, and its exit must be matched after this point.
     public var reapedAfter: UInt64
+    /// The new console, for images dumped with an external console.
+    public var console: RestoredConsole?
 
-    public init(rootfs: String, cgroupRoots: [CgroupRoot] = [], externals: [String] = [], reapedAfter: UInt64 = 0) {
+    public init(rootfs: String, cgroupRoots: [CgroupRoot] = [], externals: [String] = [], reapedAfter: UInt64 = 0,
+                console: RestoredConsole? = nil) {
         self.rootfs = rootfs
         self.cgroupRoots = cgroupRoots
         self.externals = externals
         self.reapedAfter = reapedAfter
+        self.console = console
     }
 }
 
@@ -56,6 +93,11 @@ public protocol RestoreDestination: Sendable {
     func adoptRestored(instance: InstanceRef, pid: Int32, target: RestoreTarget) async throws
     /// Undoes `prepareRestore` after a failed restore (unmount, remove cgroups, release).
     func abandonRestore(instance: InstanceRef) async
+}
+
+struct RestoreConsoleMissing: Error, CustomStringConvertible {
+    let instance: String
+    var description: String { "the images of \(instance) hold an external console, but the destination made none" }
 }
 
 /// Checkpoint and restore of one container on this host: the runtime glue around `CRIUDriver`.
@@ -96,11 +138,21 @@ public struct Checkpointer: Sendable {
     public func checkpoint(instance name: InstanceRef, source: some CheckpointSource, into directory: String,
                            options: Options = Options()) async throws -> CRIUDriver.Dumped {
         let target = try await source.checkpointTarget(instance: name)
+        if let found = CheckpointPreflight.scan(initPid: target.pid) {
+            let problems = CheckpointPreflight.problems(initProcess: found.initProcess, processes: found.processes)
+            if !problems.isEmpty { throw CheckpointRefused(reasons: problems) }
+        }
         var request = DumpRequest(pid: target.pid, imagesDirectory: directory)
         request.freezeCgroup = options.freezeCgroup ? target.freezerCgroup : nil
         request.leaveRunning = options.leaveRunning
         request.tcpEstablished = options.tcpEstablished
         request.networkLock = options.networkLock
+        if let console = target.console {
+            request.externals += console.dumpExternals
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+            try Data(console.ttyKey.utf8).write(to: URL(fileURLWithPath: directory + "/" + ExternalConsole.keyFile))
+        }
         let dumped = try await driver.dump(request)
         if !options.leaveRunning {
             try await source.waitStopped(instance: name, timeout: .seconds(10))
@@ -122,6 +174,14 @@ public struct Checkpointer: Sendable {
         request.tcpEstablished = tcpEstablished
         request.cgroupRoots = target.cgroupRoots
         request.externals = target.externals
+        if let key = Self.consoleKey(in: directory) {
+            guard let console = target.console else {
+                await destination.abandonRestore(instance: name)
+                throw RestoreConsoleMissing(instance: "\(name)")
+            }
+            request.externals.append("mnt[\(ExternalConsole.mountKey)]:\(console.slavePath)")
+            request.inherited.append(InheritedFile(key: key, fd: console.slaveFD))
+        }
         let restored: CRIUDriver.Restored
         do {
             restored = try await driver.restore(request)
@@ -142,5 +202,17 @@ public struct Checkpointer: Sendable {
         }
         logger.info("container restored", metadata: ["instance": "\(name)", "pid": "\(restored.pid)", "elapsed": "\(restored.elapsed)"])
         return restored
+    }
+
+    /// The console key a dump left beside its images; nil for images without an external console.
+    /// Checked like any image content: a key that is not `tty[hex:hex]` is refused.
+    static func consoleKey(in directory: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: directory + "/" + ExternalConsole.keyFile), data.count <= 64,
+              let key = String(data: data, encoding: .utf8) else { return nil }
+        let body = key.dropFirst(4).dropLast()
+        let parts = body.split(separator: ":", omittingEmptySubsequences: false)
+        guard key.hasPrefix("tty["), key.hasSuffix("]"), parts.count == 2,
+              parts.allSatisfy({ !$0.isEmpty && $0.count <= 16 && $0.allSatisfy(\.isHexDigit) }) else { return nil }
+        return key
     }
 }

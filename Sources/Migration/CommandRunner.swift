@@ -17,4 +17,15 @@ public protocol CommandRunner: Sendable {
     /// Runs `executable` (an absolute path) with `arguments` (argv[1...]) and exactly
     /// `environment`, waits for it to exit and returns its status and output.
     func run(executable: String, arguments: [String], environment: [String: String]) async throws -> CommandOutput
+    /// The same, with `inherited` open in the child: child fd (key) = our fd (value).
+    func run(executable: String, arguments: [String], environment: [String: String],
+             inherited: [Int32: Int32]) async throws -> CommandOutput
+}
+
+extension CommandRunner {
+    /// Fakes that pass no fds need not care.
+    public func run(executable: String, arguments: [String], environment: [String: String],
+                    inherited: [Int32: Int32]) async throws -> CommandOutput {
+        try await run(executable: executable, arguments: arguments, environment: environment)
+    }
 }

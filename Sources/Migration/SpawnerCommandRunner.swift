@@ -10,6 +10,11 @@ public struct SpawnerCommandRunner: CommandRunner {
     public init() {}
 
     public func run(executable: String, arguments: [String], environment: [String: String]) async throws -> CommandOutput {
+        try await run(executable: executable, arguments: arguments, environment: environment, inherited: [:])
+    }
+
+    public func run(executable: String, arguments: [String], environment: [String: String],
+                    inherited: [Int32: Int32]) async throws -> CommandOutput {
         var template = Array("/tmp/lxd-criu-out-XXXXXX".utf8CString)
         // Spawner closes every fd it is not given, so no O_CLOEXEC race with other spawns.
         let out = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
@@ -23,7 +28,7 @@ public struct SpawnerCommandRunner: CommandRunner {
             defer { close(null) }
             process = try Spawner.spawn(executable, arguments: [executable] + arguments,
                                         environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
-                                        fds: [0: null, 1: out, 2: out])
+                                        fds: [0: null, 1: out, 2: out].merging(inherited) { std, _ in std })
         }
         let status = await process.wait()
         var bytes: [UInt8] = []

@@ -45,6 +45,9 @@ public final class ContainerRuntime: Sendable {
         var legacy: [InstanceRef: String] = [:]
         /// Inits that `stop` signalled: their end was asked for.
         var stopRequested: Set<pid_t> = []
+        /// Console ptys made for restores in flight (master, slave), until the restored init
+        /// is registered (the master goes to its monitor) or the restore is released.
+        var restoreConsoles: [InstanceRef: (master: Int32, slave: Int32)] = [:]
     }
     private let table = Mutex(Table())
     private let exitObserver = Mutex<(@Sendable (InitExit) -> Void)?>(nil)
@@ -194,6 +197,7 @@ public final class ContainerRuntime: Sendable {
         try create(spec)
         let p = paths(name)
         try Self.unmountAll(under: p.dir)   // a stale root from a crash
+        if !spec.files.isEmpty { try await writeStartFiles(spec) }
         try Self.freshConsole(p.console, owner: spec.idmap)
         let leaf = hostName(name)
         do {
@@ -233,6 +237,8 @@ public final class ContainerRuntime: Sendable {
             throw .startFailed("\(name)", why)
         }
         let t2 = clock.now
+        // The monitor ends with init; claimed here so it is reaped at once, not as an orphan.
+        if let monitor = report.monitor { _ = Reaper.shared.exit(of: monitor, reapedAfter: sequence) }
         let exit = Reaper.shared.exit(of: pid, reapedAfter: sequence)
         guard let startTime = Self.startTime(of: pid), exit.status == nil else {
             _ = await exit.wait(timeout: .seconds(1))
@@ -307,6 +313,7 @@ public final class ContainerRuntime: Sendable {
         }
         let p = paths(name)
         unlink(p.stateFile)
+        unlink(p.consoleSocket)   // its monitor ended with init
         try Self.unmountAll(under: p.dir)
         try cgroups.remove(hostName(name))
         // Adopted under the layout before projects: stopped now, so it moves to its new names.
@@ -578,6 +585,9 @@ public final class ContainerRuntime: Sendable {
         public let cgroupDirectories: [String]
         /// Reaper sequence before the restore: pass it to `registerRestored`.
         public let reapedAfter: UInt64
+        /// The console the restored tree gets (its master stays here until `registerRestored`).
+        public let consoleSlavePath: String
+        public let consoleSlaveFD: Int32
     }
 
     /// Mounts the root filesystem of a created, stopped container and creates its cgroups,
@@ -593,12 +603,61 @@ public final class ContainerRuntime: Sendable {
             try cgroups.create(leaf, limits: config.limits ?? Limits(), owner: config.idmap)
             let sequence = Reaper.shared.sequence
             try await mountRootfs(instance: name)
-            return RestorePreparation(rootfs: p.rootfs, cgroupDirectories: cgroups.directories(leaf), reapedAfter: sequence)
+            let console = try makeRestoreConsole(name, owner: config.idmap)
+            return RestorePreparation(rootfs: p.rootfs, cgroupDirectories: cgroups.directories(leaf), reapedAfter: sequence,
+                                      consoleSlavePath: console.path, consoleSlaveFD: console.slave)
         } catch {
             try? Self.unmountAll(under: p.dir)
             try? cgroups.remove(leaf)
             releaseBusy(name)
             throw error
+        }
+    }
+
+    /// A restored tree cannot get its console from its own devpts (CRIU mounts that afresh,
+    /// empty): it gets a pty of the host's devpts instead, owned by the container's root and
+    /// tty group, bound on its /dev/console by CRIU. Documented in docs/images.md.
+    private func makeRestoreConsole(_ name: InstanceRef, owner: IDMap?) throws(RuntimeError) -> (path: String, slave: Int32) {
+        let pty = try PseudoTerminal.open(rows: 0, columns: 0)
+        let (master, slave) = (pty.master, pty.slave)
+        let path: String
+        do throws(RuntimeError) {
+            path = try pty.slavePath()
+            if fchown(slave, owner?.hostBase ?? 0, owner.flatMap { $0.hostID(5) } ?? 5) != 0 {
+                throw .system("chown the console pty", on: path, errno)
+            }
+        } catch {
+            pty.close()
+            throw error
+        }
+        let old = table.withLock { t in
+            defer { t.restoreConsoles[name] = (master, slave) }
+            return t.restoreConsoles[name]
+        }
+        if let old { close(old.master); close(old.slave) }
+        return (path, slave)
+    }
+
+    /// Hands a restore's console master to a monitor for `pid` (see lxd-start's ConsoleMonitor).
+    private func startRestoredConsole(_ name: InstanceRef, pid: pid_t) {
+        guard let console = table.withLock({ $0.restoreConsoles.removeValue(forKey: name) }) else { return }
+        defer { close(console.master); close(console.slave) }
+        let p = paths(name)
+        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { if null >= 0 { close(null) } }
+        do {
+            _ = try Spawner.spawn(helperPath, arguments: [helperPath, "monitor", "pid=\(pid)", "console=\(p.console)",
+                                                          "consolesock=\(p.consoleSocket)"],
+                                  fds: [0: null, 1: null, 2: null, 3: null, 4: console.master])
+        } catch {
+            logger.error("cannot start the console monitor of a restored container; its console is detached",
+                         metadata: ["instance": "\(name)", "error": "\(error)"])
+        }
+    }
+
+    private func dropRestoreConsole(_ name: InstanceRef) {
+        if let console = table.withLock({ $0.restoreConsoles.removeValue(forKey: name) }) {
+            close(console.master); close(console.slave)
         }
     }
 
@@ -609,7 +668,7 @@ public final class ContainerRuntime: Sendable {
         guard table.withLock({ $0.busy.contains(name) }) else {
             throw .invalid("register restored \(name): call mountForRestore first")
         }
-        defer { releaseBusy(name) }
+        defer { releaseBusy(name); dropRestoreConsole(name) }
         guard let config = try? StoredConfig.read(from: p.dir + "/config.json") else { throw .notFound("\(name)") }
         let exit = Reaper.shared.exit(of: pid, reapedAfter: reapedAfter)
         guard let startTime = Self.startTime(of: pid), exit.status == nil else {
@@ -619,6 +678,7 @@ public final class ContainerRuntime: Sendable {
         let record = Running(pid: pid, startTime: startTime, exit: exit, cgroupDirs: dirs, idmap: config.idmap, signalFD: nil)
         table.withLock { $0.running[name] = record }
         try? StoredState(pid: pid, pidStartTime: startTime, cgroupDirs: dirs, idmap: config.idmap).write(to: p.stateFile)
+        startRestoredConsole(name, pid: pid)
         watch(name, record)
         return RunningContainer(instance: name, pid: pid, pidStartTime: startTime)
     }
@@ -626,6 +686,7 @@ public final class ContainerRuntime: Sendable {
     /// Undoes `mountForRestore` after a failed restore.
     public func releaseRestore(instance name: InstanceRef) {
         guard table.withLock({ $0.running[name] == nil && $0.busy.contains(name) }) else { return }
+        dropRestoreConsole(name)
         try? Self.unmountAll(under: paths(name).dir)
         try? cgroups.remove(hostName(name))
         releaseBusy(name)

@@ -51,15 +51,34 @@ public struct ContainerSpec: Sendable {
     public var limits: Limits
     public var environment: [String: String]
     public var initCommand: [String]
+    /// Files `start` writes into the root filesystem before init runs (rendered image templates).
+    public var files: [File]
+
+    /// A file written at start: created 0644 and owned by the container's root (with missing
+    /// parent directories, 0755), or replaced in place keeping its mode and owner.
+    public struct File: Sendable, Equatable {
+        /// Absolute path inside the container; symlinks on the way resolve inside its root.
+        public var path: String
+        public var content: [UInt8]
+        /// Leave an existing file alone (an image template's `create_only`).
+        public var createOnly: Bool
+
+        public init(path: String, content: [UInt8], createOnly: Bool = false) {
+            self.path = path
+            self.content = content
+            self.createOnly = createOnly
+        }
+    }
 
     public init(instance: InstanceRef, layerRootfs: String, idmap: IDMap?, limits: Limits = Limits(),
-                environment: [String: String] = [:], initCommand: [String] = ["/sbin/init"]) {
+                environment: [String: String] = [:], initCommand: [String] = ["/sbin/init"], files: [File] = []) {
         self.instance = instance
         self.layerRootfs = layerRootfs
         self.idmap = idmap
         self.limits = limits
         self.environment = environment
         self.initCommand = initCommand
+        self.files = files
     }
 
     /// Instance names become host paths, cgroup names and the hostname: keep them to a

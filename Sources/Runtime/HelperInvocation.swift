@@ -8,7 +8,8 @@ public enum HelperInvocation {
         public var work: String { dir + "/work" }
         public var rootfs: String { dir + "/rootfs" }
         public var console: String { dir + "/console.log" }
-        /// The console monitor's socket (`ConsoleMessage` packets), while the container runs.
+        /// Where the running container's console monitor listens (see lxd-start's ConsoleMonitor;
+        /// `ConsoleMessage` packets).
         public var consoleSocket: String { dir + "/console.sock" }
         public var stateFile: String { dir + "/state.json" }
         /// Where a stateful stop keeps the CRIU dump until the next start.
@@ -24,7 +25,8 @@ public enum HelperInvocation {
                              cloneInto: String? = nil, lower: String? = nil, idmapLower: Bool = true) -> [String] {
         var a = [helper, "start",
                  "name=\(spec.name)", "lower=\(lower ?? spec.layerRootfs)", "upper=\(paths.upper)",
-                 "work=\(paths.work)", "rootfs=\(paths.rootfs)", "console=\(paths.console)"]
+                 "work=\(paths.work)", "rootfs=\(paths.rootfs)", "console=\(paths.console)",
+                 "consolesock=\(paths.consoleSocket)"]
         if let m = spec.idmap {
             a += ["uidmap=\(m.hostBase):\(m.size)", "gidmap=\(m.hostBase):\(m.size)", "idmaplower=\(idmapLower ? 1 : 0)"]
         }
@@ -62,9 +64,11 @@ public enum HelperInvocation {
         SecurityPolicy.deniedSyscalls.map { "deny=\($0)" } + SecurityPolicy.droppedCapabilities.map { "dropcap=\($0)" }
     }
 
-    /// The helper's report: "pid=N", "exec=ok", "error=..." lines.
+    /// The helper's report: "pid=N", "monitor=N", "exec=ok", "error=..." lines.
     public struct Report: Equatable, Sendable {
         public var pid: Int32?
+        /// The console monitor a start leaves behind (our child once the helper exited).
+        public var monitor: Int32?
         public var execConfirmed = false
         public var error: String?
     }
@@ -73,6 +77,7 @@ public enum HelperInvocation {
         var r = Report()
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
             if line.hasPrefix("pid=") { r.pid = Int32(line.dropFirst(4)) }
+            else if line.hasPrefix("monitor=") { r.monitor = Int32(line.dropFirst(8)) }
             else if line == "exec=ok" { r.execConfirmed = true }
             else if line.hasPrefix("error=") {
                 r.error = (r.error.map { $0 + "; " } ?? "") + line.dropFirst(6)

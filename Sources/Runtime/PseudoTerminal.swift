@@ -13,6 +13,19 @@ public struct PseudoTerminal: Sendable {
         return PseudoTerminal(master: m, slave: s)
     }
 
+    /// The slave's path in the host's /dev/pts.
+    public func slavePath() throws(RuntimeError) -> String {
+        var link = [UInt8](repeating: 0, count: 256)
+        let n = link.withUnsafeMutableBytes { readlink("/proc/self/fd/\(slave)", $0.baseAddress!.assumingMemoryBound(to: CChar.self), 255) }
+        if n <= 0 { throw .system("readlink", on: "/proc/self/fd/\(slave)", errno) }
+        return String(decoding: link[0..<n], as: UTF8.self)
+    }
+
+    public func close() {
+        Glibc.close(master)
+        Glibc.close(slave)
+    }
+
     /// Resizes the terminal (the command gets SIGWINCH).
     public static func resize(master: Int32, rows: UInt16, columns: UInt16) throws(RuntimeError) {
         if cr_set_window_size(master, rows, columns) != 0 { throw .system("TIOCSWINSZ", on: "terminal", errno) }

@@ -12,6 +12,8 @@ struct StartContainer {
     let work: String
     let rootfs: String
     let console: String
+    /// Where the console monitor listens (empty: no console pty, as for `mount`).
+    let consoleSocket: String
     let uidMap: IDRange?
     let gidMap: IDRange?
     /// False when the lower is already shifted into the map (kernels without idmapped mounts).
@@ -32,6 +34,7 @@ struct StartContainer {
         work = try a.required("work")
         rootfs = try a.required("rootfs")
         console = a.optional("console") ?? ""
+        consoleSocket = a.optional("consolesock") ?? ""
         uidMap = try a.optional("uidmap").map { (s: String) throws(HelperError) in try IDRange(s) }
         gidMap = try a.optional("gidmap").map { (s: String) throws(HelperError) in try IDRange(s) }
         if (uidMap == nil) != (gidMap == nil) { throw HelperError("uidmap= and gidmap= go together") }
@@ -44,7 +47,7 @@ struct StartContainer {
         env = a.all("env")
         if a.mode == "start" {
             if argv.isEmpty { throw HelperError("missing init command (arg=)") }
-            if console.isEmpty { throw HelperError("missing argument console=") }
+            if console.isEmpty || consoleSocket.isEmpty { throw HelperError("missing argument console= or consolesock=") }
         }
     }
 
@@ -77,14 +80,17 @@ struct StartContainer {
         try prepareFromParent(child: pid)
     }
 
-    /// Runs in the helper; returns the init pid once its execve is confirmed.
-    func run() throws(HelperError) -> pid_t {
+    /// Runs in the helper; returns the init pid once its execve is confirmed, and the master
+    /// of its console pty.
+    func run() throws(HelperError) -> (pid: pid_t, console: Int32) {
         try joinCgroups(cgroups)
 
         var sync: [Int32] = [-1, -1]   // parent -> child: "maps and rootfs are ready"
         var failure: [Int32] = [-1, -1] // child -> parent: error text; EOF on execve = success
+        var consolePair: [Int32] = [-1, -1] // child -> parent: the console pty's master
         try check(cr_pipe2(&sync, O_CLOEXEC), "pipe")
         try check(cr_pipe2(&failure, O_CLOEXEC), "pipe")
+        try check(cr_socketpair_seqpacket(&consolePair), "socketpair")
 
         var flags = UInt64(cr_CLONE_NEWPID)
         if !privileged { flags |= UInt64(cr_CLONE_NEWUSER) }
@@ -99,17 +105,18 @@ struct StartContainer {
         }
         if pid < 0 { throw HelperError.errno("clone3 (user+pid namespaces\(cgroup2.isEmpty ? "" : ", into cgroup \(cgroup2)"))") }
         if pid == 0 {
-            close(sync[1]); close(failure[0])
+            close(sync[1]); close(failure[0]); close(consolePair[0])
             var go: UInt8 = 0
             // Nothing may happen before the parent wrote the id maps: until then this process
             // still holds host root's credentials.
             if read(sync[0], &go, 1) != 1 { _exit(1) }
             close(sync[0])
-            let err = childSetup(errorPipe: failure[1])
+            let err = childSetup(errorPipe: failure[1], consoleChannel: consolePair[1])
             writeAll(failure[1], err.message)
             _exit(127)
         }
-        close(sync[0]); close(failure[1])
+        close(sync[0]); close(failure[1]); close(consolePair[1])
+        defer { close(consolePair[0]) }
         do throws(HelperError) {
             try prepareFromParent(child: pid)
         } catch {
@@ -128,7 +135,10 @@ struct StartContainer {
             waitpid(pid, &st, 0)
             throw HelperError(String(decoding: message, as: UTF8.self))
         }
-        return pid
+        // Sent before execve, so it is already queued.
+        let master = cr_recv_fd(consolePair[0])
+        if master < 0 { throw HelperError.errno("receive the console of init \(pid)") }
+        return (pid, master)
     }
 
     /// Host side, between clone and release: id maps, then the overlay root filesystem whose
@@ -164,7 +174,7 @@ struct StartContainer {
     }
 
     /// In the child after release: returns only on failure (the error to report).
-    private func childSetup(errorPipe: Int32) -> HelperError {
+    private func childSetup(errorPipe: Int32, consoleChannel: Int32) -> HelperError {
         do throws(HelperError) {
             if !privileged {
                 try check(cr_setgroups_empty(), "setgroups")
@@ -180,6 +190,7 @@ struct StartContainer {
             // new root (EINVAL): a bind made here belongs to this namespace.
             try mountFS(rootfs, rootfs, nil, Int(MS_BIND) | Int(MS_REC), nil)
             try buildMounts()
+            try makeConsole(sendingMasterTo: consoleChannel)
             try check(cr_sethostname(hostname), "sethostname \(hostname)")
             try check(cr_loopback_up(), "bring up lo")
             try check(chdir(rootfs), "chdir \(rootfs)")
@@ -223,8 +234,6 @@ struct StartContainer {
             try makeFile(r + "/dev/" + dev)
             try bind("/dev/" + dev, r + "/dev/" + dev)
         }
-        try makeFile(r + "/dev/console")
-        try bind(console, r + "/dev/console")
         try makeDir(r + "/dev/pts")
         try mountFS("devpts", r + "/dev/pts", "devpts", Int(MS_NOSUID) | Int(MS_NOEXEC),
                     "newinstance,ptmxmode=0666,mode=0620,gid=5")
@@ -239,8 +248,22 @@ struct StartContainer {
         try makeSymlink("/proc/self/fd/2", r + "/dev/stderr")
     }
 
+    /// The console: a pty from the container's own devpts (so everything about it, /dev/pts/0
+    /// included, is the container's), its slave bound on /dev/console, its master handed to
+    /// the helper, which keeps it in the console monitor.
+    private func makeConsole(sendingMasterTo channel: Int32) throws(HelperError) {
+        let r = rootfs
+        var master: Int32 = -1
+        var slave: Int32 = -1
+        try check(cr_open_devpts_pair(r + "/dev/pts/ptmx", &master, &slave), "open the console pty in the container's devpts")
+        defer { close(master); close(slave) }
+        try makeFile(r + "/dev/console")
+        try bind("/proc/self/fd/\(slave)", r + "/dev/console")
+        try check(cr_send_fd(channel, master), "hand over the console")
+    }
+
     /// stdin from the container's /dev/null, stdout/stderr to its /dev/console (the console
-    /// log bind): nothing refers to a host file the container did not mount itself.
+    /// pty): nothing refers to a host file the container did not mount itself.
     private func stdio() throws(HelperError) {
         let null = open("/dev/null", O_RDONLY | O_NOCTTY)
         if null < 0 { throw HelperError.errno("open /dev/null") }

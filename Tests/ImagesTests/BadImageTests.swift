@@ -208,6 +208,57 @@ struct BadImageTests {
         #expect(refusal(r.bytes, in: scratch).contains("must be a directory"))
     }
 
+    /// An image whose metadata.yaml declares /etc/hostname rendered from templates/`name`.
+    func templated(_ name: String, _ body: (inout TarWriter) -> Void) -> [UInt8] {
+        var w = TarWriter()
+        w.metadata("architecture: x86_64\ntemplates:\n  /etc/hostname:\n    when: [create]\n    template: \(name)\n")
+        w.dir("rootfs/")
+        w.dir("templates/")
+        body(&w)
+        w.end()
+        return w.bytes
+    }
+
+    @Test func templateFileMustBeInTheImage() {
+        let scratch = Scratch()
+        defer { scratch.cleanup() }
+        #expect(refusal(templated("hostname.tpl") { _ in }, in: scratch).contains("templates/hostname.tpl (template for /etc/hostname) is missing"))
+    }
+
+    @Test func templateFileMustNotBeASymlink() {
+        let scratch = Scratch()
+        defer { scratch.cleanup() }
+        let direct = refusal(templated("hostname.tpl") { $0.symlink("templates/hostname.tpl", to: "/etc/shadow") }, in: scratch)
+        #expect(direct.contains("is a symlink"))
+        let viaDirectory = refusal(templated("sub/hostname.tpl") { $0.symlink("templates/sub", to: "/etc") }, in: scratch)
+        #expect(viaDirectory.contains("not below a plain directory"))
+        let directory = refusal(templated("hostname.tpl") { $0.dir("templates/hostname.tpl/") }, in: scratch)
+        #expect(directory.contains("not a regular file"))
+    }
+
+    @Test func hostileTemplateTargetLeavesNothing() {
+        let scratch = Scratch()
+        defer { scratch.cleanup() }
+        var w = TarWriter()
+        w.metadata("architecture: x86_64\ntemplates:\n  /etc/../../../host: {when: [create], template: t.tpl}\n")
+        w.dir("rootfs/")
+        w.file("templates/t.tpl", "x")
+        w.end()
+        #expect(refusal(w.bytes, in: scratch).contains("contains '..'"))
+    }
+
+    @Test func templatesAreKeptAndReadable() throws {
+        let scratch = Scratch()
+        defer { scratch.cleanup() }
+        let tarball = scratch.write("img.tar", templated("hostname.tpl") { $0.file("templates/hostname.tpl", "{{ container.name }}\n") })
+        let store = scratch.store()
+        let layer = try store.importTarball(at: tarball, maxBytes: 1 << 20)
+        #expect(layer.metadata.templates["/etc/hostname"]?.template == "hostname.tpl")
+        #expect(store.layer(fingerprint: layer.fingerprint)?.metadata == layer.metadata)
+        #expect(try store.template(fingerprint: layer.fingerprint, name: "hostname.tpl") == "{{ container.name }}\n")
+        #expect(throws: ImageError.self) { try store.template(fingerprint: layer.fingerprint, name: "../metadata.yaml") }
+    }
+
     @Test func deviceNodesAreSkipped() throws {
         let scratch = Scratch()
         defer { scratch.cleanup() }

@@ -30,6 +30,8 @@ final class FakeHost: ContainerHost {
         return "\(ref)"
     }
     let failStart = Mutex<Set<String>>([])
+    /// The spec of every start, in order.
+    let startSpecs = Mutex<[ContainerSpec]>([])
     /// Every call that changes something, in order ("start c1", "delete c1", ...).
     let calls = Mutex<[String]>([])
     let limitUpdates = Mutex<[String: Limits]>([:])
@@ -59,6 +61,7 @@ final class FakeHost: ContainerHost {
     func start(_ spec: ContainerSpec) async throws(RuntimeError) -> RunningContainer {
         _ = saw(spec.instance)
         record("start \(spec.name)")
+        startSpecs.withLock { $0.append(spec) }
         containers.withLock { if $0[spec.name] == nil { $0[spec.name] = Container(spec: spec, running: false) } }
         if failStart.withLock({ $0.contains(spec.name) }) { throw .startFailed(spec.name, "init exited at once (fake)") }
         let wasRunning = containers.withLock { all in
@@ -167,11 +170,21 @@ final class FakeLayers: LayerStore {
     let layers = Mutex<[String: ImportedLayer]>([:])
     let removed = Mutex<[String]>([])
 
-    func add(_ fingerprint: String) {
+    /// Template files by name, for every layer.
+    let templateFiles = Mutex<[String: String]>([:])
+
+    /// A layer; with `templates`, its metadata.yaml declares them (their files go in `templateFiles`).
+    func add(_ fingerprint: String, templates: [String: ImageTemplate] = [:]) {
         layers.withLock {
-            $0[fingerprint] = ImportedLayer(fingerprint: fingerprint, size: 1024, metadata: ImageMetadata(architecture: "x86_64", properties: ["os": "Busybox"]),
+            $0[fingerprint] = ImportedLayer(fingerprint: fingerprint, size: 1024,
+                                            metadata: ImageMetadata(architecture: "x86_64", properties: ["os": "Busybox"], templates: templates),
                                             rootfsPath: "/nonexistent/\(fingerprint)/rootfs")
         }
+    }
+
+    func template(fingerprint: String, name: String) throws -> String {
+        guard let text = templateFiles.withLock({ $0[name] }) else { throw ImageError.invalidImage("no template \(name) in the fake store") }
+        return text
     }
 
     func layer(fingerprint: String) -> ImportedLayer? { layers.withLock { $0[fingerprint] } }

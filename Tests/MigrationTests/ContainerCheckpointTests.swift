@@ -131,7 +131,7 @@ struct ContainerCheckpointTests {
         // The target side: the same root filesystem again, then CRIU. As on another member: Runtime's part (root mounted, cgroups made under another
         // member name) is played by `StandInDestination` until Runtime provides it.
         let moved = "lxd-swift/\(member)-b/\(name.hostName)"
-        let destination = StandInDestination(runtime: runtime, relativeCgroup: moved)
+        let destination = StandInDestination(runtime: runtime, relativeCgroup: moved, consoleOwner: idmap.hostBase)
         let restored = try await checkpointer.restore(instance: name, destination: destination, from: images)
         let restoredAt = ContinuousClock.now
         let controllers = CgroupLayout.v1Controllers.filter { runtime.cgroupLayout.v1[$0] != nil }
@@ -163,11 +163,26 @@ struct ContainerCheckpointTests {
 actor StandInDestination: RestoreDestination {
     let runtime: ContainerRuntime
     let relativeCgroup: String
+    let consoleOwner: UInt32
     var adopted: Int32?
+    /// The restored tree's console (the runtime's monitor would hold the master).
+    var console: (master: Int32, slave: Int32)?
 
-    init(runtime: ContainerRuntime, relativeCgroup: String) {
+    init(runtime: ContainerRuntime, relativeCgroup: String, consoleOwner: UInt32) {
         self.runtime = runtime
         self.relativeCgroup = relativeCgroup
+        self.consoleOwner = consoleOwner
+    }
+
+    deinit { if let console { close(console.master); close(console.slave) } }
+
+    /// A pty of the host's devpts, owned by the container's root, as the runtime makes one.
+    func makeConsole() throws -> RestoredConsole {
+        let pty = try PseudoTerminal.open()
+        console = (pty.master, pty.slave)
+        let path = try pty.slavePath()
+        guard fchown(pty.slave, consoleOwner, consoleOwner + 5) == 0 else { throw RuntimeError.system("chown", on: path, errno) }
+        return RestoredConsole(slavePath: path, slaveFD: pty.slave)
     }
 
     func prepareRestore(instance name: InstanceRef) async throws -> RestoreTarget {
@@ -175,7 +190,7 @@ actor StandInDestination: RestoreDestination {
         let controllers = try ContainerCheckpointTests.makeCgroups(runtime.cgroupLayout, relative: relativeCgroup)
         return RestoreTarget(rootfs: runtime.directory(of: name) + "/rootfs",
                              cgroupRoots: [CgroupRoot(controllers: controllers, path: "/" + relativeCgroup)],
-                             reapedAfter: Reaper.shared.sequence)
+                             reapedAfter: Reaper.shared.sequence, console: try makeConsole())
     }
 
     func adoptRestored(instance name: InstanceRef, pid: Int32, target: RestoreTarget) async throws { adopted = pid }

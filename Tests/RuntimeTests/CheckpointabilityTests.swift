@@ -12,11 +12,12 @@ import Testing
        .enabled(if: Host.canRunContainers, Comment(rawValue: Host.containersMissing ?? "")),
        .enabled(if: Host.criuRequired || Host.criuMissing == nil, Comment(rawValue: Host.criuMissing ?? "")))
 struct CheckpointabilityTests {
-    static func criu(_ args: [String], log dir: String) async throws -> Int32 {
+    static func criu(_ args: [String], log dir: String, inherited: [Int32: Int32] = [:]) async throws -> Int32 {
         let out = open(dir + "/criu.out", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         defer { close(out) }
         let p = try Spawner.spawn(Host.criuPath, arguments: ["criu"] + args,
-                                  environment: ["PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"], fds: [1: out, 2: out])
+                                  environment: ["PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                                  fds: [1: out, 2: out].merging(inherited) { a, _ in a })
         return await p.wait().shellCode
     }
 
@@ -37,7 +38,14 @@ struct CheckpointabilityTests {
         // Restored tasks of an unprivileged container probe optional images (tty-info.img)
         // as the mapped root: the directory must be searchable, or ENOENT turns into EACCES.
         mkdir(images, 0o711)
-        let dump = try await Self.criu(["dump", "-t", "\(c.pid)", "-D", images, "-o", "dump.log", "--external", "mnt[]", "--network-lock", "nftables"], log: images)
+        // The console is a pty whose master the runtime's monitor holds: external, as the
+        // Checkpointer declares it (the console bind by mount key, the terminal by tty[rdev:dev]).
+        var st = stat()
+        #expect(stat("/proc/\(c.pid)/root/dev/console", &st) == 0)
+        let ttyKey = "tty[\(String(UInt64(st.st_rdev), radix: 16)):\(String(UInt64(st.st_dev), radix: 16))]"
+        let dump = try await Self.criu(["dump", "-t", "\(c.pid)", "-D", images, "-o", "dump.log", "--external", "mnt[]",
+                                        "--external", "mnt[/dev/console]:console", "--external", ttyKey,
+                                        "--network-lock", "nftables"], log: images)
         #expect(dump == 0, "criu dump failed: \(hostFile(images + "/dump.log").suffix(1500))")
         guard dump == 0 else { try? await rt.stop(instance: "k1", force: true); try? rt.delete(instance: "k1"); return }
         #expect(await rt.awaitStopped(instance: "k1", timeout: .seconds(30)))
@@ -46,7 +54,10 @@ struct CheckpointabilityTests {
         let prep = try await rt.mountForRestore(instance: "k1")
         let pidfile = images + "/restored.pid"
         let restore = try await Self.criu(["restore", "-D", images, "-o", "restore.log", "--root", prep.rootfs,
-                                           "--external", "mnt[]", "--network-lock", "nftables", "-d", "--pidfile", pidfile], log: images)
+                                           "--external", "mnt[]", "--external", "mnt[console]:\(prep.consoleSlavePath)",
+                                           "--inherit-fd", "fd[3]:\(ttyKey)",
+                                           "--network-lock", "nftables", "-d", "--pidfile", pidfile],
+                                          log: images, inherited: [3: prep.consoleSlaveFD])
         #expect(restore == 0, "criu restore failed: \(hostFile(images + "/restore.log").suffix(1500))")
         // A failed restore is recorded above; a restore that succeeded without telling which
         // process it made is a bug of its own, never a quiet return.

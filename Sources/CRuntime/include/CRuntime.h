@@ -45,6 +45,23 @@ int cr_peek_exited_child(pid_t *pid);
 /// A new pseudo-terminal pair from the host's /dev/ptmx (both ends close-on-exec), sized
 /// rows x cols when both are > 0. Returns 0, or -1 with errno.
 int cr_open_pty(int *master, int *slave, unsigned short rows, unsigned short cols);
+/// A new pseudo-terminal pair from the devpts instance whose ptmx is `ptmx` (a container's
+/// own /dev/pts/ptmx), unlocked, the slave opened through TIOCGPTPEER (no path lookup); both
+/// close-on-exec. Returns 0, or -1 with errno.
+int cr_open_devpts_pair(const char *ptmx, int *master, int *slave);
+/// AF_UNIX SOCK_SEQPACKET pair, close-on-exec.
+int cr_socketpair_seqpacket(int fds[2]);
+/// Passes `fd` over a unix socket (SCM_RIGHTS, one byte of payload). 0 or -1 with errno.
+int cr_send_fd(int sock, int fd);
+/// Receives one fd sent by cr_send_fd (close-on-exec). The fd, or -1 with errno.
+int cr_recv_fd(int sock);
+/// A listening, non-blocking SOCK_SEQPACKET unix socket at `path` (replacing a stale one),
+/// mode 0600. Paths longer than sun_path are bound through their directory's fd.
+int cr_listen_unix_seqpacket(const char *path);
+/// accept4 with SOCK_CLOEXEC (glibc hides accept4 from Swift without _GNU_SOURCE).
+int cr_accept_cloexec(int listener);
+/// A connected SOCK_SEQPACKET socket to `path`, or -1 with errno.
+int cr_connect_unix_seqpacket(const char *path);
 /// TIOCSWINSZ on a terminal fd.
 int cr_set_window_size(int fd, unsigned short rows, unsigned short cols);
 
