@@ -54,7 +54,7 @@ actor ConsoleSession {
         let writer = FDWriter(fd: dup(console))
         if let size { writer.write(ConsoleMessage.resize(rows: size.rows, columns: size.columns).encoded) }
         let stop = StopFlag()
-        let output = readStream(fd: console, stop: stop)
+        let output = readStream(fd: console, stop: stop, bufferSize: ConsoleMessage.maxPacket)
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await chunk in data.inbound {

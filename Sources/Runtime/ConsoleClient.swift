@@ -18,9 +18,10 @@ public enum ConsoleMessage: Equatable, Sendable {
     static let dataTag: UInt8 = 0x64
     static let resizeTag: UInt8 = 0x77
 
-    /// The most bytes one data packet carries; longer input is split (`packets(input:)`), and
-    /// the client reads packets into a buffer of `maxPacket` bytes.
-    public static let maxPayload = 16 * 1024
+    /// The most bytes one data packet carries, as the monitor reads and sends them; longer
+    /// input is split (`packets(input:)`). Packets are read into a buffer of `maxPacket`
+    /// bytes: a shorter one would cut a packet and lose the rest.
+    public static let maxPayload = 64 * 1024
     public static let maxPacket = maxPayload + 1
 
     /// Why a packet was refused.
@@ -78,36 +79,21 @@ public enum ConsoleMessage: Equatable, Sendable {
 
 extension ContainerRuntime {
     /// Connects to the console monitor of the running container: a blocking SOCK_SEQPACKET
-    /// socket (close-on-exec) carrying `ConsoleMessage` packets, which the caller closes. The
-    /// monitor serves one client: connecting detaches whoever was attached before.
+    /// socket (close-on-exec) carrying `ConsoleMessage` packets, which the caller closes (read
+    /// it with `readStream(fd:stop:bufferSize: ConsoleMessage.maxPacket)`). The monitor serves
+    /// one client: connecting detaches whoever was attached before.
     public func openConsole(instance name: InstanceRef) throws(RuntimeError) -> Int32 {
         guard state(instance: name)?.running == true else { throw .notRunning("\(name)") }
         let path = paths(name).consoleSocket
-        // Connect through the directory's fd: a data directory deep enough would not fit the
-        // 108 bytes of sun_path, "/proc/self/fd/N/console.sock" always does.
-        let dir = open(paths(name).dir, cr_O_PATH | O_DIRECTORY | O_CLOEXEC)
-        if dir < 0 { throw .system("open container directory", on: paths(name).dir, errno) }
-        defer { close(dir) }
-        let fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        if fd < 0 { throw .system("socket", on: path, errno) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let viaFD = Array("/proc/self/fd/\(dir)/console.sock".utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: viaFD.prefix(raw.count - 1))
-        }
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        if rc != 0 {
-            let code = errno
-            close(fd)
-            switch code {
+        // Through the directory's fd: a deep data directory would not fit sun_path's 108 bytes.
+        let fd = cr_connect_unix_seqpacket(path)
+        if fd < 0 {
+            switch errno {
             case ENOENT:
                 throw .invalid("the console of \(name) is not available (container started before consoles existed; restart it)")
             case ECONNREFUSED:
                 throw .invalid("the console monitor of \(name) does not answer on \(path); restart the container")
-            default:
+            case let code:
                 throw .system("connect", on: path, code)
             }
         }
