@@ -100,6 +100,52 @@ final class ConsoleTests {
         #expect(!String(decoding: try await client.consoleLog("c1"), as: UTF8.self).contains("marker"))
     }
 
+    @Test func anotherMembersConsoleIsReachedThroughThisOne() async throws {
+        let m1 = try TestAgent(name: "m1", httpsAddress: "127.0.0.1:\(TestAgent.freePort())")
+        agents.append(m1)
+        let m2 = try TestAgent(name: "m2", httpsAddress: "127.0.0.2:\(TestAgent.freePort())")
+        agents.append(m2)
+        let token = try #require(try m1.ok(["cluster", "add", "m2"]).split(separator: "\n").last.map(String.init))
+        let join = try m2.ctl(["cluster", "join", token])
+        try #require(join.status == 0, "join m2: \(join.stderr)\n\(m2.logTail())")
+        for a in [m1, m2] {
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline, (try? a.ok(["cluster", "list", "--format", "csv"]).split(separator: "\n").count) != 2 { usleep(100_000) }
+        }
+        try m2.importBusybox()
+        try m1.ok(["launch", "busybox", "c2", "--target", "m2"])
+        let listed = try m1.ok(["list", "--format", "csv"])
+        try #require(listed.split(separator: "\n").contains { $0.hasPrefix("c2,") && $0.hasSuffix(",m2") }, "c2 is not on m2: \(listed)")
+
+        // Attached through m1: the POST is forwarded to m2, the websockets proxied by m1.
+        let output = Collected()
+        let (input, inputSink) = AsyncStream.makeStream(of: [UInt8].self)
+        let (control, controlSink) = AsyncStream.makeStream(of: ExecControl.self)
+        let client = LXDClient.unixSocket(m1.socket)
+        let attached = Task {
+            do {
+                return try await client.console("c2", width: 80, height: 24,
+                                                io: ConsoleIO(input: input, output: { bytes in output.bytes.withLock { $0 += bytes } }, control: control))
+            } catch {
+                output.failure.withLock { $0 = "\(error)" }
+                throw error
+            }
+        }
+        for _ in 0..<20 where !output.contains("from-m2") && output.failed == nil {
+            _ = await Self.offPool(m2, ["exec", "c2", "--", "sh", "-c", "echo from-m2 > /dev/console"])
+            _ = try await Self.wait(for: "from-m2", in: output, seconds: 1)
+        }
+        try #require(output.failed == nil, "attaching through m1 failed: \(output.failed ?? "")")
+        #expect(output.contains("from-m2"), "never saw 'from-m2'; got \(output.text.debugDescription)")
+        inputSink.yield(Array("via-m1\n".utf8))
+        let reader = await Self.offPool(m2, ["exec", "c2", "--", "timeout", "10", "sh", "-c", "read line < /dev/console; echo \"got:$line\" > /dev/console"])
+        #expect(reader?.status == 0, "reader: \(reader?.stderr ?? "did not run")")
+        #expect(try await Self.wait(for: "got:via-m1", in: output, seconds: 10), "the line typed through m1 did not come back")
+        inputSink.finish()
+        controlSink.finish()
+        #expect(try await attached.value == .detached)
+    }
+
     @Test func aStoppedContainerHasNoConsoleToAttachTo() async throws {
         let m1 = try TestAgent(name: "m1")
         agents.append(m1)
