@@ -183,7 +183,21 @@ public struct InstanceExecPost: Codable, Sendable {
     }
 }
 
-/// A control message on an exec's `control` websocket (LXD `api.InstanceExecControl`).
+/// `POST /1.0/instances/NAME/console` body (LXD `api.InstanceConsolePost`): the terminal's size
+/// and the kind of console ("console", the text one; "vga" is for virtual machines).
+public struct InstanceConsolePost: Codable, Sendable, Equatable {
+    public var width: Int?
+    public var height: Int?
+    public var type: String?
+
+    public init(width: Int? = nil, height: Int? = nil, type: String? = "console") {
+        self.width = width
+        self.height = height
+        self.type = type
+    }
+}
+
+/// A control message on an exec's or console's `control` websocket (LXD `api.InstanceExecControl`).
 public struct InstanceExecControl: Codable, Sendable {
     public var command: String
     public var args: [String: String]?

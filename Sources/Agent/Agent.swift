@@ -221,9 +221,11 @@ public enum Agent {
     }
 
     /// What this API offers beyond LXD's base; members wait for each other to offer the same
-    /// (ClusterDB.openAsMember), so append only.
+    /// (ClusterDB.openAsMember), so append only. LXD's client sends /1.0/containers unless it
+    /// sees "instances", and refuses consoles without "console".
     static let apiExtensions = ["instance_create_start", "container_exec_recording", "exec_control_websocket",
-                                "instances_create_count", "instances_scheduler_policy", "cluster_member_resources"]
+                                "instances_create_count", "instances_scheduler_policy", "cluster_member_resources",
+                                "console", "instances"]
 
     /// This binary's version as members compare it (schema and API extensions).
     static let memberVersion = MemberVersion(migrations: SchemaMigration.all, apiExtensions: apiExtensions.count)

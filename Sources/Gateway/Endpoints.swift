@@ -66,6 +66,8 @@ public enum Endpoints {
         .init("PUT", "/1.0/instances/{name}/state", .client),
         .init("POST", "/1.0/instances/{name}/exec", .client),
         .init("GET", "/1.0/instances/{name}/console", .client),
+        .init("POST", "/1.0/instances/{name}/console", .client),
+        .init("DELETE", "/1.0/instances/{name}/console", .client),
         .init("GET", "/1.0/instances/{name}/logs", .client),
         .init("GET", "/1.0/instances/{name}/logs/{file}", .client),
         .init("GET", "/1.0/instances/{name}/files", .client),

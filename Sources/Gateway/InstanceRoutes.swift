@@ -53,6 +53,14 @@ extension APIRoutes {
         router.get("/1.0/instances/:name/console") { _, ctx in
             Reply.raw(try await r.access.consoleLog(try ctx.name()))
         }
+        router.post("/1.0/instances/:name/console") { req, ctx in
+            let post: InstanceConsolePost = try await r.decode(req)
+            return Reply.async(try await r.access.console(try ctx.name(), post))
+        }
+        router.delete("/1.0/instances/:name/console") { _, ctx in
+            try await r.access.clearConsoleLog(try ctx.name())
+            return Reply.empty()
+        }
         router.get("/1.0/instances/:name/logs") { _, ctx in
             let name = try ctx.name()
             _ = try await r.lifecycle.get(name, withState: false)

@@ -19,9 +19,11 @@ public protocol InstanceLifecycleUseCases: Sendable {
     func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation
 }
 
-/// Exec, console log, file pull and push (`InstanceAccess`).
+/// Exec, console and its log, file pull and push (`InstanceAccess`).
 public protocol InstanceAccessUseCases: Sendable {
     func consoleLog(_ name: String) async throws -> [UInt8]
+    func clearConsoleLog(_ name: String) async throws
+    func console(_ name: String, _ post: InstanceConsolePost) async throws -> APIOperation
     func readFile(_ name: String, path: String) async throws -> InstanceFile
     func writeFile(_ name: String, path: String, _ file: InstanceFile) async throws
     func exec(_ name: String, _ post: InstanceExecPost) async throws -> APIOperation

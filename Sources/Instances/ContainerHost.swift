@@ -20,6 +20,12 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
     /// New limits for a running container.
     func updateLimits(instance: InstanceRef, limits: Limits) throws(RuntimeError)
     func consoleLog(instance: InstanceRef) throws(RuntimeError) -> [UInt8]
+    /// Empties the console log of the container.
+    func clearConsoleLog(instance: InstanceRef) throws(RuntimeError)
+    /// A connected socket to the running container's console monitor, carrying
+    /// `ConsoleMessage` packets; the caller closes it. EOF when the container stops or another
+    /// client attaches.
+    func openConsole(instance: InstanceRef) throws(RuntimeError) -> Int32
     func exec(instance: InstanceRef, command: [String], environment: [String: String], cwd: String,
               uid: UInt32, gid: UInt32, stdio: ExecStdio) async throws(RuntimeError) -> ExecProcess
     func readFile(instance: InstanceRef, path: String, maxBytes: Int) async throws(RuntimeError) -> ContainerFile

@@ -14,6 +14,79 @@ public struct InstanceAccess: Sendable {
         return try context.host.consoleLog(instance: ref)
     }
 
+    /// `DELETE /1.0/instances/NAME/console`: empties the console log.
+    public func clearConsoleLog(_ name: String) async throws {
+        let ref = try await context.row(name).ref
+        do {
+            try context.host.clearConsoleLog(instance: ref)
+        } catch {
+            throw error.useCaseError
+        }
+    }
+
+    /// The terminal sizes (columns or rows) a console or exec accepts.
+    static let terminalSizes = 1...10_000
+
+    /// `POST /1.0/instances/NAME/console`: a websocket operation attached to the container's
+    /// console ("0" the terminal's bytes, "control" its resizes), as LXD's clients expect. The
+    /// monitor is connected before the operation exists, so a console that cannot be reached
+    /// is this request's error. Width and height 0 (what LXD's clients send when they do not
+    /// know) leave the size as it is.
+    public func console(_ name: String, _ post: InstanceConsolePost) async throws -> APIOperation {
+        let ref = try await context.row(name).ref
+        let type = post.type ?? "console"
+        guard type == "console" else {
+            if type == "vga" { throw InstancesError.invalid("Console type \"vga\" is for virtual machines; \(name) is a container: use type \"console\"") }
+            throw InstancesError.invalid("Unknown console type \"\(type)\": use \"console\"")
+        }
+        let width = post.width ?? 0, height = post.height ?? 0
+        for (field, value) in [("width", width), ("height", height)] where value != 0 && !Self.terminalSizes.contains(value) {
+            throw InstancesError.invalid("Console \(field) \(value) is out of range: use 1 to \(Self.terminalSizes.upperBound), or 0 to keep the size")
+        }
+        let size = width > 0 && height > 0 ? (rows: UInt16(height), columns: UInt16(width)) : nil
+        guard context.host.state(instance: ref)?.running == true else {
+            throw InstancesError.invalid("Instance \(name) is not running: start it first")
+        }
+        let socket: Int32
+        do {
+            socket = try context.host.openConsole(instance: ref)
+        } catch {
+            throw error.useCaseError
+        }
+        let session = ConsoleSession()
+        let (secrets, fds) = Self.webSocketSecrets(ConsoleSession.names)
+        let logger = context.logger
+        return await context.operations.start(
+            class: "websocket", description: "Showing console",
+            resources: ["instances": [ref.apiPath]],
+            metadata: ["fds": .object(fds)], secrets: secrets,
+            webSocketHandler: { fd, attachment in await session.attach(fd, attachment) }
+        ) { _ in
+            do {
+                try await session.waitForAll(timeout: .seconds(30))
+            } catch {
+                close(socket)
+                throw error
+            }
+            await session.run(console: socket, size: size, logger: logger)
+            return nil
+        }
+    }
+
+    /// A fresh random secret per websocket name: (secret → name, name → secret as metadata).
+    static func webSocketSecrets(_ names: [String]) -> (secrets: [String: String], fds: [String: JSONValue]) {
+        var secrets: [String: String] = [:]
+        var fds: [String: JSONValue] = [:]
+        for fd in names {
+            var bytes = [UInt8](repeating: 0, count: 32)
+            for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+            let secret = bytes.map { String(format: "%02x", $0) }.joined()
+            secrets[secret] = fd
+            fds[fd] = .string(secret)
+        }
+        return (secrets, fds)
+    }
+
     public func readFile(_ name: String, path: String) async throws -> InstanceFile {
         let ref = try await context.row(name).ref
         guard path.hasPrefix("/") else { throw InstancesError.invalid("File path must be absolute: \(path)") }
@@ -50,15 +123,7 @@ public struct InstanceAccess: Sendable {
             throw InstancesError.invalid("Only wait-for-websocket=true is supported: connect to the operation's websockets")
         }
         let session = ExecSession(interactive: post.interactive ?? false)
-        var secrets: [String: String] = [:]
-        var fds: [String: JSONValue] = [:]
-        for fd in session.names {
-            var bytes = [UInt8](repeating: 0, count: 32)
-            for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
-            let secret = bytes.map { String(format: "%02x", $0) }.joined()
-            secrets[secret] = fd
-            fds[fd] = .string(secret)
-        }
+        let (secrets, fds) = Self.webSocketSecrets(session.names)
         var env = ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "USER": "root", "LANG": "C.UTF-8"]
         if post.interactive == true { env["TERM"] = "xterm-256color" }
         for (k, v) in post.environment ?? [:] { env[k] = v }

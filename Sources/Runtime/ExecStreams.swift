@@ -14,11 +14,12 @@ public final class StopFlag: Sendable {
 
 /// Blocking reads of a pipe or pty master on a dedicated thread (never on Swift's cooperative pool),
 /// delivered as an async stream of chunks. The stream ends at EOF, on EIO (pty with no slave left)
-/// or when `stop` is set; the fd is closed at the end.
-public func readStream(fd: Int32, stop: StopFlag) -> AsyncStream<[UInt8]> {
+/// or when `stop` is set; the fd is closed at the end. On a packet socket each chunk is one
+/// packet, cut at `bufferSize`.
+public func readStream(fd: Int32, stop: StopFlag, bufferSize: Int = 32 * 1024) -> AsyncStream<[UInt8]> {
     let (stream, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingNewest(256))
     let thread = Thread {
-        var buffer = [UInt8](repeating: 0, count: 32 * 1024)
+        var buffer = [UInt8](repeating: 0, count: bufferSize)
         loop: while !stop.isSet {
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&pfd, 1, 100)

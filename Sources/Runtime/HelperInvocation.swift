@@ -8,7 +8,8 @@ public enum HelperInvocation {
         public var work: String { dir + "/work" }
         public var rootfs: String { dir + "/rootfs" }
         public var console: String { dir + "/console.log" }
-        /// Where the running container's console monitor listens (see lxd-start's ConsoleMonitor).
+        /// Where the running container's console monitor listens (see lxd-start's ConsoleMonitor;
+        /// `ConsoleMessage` packets).
         public var consoleSocket: String { dir + "/console.sock" }
         public var stateFile: String { dir + "/state.json" }
         /// Where a stateful stop keeps the CRIU dump until the next start.

@@ -210,18 +210,6 @@ struct ConfigCommand: AsyncParsableCommand {
     }
 }
 
-struct Console: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show an instance's console log.")
-    @OptionGroup var connection: ConnectionOptions
-    @Argument(help: "Instance name.") var name: String
-    @Flag(name: .customLong("show-log"), help: "Print the console log.") var showLog = false
-
-    func run() async throws {
-        guard showLog else { throw CLIError("attaching to the console is not supported yet; use --show-log") }
-        Output.write(1, try await connection.client.consoleLog(name))
-    }
-}
-
 struct OperationCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "operation", abstract: "Inspect background operations.",

@@ -73,6 +73,12 @@ final class FakeInstances: InstanceLifecycleUseCases, InstanceAccessUseCases, Se
     func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation { try called("materialise"); return Self.operation("materialise") }
 
     func consoleLog(_ name: String) async throws -> [UInt8] { try called("console \(name)"); _ = try instance(name); return Array("booted\n".utf8) }
+    func clearConsoleLog(_ name: String) async throws { try called("clear console \(name)"); _ = try instance(name) }
+    func console(_ name: String, _ post: InstanceConsolePost) async throws -> APIOperation {
+        try called("attach console \(name) \(post.width ?? -1)x\(post.height ?? -1) \(post.type ?? "-")")
+        _ = try instance(name)
+        return Self.operation("console")
+    }
     func readFile(_ name: String, path: String) async throws -> InstanceFile {
         try called("pull \(name) \(path)")
         return InstanceFile(content: Array("hello".utf8), uid: 0, gid: 0, mode: 0o644)

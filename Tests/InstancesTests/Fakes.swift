@@ -112,6 +112,30 @@ final class FakeHost: ContainerHost {
         return Array("console of \(name)\n".utf8)
     }
 
+    /// The monitor's ends of the consoles handed out (a SOCK_SEQPACKET pair per attachment),
+    /// by instance name, for the test to drive; `consoleError` makes `openConsole` fail.
+    let consoleMonitors = Mutex<[String: Int32]>([:])
+    let consoleError = Mutex<RuntimeError?>(nil)
+
+    func openConsole(instance ref: InstanceRef) throws(RuntimeError) -> Int32 {
+        let name = saw(ref)
+        if let error = consoleError.withLock({ $0 }) { throw error }
+        guard containers.withLock({ $0[name]?.running == true }) else { throw .notRunning(name) }
+        var pair: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            throw .system("socketpair", on: "console of \(name)", errno)
+        }
+        record("open console \(name)")
+        consoleMonitors.withLock { $0[name] = pair[1] }
+        return pair[0]
+    }
+
+    func clearConsoleLog(instance ref: InstanceRef) throws(RuntimeError) {
+        let name = saw(ref)
+        guard containers.withLock({ $0[name] != nil }) else { throw .notFound(name) }
+        record("clear console \(name)")
+    }
+
     func exec(instance ref: InstanceRef, command: [String], environment: [String: String], cwd: String,
               uid: UInt32, gid: UInt32, stdio: ExecStdio) async throws(RuntimeError) -> ExecProcess {
         throw .unsupported("the fake host runs no commands")
