@@ -2,7 +2,8 @@
 #
 #   make run     install what is missing, build, start a three-member cluster on 127.0.0.1-3
 #                (cluster-configs/three-members.yaml), import the busybox image, launch one
-#                container per member, print `lxdctl cluster list` and `lxdctl list` (scripts/run-local)
+#                container per member, and one Debian container d1 (the image is built on the first
+#                run, a few minutes), print `lxdctl cluster list` and `lxdctl list` (scripts/run-local)
 #   make test    install what is missing, build everything with tests and the test images, run
 #                every test, then a short fuzz run of the REST API (scripts/fuzz-api --short,
 #                docs/rest-api.yaml)
@@ -125,7 +126,7 @@ endef
 
 run: build images
 	$(no_lxd_dir)
-	@LXD_SWIFT_ROOT=$(LXD_SWIFT_ROOT) scripts/run-local --image $(LXD_SWIFT_TEST_IMAGE) --layout $(LAYOUT)
+	@LXD_SWIFT_ROOT=$(LXD_SWIFT_ROOT) scripts/run-local --image $(LXD_SWIFT_TEST_IMAGE) --debian-image $(LXD_SWIFT_TEST_DEBIAN_IMAGE) --layout $(LAYOUT)
 
 stop:
 	$(no_lxd_dir)
