@@ -2,14 +2,17 @@
 #
 #   make run     install what is missing, build, start a three-member cluster on 127.0.0.1-3
 #                (cluster-configs/three-members.yaml), import the busybox image, launch one
-#                container per member, print `lxdctl cluster list` and `lxdctl list` (scripts/run-local)
+#                container per member, and one Debian container d1 (the image is built on the first
+#                run, a few minutes), print `lxdctl cluster list` and `lxdctl list` (scripts/run-local)
 #   make test    install what is missing, build everything with tests and the test images, run
 #                every test, then a short fuzz run of the REST API (scripts/fuzz-api --short,
 #                docs/rest-api.yaml)
 #   make images  the test images in images-out/: busybox (scripts/make-busybox-image) and Debian 12
 #                with systemd (scripts/make-debian-image: debootstrap, about a minute once per
 #                machine, then copied from /var/cache/lxd-swift/images); docs/images.md
-#   make test-long  the long runs: a fuzz run of thousands of cases (scripts/fuzz-api --long)
+#   make test-long  the long runs: 20 Debian containers with systemd on one member at once, each to
+#                `running` then stopped cleanly (ManyDebianTests, with LXD_SWIFT_LONG=1), and a fuzz run
+#                of thousands of cases (scripts/fuzz-api --long)
 #   make build   build lxdd, lxdctl and lxd-start
 #   make bench   lifecycle and density benchmark against a private lxdd (scripts/bench/lifecycle)
 #   make bench-cluster  join, leader kill, forwarding and offline figures of three private members (scripts/bench/cluster)
@@ -111,10 +114,24 @@ test: build-tests images
 	frc=0; $(if $(CI),timeout -k 30 $(FUZZ_TIMEOUT)) scripts/fuzz-api --short --seed $(FUZZ_SEED) 2>&1 | tee $(FUZZ_OUTPUT) || frc=$$?; \
 	LAYERS_STATUS=$$lrc DEBIAN_IMAGE_STATUS=$$drc FUZZ_STATUS=$$frc FUZZ_OUTPUT=$(FUZZ_OUTPUT) scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
 
-# Long runs, minutes each; not part of `make test`.
-test-long: build images
-	@echo "== scripts/fuzz-api --long"
-	@scripts/fuzz-api --long
+# Long runs, minutes each; not part of `make test`. LXD_SWIFT_LONG=1 enables the long suites,
+# which then fail rather than skip when they cannot run; the run must also print its figures
+# ("long: ..."), so a filter that matches nothing cannot pass. Both runs always run; either
+# failing fails the target.
+LONG_LOG := $(SCRATCH)/test-long.log
+test-long: build-tests images
+	@echo "== swift test --filter ManyDebianTests (LXD_SWIFT_LONG=1: 20 Debian containers on one member)"
+	@rc=0; \
+	env -u LXD_DIR LXD_SWIFT_LONG=1 $(SWIFT) test $(SWIFT_FLAGS) --skip-build --no-parallel \
+	    --filter ManyDebianTests 2>&1 | tee $(LONG_LOG) || rc=$$?; \
+	if [ $$rc -eq 0 ] && ! grep -q '^long: ' $(LONG_LOG); then \
+	    echo "test-long: ManyDebianTests printed no figures: it did not run (see $(LONG_LOG))" >&2; rc=1; \
+	fi; \
+	echo "== scripts/fuzz-api --long"; \
+	frc=0; scripts/fuzz-api --long || frc=$$?; \
+	grep '^long: ' $(LONG_LOG) || true; \
+	echo "test-long: ManyDebianTests $$([ $$rc -eq 0 ] && echo passed || echo FAILED), fuzz-api --long $$([ $$frc -eq 0 ] && echo passed || echo FAILED)"; \
+	[ $$rc -eq 0 ] && [ $$frc -eq 0 ]
 
 # LXD_DIR in the environment is lxdctl's (the README exports one member's directory) and is
 # ignored here; given on the command line it is the old spelling of LXD_SWIFT_ROOT: refused, so
@@ -125,7 +142,7 @@ endef
 
 run: build images
 	$(no_lxd_dir)
-	@LXD_SWIFT_ROOT=$(LXD_SWIFT_ROOT) scripts/run-local --image $(LXD_SWIFT_TEST_IMAGE) --layout $(LAYOUT)
+	@LXD_SWIFT_ROOT=$(LXD_SWIFT_ROOT) scripts/run-local --image $(LXD_SWIFT_TEST_IMAGE) --debian-image $(LXD_SWIFT_TEST_DEBIAN_IMAGE) --layout $(LAYOUT)
 
 stop:
 	$(no_lxd_dir)
