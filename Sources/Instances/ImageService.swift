@@ -84,8 +84,13 @@ public final class ImageService: Sendable {
     }
 
     public func createAlias(_ post: ImageAliasesPost) async throws {
-        guard !post.name.isEmpty, !post.name.contains("/"), post.name.count <= 255 else {
-            throw InstancesError.invalid("Invalid alias name \"\(post.name)\"")
+        // Control characters (a NUL above all, which the database refuses) have no place in a name.
+        guard !post.name.isEmpty, !post.name.contains("/"), post.name.count <= 255,
+              !post.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw InstancesError.invalid("Invalid alias name \(post.name.debugDescription): use up to 255 characters, no '/' and no control characters")
+        }
+        if let description = post.description, description.utf8.contains(0) || description.utf8.count > 4096 {
+            throw InstancesError.invalid("Invalid alias description: at most 4096 bytes, no NUL characters")
         }
         let image = try await row(post.target)
         do {

@@ -98,6 +98,12 @@ final class BadInputTests {
         expectRefused(s, b, 400)
         (s, b) = try api("PATCH", "/1.0/instances/dup", body: #"{"config":{"limits.cpu":"-2"}}"#)
         expectRefused(s, b, 400)
+        // A NUL in an alias reached the database and came back as a 500 (fuzz-api --long, seed 19046).
+        for body in [#"{"name":"a\u0000b","target":"busybox"}"#, #"{"name":"ok","description":"x\u0000","target":"busybox"}"#,
+                     #"{"name":"tab\there","target":"busybox"}"#] {
+            (s, b) = try api("POST", "/1.0/images/aliases", body: body)
+            expectRefused(s, b, 400)
+        }
         #expect(try snapshot() == before, "refused requests must change nothing")
     }
 

@@ -63,6 +63,8 @@ final class DebianTests {
     @Test func bootsToRunningWithJournalHostnameAndCgroups() throws {
         try boot("d1")
         #expect(try agent.ok(["exec", "d1", "--", "hostname"]) == "d1\n")
+        // systemd knows it runs in a container, and which kind (container=lxc from the runtime).
+        #expect(try agent.ok(["exec", "d1", "--", "systemd-detect-virt", "--container"]) == "lxc\n")
         // /etc/hostname and /etc/hosts come from the image's create templates.
         #expect(try agent.ok(["exec", "d1", "--", "cat", "/etc/hostname"]) == "d1\n")
         let hosts = try agent.ok(["exec", "d1", "--", "cat", "/etc/hosts"])
