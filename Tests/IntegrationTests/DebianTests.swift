@@ -119,6 +119,26 @@ final class DebianTests {
         #expect(try eventually { state = try systemState("r1"); return state == "running" }, "after reboot: \(state)")
     }
 
+    /// Without the image's logind drop-in, logind has its own uts namespace (ProtectHostname=),
+    /// which CRIU cannot dump: the stateful stop is refused before any freeze, naming the unit
+    /// and the fix, and the container runs on untouched.
+    @Test(.enabled(if: Prerequisites.criuAvailable, "needs CRIU (scripts/install-criu)"))
+    func anUncheckpointableUnitIsNamedAndNothingStops() throws {
+        try boot("u1")
+        let dropIn = "/etc/systemd/system/systemd-logind.service.d/lxd-checkpoint.conf"
+        try agent.ok(["exec", "u1", "--", "sh", "-c", "rm \(dropIn) && systemctl daemon-reload && systemctl restart systemd-logind"])
+        let pidBefore = try pid("u1")
+        let refused = try agent.ctl(["stop", "--stateful", "u1"])
+        #expect(refused.status != 0)
+        for part in ["systemd-logind.service", "uts", "ProtectHostname=no", "keeps running"] {
+            #expect(refused.stderr.contains(part), "missing \(part) in: \(refused.stderr)")
+        }
+        #expect(try pid("u1") == pidBefore, "the container must run on, untouched")
+        #expect(try systemState("u1") == "running")
+        #expect(!FileManager.default.fileExists(atPath: "\(agent.dataDir)/containers/default_u1/state"), "a refused dump leaves no state")
+        try agent.ok(["stop", "u1"])
+    }
+
     @Test(.enabled(if: Prerequisites.criuAvailable, "needs CRIU (scripts/install-criu)"))
     func statefulStopAndStartKeepsItRunning() throws {
         try boot("k1")
