@@ -45,9 +45,9 @@ public final class ContainerRuntime: Sendable {
         var legacy: [InstanceRef: String] = [:]
         /// Inits that `stop` signalled: their end was asked for.
         var stopRequested: Set<pid_t> = []
-        /// Console ptys made for restores in flight (master, slave), until the restored init
-        /// is registered (the master goes to its monitor) or the restore is released.
-        var restoreConsoles: [InstanceRef: (master: Int32, slave: Int32)] = [:]
+        /// Console ptys made for restores in flight, until the restored init is registered
+        /// (the master goes to its monitor) or the restore is released.
+        var restoreConsoles: [InstanceRef: PseudoTerminal] = [:]
     }
     private let table = Mutex(Table())
     private let exitObserver = Mutex<(@Sendable (InitExit) -> Void)?>(nil)
@@ -619,36 +619,29 @@ public final class ContainerRuntime: Sendable {
     /// tty group, bound on its /dev/console by CRIU. Documented in docs/images.md.
     private func makeRestoreConsole(_ name: InstanceRef, owner: IDMap?) throws(RuntimeError) -> (path: String, slave: Int32) {
         let pty = try PseudoTerminal.open(rows: 0, columns: 0)
-        let (master, slave) = (pty.master, pty.slave)
         let path: String
         do throws(RuntimeError) {
             path = try pty.slavePath()
-            if fchown(slave, owner?.hostBase ?? 0, owner.flatMap { $0.hostID(5) } ?? 5) != 0 {
+            if fchown(pty.slave, owner?.hostBase ?? 0, owner.flatMap { $0.hostID(5) } ?? 5) != 0 {
                 throw .system("chown the console pty", on: path, errno)
             }
         } catch {
             pty.close()
             throw error
         }
-        let old = table.withLock { t in
-            defer { t.restoreConsoles[name] = (master, slave) }
-            return t.restoreConsoles[name]
-        }
-        if let old { close(old.master); close(old.slave) }
-        return (path, slave)
+        table.withLock { $0.restoreConsoles.updateValue(pty, forKey: name) }?.close()
+        return (path, pty.slave)
     }
 
     /// Hands a restore's console master to a monitor for `pid` (see lxd-start's ConsoleMonitor).
     private func startRestoredConsole(_ name: InstanceRef, pid: pid_t) {
         guard let console = table.withLock({ $0.restoreConsoles.removeValue(forKey: name) }) else { return }
-        defer { close(console.master); close(console.slave) }
-        let p = paths(name)
+        defer { console.close() }
         let null = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { if null >= 0 { close(null) } }
         do {
-            _ = try Spawner.spawn(helperPath, arguments: [helperPath, "monitor", "pid=\(pid)", "console=\(p.console)",
-                                                          "consolesock=\(p.consoleSocket)"],
-                                  fds: [0: null, 1: null, 2: null, 3: null, 4: console.master])
+            _ = try Spawner.spawn(helperPath, arguments: HelperInvocation.monitor(helper: helperPath, initPid: pid, paths: paths(name)),
+                                  fds: [0: null, 1: null, 2: null, 3: null, HelperInvocation.monitorMasterFD: console.master])
         } catch {
             logger.error("cannot start the console monitor of a restored container; its console is detached",
                          metadata: ["instance": "\(name)", "error": "\(error)"])
@@ -656,9 +649,7 @@ public final class ContainerRuntime: Sendable {
     }
 
     private func dropRestoreConsole(_ name: InstanceRef) {
-        if let console = table.withLock({ $0.restoreConsoles.removeValue(forKey: name) }) {
-            close(console.master); close(console.slave)
-        }
+        table.withLock { $0.restoreConsoles.removeValue(forKey: name) }?.close()
     }
 
     /// Takes a restored init (our child once criu exited, as we are a subreaper) as the

@@ -88,6 +88,15 @@ public enum HelperInvocation {
 }
 
 extension HelperInvocation {
+    /// The fd at which `lxd-start monitor` finds the console's master.
+    public static let monitorMasterFD: Int32 = 4
+
+    /// The console monitor of a restored container (lxd-start's ConsoleMonitor), master at
+    /// `monitorMasterFD`.
+    public static func monitor(helper: String, initPid: Int32, paths: Paths) -> [String] {
+        [helper, "monitor", "pid=\(initPid)", "console=\(paths.console)", "consolesock=\(paths.consoleSocket)"]
+    }
+
     /// Mount only the root filesystem (overlay with the idmapped lower) at `paths.rootfs`.
     public static func mount(helper: String, lower: String, idmap: IDMap?, idmapLower: Bool = true, paths: Paths) -> [String] {
         var a = [helper, "mount", "name=mount", "lower=\(lower)", "upper=\(paths.upper)",

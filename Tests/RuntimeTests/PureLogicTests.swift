@@ -132,6 +132,13 @@ import Glibc
         #expect(!privileged.contains { $0.hasPrefix("uidmap=") || $0.hasPrefix("gidmap=") })
     }
 
+    @Test func monitorArguments() {
+        let a = HelperInvocation.monitor(helper: "/h", initPid: 42, paths: HelperInvocation.Paths(dir: "/d/containers/c1"))
+        #expect(a == ["/h", "monitor", "pid=42", "console=/d/containers/c1/console.log", "consolesock=/d/containers/c1/console.sock"])
+        // lxd-start's `monitor` mode reads the master there (main.swift).
+        #expect(HelperInvocation.monitorMasterFD == 4)
+    }
+
     @Test func execArguments() {
         let a = HelperInvocation.exec(helper: "/h", initPid: 42, userNamespace: true, cgroupDirs: ["/a", "/b"],
                                       command: ["sh", "-c", "x=1"], environment: [:], cwd: "/root",
