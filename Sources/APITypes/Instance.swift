@@ -126,6 +126,29 @@ public struct InstancesPost: Codable, Sendable {
     }
 }
 
+/// `POST /1.0/instances/NAME` body (LXD `api.InstancePost`): a rename (`name`) or a move to the
+/// member in `?target=` (`migration`, with `live` for a running instance kept running).
+public struct InstancePost: Codable, Sendable {
+    public var name: String?
+    public var migration: Bool?
+    public var live: Bool?
+    /// LXD's "copy without snapshots"; we have no snapshots yet, so it changes nothing.
+    public var instanceOnly: Bool?
+    public var containerOnly: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case name, migration, live
+        case instanceOnly = "instance_only"
+        case containerOnly = "container_only"
+    }
+
+    public init(name: String? = nil, migration: Bool? = nil, live: Bool? = nil) {
+        self.name = name
+        self.migration = migration
+        self.live = live
+    }
+}
+
 /// `PUT /1.0/instances/NAME/state` body.
 public struct InstanceStatePut: Codable, Sendable {
     public var action: String

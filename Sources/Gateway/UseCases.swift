@@ -15,6 +15,11 @@ public protocol InstanceLifecycleUseCases: Sendable {
     func changeState(_ name: String, _ put: InstanceStatePut) async throws -> APIOperation
     func delete(_ name: String) async throws -> APIOperation
     func update(_ name: String, _ put: InstancePut, replace: Bool) async throws
+    /// Renames a stopped instance (on its owner).
+    func rename(_ name: String, to newName: String) async throws -> APIOperation
+    /// Moves an instance to member `target` (on its owner): live when running and `live` is not
+    /// false, else stopped, copied and started there when it was running.
+    func move(_ name: String, to target: String, live: Bool?) async throws -> APIOperation
     /// On the owner: creates the instances another member placed here.
     func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation
 }

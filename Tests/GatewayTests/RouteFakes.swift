@@ -71,6 +71,12 @@ final class FakeInstances: InstanceLifecycleUseCases, InstanceAccessUseCases, Se
         }
     }
     func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation { try called("materialise"); return Self.operation("materialise") }
+    func rename(_ name: String, to newName: String) async throws -> APIOperation {
+        try called("rename \(name) \(newName)"); _ = try instance(name); return Self.operation("rename")
+    }
+    func move(_ name: String, to target: String, live: Bool?) async throws -> APIOperation {
+        try called("move \(name) \(target) \(live.map(String.init) ?? "-")"); _ = try instance(name); return Self.operation("move")
+    }
 
     func consoleLog(_ name: String) async throws -> [UInt8] { try called("console \(name)"); _ = try instance(name); return Array("booted\n".utf8) }
     func clearConsoleLog(_ name: String) async throws { try called("clear console \(name)"); _ = try instance(name) }
