@@ -18,8 +18,8 @@ public final class ContainerRuntime: Sendable {
     public let memberName: String
     public let helperPath: String
     public let cgroupLayout: CgroupLayout
-    private let cgroups: Cgroups
-    private let logger: Logger
+    let cgroups: Cgroups
+    let logger: Logger
 
     private struct Running {
         let pid: pid_t
@@ -588,6 +588,11 @@ public final class ContainerRuntime: Sendable {
         /// The console the restored tree gets (its master stays here until `registerRestored`).
         public let consoleSlavePath: String
         public let consoleSlaveFD: Int32
+        /// The container's cgroup path below each hierarchy's root ("lxd-swift/<member>/<leaf>")
+        /// and the hierarchies it is in (`CgroupLayout.controllerGroups`): a tree dumped on
+        /// another member is restored there.
+        public let cgroupPath: String
+        public let cgroupControllerGroups: [[String]]
     }
 
     /// Mounts the root filesystem of a created, stopped container and creates its cgroups,
@@ -605,7 +610,8 @@ public final class ContainerRuntime: Sendable {
             try await mountRootfs(instance: name)
             let console = try makeRestoreConsole(name, owner: config.idmap)
             return RestorePreparation(rootfs: p.rootfs, cgroupDirectories: cgroups.directories(leaf), reapedAfter: sequence,
-                                      consoleSlavePath: console.path, consoleSlaveFD: console.slave)
+                                      consoleSlavePath: console.path, consoleSlaveFD: console.slave,
+                                      cgroupPath: cgroups.relative(leaf), cgroupControllerGroups: cgroupLayout.controllerGroups)
         } catch {
             try? Self.unmountAll(under: p.dir)
             try? cgroups.remove(leaf)
