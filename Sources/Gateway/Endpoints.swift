@@ -61,6 +61,7 @@ public enum Endpoints {
         .init("GET", "/1.0/instances/{name}", .client),
         .init("PUT", "/1.0/instances/{name}", .client),
         .init("PATCH", "/1.0/instances/{name}", .client),
+        .init("POST", "/1.0/instances/{name}", .client),
         .init("DELETE", "/1.0/instances/{name}", .client),
         .init("GET", "/1.0/instances/{name}/state", .client),
         .init("PUT", "/1.0/instances/{name}/state", .client),
@@ -120,6 +121,10 @@ public enum Endpoints {
         .init("POST", "/internal/cluster/heartbeat", .member),
         .init("GET", "/internal/database", .member, webSocket: true),
         .init("POST", "/internal/instances/materialise", .member),
+        .init("POST", "/internal/moves", .member),
+        .init("PUT", "/internal/moves/{token}/{stream}", .member),
+        .init("POST", "/internal/moves/{token}/handover", .member),
+        .init("DELETE", "/internal/moves/{token}", .member),
     ]
 
     /// The endpoint `method` and the normalised `segments` resolve to. A literal segment beats a

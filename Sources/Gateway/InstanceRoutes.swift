@@ -36,6 +36,19 @@ extension APIRoutes {
             try await r.lifecycle.update(try ctx.name(), put, replace: false)
             return Reply.empty()
         }
+        // LXD's rename ({"name"}) or move to ?target= ({"migration": true, "live"}).
+        router.post("/1.0/instances/:name") { req, ctx in
+            let post: InstancePost = try await r.decode(req)
+            let name = try ctx.name()
+            if post.migration == true {
+                guard let found = req.uri.queryParameters.get("target"), !found.isEmpty else {
+                    throw APIError.badRequest("A move names its member with ?target=MEMBER; moves to other servers are not supported")
+                }
+                return Reply.async(try await r.lifecycle.move(name, to: String(found), live: post.live))
+            }
+            guard let newName = post.name else { throw APIError.badRequest("Nothing to do: give a new \"name\", or \"migration\": true with ?target=MEMBER") }
+            return Reply.async(try await r.lifecycle.rename(name, to: newName))
+        }
         router.delete("/1.0/instances/:name") { _, ctx in
             Reply.async(try await r.lifecycle.delete(try ctx.name()))
         }

@@ -32,6 +32,12 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
     func writeFile(instance: InstanceRef, path: String, content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32) async throws(RuntimeError)
     /// Where a stateful stop keeps the container's dump until the next start.
     func savedStateDirectory(of instance: InstanceRef) -> String
+    /// The container's directory on this host, and its overlay upper directory (what a move copies).
+    func directory(of instance: InstanceRef) -> String
+    func upperDirectory(of instance: InstanceRef) -> String
+    /// Continues a container that a checkpoint left stopped (a move called off).
+    @discardableResult
+    func resumeStopped(instance: InstanceRef) throws(RuntimeError) -> Int
     /// Sets who hears of every init that ended (after its cleanup), asked for or not.
     func observeExits(_ observer: @escaping @Sendable (InitExit) -> Void)
 }

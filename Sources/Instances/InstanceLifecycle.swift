@@ -92,7 +92,7 @@ public struct InstanceLifecycle: Sendable {
         }
     }
 
-    private func startLocked(_ r: InstanceRow) async throws {
+    func startLocked(_ r: InstanceRow) async throws {
         if context.host.state(instance: r.ref)?.running == true { return }
         let restored = context.hasSavedState(r.ref)
         if restored {
@@ -152,7 +152,7 @@ public struct InstanceLifecycle: Sendable {
             try await context.locks.withLock(ref) {
                 guard context.host.state(instance: ref)?.running != true,
                       let row = try await context.db.transaction({ tx in try tx.instance(name: ref.name, project: ref.project) }),
-                      row.powerState == .running else { return }
+                      row.powerState == .running, row.memberID == context.member.id else { return }
                 if exit.isReboot {
                     context.logger.info("instance rebooted from inside; starting it again", metadata: ["instance": "\(ref)"])
                     try await self.startLocked(row)

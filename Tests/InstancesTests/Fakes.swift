@@ -156,6 +156,9 @@ final class FakeHost: ContainerHost {
 
     /// Nowhere on disk: no saved state is ever found there.
     func savedStateDirectory(of instance: InstanceRef) -> String { "/nonexistent/containers/\(instance.hostName)/state" }
+    func directory(of instance: InstanceRef) -> String { "/nonexistent/containers/\(instance.hostName)" }
+    func upperDirectory(of instance: InstanceRef) -> String { "/nonexistent/containers/\(instance.hostName)/upper" }
+    func resumeStopped(instance: InstanceRef) throws(RuntimeError) -> Int { 0 }
 
     // Checkpoint and restore: the tests run without CRIU (checkpointer nil), so these are never reached.
     func checkpointTarget(instance: InstanceRef) async throws -> CheckpointTarget { throw RuntimeError.unsupported("no checkpoints on the fake host") }
