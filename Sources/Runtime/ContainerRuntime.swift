@@ -184,6 +184,44 @@ public final class ContainerRuntime: Sendable {
         _ = table.withLock { $0.legacy.removeValue(forKey: name) }
     }
 
+    // MARK: rename
+
+    /// Renames a stopped container: `containers/<project>_<old>` becomes
+    /// `containers/<project>_<new>`, with config.json's paths into it rewritten (the layout
+    /// upgrade's move, `HostLayout.moveStopped`). Its cgroups are gone while it is stopped and
+    /// are made under the new name at the next start. Refuses a running container, one with a
+    /// start or a temporary root mount in flight, one holding a stateful stop's dump (CRIU's
+    /// images record the old paths, the console's bind mount among them) and a target that
+    /// exists. Moving it back is the same call with the names swapped.
+    public func renameContainer(from old: InstanceRef, to new: InstanceRef) throws(RuntimeError) {
+        try ContainerSpec.validate(old)
+        try ContainerSpec.validate(new)
+        guard old != new else { throw .invalid("container \(old) already has that name") }
+        try claimBusy(old)
+        defer { releaseBusy(old) }
+        try claimBusy(new)
+        defer { releaseBusy(new) }
+        let from = paths(old)
+        guard access(from.dir, F_OK) == 0 else { throw .notFound("\(old)") }
+        for taken in Set([dataDir + "/containers/" + new.hostName, paths(new).dir]) where access(taken, F_OK) == 0 {
+            throw .invalid("cannot rename container \(old) to \(new): \(taken) exists already; remove it if it holds nothing you need, then retry")
+        }
+        if let state = try? StoredState.read(from: from.stateFile), Self.startTime(of: state.pid) == state.pidStartTime {
+            throw .alreadyRunning("\(old)")
+        }
+        if access(from.savedState + "/inventory.img", F_OK) == 0 {
+            throw .invalid("container \(old) holds a saved state whose images record its current paths: start it, stop it without --stateful, then rename it")
+        }
+        // Leftovers of a stop that did not clean up (a crash): nothing may stay mounted or in a cgroup under the old name.
+        try Self.unmountAll(under: from.dir)
+        if !Mounts.under(from.dir).isEmpty { throw .invalid("mounts remain under \(from.dir); not renaming") }
+        try? cgroups.remove(hostName(old))
+        unlink(from.stateFile)
+        try HostLayout.moveStopped(containers: dataDir + "/containers", from: hostName(old), to: new.hostName)
+        _ = table.withLock { $0.legacy.removeValue(forKey: old) }
+        logger.info("container renamed", metadata: ["from": "\(old)", "to": "\(new)"])
+    }
+
     // MARK: start / stop
 
     /// Starts the container; returns once init's execve succeeded.
@@ -474,7 +512,7 @@ public final class ContainerRuntime: Sendable {
             return false
         }
         do throws(RuntimeError) {
-            try HostLayout.moveStopped(containers: dataDir + "/containers", from: old, to: instance)
+            try HostLayout.moveStopped(containers: dataDir + "/containers", from: old, to: instance.hostName)
         } catch {
             logger.error("could not move a stopped container to the layout with projects; it stays at its old directory until the next agent start",
                          metadata: ["instance": "\(instance)", "error": "\(error)"])

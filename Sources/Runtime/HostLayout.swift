@@ -13,13 +13,14 @@ enum HostLayout {
         return InstanceRef(name: entry)
     }
 
-    /// Moves the directory of a stopped container from `containers/<old>` to its host name.
-    /// config.json may name the old directory (the shifted copy of the image layer, `lower`):
-    /// it is rewritten first, so a crash between the two steps leaves a directory the next
-    /// start still finds under its old name and moves again.
-    static func moveStopped(containers: String, from old: String, to instance: InstanceRef) throws(RuntimeError) {
+    /// Moves the directory of a stopped container from `containers/<old>` to `containers/<new>`
+    /// (the layout upgrade: to its host name; a rename: to its new host name). config.json may
+    /// name the old directory (the shifted copy of the image layer, `lower`): it is rewritten
+    /// first, so a crash between the two steps leaves a directory the next start still finds
+    /// under its old name and moves again.
+    static func moveStopped(containers: String, from old: String, to new: String) throws(RuntimeError) {
         let from = containers + "/" + old
-        let to = containers + "/" + instance.hostName
+        let to = containers + "/" + new
         if access(to, F_OK) == 0 {
             throw .invalid("cannot move \(from) to \(to): \(to) exists already; keep the one that holds the instance's files and remove the other, then restart the agent")
         }

@@ -30,7 +30,7 @@ import Testing
         try StoredConfig(layerRootfs: "/images/l/rootfs", idmap: IDMap(hostBase: 1_000_000), limits: nil,
                          lower: old + "/lower", idmappedLower: false).write(to: old + "/config.json")
 
-        try HostLayout.moveStopped(containers: containers, from: "c1", to: InstanceRef(name: "c1"))
+        try HostLayout.moveStopped(containers: containers, from: "c1", to: InstanceRef(name: "c1").hostName)
 
         let new = containers + "/default_c1"
         #expect(access(old, F_OK) != 0)
@@ -46,7 +46,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: containers + "/c1/upper", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: containers + "/default_c1/upper", withIntermediateDirectories: true)
         #expect(throws: RuntimeError.self) {
-            try HostLayout.moveStopped(containers: containers, from: "c1", to: InstanceRef(name: "c1"))
+            try HostLayout.moveStopped(containers: containers, from: "c1", to: InstanceRef(name: "c1").hostName)
         }
         #expect(access(containers + "/c1/upper", F_OK) == 0 && access(containers + "/default_c1/upper", F_OK) == 0)
     }
