@@ -217,9 +217,38 @@ public final class ContainerRuntime: Sendable {
         if !Mounts.under(from.dir).isEmpty { throw .invalid("mounts remain under \(from.dir); not renaming") }
         try? cgroups.remove(hostName(old))
         unlink(from.stateFile)
-        try HostLayout.moveStopped(containers: dataDir + "/containers", from: hostName(old), to: new.hostName)
+        // Moves with the directory and stays until the caller recorded the new name (`finishRename`).
+        try RenameMarker(from: old.hostName, to: new.hostName).write(to: from.dir + "/" + RenameMarker.file)
+        do {
+            try HostLayout.moveStopped(containers: dataDir + "/containers", from: hostName(old), to: new.hostName)
+        } catch {
+            unlink(from.dir + "/" + RenameMarker.file)
+            throw error
+        }
         _ = table.withLock { $0.legacy.removeValue(forKey: old) }
         logger.info("container renamed", metadata: ["from": "\(old)", "to": "\(new)"])
+    }
+
+    /// Ends a rename once its owner recorded the name the container now has: removes the
+    /// marker, and points config.json back into the directory if the agent died between
+    /// rewriting it and moving the directory (`HostLayout.repointLower`).
+    public func finishRename(of instance: InstanceRef) throws(RuntimeError) {
+        let dir = paths(instance).dir
+        try HostLayout.repointLower(dir: dir)
+        if unlink(dir + "/" + RenameMarker.file) != 0 && errno != ENOENT { throw .system("unlink", on: dir + "/" + RenameMarker.file, errno) }
+    }
+
+    /// Renames this host began and did not finish (the agent died before `finishRename`), for
+    /// the owner of the instances to settle against its database at agent start.
+    public func unfinishedRenames() -> [UnfinishedRename] {
+        let root = dataDir + "/containers"
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: root) else { return [] }
+        return entries.sorted().compactMap { entry in
+            guard let at = InstanceRef(hostName: entry),
+                  let marker = try? RenameMarker.read(from: root + "/" + entry + "/" + RenameMarker.file),
+                  let from = InstanceRef(hostName: marker.from), let to = InstanceRef(hostName: marker.to) else { return nil }
+            return UnfinishedRename(from: from, to: to, at: at)
+        }
     }
 
     // MARK: start / stop
@@ -799,6 +828,30 @@ struct StoredConfig: Codable {
     func write(to path: String) throws(RuntimeError) { try writeJSON(self, to: path) }
     static func read(from path: String) throws -> StoredConfig {
         try JSONDecoder().decode(StoredConfig.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+}
+
+/// A rename a host began: the container's directory is at `at` (one of the two names) and the
+/// database decides which name it keeps.
+public struct UnfinishedRename: Sendable, Equatable {
+    public let from: InstanceRef
+    public let to: InstanceRef
+    public let at: InstanceRef
+
+    public init(from: InstanceRef, to: InstanceRef, at: InstanceRef) {
+        (self.from, self.to, self.at) = (from, to, at)
+    }
+}
+
+/// containers/<name>/rename.json: a rename in flight (host names), until `finishRename`.
+struct RenameMarker: Codable {
+    static let file = "rename.json"
+    let from: String
+    let to: String
+
+    func write(to path: String) throws(RuntimeError) { try writeJSON(self, to: path) }
+    static func read(from path: String) throws -> RenameMarker {
+        try JSONDecoder().decode(RenameMarker.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 }
 

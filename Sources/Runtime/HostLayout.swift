@@ -31,4 +31,18 @@ enum HostLayout {
         }
         if rename(from, to) != 0 { throw .system("rename to \(to)", on: from, errno) }
     }
+
+    /// Points config.json's `lower` back at `dir`'s own shifted layer copy when it names the
+    /// copy of another directory under the same `containers/`: what a move interrupted between
+    /// rewriting config.json and moving the directory leaves behind.
+    static func repointLower(dir: String) throws(RuntimeError) {
+        let configPath = dir + "/config.json"
+        guard var config = try? StoredConfig.read(from: configPath), let lower = config.lower else { return }
+        let own = dir + "/lower"
+        let containers = String(dir[..<(dir.lastIndex(of: "/") ?? dir.startIndex)])
+        guard lower != own, lower.hasPrefix(containers + "/"), lower.hasSuffix("/lower"),
+              lower.dropFirst(containers.count + 1).split(separator: "/").count == 2 else { return }
+        config.lower = own
+        try config.write(to: configPath)
+    }
 }

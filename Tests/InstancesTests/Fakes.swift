@@ -111,7 +111,21 @@ final class FakeHost: ContainerHost {
             return nil
         }
         if let outcome { throw outcome }
+        pendingRenames.withLock { pending in
+            pending.removeAll { $0.at == old }
+            pending.append(UnfinishedRename(from: old, to: new, at: new))
+        }
     }
+
+    /// Renames begun and not finished, as the real host keeps them in a marker beside the files.
+    let pendingRenames = Mutex<[UnfinishedRename]>([])
+
+    func finishRename(of instance: InstanceRef) throws(RuntimeError) {
+        record("finish rename \(saw(instance))")
+        pendingRenames.withLock { $0.removeAll { $0.at == instance } }
+    }
+
+    func unfinishedRenames() -> [UnfinishedRename] { pendingRenames.withLock { $0 } }
 
     func state(instance ref: InstanceRef) -> ContainerState? {
         let name = saw(ref)

@@ -22,7 +22,8 @@ import Testing
             expected.name = "c2"
             #expect(try await h.row("c2") == expected, "only the name changes")
             #expect(h.host.names == ["c2"])
-            #expect(h.host.callLog == ["create c1", "rename c1 c2"])
+            #expect(h.host.callLog == ["create c1", "rename c1 c2", "finish rename c2"])
+            #expect(h.host.unfinishedRenames().isEmpty)
 
             events.close()
             var seen: [Event] = []
@@ -116,8 +117,9 @@ import Testing
             let done = try await h.finish(op)
             #expect(done.statusCode == StatusCode.failure.rawValue)
             #expect(done.err.contains("already exists"), "\(done.err)")
-            #expect(h.host.callLog == ["create c1", "rename c1 c2", "rename c2 c1"])
+            #expect(h.host.callLog == ["create c1", "rename c1 c2", "rename c2 c1", "finish rename c1"])
             #expect(h.host.names == ["c1"])
+            #expect(h.host.unfinishedRenames().isEmpty)
             #expect(try await h.row("c1") != nil)
         }
     }
@@ -131,6 +133,34 @@ import Testing
             #expect(done.err.contains("Renaming the files of c1"), "\(done.err)")
             #expect(try await h.rows().map(\.name) == ["c1"])
             #expect(h.host.names == ["c1"])
+        }
+    }
+
+    /// The agent died after the commit and before the marker went: at the next start the files
+    /// keep the new name the row has, and the marker goes.
+    @Test func atBootARenameTheDatabaseHoldsIsFinished() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            try h.host.renameContainer(from: InstanceRef(name: "c1"), to: InstanceRef(name: "c2"))
+            try await h.db.transaction { tx in try tx.renameInstance(name: "c1", to: "c2") }
+            await h.lifecycle.startOnBoot()
+            #expect(h.host.names == ["c2"])
+            #expect(h.host.unfinishedRenames().isEmpty)
+            #expect(h.host.callLog == ["create c1", "rename c1 c2", "finish rename c2"])
+        }
+    }
+
+    /// The agent died after moving the files and before the commit: at the next start the files
+    /// go back to the name the row still has.
+    @Test func atBootARenameTheDatabaseNeverSawIsUndone() async throws {
+        try await withHarness { h in
+            try await h.launch("c1")
+            try h.host.renameContainer(from: InstanceRef(name: "c1"), to: InstanceRef(name: "c2"))
+            await h.lifecycle.startOnBoot()
+            #expect(h.host.names == ["c1"])
+            #expect(h.host.unfinishedRenames().isEmpty)
+            #expect(h.host.callLog == ["create c1", "rename c1 c2", "rename c2 c1", "finish rename c1"])
+            #expect(try await h.rows().map(\.name) == ["c1"])
         }
     }
 }

@@ -270,6 +270,9 @@ struct ContainerTests {
         #expect(access(containers + "/default_r1/config.json", F_OK) == 0, "a refused rename leaves the directory")
 
         try f.runtime.renameContainer(from: "r1", to: "r2")
+        #expect(f.runtime.unfinishedRenames() == [UnfinishedRename(from: "r1", to: "r2", at: "r2")], "unfinished until the owner says so")
+        try f.runtime.finishRename(of: "r2")
+        #expect(f.runtime.unfinishedRenames().isEmpty)
         #expect(access(containers + "/default_r1", F_OK) != 0)
         #expect(try StoredConfig.read(from: containers + "/default_r2/config.json").lower == containers + "/default_r2/lower")
         #expect(throws: RuntimeError.notFound("r1")) { try f.runtime.renameContainer(from: "r1", to: "r3") }
