@@ -61,6 +61,7 @@ public enum Endpoints {
         .init("GET", "/1.0/instances/{name}", .client),
         .init("PUT", "/1.0/instances/{name}", .client),
         .init("PATCH", "/1.0/instances/{name}", .client),
+        // A rename, or a move to the member in ?target=.
         .init("POST", "/1.0/instances/{name}", .client),
         .init("DELETE", "/1.0/instances/{name}", .client),
         .init("GET", "/1.0/instances/{name}/state", .client),

@@ -15,6 +15,13 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
     func stop(instance: InstanceRef, force: Bool, timeout: Duration) async throws(RuntimeError)
     /// Removes a stopped container's files and cgroups; a missing one is not an error.
     func delete(instance: InstanceRef) throws(RuntimeError)
+    /// Renames a stopped container's files on this host (`old`'s directory becomes `new`'s);
+    /// refuses a running one, one holding a saved state, and a name whose directory exists.
+    func renameContainer(from old: InstanceRef, to new: InstanceRef) throws(RuntimeError)
+    /// Ends a rename once the database holds the name the container's files now have.
+    func finishRename(of instance: InstanceRef) throws(RuntimeError)
+    /// Renames begun on this host and not finished (the agent died in between).
+    func unfinishedRenames() -> [UnfinishedRename]
     /// Live figures; nil when there is no such container.
     func state(instance: InstanceRef) -> ContainerState?
     /// New limits for a running container.

@@ -170,10 +170,12 @@ public struct InstanceLifecycle: Sendable {
 
     // MARK: boot
 
-    /// After the agent starts (host reboot or agent restart): starts this member's instances that
-    /// are not running but should be, as LXD does: `boot.autostart=true`, or the key unset and
-    /// the instance was running when last seen. Failures are logged, one instance at a time.
+    /// After the agent starts (host reboot or agent restart): settles unfinished renames, then
+    /// starts this member's instances that are not running but should be, as LXD does:
+    /// `boot.autostart=true`, or the key unset and the instance was running when last seen.
+    /// Failures are logged, one instance at a time.
     public func startOnBoot() async {
+        await settleUnfinishedRenames()   // so an instance starts with its files under its name
         let rows: [InstanceRow]
         do {
             rows = try await context.db.transaction { tx in try tx.instances(memberID: context.member.id) }
