@@ -257,12 +257,33 @@ struct TreeStreamHostileTests {
         try Self.expectError(hostRoot.bytes, area: area, limits: mapped) { if case .overLimit(1, _) = $0 { true } else { false } }
     }
 
+    @Test func aDeepTreeIsBuiltAndRemoved() throws {
+        let area = try S.Area()
+        var build = StreamBuilder()
+        var path = "d"
+        for _ in 0..<1500 {
+            build.record(.directory, path, mode: 0o755)
+            path += "/d"
+        }
+        build.file(path, [1])
+        build.end()
+        #expect(try Self.apply(build.bytes, area: area) == nil)
+        #expect(S.lstatOf(area.root + "/" + path) != nil)
+        let applier = try TreeStreamApplier(root: area.root)
+        var remove = StreamBuilder()
+        remove.record(.remove, "d")
+        remove.end()
+        try applier.consume(remove.bytes)
+        #expect(try applier.finish().removed == 1)
+        #expect(S.names(area.root) == [])
+    }
+
     /// Random byte flips in a valid stream: errors, never a crash, never a write outside.
     @Test func flippedBytesNeverEscape() throws {
         let area = try S.Area()
         let source = try area.fresh("source")
         try S.make(dir: source + "/d")
-        try S.write(source + "/d/f", [UInt8](repeating: 0x5a, count: 3000))
+        try S.write(source + "/d/f", [UInt8](repeating: 0x5a, count: 200))
         try S.check(link(source + "/d/f", source + "/hard"), "link")
         try S.check(symlink(area.outside, source + "/esc"), "symlink")
         try S.check(symlink(area.base, source + "/up"), "symlink")

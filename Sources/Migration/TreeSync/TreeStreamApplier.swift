@@ -64,8 +64,9 @@ public struct TreeApplyReport: Sendable, Equatable {
 /// `cr_xattr_*`). A symlink the stream made earlier therefore stays a symlink: a later path
 /// through it is refused, never written where it points.
 ///
-/// Entries other than directories are made under a temporary name in their directory and
-/// renamed over the old one; an existing directory is kept and its metadata updated. Order per
+/// Entries other than directories are made at their name when it is free, else under a
+/// temporary name in their directory and renamed over the old entry (which stays whole until
+/// then); an existing directory is kept and its metadata updated. Order per
 /// entry: owner, mode (chown clears setuid), xattrs (chown also clears security.capability),
 /// times. Directory times are set in `finish`, after their children changed them; directories
 /// whose entries changed but which the stream does not describe get their times back.
@@ -102,8 +103,9 @@ public final class TreeStreamApplier {
         var parentFD: Int32
         var parent: TreePath
         var path: TreePath
+        /// The name it is written under: its own, or a temporary one when something was there.
         var name: [CChar]
-        var temporary: [CChar]
+        var temporary: Bool
         var header: TreeStreamFormat.RecordHeader
         var xattrs: [(name: [UInt8], value: [UInt8])]
         var extentEnd: UInt64 = 0
@@ -455,23 +457,55 @@ public final class TreeStreamApplier {
         report.removed += 1
     }
 
-    /// Removes the entry `name` of `parent` with everything below it; absent is fine.
+    /// Removes the entry `name` of `parent` with everything below it; absent is fine. Depth
+    /// first with an explicit stack (one open fd per level): a hostile tree thousands of
+    /// levels deep cannot exhaust the thread's stack.
     private func removeEntry(_ parent: Int32, _ name: [CChar], path: TreePath) throws(TreeSyncError) {
         var st = stat()
         if fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0 {
             if errno == ENOENT { return }
             throw .io(operation: "stat", path: joined(root, path), errno: errno)
         }
-        if st.st_mode & S_IFMT == S_IFDIR {
-            let fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            guard fd >= 0 else { throw .io(operation: "open directory", path: joined(root, path), errno: errno) }
-            defer { close(fd) }
-            for child in try listNames(fd, path: path) {
-                try removeEntry(fd, child.map { CChar(bitPattern: $0) }, path: path.appending(child.dropLast()))
-            }
-            try check(unlinkat(parent, name, AT_REMOVEDIR), "remove directory", path)
-        } else {
+        guard st.st_mode & S_IFMT == S_IFDIR else {
             try check(unlinkat(parent, name, 0), "remove", path)
+            return
+        }
+        struct Frame {
+            var fd: Int32
+            var name: [CChar]
+            var path: TreePath
+            var children: [[UInt8]]
+            var next = 0
+        }
+        var stack: [Frame] = []
+        defer { for frame in stack { close(frame.fd) } }
+        func push(_ holder: Int32, _ name: [CChar], _ path: TreePath) throws(TreeSyncError) {
+            let fd = openat(holder, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { throw .io(operation: "open directory", path: joined(root, path), errno: errno) }
+            stack.append(Frame(fd: fd, name: name, path: path, children: []))
+            stack[stack.count - 1].children = try listNames(fd, path: path)
+        }
+        try push(parent, name, path)
+        while let top = stack.last {
+            if top.next == top.children.count {
+                stack.removeLast()
+                close(top.fd)
+                try check(unlinkat(stack.last?.fd ?? parent, top.name, AT_REMOVEDIR), "remove directory", top.path)
+                continue
+            }
+            stack[stack.count - 1].next += 1
+            let child = top.children[top.next]
+            let childName = child.map { CChar(bitPattern: $0) }
+            let childPath = top.path.appending(child.dropLast())
+            if fstatat(top.fd, childName, &st, AT_SYMLINK_NOFOLLOW) != 0 {
+                if errno == ENOENT { continue }
+                throw .io(operation: "stat", path: joined(root, childPath), errno: errno)
+            }
+            if st.st_mode & S_IFMT == S_IFDIR {
+                try push(top.fd, childName, childPath)
+            } else {
+                try check(unlinkat(top.fd, childName, 0), "remove", childPath)
+            }
         }
     }
 
@@ -548,18 +582,29 @@ public final class TreeStreamApplier {
         create: (Int32, UnsafePointer<CChar>) -> Int32
     ) throws(TreeSyncError) {
         let parent = try parentDirectory(of: path)
-        let temporary = temporaryName()
-        _ = unlinkat(parent, temporary, 0)
-        try check(temporary.withUnsafeBufferPointer { create(parent, $0.baseAddress!) }, "create", path)
-        try check(fchownat(parent, temporary, h.uid, h.gid, AT_SYMLINK_NOFOLLOW), "chown", path)
+        let (made, temporary) = try place(parent, path) { create(parent, $0) }
+        try check(fchownat(parent, made, h.uid, h.gid, AT_SYMLINK_NOFOLLOW), "chown", path)
         // Symlinks have no mode of their own on Linux; the others were just made here, so the
         // name is not a symlink and chmod cannot follow one.
         if h.kind != TreeStreamFormat.RecordKind.symlink.rawValue {
-            try check(fchmodat(parent, temporary, mode_t(h.mode), 0), "chmod", path)
+            try check(fchmodat(parent, made, mode_t(h.mode), 0), "chmod", path)
         }
-        try setXattrs(xattrs, fd: parent, name: temporary, path: path, replacing: false)
-        try check(utimensat(parent, temporary, times(h), AT_SYMLINK_NOFOLLOW), "set times of", path)
-        try replace(parent, temporary, with: path)
+        try setXattrs(xattrs, fd: parent, name: made, path: path, replacing: false)
+        try check(utimensat(parent, made, times(h), AT_SYMLINK_NOFOLLOW), "set times of", path)
+        if temporary { try replace(parent, made, with: path) }
+    }
+
+    /// Creates `path` with `create` (which returns 0 or -1 with errno) at its own name when
+    /// nothing is there (the common case, one call), else under a temporary name to be renamed
+    /// over the old entry by `replace`. Returns the name used and whether it is temporary.
+    private func place(_ parent: Int32, _ path: TreePath, create: (UnsafePointer<CChar>) -> Int32) throws(TreeSyncError) -> (name: [CChar], temporary: Bool) {
+        let name = cName(path)
+        if name.withUnsafeBufferPointer({ create($0.baseAddress!) }) == 0 { return (name, false) }
+        guard errno == EEXIST else { throw .io(operation: "create", path: joined(root, path), errno: errno) }
+        let temporary = temporaryName()
+        _ = unlinkat(parent, temporary, 0)
+        try check(temporary.withUnsafeBufferPointer { create($0.baseAddress!) }, "create", path)
+        return (temporary, true)
     }
 
     /// Renames the temporary entry over `path`, removing a directory in the way first.
@@ -592,29 +637,27 @@ public final class TreeStreamApplier {
             report.hardlinks += 1
             return  // already this inode
         }
-        let temporary = temporaryName()
-        _ = unlinkat(parent, temporary, 0)
         // Flags 0: a link to a symlink links the symlink itself.
-        try check(linkat(targetParent, targetName, parent, temporary, 0), "link \(target) as", path)
-        try replace(parent, temporary, with: path)
+        let (made, temporary) = try place(parent, path) { linkat(targetParent, targetName, parent, $0, 0) }
+        if temporary { try replace(parent, made, with: path) }
         report.hardlinks += 1
     }
 
     private func startFile(_ path: TreePath, _ h: TreeStreamFormat.RecordHeader, _ xattrs: [(name: [UInt8], value: [UInt8])]) throws(TreeSyncError) {
         let parent = dup(try parentDirectory(of: path))
         guard parent >= 0 else { throw .io(operation: "dup", path: root, errno: errno) }
-        let temporary = temporaryName()
-        _ = unlinkat(parent, temporary, 0)
-        let fd = openat(parent, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            let e = errno
+        var fd: Int32 = -1
+        let made: (name: [CChar], temporary: Bool)
+        do {
+            made = try place(parent, path) {
+                fd = openat(parent, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                return fd >= 0 ? 0 : -1
+            }
+        } catch {
             close(parent)
-            throw .io(operation: "create", path: joined(root, path), errno: e)
+            throw error
         }
-        file = OpenFile(fd: fd, parentFD: parent, parent: path.parent!, path: path, name: cName(path), temporary: temporary, header: h, xattrs: xattrs)
-        if h.payloadLength > 0, ftruncate(fd, off_t(h.payloadLength)) != 0 {
-            throw .io(operation: "size", path: joined(root, path), errno: errno)
-        }
+        file = OpenFile(fd: fd, parentFD: parent, parent: path.parent!, path: path, name: made.name, temporary: made.temporary, header: h, xattrs: xattrs)
     }
 
     private func writeData(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(TreeSyncError) {
@@ -634,23 +677,29 @@ public final class TreeStreamApplier {
     private func finishFile() throws(TreeSyncError) {
         guard let open = file else { return }
         let h = open.header
+        // A hole at the end: the size is set here, holes between extents were never written.
+        if open.extentEnd < h.payloadLength, ftruncate(open.fd, off_t(h.payloadLength)) != 0 {
+            throw .io(operation: "size", path: joined(root, open.path), errno: errno)
+        }
         try check(fchown(open.fd, h.uid, h.gid), "chown", open.path)
         try check(fchmod(open.fd, mode_t(h.mode)), "chmod", open.path)
         try setXattrs(open.xattrs, fd: open.fd, name: nil, path: open.path, replacing: false)
         try check(futimens(open.fd, times(h)), "set times of", open.path)
         close(open.fd)
         file?.fd = -1
-        try replace(open.parentFD, open.temporary, with: open.path)
+        if open.temporary { try replace(open.parentFD, open.name, with: open.path) }
         close(open.parentFD)
         file = nil
         report.files += 1
     }
 
-    /// Closes and removes a file left half-received.
+    /// Closes and removes a file left half-received (under its temporary name or, when its
+    /// name was free, its own).
     private func discardFile() {
         guard let open = file else { return }
         if open.fd >= 0 { close(open.fd) }
-        _ = unlinkat(open.parentFD, open.temporary, 0)
+        // Made by this stream either way: a half-received file is not left looking whole.
+        _ = unlinkat(open.parentFD, open.name, 0)
         close(open.parentFD)
         file = nil
     }

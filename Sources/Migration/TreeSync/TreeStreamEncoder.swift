@@ -169,6 +169,9 @@ private struct EncodingSession {
     }
 
     private mutating func send(_ path: TreePath) throws {
+        guard path.bytes.count <= TreeStreamFormat.maxPathLength else {
+            throw TreeSyncError.io(operation: "send (the path is longer than the stream's 4096 bytes)", path: joined(root, path), errno: ENAMETOOLONG)
+        }
         let parent: Int32
         let name: [CChar]?
         if let parentPath = path.parent {
