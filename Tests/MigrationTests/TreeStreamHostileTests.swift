@@ -119,6 +119,33 @@ struct TreeStreamHostileTests {
         #expect(S.xattrs(area.root + "/d")["user.x"] == [1])
     }
 
+    @Test func aRecordReplacesWhateverIsAtItsPath() throws {
+        let area = try S.Area()
+        var first = StreamBuilder()
+        first.record(.directory, "x")
+        first.file("x/c", [1])
+        first.record(.symlink, "s", payload: Array(area.outside.utf8))
+        first.file("f", [2])
+        first.record(.fifo, "p")
+        first.end()
+        #expect(try Self.apply(first.bytes, area: area) == nil)
+        let applier = try TreeStreamApplier(root: area.root)
+        var second = StreamBuilder()
+        second.file("x", [3])  // over a directory with a child
+        second.file("s", [4])  // over a symlink: replaces the link, writes nothing where it points
+        second.record(.directory, "f", mode: 0o711)  // over a file
+        second.record(.hardlink, "p", payload: Array("x".utf8))  // over a fifo
+        second.end()
+        try applier.consume(second.bytes)
+        _ = try applier.finish()
+        #expect(S.read(area.root + "/x") == [3])
+        #expect(S.read(area.root + "/s") == [4])
+        #expect(S.lstatOf(area.root + "/f").map { $0.st_mode & 0o170777 } == S_IFDIR | 0o711)
+        #expect(S.lstatOf(area.root + "/p")?.st_ino == S.lstatOf(area.root + "/x")?.st_ino)
+        #expect(S.names(area.outside) == [])
+        #expect(S.names(area.root).sorted() == ["f", "p", "s", "x"], "no temporary names left")
+    }
+
     @Test func pathsThatLeaveTheRootAreMalformed() throws {
         let area = try S.Area()
         for path in ["..", "../outside/pwned", "d/../../outside/pwned", area.outside + "/pwned", "./x", "a//b", "a/", "x\u{0}y"] {

@@ -38,6 +38,18 @@ struct TreeSyncTests {
             store(UInt32(1 << 13), $0.baseAddress!, 4)
         }
         try S.setXattr(s + "/bin/ping", "security.capability", capability)
+        // A POSIX ACL (version 2): user::rw-, user:1000001:r--, group::r--, mask::r--, other::r--.
+        var acl = [UInt8](repeating: 0, count: 4 + 5 * 8)
+        acl.withUnsafeMutableBytes { raw in
+            store(UInt32(2), raw.baseAddress!, 0)
+            for (i, (tag, perm, id)) in [(UInt16(1), UInt16(6), UInt32.max), (2, 4, base + 1), (4, 4, .max), (0x10, 4, .max), (0x20, 4, .max)].enumerated() {
+                store(tag, raw.baseAddress!, 4 + 8 * i)
+                store(perm, raw.baseAddress!, 6 + 8 * i)
+                store(id, raw.baseAddress!, 8 + 8 * i)
+            }
+        }
+        try S.write(s + "/etc/acl", "with an access ACL")
+        try S.setXattr(s + "/etc/acl", "system.posix_acl_access", acl)
         try S.write(s + "/bin/a", "one inode, two names")
         try S.check(link(s + "/bin/a", s + "/bin/b"), "link")
         // 1 GiB holding 4 KiB at 512 MiB.
@@ -83,6 +95,7 @@ struct TreeSyncTests {
         #expect(S.xattrs(target + "/opaque")["trusted.overlay.opaque"] == Array("y".utf8))
         #expect(S.xattrs(target + "/notes")["user.note"] == Array("hello".utf8))
         #expect(S.xattrs(target + "/bin/ping")["security.capability"] != nil)
+        #expect(S.xattrs(target + "/etc/acl")["system.posix_acl_access"] != nil)
         let su = try #require(S.lstatOf(target + "/bin/su"))
         #expect(su.st_mode & 0o7777 == 0o4755 && su.st_uid == Self.base)
         #expect(S.link(target + "/links/absolute") == "/etc/passwd")
@@ -106,6 +119,8 @@ struct TreeSyncTests {
         try S.make(dir: s + "/d/y")
         try S.write(s + "/d/y/z", "z")
         try S.write(s + "/k", "a file that becomes a directory")
+        try S.make(dir: s + "/e")
+        try S.write(s + "/e/child", "a directory that becomes a file")
         try S.write(s + "/h1", "linked later")
         try S.write(s + "/x", "gets an xattr")
         S.settle()
@@ -121,14 +136,16 @@ struct TreeSyncTests {
         try S.make(dir: s + "/k")
         try S.write(s + "/k/inside", "inside")
         try S.check(link(s + "/h1", s + "/h2"), "link")
+        S.removeTree(s + "/e")
+        try S.write(s + "/e", "now a file")
         try S.setXattr(s + "/x", "user.added", [1, 2, 3])
         S.settle()
         let second = try S.round(from: s, to: area.root, previous: first.manifest)
-        #expect(second.delta.removed == ["d", "k"])
-        #expect(second.delta.sent == ["", "a", "a/change", "a/chmod", "a/chown", "a/new", "h1", "h2", "k", "k/inside", "x"])
-        // change, chmod, chown, new, h1, inside, x; h2 is a hard-link record.
-        #expect(second.encoded.files == 7)
-        #expect(second.applied.removed == 2 && second.applied.hardlinks == 1)
+        #expect(second.delta.removed == ["d", "e", "k"])
+        #expect(second.delta.sent == ["", "a", "a/change", "a/chmod", "a/chown", "a/new", "e", "h1", "h2", "k", "k/inside", "x"])
+        // change, chmod, chown, new, e, h1, inside, x; h2 is a hard-link record.
+        #expect(second.encoded.files == 8)
+        #expect(second.applied.removed == 3 && second.applied.hardlinks == 1)
         #expect(try S.differences(s, area.root) == [])
         #expect(second.delta.estimatedBytes < first.delta.estimatedBytes)
 
