@@ -358,5 +358,19 @@ struct TreeStreamHostileTests {
             #expect(S.read(area.outside + "/keep") == Array("must stay".utf8))
         }
         print("flipped streams: \(outcomes.sorted { $0.key < $1.key })")
+
+        // Random bytes after a valid stream header.
+        for _ in 0..<200 {
+            var stream = Array(valid[0..<TreeStreamFormat.streamHeaderSize])
+            for _ in 0..<Int.random(in: 1...2000, using: &random) { stream.append(UInt8.random(in: 0...255, using: &random)) }
+            S.removeTree(area.root)
+            try S.make(dir: area.root)
+            let applier = try TreeStreamApplier(root: area.root, limits: limits)
+            #expect(throws: TreeSyncError.self) {
+                try applier.consume(stream)
+                _ = try applier.finish()
+            }
+            #expect(area.outsideListing() == listing)
+        }
     }
 }

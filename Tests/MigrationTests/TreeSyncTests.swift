@@ -155,6 +155,44 @@ struct TreeSyncTests {
         #expect(try S.differences(s, area.root) == [])
     }
 
+    /// A running container changes files between the scan and their reading: the round still
+    /// applies (a shrunk file padded to the size its header gave, a vanished one skipped) and
+    /// the next round brings the target level with the source.
+    @Test func aTreeChangingWhileItIsSentIsCaughtUpNextRound() throws {
+        let area = try S.Area()
+        let s = try area.fresh("source")
+        try S.write(s + "/a-big", [UInt8](repeating: 0x11, count: 3 << 20))
+        try S.write(s + "/b-small", "gone before it is read")
+        try S.make(dir: s + "/c-dir")
+        try S.write(s + "/c-dir/inner", "its directory becomes a symlink before it is read")
+        S.settle()
+        let manifest = try TreeManifest.scan(root: s)
+        let delta = TreeDelta.between(previous: nil, current: manifest)
+        let applier = try TreeStreamApplier(root: area.root)
+        var flushes = 0
+        let encoded = try TreeStreamEncoder(root: s, manifest: manifest, delta: delta).encode { chunk in
+            flushes += 1
+            if flushes == 1 {  // inside a-big's data
+                #expect(truncate(s + "/a-big", 1 << 20) == 0)
+                S.removeTree(s + "/b-small")
+                S.removeTree(s + "/c-dir")
+                #expect(symlink(area.outside, s + "/c-dir") == 0)
+            }
+            try applier.consume(chunk)
+        }
+        _ = try applier.finish()
+        // b-small, and c-dir/inner (its directory is now a symlink, not walked through); c-dir
+        // itself went as the symlink it had become, its target copied verbatim.
+        #expect(encoded.vanished == 2)
+        #expect(S.link(area.root + "/c-dir") == area.outside)
+        #expect(S.lstatOf(area.root + "/a-big")?.st_size == 3 << 20)
+        #expect(S.names(area.outside) == [])
+        S.settle()
+        let next = try S.round(from: s, to: area.root, previous: manifest)
+        #expect(next.delta.removed == ["b-small", "c-dir"])
+        #expect(try S.differences(s, area.root) == [])
+    }
+
     @Test func aMountPointIsNotScanned() throws {
         let area = try S.Area()
         let s = try area.fresh("source")
