@@ -185,16 +185,17 @@ public final class TreeStreamApplier {
             throw error
         }
         for (path, times) in directoryTimes.sorted(by: { $0.key < $1.key }) {
-            var result: Int32
-            if let parent = path.parent {
-                guard let parentFD = try? walker.directory(parent) else { continue }  // removed later in the stream
-                result = withCString(path.components.last!) { utimensat(parentFD, $0, [times.0, times.1], AT_SYMLINK_NOFOLLOW) }
-            } else {
-                result = futimens(rootFD, [times.0, times.1])
+            if path.isRoot {
+                try check(futimens(rootFD, [times.0, times.1]), "set times of", path)
+                continue
             }
-            if result != 0, errno != ENOENT {
-                throw .io(operation: "set times of", path: joined(root, path), errno: errno)
-            }
+            // Whatever is at the path now: only a directory gets a directory's times (a later
+            // record may have removed it or put something else there).
+            guard let parentFD = try? walker.directory(path.parent!) else { continue }
+            let fd = withCString(path.components.last!) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            try check(futimens(fd, [times.0, times.1]), "set times of", path)
         }
         directoryTimes = [:]
         return report
