@@ -238,6 +238,17 @@ struct TreeStreamHostileTests {
             let error = try Self.apply(stream, area: area, limits: small)
             #expect(error.map(check) == true, "\(name): \(String(describing: error))")
         }
+        // Limits as large as they go: the arithmetic on lengths still cannot overflow.
+        let huge = TreeApplyLimits(maxTotalBytes: .max, maxFileSize: .max)
+        let hugeCases: [[UInt8]] = [
+            only { $0.record(.regular, "f") { $0.payloadLength = .max } },
+            only { $0.record(.regular, "f") { $0.payloadLength = UInt64(Int64.max) }; $0.extent(1, UInt64(Int64.max), []) },
+            only { $0.record(.regular, "f") { $0.payloadLength = UInt64(Int64.max) }; $0.extent(.max - 1, 1, []) },
+            only { $0.record(.regular, "f") { $0.payloadLength = UInt64(Int64.max) }; $0.extent(0, UInt64(Int64.max), [1, 2, 3]) },
+        ]
+        for stream in hugeCases {
+            #expect(try Self.apply(stream, area: area, limits: huge) != nil)
+        }
     }
 
     @Test func headerAndEndLiesAreRefused() throws {

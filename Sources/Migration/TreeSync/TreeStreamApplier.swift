@@ -16,7 +16,9 @@ public struct TreeApplyLimits: Sendable, Equatable {
     /// Records (entries and removals).
     public var maxEntries: Int
     /// Size of one regular file (its holes included).
-    public var maxFileSize: UInt64
+    public var maxFileSize: UInt64 {
+        didSet { maxFileSize = min(maxFileSize, UInt64(Int64.max)) }
+    }
     /// Bytes of one record's xattr block.
     public var maxXattrBytes: Int
     public var devices: Devices
@@ -29,7 +31,8 @@ public struct TreeApplyLimits: Sendable, Equatable {
     ) {
         self.maxTotalBytes = maxTotalBytes
         self.maxEntries = maxEntries
-        self.maxFileSize = maxFileSize
+        // Offsets become off_t: never above Int64.max, whatever the caller asks.
+        self.maxFileSize = min(maxFileSize, UInt64(Int64.max))
         self.maxXattrBytes = maxXattrBytes
         self.devices = devices
         self.ownerRange = ownerRange
@@ -243,7 +246,7 @@ public final class TreeStreamApplier {
             guard length > 0, offset >= open.extentEnd, length <= size, offset <= size - length else {
                 throw .malformed(record: record, "extent \(offset)+\(length) of \(open.path) is empty, overlaps the previous one or lies past the size \(size)")
             }
-            guard report.dataBytes + length <= limits.maxTotalBytes else {
+            guard length <= limits.maxTotalBytes - report.dataBytes else {
                 throw .overLimit(record: record, "more than \(limits.maxTotalBytes) bytes of file data")
             }
             open.extentEnd = offset + length
