@@ -1,6 +1,13 @@
 /// What one round of a tree copy sends: the difference between the manifest the target was
 /// brought to last round (nil for the first round) and the source's manifest now. Pure.
 ///
+/// A move, on the source: `previous = nil`; each round scans (`TreeManifest.scan`), takes
+/// `between(previous:current:)`, encodes it (`TreeStreamEncoder`) to the target's
+/// `TreeStreamApplier`, then `previous = current`; rounds repeat while `estimatedBytes`
+/// shrinks; the last round runs the same way once the container is frozen. `previous` is
+/// always the source's own earlier scan (what was read is at least as new as it), never a scan
+/// of the target.
+///
 /// Rules:
 /// - An entry is sent when it is new, or when its kind, mode, owner, size, mtime, ctime or
 ///   inode changed (ctime moves on every xattr, owner or link-count change, so those are

@@ -130,7 +130,8 @@ public struct TreeManifest: Sendable, Equatable {
     public var entries: [TreePath: Entry]
     /// Wall clock (ns) when the scan began. A file changed in the same clock tick as its scan
     /// can keep the ctime the scan saw (file times come from a coarse clock), so `TreeDelta`
-    /// sends again anything whose ctime was that close to the scan.
+    /// sends again anything whose ctime was that close to the scan. A manifest built by hand
+    /// with 0 here has every entry count as racy (so, sent again).
     public var scanStartedNanoseconds: Int64
 
     public init(entries: [TreePath: Entry] = [:], scanStartedNanoseconds: Int64 = 0) {
