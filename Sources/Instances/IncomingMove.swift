@@ -131,7 +131,8 @@ extension InstanceLifecycle {
             let spec = try context.spec(for: row)
             let host = context.host
             try await Blocking.run { try host.create(spec) }
-            let marker = MoveMarker(token: request.token, project: project, name: name, peer: request.source, method: method.rawValue)
+            let marker = MoveMarker(token: request.token, project: project, name: name, peer: request.source, method: method.rawValue,
+                                    idmapBase: row.idmapBase)
             do {
                 try marker.write(to: dir + "/" + Self.incomingMarker)
             } catch {
@@ -161,7 +162,7 @@ extension InstanceLifecycle {
                 try? FileManager.default.removeItem(atPath: root)
                 try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             }
-            return try TreeStreamApplier(root: root, limits: .init())
+            return try TreeStreamApplier(root: root, limits: Self.moveLimits(stream, idmapBase: marker.idmapBase))
         }
         do {
             try await Blocking.run {
@@ -173,6 +174,22 @@ extension InstanceLifecycle {
             await incoming.endPart(token: token, finished: false, failed: true)
             throw InstancesError.invalid("Move of \(marker.ref): \(stream.rawValue) round \(round) part \(part) refused: \(error)")
         }
+    }
+
+    /// What a moved tree may hold: the root filesystem's files belong to the instance's mapped
+    /// ids (a privileged instance's to anyone), the checkpoint images to root; no device nodes
+    /// but overlay whiteouts.
+    static func moveLimits(_ stream: MoveStream, idmapBase: Int64?) -> TreeApplyLimits {
+        var limits = TreeApplyLimits(devices: .whiteoutsOnly)
+        switch stream {
+        case .state:
+            limits.ownerRange = 0...0
+        case .rootfs:
+            if let base = idmapBase, let low = UInt32(exactly: base), let high = UInt32(exactly: base + 65_535) {
+                limits.ownerRange = low...high
+            }
+        }
+        return limits
     }
 
     /// Target side, step 3: take the instance over. Live: restore it, then commit; stateless:

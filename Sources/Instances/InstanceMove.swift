@@ -383,6 +383,9 @@ struct MoveMarker: Codable, Sendable, Equatable {
     /// The other end's member name.
     var peer: String
     var method: String
+    /// The instance's host uid/gid block (nil: privileged): the files a move brings must be owned
+    /// inside it.
+    var idmapBase: Int64? = nil
 
     var ref: InstanceRef { InstanceRef(project: project, name: name) }
 
