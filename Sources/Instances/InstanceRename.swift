@@ -58,7 +58,7 @@ extension InstanceLifecycle {
             do {
                 now = try await context.db.transaction { tx in try tx.instance(name: new.name, project: new.project) }
             } catch {
-                throw InstancesError.internal("The database did not say whether renaming \(old) to \(new.name) applied (\(what)) nor answered after it (\(error)): the files stay under \(new.hostName) on member \(context.member.name). Once the database answers, if the instance is still listed as \(old.name), move containers/\(new.hostName) back to containers/\(old.hostName)")
+                throw InstancesError.internal("The database did not say whether renaming \(old) to \(new.name) applied (\(what)) nor answered after it (\(error)): the files stay under \(new.hostName) on member \(context.member.name), marked as a rename in flight; the next start of that member's agent gives them the name the database has")
             }
             if now?.id == r.id {
                 finishRename(of: new)

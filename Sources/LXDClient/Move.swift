@@ -20,4 +20,16 @@ extension LXDClient {
         progress?(op)
         return try await wait(operation: op.id, slice: 1, progress: progress)
     }
+
+    /// Copies instance `name` to a new instance `newName` (`POST /1.0/instances[?target=MEMBER]`
+    /// with LXD's local-copy source `{"type": "copy", "source": NAME, "live": …}`); waits for
+    /// the operation, handing it to `progress` about once a second, and returns it.
+    @discardableResult
+    public func copyInstance(_ name: String, to newName: String, target: String?, live: Bool,
+                             progress: (@Sendable (APITypes.Operation) -> Void)? = nil) async throws -> APITypes.Operation {
+        let post = InstancesPost(name: newName, source: .init(type: "copy", source: name, live: live))
+        let op = try await start(.POST, APIPath.instances, query: target.map { [QueryItem("target", $0)] } ?? [], json: post)
+        progress?(op)
+        return try await wait(operation: op.id, slice: 1, progress: progress)
+    }
 }

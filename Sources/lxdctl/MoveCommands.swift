@@ -59,6 +59,39 @@ struct Move: AsyncParsableCommand {
     }
 }
 
+struct Copy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy an instance to a new one, on the same member or another (--target).",
+        discussion: """
+            A running instance is copied from a consistent freeze of it unless --stateless is given; the copy is
+            created stopped. Progress is shown as for move.
+            """)
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Instance to copy.") var name: String
+    @Argument(help: "Name of the copy.") var newName: String
+    @Option(help: "Cluster member to create the copy on (default: the scheduler's choice).") var target: String?
+    @Flag(help: "Copy a running instance's files without freezing it.") var stateless = false
+
+    func run() async throws {
+        let (client, name) = try connection.target(self.name)
+        let current = try await client.instance(name)
+        let live = !stateless && current.knownStatus == .running
+        let display = ProgressLine(terminal: Terminal.isTerminal(1))
+        let done: APITypes.Operation
+        do {
+            done = try await client.copyInstance(name, to: newName, target: target.flatMap { $0.isEmpty ? nil : $0 }, live: live) { op in
+                display.show(MoveProgress.line(op.metadata))
+            }
+        } catch {
+            display.end()
+            throw error
+        }
+        display.end()
+        let figures = MoveProgress.figures(done.metadata).map { ": " + $0 } ?? ""
+        Output.stdout("Copied \(name) to \(newName)\(target.map { " on \($0)" } ?? "")\(figures)\n")
+    }
+}
+
 /// A progress line: rewritten in place on a terminal, else printed once per change (logs and
 /// pipes get whole lines, no carriage returns).
 final class ProgressLine: Sendable {

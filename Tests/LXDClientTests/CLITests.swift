@@ -273,7 +273,7 @@ struct CLITests {
             switch (request.method, request.path) {
             case ("GET", "/1.0/instances/c1"):
                 return LiveSocketTests.sync(Self.instance("c1", status.withLock { $0 }, pid: 0, memory: 0))
-            case ("POST", "/1.0/instances/c1"):
+            case ("POST", "/1.0/instances/c1"), ("POST", "/1.0/instances"):
                 waits.withLock { $0 = 0 }
                 return LiveSocketTests.async(LiveSocketTests.op("mv", .running))
             case ("GET", "/1.0/operations/mv/wait"):
@@ -316,6 +316,19 @@ struct CLITests {
         #expect(post.body == ["name": .string("c2"), "migration": .bool(false)])
         #expect(try await CLI.run(["move", "c1", "c3"], socket: server.path).status == 0)
         #expect(try lastPost().body["name"] == .string("c3"))
+
+        // copy: LXD's local-copy source, as lxc copy sends it within a cluster.
+        status.withLock { $0 = .running }
+        let copied = try await CLI.run(["copy", "c1", "c9", "--target", "m3"], socket: server.path)
+        #expect(copied.status == 0, "\(copied.stderr)")
+        #expect(copied.stdout.hasSuffix("Copied c1 to c9 on m3: downtime 120 ms, total 480 ms\n"), "\(copied.stdout)")
+        post = try lastPost()
+        #expect(post.query == ["target": "m3"])
+        #expect(post.body["name"] == .string("c9"))
+        #expect(post.body["source"] == .object(["type": .string("copy"), "source": .string("c1"), "live": .bool(true)]))
+        #expect(try await CLI.run(["copy", "c1", "c8", "--stateless"], socket: server.path).status == 0)
+        #expect(try lastPost().query.isEmpty)
+        #expect(try lastPost().body["source"]?["live"] == .bool(false))
 
         let noTarget = try await CLI.run(["move", "c1"], socket: server.path)
         #expect(noTarget.status == 1 && noTarget.stderr == "Error: name the member to move c1 to: lxdctl move c1 --target MEMBER\n")
