@@ -1,6 +1,7 @@
 import Foundation
 import InstanceConfig
 import Logging
+import Runtime
 import Synchronization
 
 /// What CRIU needs to know about a running container to checkpoint it.
@@ -14,6 +15,9 @@ public struct CheckpointTarget: Sendable, Equatable {
     public var console: ExternalConsole?
     /// The container's network namespace holds lo alone: nothing of it needs dumping.
     public var onlyLoopback: Bool
+    /// The container's own cgroup2 subgroups (relative, parents first): kept beside the images
+    /// (`CgroupTree.fileName`) so the restore makes the empty ones too.
+    public var cgroupTree: [String] = []
 
     public init(pid: Int32, freezerCgroup: String?, console: ExternalConsole? = nil, onlyLoopback: Bool = false) {
         self.pid = pid
@@ -180,11 +184,14 @@ public struct Checkpointer: Sendable {
             request.networkLock = .skip
         }
         request.irmapScanPaths = Self.irmapScanPaths
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
         if let console = target.console {
             request.externals += console.dumpExternals
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
             try Data(console.ttyKey.utf8).write(to: URL(fileURLWithPath: directory + "/" + ExternalConsole.keyFile))
+        }
+        if !target.cgroupTree.isEmpty {
+            try Data(CgroupTree.encode(target.cgroupTree).utf8).write(to: URL(fileURLWithPath: directory + "/" + CgroupTree.fileName))
         }
         let dumped = try await driver.dump(request)
         if !options.leaveRunning && !options.leaveStopped {
