@@ -157,7 +157,8 @@ public struct Checkpointer: Sendable {
     /// Where watched directories are that CRIU's own hints (/etc, the root, a few others) miss:
     /// dbus-daemon watches /usr/share/dbus-1/system.d, and without this hint a Debian 12
     /// container's dump fails with "Can't dump that handle" (overlayfs has no file handles).
-    static let irmapScanPaths = ["/usr/share/dbus-1"]
+    /// systemd-logind, once restarted, watches the timezone file (/etc/localtime's target).
+    static let irmapScanPaths = ["/usr/share/dbus-1", "/usr/share/zoneinfo"]
 
     public init(driver: CRIUDriver, logger: Logger = Logger(label: "lxd.migration.checkpoint")) {
         self.driver = driver
