@@ -133,9 +133,11 @@ final class MoveTests {
         try m1.ok(["delete", "--force", "c3"])
     }
 
-    /// A Debian container with systemd, moved live twice, after a unit restart (its empty,
-    /// watched slices and the timezone watch of a new logind must come along): still `running`,
-    /// same processes.
+    /// A Debian container with systemd, moved live after a unit restart (its empty, watched
+    /// slices and the timezone watch of a new logind must come along): still `running`, same
+    /// processes. Then moved on statelessly: a second live move of a restored Debian container
+    /// is refused by CRIU today (logind's own mount namespace keeps a bind of the first
+    /// console; docs/migration.md, "What cannot move").
     @Test(.enabled(if: DebianImage.skipReason == nil, Comment(rawValue: DebianImage.skipReason ?? "")))
     func debianWithSystemdMovesLiveAndKeepsRunning() throws {
         let image = try #require(DebianImage.path)
@@ -153,13 +155,20 @@ final class MoveTests {
         try m1.ok(["exec", "d1", "--", "sh", "-c", "echo kept > /root/mark"])
         let sampler = RunningSampler(members: members.map(\.name), leaf: "default_d1")
         sampler.start()
-        for target in [members[1], members[2]] {
-            let move = try m1.ctl(["move", "d1", "--target", target.name])
+        for (target, live) in [(members[1], true), (members[2], false)] {
+            let move = try m1.ctl(["move", "d1", "--target", target.name] + (live ? [] : ["--stateless"]))
             #expect(move.status == 0, "move to \(target.name): \(move.stderr)")
             print("debian move to \(target.name): \(move.stdout.split(separator: "\n").last ?? "")")
             #expect(try location(m1, "d1") == target.name)
-            #expect(state() == "running", "systemd after the move: \(state())")
-            #expect(try m1.ctl(["exec", "d1", "--", "kill", "-0", sleeper]).status == 0, "sleep \(sleeper) keeps its pid")
+            if live { #expect(state() == "running", "systemd after the move: \(state())") }
+            if live {
+                #expect(try m1.ctl(["exec", "d1", "--", "kill", "-0", sleeper]).status == 0, "sleep \(sleeper) keeps its pid")
+            } else {
+                // A fresh boot: wait for systemd again.
+                let booted = Date().addingTimeInterval(60)
+                while state() != "running", Date() < booted { usleep(200_000) }
+                #expect(state() == "running", "systemd after the stateless move: \(state())")
+            }
             #expect(try m1.ok(["exec", "d1", "--", "cat", "/root/mark"]).contains("kept"))
         }
         sampler.stop()
