@@ -220,4 +220,25 @@ struct TreeSyncTests {
         let ms = Double(end.tv_sec - start.tv_sec) * 1000 + Double(end.tv_nsec - start.tv_nsec) / 1e6
         print("TreeManifest.scan: \(manifest.entries.count) entries in \((ms * 10).rounded() / 10) ms")
     }
+
+    /// An overlay upper as the kernel makes it: whiteouts owned by host root and hard-linked
+    /// to one shared inode, everything else owned by the container's ids. It goes over under the
+    /// owner range a move uses.
+    @Test func anUpperWithSharedRootWhiteoutsPassesTheOwnerRange() throws {
+        let area = try S.Area()
+        let source = try area.fresh("upper")
+        try S.check(chown(source, Self.base, Self.base), "chown root")
+        try S.make(dir: source + "/etc")
+        try S.check(chown(source + "/etc", Self.base, Self.base), "chown etc")
+        try S.check(mknod(source + "/etc/group", S_IFCHR | 0o000, 0), "mknod whiteout")
+        try S.check(Glibc.link(source + "/etc/group", source + "/etc/passwd"), "link whiteout")
+        try S.write(source + "/etc/hostname", "c1\n")
+        try S.check(chown(source + "/etc/hostname", Self.base, Self.base), "chown hostname")
+        let mapped = TreeApplyLimits(devices: .whiteoutsOnly, ownerRange: Self.base...(Self.base + 65_535))
+        _ = try S.round(from: source, to: area.root, previous: nil, limits: mapped)
+        for name in ["group", "passwd"] {
+            let st = try #require(S.lstatOf(area.root + "/etc/" + name))
+            #expect(st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0 && st.st_uid == 0, "\(name) is a root whiteout")
+        }
+    }
 }

@@ -275,8 +275,11 @@ public final class TreeStreamApplier {
         }
         // Overlayfs makes whiteouts as the mounter (host root): a 0:0 character device passes,
         // and with `.whiteoutsOnly` it must then be a whiteout (0/0), checked with its payload.
+        // A hard link adds a name to an inode already checked (made earlier in the stream, or in
+        // the root already): overlayfs links every whiteout to one shared inode.
         let rootWhiteout = kind == .characterDevice && h.uid == 0 && h.gid == 0 && limits.devices == .whiteoutsOnly
-        if kind != .end, kind != .remove, !rootWhiteout, let range = limits.ownerRange, !range.contains(h.uid) || !range.contains(h.gid) {
+        if kind != .end, kind != .remove, kind != .hardlink, !rootWhiteout, let range = limits.ownerRange,
+           !range.contains(h.uid) || !range.contains(h.gid) {
             throw .overLimit(record: record, "owner \(h.uid):\(h.gid) outside \(range.lowerBound)...\(range.upperBound)")
         }
         if kind != .end {
