@@ -148,6 +148,20 @@ int main(int argc, char **argv) {
     sa.sa_flags = SA_RESTART;
     if (sigaction(SIGUSR1, &sa, NULL) != 0) die("sigaction");
 
+    /* The last beat of a previous life of this container (stop + copy + start): the first gap,
+     * taken before the memory is touched, which is the probe's own start-up, not downtime. */
+    int64_t max_gap = 0, max_at = 0;
+    int64_t prev = now_us();
+    int beat = open(beat_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (beat >= 0) {
+        int64_t last = 0;
+        if (pread(beat, &last, sizeof last, 0) == (ssize_t)sizeof last && last > 0 && last < prev) {
+            max_gap = prev - last;
+            max_at = prev;
+        }
+    }
+    write_max(max_path, max_gap, max_at);
+
     unsigned char *mem = NULL;
     size_t pages = 0, window = 0, cursor = 0;
     long page = sysconf(_SC_PAGESIZE);
@@ -160,19 +174,7 @@ int main(int argc, char **argv) {
         /* ~2000 iterations (a little over 2 s at 1 ms each) per full pass. */
         window = pages / 2000 + 1;
     }
-
-    /* The last beat of a previous life of this container (stop + copy + start): the first gap. */
-    int64_t max_gap = 0, max_at = 0;
-    int64_t prev = now_us();
-    int beat = open(beat_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (beat >= 0) {
-        int64_t last = 0;
-        if (pread(beat, &last, sizeof last, 0) == (ssize_t)sizeof last && last > 0 && last < prev) {
-            max_gap = prev - last;
-            max_at = prev;
-        }
-    }
-    write_max(max_path, max_gap, max_at);
+    prev = now_us();
 
     for (;;) {
         int64_t t = now_us();
