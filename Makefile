@@ -12,7 +12,8 @@
 #                machine, then copied from /var/cache/lxd-swift/images); docs/images.md
 #   make test-long  the long runs: 20 Debian containers with systemd on one member at once, each to
 #                `running` then stopped cleanly (ManyDebianTests, with LXD_SWIFT_LONG=1), and a fuzz run
-#                of thousands of cases (scripts/fuzz-api --long)
+#                of thousands of cases (scripts/fuzz-api --long), and 200 live moves round three
+#                members, none lost, none running twice (scripts/bench/migration --soak 200)
 #   make build   build lxdd, lxdctl and lxd-start
 #   make bench   lifecycle and density benchmark against a private lxdd (scripts/bench/lifecycle)
 #   make bench-cluster  join, leader kill, forwarding and offline figures of three private members (scripts/bench/cluster)
@@ -129,9 +130,11 @@ test-long: build-tests images
 	fi; \
 	echo "== scripts/fuzz-api --long"; \
 	frc=0; scripts/fuzz-api --long || frc=$$?; \
+	echo "== scripts/bench/migration --soak 200 (200 live moves round three members; $(CONFIG) binaries)"; \
+	mrc=0; scripts/bench/migration --soak 200 || mrc=$$?; \
 	grep '^long: ' $(LONG_LOG) || true; \
-	echo "test-long: ManyDebianTests $$([ $$rc -eq 0 ] && echo passed || echo FAILED), fuzz-api --long $$([ $$frc -eq 0 ] && echo passed || echo FAILED)"; \
-	[ $$rc -eq 0 ] && [ $$frc -eq 0 ]
+	echo "test-long: ManyDebianTests $$([ $$rc -eq 0 ] && echo passed || echo FAILED), fuzz-api --long $$([ $$frc -eq 0 ] && echo passed || echo FAILED), migration soak $$([ $$mrc -eq 0 ] && echo passed || echo FAILED)"; \
+	[ $$rc -eq 0 ] && [ $$frc -eq 0 ] && [ $$mrc -eq 0 ]
 
 # LXD_DIR in the environment is lxdctl's (the README exports one member's directory) and is
 # ignored here; given on the command line it is the old spelling of LXD_SWIFT_ROOT: refused, so
