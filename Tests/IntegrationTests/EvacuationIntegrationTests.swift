@@ -1,0 +1,120 @@
+import APITypes
+import Foundation
+import Gateway
+import LXDClient
+import Testing
+
+/// Whether instances can move between members yet: the lead's move (LXD's
+/// `POST /1.0/instances/NAME?target=`, backed by `InstanceLifecycle.moveNow`) is in the endpoint
+/// table once it is built; until then moveNow answers "not built yet" and an evacuation can only
+/// stop instances, so the moving test is skipped with this reason.
+enum ColdMove {
+    static var built: Bool { Endpoints.all.contains { $0.method == "POST" && $0.path == "/1.0/instances/{name}" } }
+    static let reason: Comment = "instances cannot move yet: no POST /1.0/instances/{name} (LXD's move) in the endpoint table, InstanceLifecycle.moveNow is a stub"
+}
+
+/// `lxdctl cluster evacuate` and `restore` on three real members: the member turns EVACUATED
+/// (through heartbeats), the scheduler never places on it, its instances are stopped or moved per
+/// `cluster.evacuate` and reported, a second evacuation is refused, and restore brings the member
+/// back ONLINE with what it stopped running again and what it moved back home.
+@Suite(.serialized, .enabled(if: Prerequisites.available, "needs root, busybox and the built binaries"))
+final class EvacuationIntegrationTests {
+    var agents: [TestAgent] = []
+
+    deinit {
+        for a in agents.reversed() { a.destroy() }
+    }
+
+    /// name → (state, location), from `lxdctl list` through `a`.
+    func instances(_ a: TestAgent) throws -> [String: (state: String, location: String)] {
+        var result: [String: (String, String)] = [:]
+        for line in try a.ok(["list", "--format", "csv"]).split(separator: "\n") {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            if fields.count >= 5 { result[fields[0]] = (fields[1], fields[fields.count - 1]) }
+        }
+        return result
+    }
+
+    func memberStatus(_ a: TestAgent, _ member: String) throws -> String? {
+        for line in try a.ok(["cluster", "list", "--format", "csv"]).split(separator: "\n") {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            if fields.first == member, fields.count >= 4 { return fields[3] }
+        }
+        return nil
+    }
+
+    func cluster(_ prefix: String) throws -> [TestAgent] {
+        let members = try (1...3).map { n in
+            let a = try TestAgent(name: "\(prefix)\(n)", httpsAddress: "127.0.0.\(n):\(TestAgent.freePort())")
+            agents.append(a)
+            return a
+        }
+        for joiner in members.dropFirst() {
+            let token = try #require(try members[0].ok(["cluster", "add", joiner.name]).split(separator: "\n").last.map(String.init))
+            let join = try joiner.ctl(["cluster", "join", token])
+            try #require(join.status == 0, "join \(joiner.name): \(join.stderr)")
+        }
+        try members[0].importBusybox(alias: "bb")
+        return members
+    }
+
+    @Test func evacuateStopsAndRestoreRestartsAndNothingLandsMeanwhile() throws {
+        let members = try cluster("ev")
+        let (m1, m2) = (members[0], members[1])
+        // On ev2: one running instance to stop, one stopped that stays; both cluster.evacuate=stop.
+        try m1.ok(["launch", "bb", "r1", "--target", "ev2", "-c", "cluster.evacuate=stop"])
+        try m1.ok(["launch", "bb", "--count", "1", "--name-prefix", "q", "--no-start", "--target", "ev2", "-c", "cluster.evacuate=stop"])
+        #expect(try instances(m1)["r1"]?.state == "RUNNING")
+        let q = try #require(try instances(m1).keys.first { $0.hasPrefix("q") })
+
+        // Asked through ev1: forwarded to ev2, which runs it.
+        let out = try m1.ok(["cluster", "evacuate", "ev2", "--force"])
+        print(out)
+        #expect(out.contains("r1: stopped (cluster.evacuate=stop)"), "evacuate output: \(out)")
+        #expect(out.contains("\(q): left"), "evacuate output: \(out)")
+        #expect(try memberStatus(m1, "ev2") == "EVACUATED")
+        #expect(try instances(m1)["r1"]?.state == "STOPPED")
+
+        // Nothing new lands on an EVACUATED member, whoever launches.
+        try m2.ok(["launch", "bb", "--count", "6", "--name-prefix", "n", "--no-start"])
+        let placed = try instances(m1).filter { $0.key.hasPrefix("n") }
+        #expect(placed.count == 6 && !placed.values.contains { $0.location == "ev2" }, "placed during evacuation: \(placed)")
+        let pinned = try m1.ctl(["launch", "bb", "p1", "--target", "ev2"])
+        #expect(pinned.status != 0 && pinned.stderr.contains("evacuated"), "--target an evacuated member: \(pinned.stderr)")
+
+        // Refused with the reason: evacuating twice, restoring a member that is not evacuated.
+        let twice = try m1.ctl(["cluster", "evacuate", "ev2", "--force"])
+        #expect(twice.status != 0 && twice.stderr.contains("already evacuated"), "second evacuation: \(twice.stderr)")
+        let notEvacuated = try m1.ctl(["cluster", "restore", "ev3", "--force"])
+        #expect(notEvacuated.status != 0 && notEvacuated.stderr.contains("not evacuated"), "restore of ev3: \(notEvacuated.stderr)")
+        // Heartbeats do not undo it.
+        Thread.sleep(forTimeInterval: 3)
+        #expect(try memberStatus(m1, "ev2") == "EVACUATED")
+
+        let back = try m2.ok(["cluster", "restore", "ev2", "--force"])
+        print(back)
+        #expect(back.contains("r1: started"), "restore output: \(back)")
+        #expect(try memberStatus(m1, "ev2") == "ONLINE")
+        let after = try instances(m1)
+        #expect(after["r1"]?.state == "RUNNING" && after["r1"]?.location == "ev2")
+        #expect(after[q]?.state == "STOPPED" && after[q]?.location == "ev2")
+        // And it takes instances again.
+        try m1.ok(["launch", "bb", "--count", "1", "--name-prefix", "p", "--no-start", "--target", "ev2"])
+    }
+
+    @Test(.enabled(if: ColdMove.built, ColdMove.reason))
+    func evacuateMovesStoppedInstancesAndRestoreBringsThemBack() throws {
+        let members = try cluster("mv")
+        let m1 = members[0]
+        try m1.ok(["launch", "bb", "--count", "3", "--name-prefix", "s", "--no-start", "--target", "mv2"])
+        let out = try m1.ok(["cluster", "evacuate", "mv2", "--force"])
+        print(out)
+        let moved = try instances(m1).filter { $0.key.hasPrefix("s") }
+        #expect(moved.count == 3 && moved.values.allSatisfy { $0.location != "mv2" && $0.state == "STOPPED" }, "after evacuate: \(moved)")
+        #expect(try memberStatus(m1, "mv2") == "EVACUATED")
+        try m1.ok(["cluster", "restore", "mv2", "--force"])
+        let home = try instances(m1).filter { $0.key.hasPrefix("s") }
+        #expect(home.values.allSatisfy { $0.location == "mv2" && $0.state == "STOPPED" }, "after restore: \(home)")
+        #expect(try memberStatus(m1, "mv2") == "ONLINE")
+    }
+}
