@@ -66,12 +66,19 @@ final class EvacuationIntegrationTests {
         try m1.ok(["launch", "bb", "--count", "1", "--name-prefix", "q", "--no-start", "--target", "ev2", "-c", "cluster.evacuate=stop"])
         #expect(try instances(m1)["r1"]?.state == "RUNNING")
         let q = try #require(try instances(m1).keys.first { $0.hasPrefix("q") })
+        // A strict anti-affinity group, one running instance per member: the one on ev2 has
+        // nowhere to go, so (auto) it is stopped, and the report says why.
+        try m1.ok(["placement-group", "create", "apart", "policy=anti-affinity"])
+        for n in 1...3 { try m1.ok(["launch", "bb", "a\(n)", "-c", "placement.group=apart"]) }
+        let stuck = try #require(try instances(m1).first { $0.key.hasPrefix("a") && $0.value.location == "ev2" }?.key)
 
         // Asked through ev1: forwarded to ev2, which runs it.
         let out = try m1.ok(["cluster", "evacuate", "ev2", "--force"])
         print(out)
         #expect(out.contains("r1: stopped (cluster.evacuate=stop)"), "evacuate output: \(out)")
         #expect(out.contains("\(q): left"), "evacuate output: \(out)")
+        #expect(out.contains("\(stuck): stopped (no member can take it") && out.contains("anti-affinity"), "evacuate output: \(out)")
+        #expect(try instances(m1)[stuck]?.state == "STOPPED")
         #expect(try memberStatus(m1, "ev2") == "EVACUATED")
         #expect(try instances(m1)["r1"]?.state == "STOPPED")
 
@@ -93,11 +100,12 @@ final class EvacuationIntegrationTests {
 
         let back = try m2.ok(["cluster", "restore", "ev2", "--force"])
         print(back)
-        #expect(back.contains("r1: started"), "restore output: \(back)")
+        #expect(back.contains("r1: started") && back.contains("\(stuck): started"), "restore output: \(back)")
         #expect(try memberStatus(m1, "ev2") == "ONLINE")
         let after = try instances(m1)
         #expect(after["r1"]?.state == "RUNNING" && after["r1"]?.location == "ev2")
         #expect(after[q]?.state == "STOPPED" && after[q]?.location == "ev2")
+        #expect(after[stuck]?.state == "RUNNING" && after[stuck]?.location == "ev2")
         // And it takes instances again.
         try m1.ok(["launch", "bb", "--count", "1", "--name-prefix", "p", "--no-start", "--target", "ev2"])
     }
