@@ -59,7 +59,8 @@ public struct MemberEvacuation: Sendable {
 
     /// Checks the request against the member's state (any member can, before forwarding it to
     /// the member concerned): 404 for an unknown member, 400 for a wrong action or mode, an
-    /// evacuation of a member that is EVACUATED or OFFLINE, a restore of one that is not EVACUATED.
+    /// evacuation of a member that is EVACUATED or OFFLINE, a restore of one that is not EVACUATED
+    /// (unless instances an earlier restore could not bring back still name it as their origin).
     public func check(member name: String, _ post: ClusterMemberStatePost) async throws -> Action {
         let action: Action
         switch post.action {
@@ -86,7 +87,11 @@ public struct MemberEvacuation: Sendable {
         case (.evacuate, .offline):
             throw ClusterUseCaseError.invalid("Member \(name) is OFFLINE: evacuation moves instances of reachable members only; its instances are left alone until it is back")
         case (.restore, let state) where state != .evacuated:
-            throw ClusterUseCaseError.invalid("Member \(name) is not evacuated (it is \(state)): nothing to restore")
+            // A restore that could not bring every instance back may be run again.
+            if try await instances.restoreInput(member: name).isEmpty {
+                throw ClusterUseCaseError.invalid("Member \(name) is not evacuated (it is \(state)): nothing to restore")
+            }
+            return action
         default:
             return action
         }

@@ -167,4 +167,13 @@ private func outcomes(_ op: APIOperation) throws -> [EvacuationOutcome] {
             #expect(h.fake.state.withLock { $0.origins }.isEmpty)
         }
     }
+
+    @Test func aRestoreThatLeftInstancesBehindMayBeRunAgain() async throws {
+        try await EvacuationHarness.with([]) { h in
+            #expect(await kind { _ = try await h.evacuation.check(member: "m1", ClusterMemberStatePost(action: "restore")) } == .invalid)
+            h.fake.state.withLock { $0.restoring = [RestoringInstance(name: "a", location: "m2", running: false)] }
+            let action = try await h.evacuation.check(member: "m1", ClusterMemberStatePost(action: "restore"))
+            #expect(action == .restore)
+        }
+    }
 }
