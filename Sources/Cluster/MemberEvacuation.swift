@@ -103,6 +103,10 @@ public struct MemberEvacuation: Sendable {
             throw ClusterUseCaseError.unavailable("The state of member \(name) is changed on \(name) itself, not on \(localMember): retry (the request is forwarded there)")
         }
         let action = try await check(member: name, post)
+        // The state is written before the operation starts, and re-checked in the same
+        // transaction: of two evacuations sent together, one is refused; and nothing is placed
+        // here from the moment the request is accepted.
+        try await transition(action)
         let description = action == .restore ? "Restoring cluster member" : "Evacuating cluster member"
         return await operations.start(description: description, resources: ["cluster": ["/1.0/cluster/members/\(name)"]]) { context in
             let outcomes: [EvacuationOutcome]
@@ -114,9 +118,8 @@ public struct MemberEvacuation: Sendable {
         }
     }
 
-    /// Marks the member EVACUATED (nothing new lands on it from here on), then carries out the plan.
+    /// Carries out the evacuation plan (the member is EVACUATED already: nothing new lands on it).
     func evacuate(mode: EvacuationMode?, report: OperationContext?) async throws -> [EvacuationOutcome] {
-        try await setState(.evacuated)
         logger.notice("evacuating member", metadata: ["member": "\(localMember)", "mode": "\(mode?.rawValue ?? "per instance")"])
         let input = try await instances.evacuationInput(member: localMember)
         let live = try await instances.liveMigrationTargets()
@@ -166,10 +169,9 @@ public struct MemberEvacuation: Sendable {
         }
     }
 
-    /// Marks the member ONLINE (moves back need a target that is not EVACUATED), then moves
-    /// back what the evacuation moved and starts what it stopped.
+    /// Moves back what the evacuation moved and starts what it stopped (the member is ONLINE
+    /// already: moves back need a target that is not EVACUATED).
     func restore(report: OperationContext?) async throws -> [EvacuationOutcome] {
-        try await setState(.online)
         logger.notice("restoring member", metadata: ["member": "\(localMember)"])
         let back = try await instances.restoreInput(member: localMember)
         let live = try await instances.liveMigrationTargets()
@@ -202,11 +204,21 @@ public struct MemberEvacuation: Sendable {
         return outcomes
     }
 
-    private func setState(_ state: MemberStatus) async throws {
+    /// EVACUATED for an evacuation, ONLINE for a restore, written only if the state still
+    /// allows it (another request may have changed it since ``check``).
+    private func transition(_ action: Action) async throws {
         let name = localMember
         try await db.transaction { tx in
             guard let row = try tx.member(name: name) else { throw ClusterUseCaseError.notFound("Cluster member \"\(name)\" not found") }
-            try tx.updateMemberState(id: row.id, state: state)
+            switch action {
+            case .evacuate:
+                guard row.state != .evacuated, row.state != .offline else {
+                    throw ClusterUseCaseError.invalid("Member \(name) is \(row.state) now (another request changed it): not evacuated again")
+                }
+                try tx.updateMemberState(id: row.id, state: .evacuated)
+            case .restore:
+                try tx.updateMemberState(id: row.id, state: .online)
+            }
         }
     }
 

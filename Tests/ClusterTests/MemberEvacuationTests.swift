@@ -168,6 +168,17 @@ private func outcomes(_ op: APIOperation) throws -> [EvacuationOutcome] {
         }
     }
 
+    @Test func ofTwoEvacuationsSentTogetherOneIsRefusedAndTheMemberIsEvacuatedBeforeTheAnswer() async throws {
+        try await EvacuationHarness.with([EvacuatingInstance(name: "a", running: true, mode: .stop)]) { h in
+            async let first = kind { _ = try await h.evacuation.change(member: "m1", ClusterMemberStatePost(action: "evacuate")) }
+            async let second = kind { _ = try await h.evacuation.change(member: "m1", ClusterMemberStatePost(action: "evacuate")) }
+            let kinds = await [first, second]
+            #expect(kinds.filter { $0 == nil }.count == 1 && kinds.contains(.invalid), "\(kinds)")
+            let state = try await h.state("m1")
+            #expect(state == .evacuated)
+        }
+    }
+
     @Test func aRestoreThatLeftInstancesBehindMayBeRunAgain() async throws {
         try await EvacuationHarness.with([]) { h in
             #expect(await kind { _ = try await h.evacuation.check(member: "m1", ClusterMemberStatePost(action: "restore")) } == .invalid)
