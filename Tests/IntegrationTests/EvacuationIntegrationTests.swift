@@ -110,6 +110,44 @@ final class EvacuationIntegrationTests {
         try m1.ok(["launch", "bb", "--count", "1", "--name-prefix", "p", "--no-start", "--target", "ev2"])
     }
 
+    /// Polls `body` every 100 ms for up to `timeout` seconds.
+    func eventually(_ what: String, timeout: Double = 30, _ body: () throws -> Bool) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if (try? body()) == true { return }
+            usleep(100_000)
+        }
+        let logs = agents.map { "==== \($0.name)\n\($0.logTail(6000))" }.joined(separator: "\n")
+        Issue.record("timed out waiting for: \(what)\n\(logs)")
+    }
+
+    @Test func anOfflineMemberIsNotEvacuatedAndAnEvacuatedOneStaysSoThroughAnOutage() throws {
+        let members = try cluster("of")
+        let (m1, m2, m3) = (members[0], members[1], members[2])
+        try m1.ok(["launch", "bb", "x1", "--target", "of3"])
+
+        // of3 down: evacuating it is refused, and its instance is left where it is.
+        m3.stop()
+        eventually("of3 OFFLINE") { try memberStatus(m1, "of3") == "OFFLINE" }
+        let refused = try m1.ctl(["cluster", "evacuate", "of3", "--force"])
+        #expect(refused.status != 0 && refused.stderr.contains("OFFLINE"), "evacuating an OFFLINE member: \(refused.stderr)")
+        #expect(try instances(m1)["x1"]?.location == "of3")
+        try m3.start()
+        eventually("of3 ONLINE again") { try memberStatus(m1, "of3") == "ONLINE" }
+
+        // of2 evacuated (nothing on it), then down and back: still EVACUATED until restored.
+        try m1.ok(["cluster", "evacuate", "of2", "--force"])
+        m2.stop()
+        // Two thresholds (5 s each): the leader has judged it OFFLINE by then, and wrote nothing.
+        Thread.sleep(forTimeInterval: 10)
+        #expect(try memberStatus(m1, "of2") == "EVACUATED")
+        try m2.start()
+        Thread.sleep(forTimeInterval: 3)
+        #expect(try memberStatus(m1, "of2") == "EVACUATED")
+        try m1.ok(["cluster", "restore", "of2", "--force"])
+        #expect(try memberStatus(m1, "of2") == "ONLINE")
+    }
+
     @Test(.enabled(if: ColdMove.built, ColdMove.reason))
     func evacuateMovesStoppedInstancesAndRestoreBringsThemBack() throws {
         let members = try cluster("mv")
