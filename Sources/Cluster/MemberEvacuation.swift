@@ -145,9 +145,9 @@ public struct MemberEvacuation: Sendable {
             do {
                 // Recorded first: a move that completes is never without its way back.
                 try await instances.setEvacuationOrigin(ref, localMember)
-                // A live plan lets the move fall back to stateless when live fails early (auto);
-                // nil asks for exactly that.
-                let report = try await instances.move(ref, to: member, live: live ? nil : false)
+                // A live plan in auto mode lets the move fall back to stateless when live fails
+                // early (nil asks for that); live-migrate insists on live.
+                let report = try await instances.move(ref, to: member, live: live ? (step.mode == .liveMigrate ? true : nil) : false)
                 let how = report.method == "live" ? "moved-live" : "moved"
                 return EvacuationOutcome(project: step.project, name: step.name, outcome: how, target: member)
             } catch {

@@ -51,12 +51,16 @@ public struct EvacuationStep: Sendable, Hashable {
     public var project: String
     public var name: String
     public var running: Bool
+    /// The mode it was planned with (the request's override, else its `cluster.evacuate`):
+    /// `live-migrate` moves must not fall back to a move without memory.
+    public var mode: EvacuationMode
     public var action: EvacuationAction
 
-    public init(project: String, name: String, running: Bool, action: EvacuationAction) {
+    public init(project: String, name: String, running: Bool, mode: EvacuationMode = .auto, action: EvacuationAction) {
         self.project = project
         self.name = name
         self.running = running
+        self.mode = mode
         self.action = action
     }
 }
@@ -103,7 +107,7 @@ public enum EvacuationPlanner {
             let mode = override ?? instance.mode
             let action = decide(instance, mode: mode, candidates: &candidates, liveTargets: liveTargets,
                                 settings: settings, seed: Scheduler.itemSeed(seed, index: index))
-            steps.append(EvacuationStep(project: instance.project, name: instance.name, running: instance.running, action: action))
+            steps.append(EvacuationStep(project: instance.project, name: instance.name, running: instance.running, mode: mode, action: action))
         }
         return EvacuationPlan(steps: steps, members: candidates)
     }

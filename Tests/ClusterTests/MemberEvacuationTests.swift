@@ -124,6 +124,19 @@ private func outcomes(_ op: APIOperation) throws -> [EvacuationOutcome] {
         }
     }
 
+    @Test func liveMigrateInsistsOnLiveAutoLetsTheMoveFallBackMigrateMovesWithoutMemory() async throws {
+        try await EvacuationHarness.with([
+            EvacuatingInstance(name: "a", running: true, mode: .auto),
+            EvacuatingInstance(name: "b", running: true, mode: .liveMigrate),
+            EvacuatingInstance(name: "c", running: true, mode: .migrate),
+        ]) { h in
+            let op = try await h.run("m1", ClusterMemberStatePost(action: "evacuate"))
+            #expect(try outcomes(op).map(\.outcome) == ["moved-live", "moved-live", "moved"])
+            // The fake says live moves are possible to m2 only.
+            #expect(h.fake.state.withLock { $0.calls }.sorted() == ["move a m2 live=auto", "move b m2 live=true", "move c m3 live=false"])
+        }
+    }
+
     @Test func aFailedMoveIsReportedAndLeavesNoOrigin() async throws {
         try await EvacuationHarness.with([EvacuatingInstance(name: "a", running: false), EvacuatingInstance(name: "b", running: false)]) { h in
             h.fake.state.withLock { $0.failing = ["a"] }
