@@ -58,7 +58,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "Runtime", dependencies: ["CRuntime", "Images", "InstanceConfig", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Migration", dependencies: ["Runtime", "InstanceConfig", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Migration", dependencies: ["Runtime", "CRuntime", "InstanceConfig", .product(name: "Logging", package: "swift-log")]),
         // TLS identities: self-signed certificates, fingerprints, pinned-fingerprint TLS configs.
         // Foundation-free (lxdctl links it): SHA-256 is plain Swift, certificates go through NIOSSL.
         .target(name: "Identity", dependencies: [
@@ -136,7 +136,7 @@ let package = Package(
         .testTarget(name: "ClusterDBTests", dependencies: ["ClusterDB"]),
         .testTarget(name: "ImagesTests", dependencies: ["Images"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Images", "InstanceConfig"]),
-        .testTarget(name: "MigrationTests", dependencies: ["Migration", "InstanceConfig"]),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "InstanceConfig", "CRuntime"]),
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         // Cluster's use cases over a real in-process dqlite node, and its pure pieces: no root, no network.
         .testTarget(name: "ClusterTests", dependencies: [

@@ -75,6 +75,7 @@ public enum LifecycleAction: String, Codable, Sendable, CaseIterable {
     case instanceRestarted = "instance-restarted"
     case instanceDeleted = "instance-deleted"
     case instanceUpdated = "instance-updated"
+    case instanceRenamed = "instance-renamed"
     case imageCreated = "image-created"
     case imageDeleted = "image-deleted"
     case imageAliasCreated = "image-alias-created"

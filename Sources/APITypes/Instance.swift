@@ -100,10 +100,17 @@ public struct InstancesPost: Codable, Sendable {
         public var type: String
         public var alias: String?
         public var fingerprint: String?
-        public init(type: String = "image", alias: String? = nil, fingerprint: String? = nil) {
+        /// `type` "copy": the instance to copy (LXD's local copy, what `lxc copy` sends within a cluster).
+        public var source: String?
+        /// `type` "copy": copy a running instance from a consistent freeze of it (lxc sends true
+        /// for a running source unless `--stateless`).
+        public var live: Bool?
+        public init(type: String = "image", alias: String? = nil, fingerprint: String? = nil, source: String? = nil, live: Bool? = nil) {
             self.type = type
             self.alias = alias
             self.fingerprint = fingerprint
+            self.source = source
+            self.live = live
         }
     }
 

@@ -150,7 +150,7 @@ public enum Agent {
         let instances = InstanceService(
             member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: idmaps,
             checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: members, uploadDirectory: uploads,
-            materialiser: members, logger: logger)
+            materialiser: members, moveTransport: members, logger: logger)
 
         let evacuation = MemberEvacuation(
             db: db, localMember: local.name, instances: InstanceEvacuationPort(instances: instances, db: db), remote: members,
@@ -168,7 +168,13 @@ public enum Agent {
         let jobs = [
             // Instances that should run again after a host reboot or agent restart (LXD's rules,
             // InstanceLifecycle.startOnBoot); alongside the API, so clients are served meanwhile.
-            BackgroundJob("autostart") { await instances.lifecycle.startOnBoot() },
+            // Moves cut by the last agent stop are settled first: a frozen source is continued or
+            // removed, a half-made target copy removed, before anything autostarts.
+            BackgroundJob("autostart") {
+                await instances.lifecycle.settleMoves()
+                await instances.lifecycle.startOnBoot()
+            },
+            BackgroundJob("move watchdog") { await instances.lifecycle.watchIncomingMoves() },
             BackgroundJob("heartbeats") { await heartbeater.run() },
             BackgroundJob("peer refresh") { await heartbeater.refreshPeers() },
             BackgroundJob("capacity report") { await reporter.run() },

@@ -23,6 +23,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 const int cr_CLONE_NEWUSER = CLONE_NEWUSER, cr_CLONE_NEWPID = CLONE_NEWPID, cr_CLONE_NEWNS = CLONE_NEWNS,
@@ -382,4 +383,41 @@ int cr_spawn(const char *path, char *const argv[], char *const envp[], const int
     for (int i = 0; i < n; i++) close(parked[i]);
     free(parked);
     return rc;
+}
+
+// The entry `name` of the directory `fd` as a path that names exactly it: the magic link
+// /proc/self/fd/<fd> stands for the directory itself, whatever its path is now.
+static int xattr_entry_path(char *buf, size_t size, int fd, const char *name) {
+    if (strchr(name, '/') != NULL || name[0] == 0) { errno = EINVAL; return -1; }
+    int n = snprintf(buf, size, "/proc/self/fd/%d/%s", fd, name);
+    if (n < 0 || (size_t)n >= size) { errno = ENAMETOOLONG; return -1; }
+    return 0;
+}
+
+ssize_t cr_xattr_list(int fd, const char *name, char *list, size_t size) {
+    if (name == NULL) return flistxattr(fd, list, size);
+    char path[4352];
+    if (xattr_entry_path(path, sizeof(path), fd, name) != 0) return -1;
+    return llistxattr(path, list, size);
+}
+
+ssize_t cr_xattr_get(int fd, const char *name, const char *attr, void *value, size_t size) {
+    if (name == NULL) return fgetxattr(fd, attr, value, size);
+    char path[4352];
+    if (xattr_entry_path(path, sizeof(path), fd, name) != 0) return -1;
+    return lgetxattr(path, attr, value, size);
+}
+
+int cr_xattr_set(int fd, const char *name, const char *attr, const void *value, size_t size) {
+    if (name == NULL) return fsetxattr(fd, attr, value, size, 0);
+    char path[4352];
+    if (xattr_entry_path(path, sizeof(path), fd, name) != 0) return -1;
+    return lsetxattr(path, attr, value, size, 0);
+}
+
+int cr_xattr_remove(int fd, const char *name, const char *attr) {
+    if (name == NULL) return fremovexattr(fd, attr);
+    char path[4352];
+    if (xattr_entry_path(path, sizeof(path), fd, name) != 0) return -1;
+    return lremovexattr(path, attr);
 }

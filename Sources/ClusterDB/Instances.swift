@@ -160,6 +160,20 @@ extension Transaction {
                             .integer(memberID), .text(project), .text(name)), "instance \(name)")
     }
 
+    /// Renames an instance within its project: one UPDATE, so the row (config, idmap block,
+    /// member) keeps everything but its name. Throws `notFound` when there is no such
+    /// instance, `alreadyExists` when `newName` is taken in the project.
+    public func renameInstance(name: String, project: String = "default", to newName: String) throws {
+        guard !newName.isEmpty else { throw ClusterDBError.invalidArgument("new instance name is empty") }
+        let result: DqliteExecResult
+        do {
+            result = try exec("UPDATE instances SET name = ? WHERE project = ? AND name = ?", .text(newName), .text(project), .text(name))
+        } catch let error as DqliteError {
+            throw error.mappingUnique("instance \(newName) in project \(project)")
+        }
+        try requireOne(result, "instance \(name)")
+    }
+
     /// Sets last_used_at (on start). Throws `notFound`.
     public func touchInstance(name: String, project: String = "default", lastUsedAt: Date = Date()) throws {
         try requireOne(exec("UPDATE instances SET last_used_at = ? WHERE project = ? AND name = ?",

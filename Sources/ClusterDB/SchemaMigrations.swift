@@ -158,6 +158,13 @@ extension SchemaMigration {
             "CREATE TABLE transaction_marks (token TEXT PRIMARY KEY, written_at INTEGER NOT NULL)",
             "CREATE INDEX transaction_marks_written_at ON transaction_marks (written_at)",
         ]),
+        // A move in progress: the source writes a random token and the target member; the one
+        // transaction that hands the instance over (or calls the move off) clears it, so the
+        // two ends never both believe they own the instance (InstanceMoves.swift).
+        SchemaMigration(version: 8, statements: [
+            "ALTER TABLE instances ADD COLUMN move_token TEXT",
+            "ALTER TABLE instances ADD COLUMN move_target INTEGER REFERENCES members(id)",
+        ]),
     ]
 
     static let createSchemaTable = """

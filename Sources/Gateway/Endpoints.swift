@@ -61,6 +61,8 @@ public enum Endpoints {
         .init("GET", "/1.0/instances/{name}", .client),
         .init("PUT", "/1.0/instances/{name}", .client),
         .init("PATCH", "/1.0/instances/{name}", .client),
+        // A rename, or a move to the member in ?target=.
+        .init("POST", "/1.0/instances/{name}", .client),
         .init("DELETE", "/1.0/instances/{name}", .client),
         .init("GET", "/1.0/instances/{name}/state", .client),
         .init("PUT", "/1.0/instances/{name}/state", .client),
@@ -121,6 +123,10 @@ public enum Endpoints {
         .init("POST", "/internal/cluster/heartbeat", .member),
         .init("GET", "/internal/database", .member, webSocket: true),
         .init("POST", "/internal/instances/materialise", .member),
+        .init("POST", "/internal/moves", .member),
+        .init("PUT", "/internal/moves/{token}/{stream}", .member),
+        .init("POST", "/internal/moves/{token}/handover", .member),
+        .init("DELETE", "/internal/moves/{token}", .member),
     ]
 
     /// The endpoint `method` and the normalised `segments` resolve to. A literal segment beats a

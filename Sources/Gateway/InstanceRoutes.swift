@@ -36,6 +36,11 @@ extension APIRoutes {
             try await r.lifecycle.update(try ctx.name(), put, replace: false)
             return Reply.empty()
         }
+        router.post("/1.0/instances/:name") { req, ctx in
+            let post: InstancePost = try await r.decode(req)
+            let target = req.uri.queryParameters.get("target").flatMap { $0.isEmpty ? nil : String($0) }
+            return Reply.async(try await Self.dispatch(post, name: try ctx.name(), target: target, to: r.lifecycle))
+        }
         router.delete("/1.0/instances/:name") { _, ctx in
             Reply.async(try await r.lifecycle.delete(try ctx.name()))
         }
@@ -94,6 +99,34 @@ extension APIRoutes {
                 InstanceFile(content: body, uid: uid, gid: gid, mode: mode ?? (type == "file" ? 0o644 : 0o755), type: type))
             return Reply.empty()
         }
+    }
+}
+
+extension APIRoutes {
+    /// `POST /1.0/instances/NAME`, LXD's one route for a rename and a move. `lxc move NAME
+    /// --target M` sends `?target=M` with `{"name": NAME, "migration": true, "live": true}`
+    /// (`live` false with `--stateless`); `lxc rename` (and `lxc move OLD NEW`) sends
+    /// `{"name": NEW, "migration": false}`. A migration without `?target=` is LXD's first step of
+    /// a move to another server, which this server does not serve.
+    static func dispatch(_ post: InstancePost, name: String, target: String?,
+                         to lifecycle: any InstanceLifecycleUseCases) async throws -> APIOperation {
+        let newName = post.name.flatMap { $0.isEmpty ? nil : $0 }
+        if post.migration == true {
+            guard let target else {
+                throw APIError.badRequest("Moving instance \(name) between servers is not supported: to move it within the cluster, name the member with ?target=MEMBER (lxc move \(name) --target MEMBER)")
+            }
+            if let newName, newName != name {
+                throw APIError.badRequest("A move keeps the instance's name: move \(name) to member \(target), then rename it to \(newName)")
+            }
+            return try await lifecycle.move(name, to: target, live: post.live)
+        }
+        guard let newName else {
+            throw APIError.badRequest("Invalid request body: give \"name\" (the new name) to rename \(name), or \"migration\": true with ?target=MEMBER to move it")
+        }
+        if target != nil {
+            throw APIError.badRequest("?target= applies to a move (\"migration\": true): rename \(name) without it")
+        }
+        return try await lifecycle.rename(name, to: newName)
     }
 }
 

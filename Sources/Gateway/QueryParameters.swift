@@ -34,6 +34,16 @@ extension Request {
         }
     }
 
+    /// A whole number from query parameter `key` within `range`; required.
+    func integer(_ key: String, in range: ClosedRange<Int>) throws -> Int {
+        let text = try requiredQuery(key)
+        // At most 19 digits: Int() refuses overflow, but say so in the range's words.
+        guard text.utf8.count <= 19, let value = Int(text), range.contains(value) else {
+            throw APIError.badRequest("Invalid \(key) \"\(text.prefix(40))\": use a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return value
+    }
+
     /// A required, non-empty query parameter.
     func requiredQuery(_ key: String) throws -> String {
         guard let v = uri.queryParameters.get(key), !v.isEmpty else { throw APIError.badRequest("Missing query parameter \"\(key)\"") }

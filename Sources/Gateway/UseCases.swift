@@ -20,6 +20,11 @@ public protocol InstanceLifecycleUseCases: Sendable {
     /// Moves an instance to member `target` (on its owner): live when running and `live` is not
     /// false, else stopped, copied and started there when it was running.
     func move(_ name: String, to target: String, live: Bool?) async throws -> APIOperation
+    /// A move's target side (members only): get ready, receive parts, take over, drop.
+    func acceptMove(_ request: MovePrepareRequest) async throws -> MovePrepared
+    func receiveMovePart(token: String, stream: MoveStream, round: Int, part: Int, last: Bool, bytes: [UInt8]) async throws
+    func completeMove(_ request: MoveHandOverRequest) async throws -> MoveHandOverReply
+    func discardMove(token: String) async
     /// On the owner: creates the instances another member placed here.
     func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation
 }

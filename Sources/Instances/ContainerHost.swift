@@ -15,6 +15,13 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
     func stop(instance: InstanceRef, force: Bool, timeout: Duration) async throws(RuntimeError)
     /// Removes a stopped container's files and cgroups; a missing one is not an error.
     func delete(instance: InstanceRef) throws(RuntimeError)
+    /// Renames a stopped container's files on this host (`old`'s directory becomes `new`'s);
+    /// refuses a running one, one holding a saved state, and a name whose directory exists.
+    func renameContainer(from old: InstanceRef, to new: InstanceRef) throws(RuntimeError)
+    /// Ends a rename once the database holds the name the container's files now have.
+    func finishRename(of instance: InstanceRef) throws(RuntimeError)
+    /// Renames begun on this host and not finished (the agent died in between).
+    func unfinishedRenames() -> [UnfinishedRename]
     /// Live figures; nil when there is no such container.
     func state(instance: InstanceRef) -> ContainerState?
     /// New limits for a running container.
@@ -32,6 +39,12 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
     func writeFile(instance: InstanceRef, path: String, content: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32) async throws(RuntimeError)
     /// Where a stateful stop keeps the container's dump until the next start.
     func savedStateDirectory(of instance: InstanceRef) -> String
+    /// The container's directory on this host, and its overlay upper directory (what a move copies).
+    func directory(of instance: InstanceRef) -> String
+    func upperDirectory(of instance: InstanceRef) -> String
+    /// Continues a container that a checkpoint left stopped (a move called off).
+    @discardableResult
+    func resumeStopped(instance: InstanceRef) throws(RuntimeError) -> Int
     /// Sets who hears of every init that ended (after its cleanup), asked for or not.
     func observeExits(_ observer: @escaping @Sendable (InitExit) -> Void)
 }

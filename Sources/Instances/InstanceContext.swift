@@ -26,6 +26,10 @@ struct InstanceContext: Sendable {
     let imageFetch: ImageFetch?
     /// Asks other members to create instances placed on them; nil (a single member) places here.
     let materialiser: (any InstanceMaterialiser)?
+    /// Reaches the target of a move; nil (a single member) moves nothing.
+    let moveTransport: (any MoveTransport)?
+    /// The moves this member is the target of, while they run.
+    let incomingMoves = IncomingMoves()
     let logger: Logger
 
     func row(_ name: String) async throws -> InstanceRow {

@@ -92,7 +92,7 @@ public struct InstanceLifecycle: Sendable {
         }
     }
 
-    private func startLocked(_ r: InstanceRow) async throws {
+    func startLocked(_ r: InstanceRow) async throws {
         if context.host.state(instance: r.ref)?.running == true { return }
         let restored = context.hasSavedState(r.ref)
         if restored {
@@ -152,7 +152,7 @@ public struct InstanceLifecycle: Sendable {
             try await context.locks.withLock(ref) {
                 guard context.host.state(instance: ref)?.running != true,
                       let row = try await context.db.transaction({ tx in try tx.instance(name: ref.name, project: ref.project) }),
-                      row.powerState == .running else { return }
+                      row.powerState == .running, row.memberID == context.member.id else { return }
                 if exit.isReboot {
                     context.logger.info("instance rebooted from inside; starting it again", metadata: ["instance": "\(ref)"])
                     try await self.startLocked(row)
@@ -170,10 +170,12 @@ public struct InstanceLifecycle: Sendable {
 
     // MARK: boot
 
-    /// After the agent starts (host reboot or agent restart): starts this member's instances that
-    /// are not running but should be, as LXD does: `boot.autostart=true`, or the key unset and
-    /// the instance was running when last seen. Failures are logged, one instance at a time.
+    /// After the agent starts (host reboot or agent restart): settles unfinished renames, then
+    /// starts this member's instances that are not running but should be, as LXD does:
+    /// `boot.autostart=true`, or the key unset and the instance was running when last seen.
+    /// Failures are logged, one instance at a time.
     public func startOnBoot() async {
+        await settleUnfinishedRenames()   // so an instance starts with its files under its name
         let rows: [InstanceRow]
         do {
             rows = try await context.db.transaction { tx in try tx.instances(memberID: context.member.id) }

@@ -22,6 +22,17 @@ actor InstanceLocks {
         }
     }
 
+    /// Holds the locks of several instances (a rename: the old and the new name), always taken
+    /// in the order of `InstanceRef`'s `<`, so two callers wanting the same pair never deadlock.
+    func withLocks<T: Sendable>(_ instances: Set<InstanceRef>, _ body: @Sendable () async throws -> T) async throws -> T {
+        try await withLocks(instances.sorted()[...], body)
+    }
+
+    private func withLocks<T: Sendable>(_ ordered: ArraySlice<InstanceRef>, _ body: @Sendable () async throws -> T) async throws -> T {
+        guard let first = ordered.first else { return try await body() }
+        return try await withLock(first) { try await self.withLocks(ordered.dropFirst(), body) }
+    }
+
     private func acquire(_ instance: InstanceRef) async {
         if !held.contains(instance) {
             held.insert(instance)

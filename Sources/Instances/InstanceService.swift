@@ -109,14 +109,14 @@ public struct InstanceService: Sendable {
     public init(member: MemberIdentity, db: ClusterDB, runtime: any ContainerHost, store: any LayerStore, operations: OperationRegistry,
                 idmaps: IDMapRange, checkpointer: Checkpointer?, dataDir: String,
                 imageFetcher: (any ImageTarballFetcher)? = nil, uploadDirectory: String? = nil, maxImageBytes: Int64 = 4 << 30,
-                materialiser: (any InstanceMaterialiser)? = nil, logger: Logger) {
+                materialiser: (any InstanceMaterialiser)? = nil, moveTransport: (any MoveTransport)? = nil, logger: Logger) {
         let imageFetch = imageFetcher.map {
             ImageFetch(member: member, db: db, store: store, fetcher: $0, uploadDirectory: uploadDirectory ?? "\(dataDir)/uploads",
                        maxImageBytes: maxImageBytes, logger: logger)
         }
         let context = InstanceContext(
             member: member, db: db, host: runtime, layers: store, operations: operations, idmaps: idmaps, checkpointer: checkpointer,
-            dataDir: dataDir, imageFetch: imageFetch, materialiser: materialiser, logger: logger)
+            dataDir: dataDir, imageFetch: imageFetch, materialiser: materialiser, moveTransport: moveTransport, logger: logger)
         let lifecycle = InstanceLifecycle(context: context)
         self.lifecycle = lifecycle
         runtime.observeExits { exit in Task { await lifecycle.initEnded(exit) } }

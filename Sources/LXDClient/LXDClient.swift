@@ -75,11 +75,17 @@ public struct LXDClient: Sendable {
 
     /// Waits until the operation is final (`/wait` in slices of `slice` seconds, so no single
     /// request idles forever) and returns it; throws `APIError(400, err)` when it failed.
+    /// `progress` sees the operation as each slice ends while it still runs (its metadata is
+    /// where long operations report how far they got).
     @discardableResult
-    public func wait(operation id: String, slice: Int = 30) async throws -> APITypes.Operation {
+    public func wait(operation id: String, slice: Int = 30,
+                     progress: (@Sendable (APITypes.Operation) -> Void)? = nil) async throws -> APITypes.Operation {
         while true {
             let op = try await get(APITypes.Operation.self, APIPath.operationWait(id), query: [QueryItem("timeout", String(slice))])
-            guard let status = op.knownStatus, status.isFinal else { continue }
+            guard let status = op.knownStatus, status.isFinal else {
+                progress?(op)
+                continue
+            }
             switch status {
             case .success: return op
             case .cancelled: throw APIError(400, op.err.isEmpty ? "operation \(id) was cancelled" : op.err)

@@ -62,7 +62,15 @@ public struct DumpRequest: Sendable, Hashable {
     /// Keep the source running after the dump (a checkpoint, or the iteration of a move that
     /// may still be undone).
     public var leaveRunning = false
+    /// Leave every task stopped (TASK_STOPPED) after the dump instead of killing the tree: a
+    /// move keeps the source this way until the target has taken over, and SIGCONT resumes it
+    /// if the move is called off. Ignored with `leaveRunning`.
+    public var leaveStopped = false
     public var networkLock: NetworkLock?
+    /// Do not dump the network namespace's devices, addresses, routes and rules
+    /// (`--empty-ns net`): for containers whose only device is lo, which the restore brings up
+    /// again (`RestoreRequest.actionScript`). Saves the `ip`/`iptables-save` runs (~250 ms here).
+    public var emptyNetwork = false
     /// Extra `--external` specs, e.g. `mnt[/mnt]:vol` for an idmapped volume bind.
     public var externals: [String] = []
     /// Directories (in the container's root) where CRIU looks for the paths of inotify watches
@@ -98,6 +106,11 @@ public struct RestoreRequest: Sendable, Hashable {
     public var externals: [String] = []
     /// Post-copy: pages come from a lazy-pages daemon started first on this host.
     public var lazyPages = false
+    /// Images dumped with `emptyNetwork`: CRIU makes a bare network namespace.
+    public var emptyNetwork = false
+    /// An executable CRIU runs at each restore stage (`--action-script`, no arguments, the
+    /// stage in CRTOOLS_SCRIPT_ACTION): lxd-start, which brings up lo of an empty namespace.
+    public var actionScript: String?
     /// Files the restored tree gets in place of external ones (`--inherit-fd`), such as the
     /// console terminal, whose other end lives outside the tree.
     public var inherited: [InheritedFile] = []
@@ -120,7 +133,7 @@ public enum CRIUCommand {
         var args = ["dump"] + common(pid: r.pid, directory: r.imagesDirectory, log: r.logFile)
         args += allMountsExternal
         args += dumpOptions(r)
-        if r.leaveRunning { args.append("--leave-running") }
+        if r.leaveRunning { args.append("--leave-running") } else if r.leaveStopped { args.append("--leave-stopped") }
         if let lazy = r.lazyPagesServer {
             args += ["--lazy-pages", "--address", lazy.host, "--port", String(lazy.port)]
         }
@@ -147,6 +160,8 @@ public enum CRIUCommand {
         for e in r.externals { args += ["--external", e] }
         for (fd, file) in zip(inheritedFDs(r), r.inherited) { args += ["--inherit-fd", "fd[\(fd)]:\(file.key)"] }
         if r.lazyPages { args.append("--lazy-pages") }
+        if r.emptyNetwork { args += ["--empty-ns", "net"] }
+        if let script = r.actionScript { args += ["--action-script", script] }
         return args
     }
 
@@ -175,6 +190,7 @@ public enum CRIUCommand {
         if r.tcpEstablished { args.append("--tcp-established") }
         if let cg = r.freezeCgroup { args += ["--freeze-cgroup", cg] }
         if let lock = r.networkLock { args += ["--network-lock", lock.rawValue] }
+        if r.emptyNetwork { args += ["--empty-ns", "net"] }
         for e in r.externals { args += ["--external", e] }
         for p in r.irmapScanPaths { args += ["--irmap-scan-path", p] }
         if r.trackMemory { args.append("--track-mem") }

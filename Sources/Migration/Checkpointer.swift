@@ -1,6 +1,7 @@
 import Foundation
 import InstanceConfig
 import Logging
+import Synchronization
 
 /// What CRIU needs to know about a running container to checkpoint it.
 public struct CheckpointTarget: Sendable, Equatable {
@@ -11,11 +12,14 @@ public struct CheckpointTarget: Sendable, Equatable {
     /// The container's console terminal, whose master lives outside the tree (in the runtime's
     /// console monitor): dumped as external, given back at restore.
     public var console: ExternalConsole?
+    /// The container's network namespace holds lo alone: nothing of it needs dumping.
+    public var onlyLoopback: Bool
 
-    public init(pid: Int32, freezerCgroup: String?, console: ExternalConsole? = nil) {
+    public init(pid: Int32, freezerCgroup: String?, console: ExternalConsole? = nil, onlyLoopback: Bool = false) {
         self.pid = pid
         self.freezerCgroup = freezerCgroup
         self.console = console
+        self.onlyLoopback = onlyLoopback
     }
 }
 
@@ -63,6 +67,8 @@ public struct RestoreTarget: Sendable, Equatable {
     public var reapedAfter: UInt64
     /// The new console, for images dumped with an external console.
     public var console: RestoredConsole?
+    /// Run by CRIU at each restore stage (see `RestoreRequest.actionScript`).
+    public var actionScript: String?
 
     public init(rootfs: String, cgroupRoots: [CgroupRoot] = [], externals: [String] = [], reapedAfter: UInt64 = 0,
                 console: RestoredConsole? = nil) {
@@ -116,9 +122,12 @@ public struct Checkpointer: Sendable {
         /// freeze took ~100.8 ms with it and ~0.2 ms without (measured here). Worth it for trees
         /// that fork fast or have many tasks, where seizing one by one can chase new children.
         public var freezeCgroup = false
+        /// Keep the tree stopped after the dump (a move's source until the target takes over).
+        public var leaveStopped = false
         public init(leaveRunning: Bool = false, tcpEstablished: Bool = false, networkLock: NetworkLock? = .nftables,
-                    freezeCgroup: Bool = false) {
+                    freezeCgroup: Bool = false, leaveStopped: Bool = false) {
             self.leaveRunning = leaveRunning
+            self.leaveStopped = leaveStopped
             self.tcpEstablished = tcpEstablished
             self.networkLock = networkLock
             self.freezeCgroup = freezeCgroup
@@ -127,6 +136,19 @@ public struct Checkpointer: Sendable {
 
     public let driver: CRIUDriver
     let logger: Logger
+    private let probed = ProbeCache()
+
+    /// What CRIU on this host can do, probed once (a few hundred ms) and kept.
+    public func features() async throws -> CRIUFeatures {
+        if let known = probed.value.withLock({ $0 }) { return known }
+        let found = try await driver.criu.probe(runner: driver.runner)
+        probed.value.withLock { $0 = found }
+        return found
+    }
+
+    private final class ProbeCache: Sendable {
+        let value = Mutex<CRIUFeatures?>(nil)
+    }
 
     /// Where watched directories are that CRIU's own hints (/etc, the root, a few others) miss:
     /// dbus-daemon watches /usr/share/dbus-1/system.d, and without this hint a Debian 12
@@ -150,8 +172,13 @@ public struct Checkpointer: Sendable {
         var request = DumpRequest(pid: target.pid, imagesDirectory: directory)
         request.freezeCgroup = options.freezeCgroup ? target.freezerCgroup : nil
         request.leaveRunning = options.leaveRunning
+        request.leaveStopped = options.leaveStopped
         request.tcpEstablished = options.tcpEstablished
         request.networkLock = options.networkLock
+        if target.onlyLoopback {
+            request.emptyNetwork = true
+            request.networkLock = .skip
+        }
         request.irmapScanPaths = Self.irmapScanPaths
         if let console = target.console {
             request.externals += console.dumpExternals
@@ -160,12 +187,12 @@ public struct Checkpointer: Sendable {
             try Data(console.ttyKey.utf8).write(to: URL(fileURLWithPath: directory + "/" + ExternalConsole.keyFile))
         }
         let dumped = try await driver.dump(request)
-        if !options.leaveRunning {
+        if !options.leaveRunning && !options.leaveStopped {
             try await source.waitStopped(instance: name, timeout: .seconds(10))
         }
         logger.info("container checkpointed", metadata: [
             "instance": "\(name)", "downtime_us": "\(dumped.image.dumpStats?.frozenTime ?? 0)",
-            "leave_running": "\(options.leaveRunning)",
+            "leave_running": "\(options.leaveRunning)", "leave_stopped": "\(options.leaveStopped)",
         ])
         return dumped
     }
@@ -180,6 +207,12 @@ public struct Checkpointer: Sendable {
         request.tcpEstablished = tcpEstablished
         request.cgroupRoots = target.cgroupRoots
         request.externals = target.externals
+        // Dumped with --empty-ns net (no network images): a bare namespace whose lo the action
+        // script brings up.
+        if !Self.holdsNetworkImages(directory) {
+            request.emptyNetwork = true
+            request.actionScript = target.actionScript
+        }
         if let key = Self.consoleKey(in: directory) {
             guard let console = target.console else {
                 await destination.abandonRestore(instance: name)
@@ -208,6 +241,10 @@ public struct Checkpointer: Sendable {
         }
         logger.info("container restored", metadata: ["instance": "\(name)", "pid": "\(restored.pid)", "elapsed": "\(restored.elapsed)"])
         return restored
+    }
+
+    static func holdsNetworkImages(_ directory: String) -> Bool {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).contains { $0.hasPrefix("netns-") }
     }
 
     /// The console key a dump left beside its images; nil for images without an external console.

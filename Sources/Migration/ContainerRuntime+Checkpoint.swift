@@ -8,7 +8,15 @@ extension ContainerRuntime: CheckpointSource {
         guard let s = state(instance: instance), s.running, s.pid > 0 else { throw RuntimeError.notRunning("\(instance)") }
         let freezer = cgroupDirectory("freezer", of: instance)
         return CheckpointTarget(pid: s.pid, freezerCgroup: freezer.flatMap { access($0, F_OK) == 0 ? $0 : nil },
-                                console: Self.externalConsole(initPid: s.pid))
+                                console: Self.externalConsole(initPid: s.pid), onlyLoopback: Self.onlyLoopback(initPid: s.pid))
+    }
+
+    /// Whether init's network namespace has no device but lo (/proc/PID/net/dev: two header
+    /// lines, then one line per device).
+    static func onlyLoopback(initPid: Int32) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/\(initPid)/net/dev", encoding: .utf8) else { return false }
+        let devices = text.split(separator: "\n").dropFirst(2).compactMap { $0.split(separator: ":").first?.trimmingCharacters(in: .whitespaces) }
+        return devices == ["lo"]
     }
 
     /// The container's console is a pty whose master the runtime's monitor holds, outside the
@@ -37,8 +45,13 @@ extension ContainerRuntime: CheckpointSource {
 extension ContainerRuntime: RestoreDestination {
     public func prepareRestore(instance: InstanceRef) async throws -> RestoreTarget {
         let prep = try await mountForRestore(instance: instance)
-        return RestoreTarget(rootfs: prep.rootfs, reapedAfter: prep.reapedAfter,
+        // Always this member's paths: the same as the dump's after a stateful stop here, another
+        // member's after a move.
+        let roots = prep.cgroupControllerGroups.map { CgroupRoot(controllers: $0, path: "/" + prep.cgroupPath) }
+        var target = RestoreTarget(rootfs: prep.rootfs, cgroupRoots: roots, reapedAfter: prep.reapedAfter,
                              console: RestoredConsole(slavePath: prep.consoleSlavePath, slaveFD: prep.consoleSlaveFD))
+        target.actionScript = helperPath
+        return target
     }
 
     public func adoptRestored(instance: InstanceRef, pid: Int32, target: RestoreTarget) async throws {

@@ -106,6 +106,23 @@ public struct CgroupLayout: Sendable, Equatable {
         unified.map { $0 + "/" + path }
     }
 
+    /// The hierarchies a container is placed in, each as the controllers mounted together
+    /// (v1, e.g. ["cpu"] or ["cpu", "cpuacct"] when co-mounted) or [""] for cgroup2, in the
+    /// order of `directories`. A restore on another member names each to move the dumped
+    /// container cgroup to this member's path (and only these: the container sits at "/" in
+    /// the others, such as blkio).
+    public var controllerGroups: [[String]] {
+        if usesV2 { return [[""]] }
+        var byMount: [String: [String]] = [:]
+        var order: [String] = []
+        for c in Self.v1Controllers {
+            guard let mp = v1[c] else { continue }
+            if byMount[mp] == nil { order.append(mp) }
+            byMount[mp, default: []].append(c)
+        }
+        return order.map { byMount[$0]! } + (unified == nil ? [] : [[""]])
+    }
+
     /// The directory holding `controller`'s files for `path`.
     public func directory(of controller: String, relative path: String) -> String? {
         if usesV2 { return unified.map { $0 + "/" + path } }

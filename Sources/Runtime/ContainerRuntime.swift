@@ -18,8 +18,8 @@ public final class ContainerRuntime: Sendable {
     public let memberName: String
     public let helperPath: String
     public let cgroupLayout: CgroupLayout
-    private let cgroups: Cgroups
-    private let logger: Logger
+    let cgroups: Cgroups
+    let logger: Logger
 
     private struct Running {
         let pid: pid_t
@@ -182,6 +182,73 @@ public final class ContainerRuntime: Sendable {
             throw .invalid("remove \(p.dir): \(error)")
         }
         _ = table.withLock { $0.legacy.removeValue(forKey: name) }
+    }
+
+    // MARK: rename
+
+    /// Renames a stopped container: `containers/<project>_<old>` becomes
+    /// `containers/<project>_<new>`, with config.json's paths into it rewritten (the layout
+    /// upgrade's move, `HostLayout.moveStopped`). Its cgroups are gone while it is stopped and
+    /// are made under the new name at the next start. Refuses a running container, one with a
+    /// start or a temporary root mount in flight, one holding a stateful stop's dump (CRIU's
+    /// images record the old paths, the console's bind mount among them) and a target that
+    /// exists. Moving it back is the same call with the names swapped.
+    public func renameContainer(from old: InstanceRef, to new: InstanceRef) throws(RuntimeError) {
+        try ContainerSpec.validate(old)
+        try ContainerSpec.validate(new)
+        guard old != new else { throw .invalid("container \(old) already has that name") }
+        try claimBusy(old)
+        defer { releaseBusy(old) }
+        try claimBusy(new)
+        defer { releaseBusy(new) }
+        let from = paths(old)
+        guard access(from.dir, F_OK) == 0 else { throw .notFound("\(old)") }
+        for taken in Set([dataDir + "/containers/" + new.hostName, paths(new).dir]) where access(taken, F_OK) == 0 {
+            throw .invalid("cannot rename container \(old) to \(new): \(taken) exists already; remove it if it holds nothing you need, then retry")
+        }
+        if let state = try? StoredState.read(from: from.stateFile), Self.startTime(of: state.pid) == state.pidStartTime {
+            throw .alreadyRunning("\(old)")
+        }
+        if access(from.savedState + "/inventory.img", F_OK) == 0 {
+            throw .invalid("container \(old) holds a saved state whose images record its current paths: start it, stop it without --stateful, then rename it")
+        }
+        // Leftovers of a stop that did not clean up (a crash): nothing may stay mounted or in a cgroup under the old name.
+        try Self.unmountAll(under: from.dir)
+        if !Mounts.under(from.dir).isEmpty { throw .invalid("mounts remain under \(from.dir); not renaming") }
+        try? cgroups.remove(hostName(old))
+        unlink(from.stateFile)
+        // Moves with the directory and stays until the caller recorded the new name (`finishRename`).
+        try RenameMarker(from: old.hostName, to: new.hostName).write(to: from.dir + "/" + RenameMarker.file)
+        do {
+            try HostLayout.moveStopped(containers: dataDir + "/containers", from: hostName(old), to: new.hostName)
+        } catch {
+            unlink(from.dir + "/" + RenameMarker.file)
+            throw error
+        }
+        _ = table.withLock { $0.legacy.removeValue(forKey: old) }
+        logger.info("container renamed", metadata: ["from": "\(old)", "to": "\(new)"])
+    }
+
+    /// Ends a rename once its owner recorded the name the container now has: removes the
+    /// marker, and points config.json back into the directory if the agent died between
+    /// rewriting it and moving the directory (`HostLayout.repointLower`).
+    public func finishRename(of instance: InstanceRef) throws(RuntimeError) {
+        let dir = paths(instance).dir
+        try HostLayout.repointLower(dir: dir)
+        if unlink(dir + "/" + RenameMarker.file) != 0 && errno != ENOENT { throw .system("unlink", on: dir + "/" + RenameMarker.file, errno) }
+    }
+
+    /// Renames this host began and did not finish (the agent died before `finishRename`), for
+    /// the owner of the instances to settle against its database at agent start.
+    public func unfinishedRenames() -> [UnfinishedRename] {
+        let root = dataDir + "/containers"
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: root) else { return [] }
+        return entries.sorted().compactMap { entry in
+            guard let at = InstanceRef(hostName: entry),
+                  let marker = try? RenameMarker.read(from: root + "/" + entry + "/" + RenameMarker.file),
+                  let from = InstanceRef(hostName: marker.from), let to = InstanceRef(hostName: marker.to) else { return nil }
+            return UnfinishedRename(from: from, to: to, at: at)
+        }
     }
 
     // MARK: start / stop
@@ -474,7 +541,7 @@ public final class ContainerRuntime: Sendable {
             return false
         }
         do throws(RuntimeError) {
-            try HostLayout.moveStopped(containers: dataDir + "/containers", from: old, to: instance)
+            try HostLayout.moveStopped(containers: dataDir + "/containers", from: old, to: instance.hostName)
         } catch {
             logger.error("could not move a stopped container to the layout with projects; it stays at its old directory until the next agent start",
                          metadata: ["instance": "\(instance)", "error": "\(error)"])
@@ -588,6 +655,11 @@ public final class ContainerRuntime: Sendable {
         /// The console the restored tree gets (its master stays here until `registerRestored`).
         public let consoleSlavePath: String
         public let consoleSlaveFD: Int32
+        /// The container's cgroup path below each hierarchy's root ("lxd-swift/<member>/<leaf>")
+        /// and the hierarchies it is in (`CgroupLayout.controllerGroups`): a tree dumped on
+        /// another member is restored there.
+        public let cgroupPath: String
+        public let cgroupControllerGroups: [[String]]
     }
 
     /// Mounts the root filesystem of a created, stopped container and creates its cgroups,
@@ -605,7 +677,8 @@ public final class ContainerRuntime: Sendable {
             try await mountRootfs(instance: name)
             let console = try makeRestoreConsole(name, owner: config.idmap)
             return RestorePreparation(rootfs: p.rootfs, cgroupDirectories: cgroups.directories(leaf), reapedAfter: sequence,
-                                      consoleSlavePath: console.path, consoleSlaveFD: console.slave)
+                                      consoleSlavePath: console.path, consoleSlaveFD: console.slave,
+                                      cgroupPath: cgroups.relative(leaf), cgroupControllerGroups: cgroupLayout.controllerGroups)
         } catch {
             try? Self.unmountAll(under: p.dir)
             try? cgroups.remove(leaf)
@@ -761,6 +834,30 @@ struct StoredConfig: Codable {
     func write(to path: String) throws(RuntimeError) { try writeJSON(self, to: path) }
     static func read(from path: String) throws -> StoredConfig {
         try JSONDecoder().decode(StoredConfig.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+}
+
+/// A rename a host began: the container's directory is at `at` (one of the two names) and the
+/// database decides which name it keeps.
+public struct UnfinishedRename: Sendable, Equatable {
+    public let from: InstanceRef
+    public let to: InstanceRef
+    public let at: InstanceRef
+
+    public init(from: InstanceRef, to: InstanceRef, at: InstanceRef) {
+        (self.from, self.to, self.at) = (from, to, at)
+    }
+}
+
+/// containers/<name>/rename.json: a rename in flight (host names), until `finishRename`.
+struct RenameMarker: Codable {
+    static let file = "rename.json"
+    let from: String
+    let to: String
+
+    func write(to path: String) throws(RuntimeError) { try writeJSON(self, to: path) }
+    static func read(from path: String) throws -> RenameMarker {
+        try JSONDecoder().decode(RenameMarker.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 }
 

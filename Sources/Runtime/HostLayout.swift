@@ -13,13 +13,14 @@ enum HostLayout {
         return InstanceRef(name: entry)
     }
 
-    /// Moves the directory of a stopped container from `containers/<old>` to its host name.
-    /// config.json may name the old directory (the shifted copy of the image layer, `lower`):
-    /// it is rewritten first, so a crash between the two steps leaves a directory the next
-    /// start still finds under its old name and moves again.
-    static func moveStopped(containers: String, from old: String, to instance: InstanceRef) throws(RuntimeError) {
+    /// Moves the directory of a stopped container from `containers/<old>` to `containers/<new>`
+    /// (the layout upgrade: to its host name; a rename: to its new host name). config.json may
+    /// name the old directory (the shifted copy of the image layer, `lower`): it is rewritten
+    /// first, so a crash between the two steps leaves a directory the next start still finds
+    /// under its old name and moves again.
+    static func moveStopped(containers: String, from old: String, to new: String) throws(RuntimeError) {
         let from = containers + "/" + old
-        let to = containers + "/" + instance.hostName
+        let to = containers + "/" + new
         if access(to, F_OK) == 0 {
             throw .invalid("cannot move \(from) to \(to): \(to) exists already; keep the one that holds the instance's files and remove the other, then restart the agent")
         }
@@ -29,5 +30,19 @@ enum HostLayout {
             try config.write(to: configPath)
         }
         if rename(from, to) != 0 { throw .system("rename to \(to)", on: from, errno) }
+    }
+
+    /// Points config.json's `lower` back at `dir`'s own shifted layer copy when it names the
+    /// copy of another directory under the same `containers/`: what a move interrupted between
+    /// rewriting config.json and moving the directory leaves behind.
+    static func repointLower(dir: String) throws(RuntimeError) {
+        let configPath = dir + "/config.json"
+        guard var config = try? StoredConfig.read(from: configPath), let lower = config.lower else { return }
+        let own = dir + "/lower"
+        let containers = String(dir[..<(dir.lastIndex(of: "/") ?? dir.startIndex)])
+        guard lower != own, lower.hasPrefix(containers + "/"), lower.hasSuffix("/lower"),
+              lower.dropFirst(containers.count + 1).split(separator: "/").count == 2 else { return }
+        config.lower = own
+        try config.write(to: configPath)
     }
 }

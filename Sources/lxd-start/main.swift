@@ -8,6 +8,24 @@ import Glibc
 let reportFD: Int32 = 3
 resetSignals()
 
+// Run by `criu restore --action-script` (no arguments; the action in the environment): after
+// CRIU made the restored tree's namespaces and before the tree runs, bring up its loopback
+// (dumped with `--empty-ns net`: containers have no other device, and skipping the network
+// dump and restore saves ~250 ms of downtime here). Other actions: nothing to do.
+if CommandLine.arguments.count == 1, let action = getenv("CRTOOLS_SCRIPT_ACTION").map({ String(cString: $0) }) {
+    guard action == "setup-namespaces" else { exit(0) }
+    guard let text = getenv("CRTOOLS_INIT_PID").map({ String(cString: $0) }), let pid = Int32(text), pid > 0 else {
+        writeAll(2, "lxd-start: CRTOOLS_INIT_PID missing\n")
+        exit(1)
+    }
+    let fd = open("/proc/\(pid)/ns/net", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0, cr_setns(fd, cr_CLONE_NEWNET) == 0, cr_loopback_up() == 0 else {
+        writeAll(2, "lxd-start: bringing up lo in the restored network namespace of \(pid) failed: errno \(errno)\n")
+        exit(1)
+    }
+    exit(0)
+}
+
 do throws(HelperError) {
     let args = try Arguments(CommandLine.arguments)
     switch args.mode {

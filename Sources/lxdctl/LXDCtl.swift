@@ -17,7 +17,7 @@ struct LXDCtl: AsyncParsableCommand {
         commandName: "lxdctl",
         abstract: "Manage system containers through an lxd-swift agent.",
         subcommands: [
-            ImageCommand.self, Launch.self, Init.self, Start.self, Stop.self, Restart.self, Delete.self,
+            ImageCommand.self, Launch.self, Init.self, Start.self, Stop.self, Restart.self, Delete.self, Rename.self, Move.self, Copy.self,
             List.self, Info.self, ConfigCommand.self, RemoteCommand.self, ClusterCommand.self, Exec.self, Console.self, FileCommand.self, OperationCommand.self,
             Monitor.self, PlacementGroupCommand.self,
         ]

@@ -238,6 +238,33 @@ struct ClusterDBTests {
         await db.close()
     }
 
+    @Test func renameKeepsTheRowAndRefusesATakenName() async throws {
+        let t = try TestCluster()
+        defer { t.shutdown() }
+        let db = try await t.open()
+        let before = try await db.transaction { tx in
+            let m = try tx.ensureMember(name: "node1", address: "a:1")
+            _ = try tx.insertInstance(NewInstance(name: "c2", memberID: m, imageFingerprint: "", architecture: "x86_64"))
+            return try tx.insertInstance(NewInstance(name: "c1", memberID: m, imageFingerprint: fingerprintA, architecture: "x86_64",
+                                                     config: ["k": "v"], idmapBase: 65_536))
+        }
+        await #expect(throws: ClusterDBError.alreadyExists("instance c2 in project default")) {
+            try await db.transaction { tx in try tx.renameInstance(name: "c1", to: "c2") }
+        }
+        await #expect(throws: ClusterDBError.notFound("instance nope")) {
+            try await db.transaction { tx in try tx.renameInstance(name: "nope", to: "c3") }
+        }
+        let (renamed, old) = try await db.transaction { tx in
+            try tx.renameInstance(name: "c1", to: "c3")
+            return (try tx.instance(name: "c3"), try tx.instance(name: "c1"))
+        }
+        #expect(old == nil)
+        var expected = before
+        expected.name = "c3"
+        #expect(renamed == expected, "only the name changes: id, config, idmap block and member stay")
+        await db.close()
+    }
+
     @Test func anyThrownErrorRollsBack() async throws {
         let t = try TestCluster()
         defer { t.shutdown() }

@@ -50,12 +50,18 @@ import Testing
         #expect(try match("DELETE", "/1.0/instances") == .methodNotAllowed(allowed: ["GET", "POST"]))
     }
 
+    static let token = "0123456789abcdef0123456789abcdef"
+
     @Test func membersOnlyRoutesResolveToMemberAccessUnderEverySpelling() throws {
         let spellings: [String: [String]] = [
             "/internal/cluster/heartbeat": ["/internal/cluster/heartbeat/", "//internal/cluster/heartbeat", "/internal//cluster/heartbeat", "/internal/cluster/%68eartbeat"],
             "/internal/database": ["/internal/database/", "//internal/database", "/%69nternal/database"],
             "/internal/instances/materialise": ["/internal/instances/materialise/", "/internal/instances//materialise"],
             "/1.0/images/{fingerprint}/export": ["/1.0/images/abc/export/", "/1.0//images/abc/export"],
+            "/internal/moves": ["/internal/moves/", "//internal/moves", "/internal/%6doves"],
+            "/internal/moves/{token}/{stream}": ["/internal/moves/\(Self.token)/rootfs/", "/internal//moves/\(Self.token)/state"],
+            "/internal/moves/{token}/handover": ["/internal/moves/\(Self.token)/handover/", "/internal/moves//\(Self.token)/handover"],
+            "/internal/moves/{token}": ["/internal/moves/\(Self.token)/", "//internal/moves/\(Self.token)"],
         ]
         for endpoint in Endpoints.all where endpoint.access == .member {
             let variants = try #require(spellings[endpoint.path], "no spellings listed for \(endpoint)")

@@ -74,6 +74,12 @@ final class FakeInstances: InstanceLifecycleUseCases, InstanceAccessUseCases, Se
     func rename(_ name: String, to newName: String) async throws -> APIOperation {
         try called("rename \(name) \(newName)"); _ = try instance(name); return Self.operation("rename")
     }
+    func acceptMove(_ request: MovePrepareRequest) async throws -> MovePrepared { try called("accept move \(request.name)"); return MovePrepared(criuVersion: nil) }
+    func receiveMovePart(token: String, stream: MoveStream, round: Int, part: Int, last: Bool, bytes: [UInt8]) async throws {
+        try called("move part \(stream.rawValue) \(round) \(part) \(last) \(bytes.count)")
+    }
+    func completeMove(_ request: MoveHandOverRequest) async throws -> MoveHandOverReply { try called("hand over \(request.name)"); return MoveHandOverReply(committed: false) }
+    func discardMove(token: String) async { try? called("discard move") }
     func move(_ name: String, to target: String, live: Bool?) async throws -> APIOperation {
         try called("move \(name) \(target) \(live.map(String.init) ?? "-")"); _ = try instance(name); return Self.operation("move")
     }

@@ -177,6 +177,7 @@ struct RouteHarness {
     static func path(_ endpoint: Endpoint) -> String {
         var path = endpoint.path.replacingOccurrences(of: "{name}", with: "c1")
         for p in ["{fingerprint}", "{alias}", "{id}", "{member}", "{group}", "{file}"] { path = path.replacingOccurrences(of: p, with: "x") }
+        path = path.replacingOccurrences(of: "{token}", with: "0123456789abcdef0123456789abcdef").replacingOccurrences(of: "{stream}", with: "rootfs")
         return endpoint.webSocket ? path + "?secret=s" : path
     }
 

@@ -93,6 +93,40 @@ final class FakeHost: ContainerHost {
         if running { throw .alreadyRunning(name) }
     }
 
+    /// Container names whose rename fails (either direction), as a real one does on a busy host.
+    let failRename = Mutex<Set<String>>([])
+
+    func renameContainer(from old: InstanceRef, to new: InstanceRef) throws(RuntimeError) {
+        let (from, to) = (saw(old), saw(new))
+        record("rename \(from) \(to)")
+        if failRename.withLock({ $0.contains(from) || $0.contains(to) }) { throw .system("rename", on: from, EBUSY) }
+        let outcome: RuntimeError? = containers.withLock { all in
+            guard let c = all[from] else { return .notFound(from) }
+            if c.running { return .alreadyRunning(from) }
+            if all[to] != nil { return .invalid("container \(to) exists already") }
+            all[from] = nil
+            var moved = c
+            moved.spec.instance = new
+            all[to] = moved
+            return nil
+        }
+        if let outcome { throw outcome }
+        pendingRenames.withLock { pending in
+            pending.removeAll { $0.at == old }
+            pending.append(UnfinishedRename(from: old, to: new, at: new))
+        }
+    }
+
+    /// Renames begun and not finished, as the real host keeps them in a marker beside the files.
+    let pendingRenames = Mutex<[UnfinishedRename]>([])
+
+    func finishRename(of instance: InstanceRef) throws(RuntimeError) {
+        record("finish rename \(saw(instance))")
+        pendingRenames.withLock { $0.removeAll { $0.at == instance } }
+    }
+
+    func unfinishedRenames() -> [UnfinishedRename] { pendingRenames.withLock { $0 } }
+
     func state(instance ref: InstanceRef) -> ContainerState? {
         let name = saw(ref)
         return containers.withLock { all in
@@ -154,8 +188,12 @@ final class FakeHost: ContainerHost {
         containers.withLock { $0[name]?.files[path] = ContainerFile(content: content, mode: mode, uid: uid, gid: gid) }
     }
 
-    /// Nowhere on disk: no saved state is ever found there.
-    func savedStateDirectory(of instance: InstanceRef) -> String { "/nonexistent/containers/\(instance.hostName)/state" }
+    /// Where saved states are looked for: nowhere on disk unless a test points it at a directory.
+    let stateRoot = Mutex("/nonexistent")
+    func savedStateDirectory(of instance: InstanceRef) -> String { stateRoot.withLock { $0 } + "/containers/\(instance.hostName)/state" }
+    func directory(of instance: InstanceRef) -> String { stateRoot.withLock { $0 } + "/containers/\(instance.hostName)" }
+    func upperDirectory(of instance: InstanceRef) -> String { directory(of: instance) + "/upper" }
+    func resumeStopped(instance: InstanceRef) throws(RuntimeError) -> Int { 0 }
 
     // Checkpoint and restore: the tests run without CRIU (checkpointer nil), so these are never reached.
     func checkpointTarget(instance: InstanceRef) async throws -> CheckpointTarget { throw RuntimeError.unsupported("no checkpoints on the fake host") }

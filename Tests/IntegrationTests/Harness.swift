@@ -99,10 +99,15 @@ final class TestAgent: @unchecked Sendable {
     /// More lxdd arguments, on every start (e.g. `--preseed FILE`).
     let extraArguments: [String]
 
-    init(name: String = "m1", httpsAddress: String? = nil, extraArguments: [String] = [], dataDir: String? = nil) throws {
+    /// More environment for lxdd, on every start (e.g. `LXD_CRIU` for a CRIU that fails on purpose).
+    let agentEnvironment: [String: String]
+
+    init(name: String = "m1", httpsAddress: String? = nil, extraArguments: [String] = [], dataDir: String? = nil,
+         environment: [String: String] = [:]) throws {
         self.name = name
         self.httpsAddress = httpsAddress
         self.extraArguments = extraArguments
+        self.agentEnvironment = environment
         self.dataDir = dataDir ?? "/tmp/lxd-swift-it-\(getpid())-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: self.dataDir, withIntermediateDirectories: true)
         try start()
@@ -129,6 +134,11 @@ final class TestAgent: @unchecked Sendable {
         p.executableURL = URL(fileURLWithPath: Paths.lxdd)
         p.arguments = ["--data-dir", dataDir, "--name", name] + (httpsAddress.map { ["--https-address", $0] } ?? [])
             + ["--idmap-range", Self.idmapRange] + extraArguments
+        if !agentEnvironment.isEmpty {
+            var env = ProcessInfo.processInfo.environment
+            for (k, v) in agentEnvironment { env[k] = v }
+            p.environment = env
+        }
         let log = FileHandle(forWritingAtPath: "\(dataDir)/lxdd.log") ?? {
             FileManager.default.createFile(atPath: "\(dataDir)/lxdd.log", contents: nil)
             return FileHandle(forWritingAtPath: "\(dataDir)/lxdd.log")!

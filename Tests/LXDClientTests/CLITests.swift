@@ -264,6 +264,76 @@ struct CLITests {
         #expect(order == ["PUT /1.0/instances/c1/state", "DELETE /1.0/instances/c1"])
     }
 
+    /// `move --target` and `rename` send what lxc 5.0.2 sends; while the move runs its progress
+    /// is printed once per change (stdout is a pipe here), then the final figures.
+    @Test func moveAndRenameSendLXDsShapeAndShowProgress() async throws {
+        let waits = Mutex(0)
+        let status = Mutex(StatusCode.running)
+        let server = try await TestServer.start(routes: { request in
+            switch (request.method, request.path) {
+            case ("GET", "/1.0/instances/c1"):
+                return LiveSocketTests.sync(Self.instance("c1", status.withLock { $0 }, pid: 0, memory: 0))
+            case ("POST", "/1.0/instances/c1"), ("POST", "/1.0/instances"):
+                waits.withLock { $0 = 0 }
+                return LiveSocketTests.async(LiveSocketTests.op("mv", .running))
+            case ("GET", "/1.0/operations/mv/wait"):
+                let n = waits.withLock { $0 += 1; return $0 }
+                let transfer: [String: JSONValue] = ["phase": .string("transfer"), "bytes_sent": .int(3 * 1_048_576), "rate_bytes_per_second": .int(1_572_864)]
+                switch n {
+                case 1, 2: return LiveSocketTests.sync(LiveSocketTests.op("mv", .running, metadata: transfer))
+                case 3: return LiveSocketTests.sync(LiveSocketTests.op("mv", .running, metadata: ["phase": .string("restore")]))
+                default: return LiveSocketTests.sync(LiveSocketTests.op("mv", .success, metadata: ["downtime_ms": .double(120.4), "total_ms": .int(480)]))
+                }
+            default:
+                return LiveSocketTests.error(404, "not found \(request.method) \(request.path)")
+            }
+        })
+        defer { server.stop() }
+        func lastPost() throws -> (query: [String: String], body: [String: JSONValue]) {
+            let r = try #require(server.requests.last { $0.method == "POST" })
+            return (r.query, try JSONDecoder().decode([String: JSONValue].self, from: Data(r.body)))
+        }
+
+        let moved = try await CLI.run(["move", "c1", "--target", "m2"], socket: server.path)
+        #expect(moved.status == 0, "\(moved.stderr)")
+        #expect(moved.stdout == "transfer: 3.00MiB sent, 1.50MiB/s\nrestore\nMoved c1 from m1 to m2: downtime 120 ms, total 480 ms\n")
+        var post = try lastPost()
+        #expect(post.query == ["target": "m2"])
+        #expect(post.body == ["name": .string("c1"), "migration": .bool(true), "live": .bool(true)])
+        // The timeouts of the waits are one second: progress comes about once a second.
+        #expect(server.requests.filter { $0.path == "/1.0/operations/mv/wait" }.allSatisfy { $0.query["timeout"] == "1" })
+
+        #expect(try await CLI.run(["move", "c1", "--target", "m2", "--stateless"], socket: server.path).status == 0)
+        #expect(try lastPost().body["live"] == .bool(false))
+        status.withLock { $0 = .stopped }
+        #expect(try await CLI.run(["move", "c1", "--target", "m2"], socket: server.path).status == 0)
+        #expect(try lastPost().body["live"] == .bool(false), "a stopped instance is copied, not moved live")
+
+        let renamed = try await CLI.run(["rename", "c1", "c2"], socket: server.path)
+        #expect(renamed.status == 0 && renamed.stdout.isEmpty, "\(renamed.stderr)")
+        post = try lastPost()
+        #expect(post.query.isEmpty)
+        #expect(post.body == ["name": .string("c2"), "migration": .bool(false)])
+        #expect(try await CLI.run(["move", "c1", "c3"], socket: server.path).status == 0)
+        #expect(try lastPost().body["name"] == .string("c3"))
+
+        // copy: LXD's local-copy source, as lxc copy sends it within a cluster.
+        status.withLock { $0 = .running }
+        let copied = try await CLI.run(["copy", "c1", "c9", "--target", "m3"], socket: server.path)
+        #expect(copied.status == 0, "\(copied.stderr)")
+        #expect(copied.stdout.hasSuffix("Copied c1 to c9 on m3: downtime 120 ms, total 480 ms\n"), "\(copied.stdout)")
+        post = try lastPost()
+        #expect(post.query == ["target": "m3"])
+        #expect(post.body["name"] == .string("c9"))
+        #expect(post.body["source"] == .object(["type": .string("copy"), "source": .string("c1"), "live": .bool(true)]))
+        #expect(try await CLI.run(["copy", "c1", "c8", "--stateless"], socket: server.path).status == 0)
+        #expect(try lastPost().query.isEmpty)
+        #expect(try lastPost().body["source"]?["live"] == .bool(false))
+
+        let noTarget = try await CLI.run(["move", "c1"], socket: server.path)
+        #expect(noTarget.status == 1 && noTarget.stderr == "Error: name the member to move c1 to: lxdctl move c1 --target MEMBER\n")
+    }
+
     @Test func filePullToStdoutAndPushHeaders() async throws {
         let server = try await TestServer.start(routes: { request in
             switch (request.method, request.path) {

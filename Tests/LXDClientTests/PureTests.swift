@@ -246,3 +246,22 @@ import Testing
         #expect(json == #"{"command":["sh","-c","echo hi"],"cwd":"\/root","environment":{"A":"1"},"height":30,"interactive":true,"wait-for-websocket":true,"width":100}"#)
     }
 }
+
+@Suite struct MoveProgressTests {
+    @Test func aLineShowsWhatTheServerReported() {
+        #expect(MoveProgress.line(nil) == nil)
+        #expect(MoveProgress.line([:]) == nil)
+        #expect(MoveProgress.line(["phase": .string("dump")]) == "dump")
+        #expect(MoveProgress.line(["phase": .string("transfer"), "bytes_sent": .int(512), "rate_bytes_per_second": .int(2048)])
+                == "transfer: 512B sent, 2.00KiB/s")
+        #expect(MoveProgress.line(["bytes_sent": .int(1_048_576)]) == "1.00MiB sent")
+        #expect(MoveProgress.line(["phase": .int(3), "bytes_sent": .string("x")]) == nil, "values of the wrong type are left out")
+    }
+
+    @Test func theFiguresAreWholeMilliseconds() {
+        #expect(MoveProgress.figures(["downtime_ms": .double(149.6), "total_ms": .int(600)]) == "downtime 150 ms, total 600 ms")
+        #expect(MoveProgress.figures(["total_ms": .double(35.2)]) == "total 35 ms")
+        #expect(MoveProgress.figures(["downtime_ms": .double(.infinity), "total_ms": .double(-1)]) == nil)
+        #expect(MoveProgress.figures(nil) == nil)
+    }
+}

@@ -44,7 +44,11 @@ final class FakeCRIU: CommandRunner {
 actor FakeRuntime: CheckpointSource, RestoreDestination {
     var events: [String] = []
     let refuseAdoption: Bool
-    init(refuseAdoption: Bool = false) { self.refuseAdoption = refuseAdoption }
+    let actionScript: String?
+    init(refuseAdoption: Bool = false, actionScript: String? = nil) {
+        self.refuseAdoption = refuseAdoption
+        self.actionScript = actionScript
+    }
 
     func checkpointTarget(instance name: InstanceRef) async throws -> CheckpointTarget {
         events.append("target \(name)")
@@ -53,8 +57,10 @@ actor FakeRuntime: CheckpointSource, RestoreDestination {
     func waitStopped(instance name: InstanceRef, timeout: Duration) async throws { events.append("stopped \(name)") }
     func prepareRestore(instance name: InstanceRef) async throws -> RestoreTarget {
         events.append("prepare \(name)")
-        return RestoreTarget(rootfs: "/var/lib/lxd/containers/\(name)/rootfs", cgroupRoots: [CgroupRoot(controllers: ["memory", "freezer"], path: "/lxd-swift/m2/\(name)")],
-                             externals: ["netdev[eth0]:veth1"], reapedAfter: 41)
+        var target = RestoreTarget(rootfs: "/var/lib/lxd/containers/\(name)/rootfs", cgroupRoots: [CgroupRoot(controllers: ["memory", "freezer"], path: "/lxd-swift/m2/\(name)")],
+                                   externals: ["netdev[eth0]:veth1"], reapedAfter: 41)
+        target.actionScript = actionScript
+        return target
     }
     func adoptRestored(instance name: InstanceRef, pid: Int32, target: RestoreTarget) async throws {
         events.append("adopt \(name) \(pid) after \(target.reapedAfter)")
@@ -104,12 +110,25 @@ actor FakeRuntime: CheckpointSource, RestoreDestination {
         let runtime = FakeRuntime()
         let c = Checkpointer(driver: CRIUDriver(criu: CRIU(path: "/fake/criu"), runner: criu))
         _ = try await c.checkpoint(instance: "c1", source: runtime, into: dir)
+        // A container with a network device: its namespace was dumped.
+        FileManager.default.createFile(atPath: dir + "/netns-10.img", contents: Data())
         let restored = try await c.restore(instance: "c1", destination: runtime, from: dir, tcpEstablished: true)
         #expect(restored.pid == 4242)
         #expect(criu.invocations.last == ["restore", "-D", dir, "-o", "restore.log", "--root", "/var/lib/lxd/containers/c1/rootfs",
                                           "--external", "mnt[]", "-d", "--pidfile", dir + "/restore.pid", "--tcp-established",
                                           "--cgroup-root", "memory,freezer:/lxd-swift/m2/c1", "--external", "netdev[eth0]:veth1"])
         #expect(await runtime.events == ["target c1", "stopped c1", "prepare c1", "adopt c1 4242 after 41"])
+    }
+
+    @Test func imagesWithoutANetworkNamespaceRestoreABareOneWithTheActionScript() async throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let criu = FakeCRIU(restoredPid: 4242)
+        let c = Checkpointer(driver: CRIUDriver(criu: CRIU(path: "/fake/criu"), runner: criu))
+        _ = try await c.checkpoint(instance: "c1", source: FakeRuntime(), into: dir)
+        _ = try await c.restore(instance: "c1", destination: FakeRuntime(actionScript: "/usr/libexec/lxd-start"), from: dir)
+        let args = try #require(criu.invocations.last)
+        #expect(args.suffix(4) == ["--empty-ns", "net", "--action-script", "/usr/libexec/lxd-start"])
     }
 
     @Test func failedRestoreReleasesThePreparedRootAndReportsCRIUsError() async throws {

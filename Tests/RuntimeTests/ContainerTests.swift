@@ -249,6 +249,43 @@ struct ContainerTests {
         #expect(access(containers + "/t1", F_OK) != 0)
     }
 
+    /// A rename moves a stopped container's directory, its shifted layer path in config.json
+    /// with it, and refuses what it cannot carry: a running container, a saved state, a taken name.
+    @Test func aStoppedContainerIsRenamedWithItsFiles() async throws {
+        let f = try Fixture("rename", shiftLayers: true)
+        defer { f.tearDown() }
+        let containers = f.dataDir + "/containers"
+        let c = try await f.runtime.start(f.spec("r1", base: 3_400_000))
+        #expect(try await run(f.runtime, "r1", ["sh", "-c", "echo kept > /root/note"]).code == 0)
+        #expect(throws: RuntimeError.alreadyRunning("r1")) { try f.runtime.renameContainer(from: "r1", to: "r2") }
+        try await f.runtime.stop(instance: "r1", force: true)
+        try expectNothingLeft(f, "r1", pid: c.pid)
+
+        try FileManager.default.createDirectory(atPath: containers + "/default_taken", withIntermediateDirectories: true)
+        #expect(throws: RuntimeError.self) { try f.runtime.renameContainer(from: "r1", to: "taken") }
+        try FileManager.default.createDirectory(atPath: containers + "/default_r1/state", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: containers + "/default_r1/state/inventory.img", contents: Data()))
+        #expect { try f.runtime.renameContainer(from: "r1", to: "r2") } throws: { "\($0)".contains("saved state") }
+        try FileManager.default.removeItem(atPath: containers + "/default_r1/state")
+        #expect(access(containers + "/default_r1/config.json", F_OK) == 0, "a refused rename leaves the directory")
+
+        try f.runtime.renameContainer(from: "r1", to: "r2")
+        #expect(f.runtime.unfinishedRenames() == [UnfinishedRename(from: "r1", to: "r2", at: "r2")], "unfinished until the owner says so")
+        try f.runtime.finishRename(of: "r2")
+        #expect(f.runtime.unfinishedRenames().isEmpty)
+        #expect(access(containers + "/default_r1", F_OK) != 0)
+        #expect(try StoredConfig.read(from: containers + "/default_r2/config.json").lower == containers + "/default_r2/lower")
+        #expect(throws: RuntimeError.notFound("r1")) { try f.runtime.renameContainer(from: "r1", to: "r3") }
+
+        let again = try await f.runtime.start(f.spec("r2", base: 3_400_000))
+        #expect(try await run(f.runtime, "r2", ["cat", "/root/note"]).output == "kept\n")
+        #expect(try await run(f.runtime, "r2", ["hostname"]).output == "r2\n")
+        #expect(f.runtime.cgroupDirectory("pids", of: "r2")?.hasSuffix("/\(f.member)/default_r2") == true)
+        try await f.runtime.stop(instance: "r2", force: true)
+        try expectNothingLeft(f, "r2", pid: again.pid)
+        try f.runtime.delete(instance: "r2")
+    }
+
     @Test func startFailureLeavesNothingBehind() async throws {
         let f = try Fixture("fail")
         defer { f.tearDown() }

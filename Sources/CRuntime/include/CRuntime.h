@@ -96,4 +96,14 @@ int cr_drop_bounding(const char *const *names, int count);
 int cr_spawn(const char *path, char *const argv[], char *const envp[], const int *src,
              const int *dst, int count, int new_session, pid_t *pid);
 
+/// Extended attributes, never through a symlink. With `name` NULL they are those of `fd`
+/// itself (f*xattr). Otherwise `name` is one entry (a single component, no '/', else EINVAL)
+/// of the directory `fd`, reached as /proc/self/fd/<fd>/<name> with the l*xattr calls: the
+/// directory is the one `fd` holds (no path walk) and a symlink at `name` is itself read or
+/// changed, never its target. Return values and errno as listxattr/getxattr/setxattr/removexattr.
+ssize_t cr_xattr_list(int fd, const char *name, char *list, size_t size);
+ssize_t cr_xattr_get(int fd, const char *name, const char *attr, void *value, size_t size);
+int cr_xattr_set(int fd, const char *name, const char *attr, const void *value, size_t size);
+int cr_xattr_remove(int fd, const char *name, const char *attr);
+
 #endif

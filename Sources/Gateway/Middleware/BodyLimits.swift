@@ -7,6 +7,8 @@ public struct BodyLimits: Sendable {
     public var json: Int = 4 << 20
     public var image: Int64 = 4 << 30
     public var file: Int = 256 << 20
+    /// One part of a move's tree stream (the source sends 4 MiB parts).
+    public var movePart: Int = 8 << 20
     public init() {}
 }
 

@@ -1,0 +1,355 @@
+import APITypes
+import ClusterDB
+import Foundation
+import InstanceConfig
+import Logging
+import Migration
+import Runtime
+
+/// The moves this member is the target of, while they run: which container each fills, and the
+/// tree stream being applied. A move nobody touches for `idleLimit` is settled from the
+/// database (kept if committed, else its copy is removed), so a source that died never leaves a
+/// half-made or a second running copy behind.
+actor IncomingMoves {
+    struct Entry {
+        let marker: MoveMarker
+        var upload: Upload?
+        var busy = false
+        var handingOver = false
+        var lastActivity = ContinuousClock.now
+    }
+
+    /// The applier of one stream; used by one part at a time (`Entry.busy`), each on a blocking
+    /// queue, hence unchecked: never touched concurrently.
+    final class Upload: @unchecked Sendable {
+        let stream: MoveStream
+        let round: Int
+        var nextPart = 0
+        let applier: TreeStreamApplier
+        init(stream: MoveStream, round: Int, applier: TreeStreamApplier) {
+            self.stream = stream
+            self.round = round
+            self.applier = applier
+        }
+    }
+
+    /// Longer than a source waits for one part (20 s) before it calls the move off.
+    static let idleLimit: Duration = .seconds(45)
+    private var entries: [String: Entry] = [:]
+
+    func add(_ marker: MoveMarker) { entries[marker.token] = Entry(marker: marker) }
+    func remove(_ token: String) { entries[token] = nil }
+    func marker(_ token: String) -> MoveMarker? { entries[token]?.marker }
+    func touch(_ token: String) { entries[token]?.lastActivity = .now }
+    func tokens(for instance: InstanceRef) -> [String] { entries.filter { $0.value.marker.ref == instance }.map(\.key) }
+
+    /// Claims the move for one part: the upload to feed (a new one at part 0).
+    func beginPart(token: String, stream: MoveStream, round: Int, part: Int, makeApplier: () throws -> TreeStreamApplier) throws -> Upload {
+        guard var e = entries[token] else { throw InstancesError.notFound("No move \(token) is expected on this member") }
+        guard !e.busy, !e.handingOver else { throw InstancesError.conflict("Move \(token) is already receiving a part") }
+        let upload: Upload
+        if part == 0 {
+            upload = Upload(stream: stream, round: round, applier: try makeApplier())
+        } else {
+            guard let current = e.upload, current.stream == stream, current.round == round, current.nextPart == part else {
+                throw InstancesError.invalid("Move \(token): part \(part) of \(stream.rawValue) round \(round) is out of order")
+            }
+            upload = current
+        }
+        e.upload = upload
+        e.busy = true
+        e.lastActivity = .now
+        entries[token] = e
+        return upload
+    }
+
+    func endPart(token: String, finished: Bool, failed: Bool) {
+        guard var e = entries[token] else { return }
+        e.busy = false
+        e.lastActivity = .now
+        if failed || finished { e.upload = nil } else { e.upload?.nextPart += 1 }
+        entries[token] = e
+    }
+
+    /// Claims the move for its hand-over; refused while a part is being applied or a stream is
+    /// unfinished.
+    func beginHandOver(_ token: String) throws -> MoveMarker {
+        guard var e = entries[token] else { throw InstancesError.notFound("No move \(token) is expected on this member") }
+        guard !e.busy, !e.handingOver, e.upload == nil else {
+            throw InstancesError.conflict("Move \(token) is still receiving data")
+        }
+        e.handingOver = true
+        entries[token] = e
+        return e.marker
+    }
+
+    func endHandOver(_ token: String) {
+        entries[token]?.handingOver = false
+        entries[token]?.lastActivity = .now
+    }
+
+    /// Moves nobody touched for `idleLimit` and that are not busy.
+    func idle(now: ContinuousClock.Instant) -> [MoveMarker] {
+        entries.values.filter { !$0.busy && !$0.handingOver && now - $0.lastActivity > Self.idleLimit }.map(\.marker)
+    }
+}
+
+extension InstanceLifecycle {
+    static let incomingMarker = "move-incoming.json"
+
+    private var incoming: IncomingMoves { context.incomingMoves }
+
+    /// Target side, step 1: the source claimed a move of an instance to this member; get its
+    /// image layer and an empty container ready.
+    public func acceptMove(_ request: MovePrepareRequest) async throws -> MovePrepared {
+        guard MoveToken.isValid(request.token) else { throw InstancesError.invalid("Invalid move token") }
+        guard let method = MoveMachine.Method(rawValue: request.method) else { throw InstancesError.invalid("Invalid move method \(request.method)") }
+        let (name, project, me) = (request.name, request.project, context.member.id)
+        let (row, move) = try await context.db.transaction { tx in
+            (try tx.instance(name: name, project: project), try tx.instanceMove(name: name, project: project))
+        }
+        guard let row, let move, move.token == request.token, move.targetID == me, row.location == request.source else {
+            throw InstancesError.conflict("The database holds no move of \(project)/\(name) from \(request.source) to \(context.member.name) with this token")
+        }
+        let ref = row.ref
+        try await context.locks.withLock(ref) {
+            let dir = context.host.directory(of: ref)
+            if context.host.state(instance: ref) != nil {
+                guard MoveMarker.read(dir + "/" + Self.incomingMarker) != nil else {
+                    throw InstancesError.conflict("Member \(context.member.name) already holds a container \(ref.hostName) that the database places on \(row.location): check \(dir) and remove it")
+                }
+                // What an earlier move to here left behind.
+                try await discardLocalCopy(ref)
+            }
+            if context.layers.layer(fingerprint: row.imageFingerprint) == nil {
+                guard let fetch = context.imageFetch,
+                      let image = try await context.db.transaction({ tx in try tx.image(fingerprintPrefix: row.imageFingerprint) }) else {
+                    throw InstancesError.unavailable("Image \(row.imageFingerprint.prefix(12)) of \(ref) cannot be brought to member \(context.member.name)")
+                }
+                _ = try await fetch.ensureLayer(image)
+            }
+            let spec = try context.spec(for: row)
+            let host = context.host
+            try await Blocking.run { try host.create(spec) }
+            let marker = MoveMarker(token: request.token, project: project, name: name, peer: request.source, method: method.rawValue,
+                                    idmapBase: row.idmapBase)
+            do {
+                try marker.write(to: dir + "/" + Self.incomingMarker)
+            } catch {
+                try? await Blocking.run { try host.delete(instance: ref) }
+                throw error
+            }
+            await incoming.add(marker)
+        }
+        context.logger.info("move accepted", metadata: ["instance": "\(ref)", "source": "\(request.source)", "method": "\(method.rawValue)"])
+        var version: String?
+        if let checkpointer = context.checkpointer, let features = try? await checkpointer.features(), features.checkPassed {
+            version = features.version.description
+        }
+        return MovePrepared(criuVersion: version)
+    }
+
+    /// Target side, step 2: one part of a tree stream (the root filesystem's changes, or the
+    /// checkpoint images), applied as it comes. Hostile until checked: the applier refuses any
+    /// path outside the container's directory.
+    public func receiveMovePart(token: String, stream: MoveStream, round: Int, part: Int, last: Bool, bytes: [UInt8]) async throws {
+        guard MoveToken.isValid(token) else { throw InstancesError.invalid("Invalid move token") }
+        guard (1...1000).contains(round), (0...1_000_000).contains(part) else { throw InstancesError.invalid("Invalid round or part number") }
+        guard let marker = await incoming.marker(token) else { throw InstancesError.notFound("No move \(token) is expected on this member") }
+        let root = stream == .rootfs ? context.host.upperDirectory(of: marker.ref) : context.host.savedStateDirectory(of: marker.ref)
+        let upload = try await incoming.beginPart(token: token, stream: stream, round: round, part: part) {
+            if stream == .state, part == 0 {
+                try? FileManager.default.removeItem(atPath: root)
+                try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            }
+            return try TreeStreamApplier(root: root, limits: Self.moveLimits(stream, idmapBase: marker.idmapBase))
+        }
+        do {
+            try await Blocking.run {
+                try bytes.withUnsafeBytes { try upload.applier.consume($0) }
+                if last { _ = try upload.applier.finish() }
+            }
+            await incoming.endPart(token: token, finished: last, failed: false)
+        } catch {
+            await incoming.endPart(token: token, finished: false, failed: true)
+            throw InstancesError.invalid("Move of \(marker.ref): \(stream.rawValue) round \(round) part \(part) refused: \(error)")
+        }
+    }
+
+    /// What a moved tree may hold: the root filesystem's files belong to the instance's mapped
+    /// ids (a privileged instance's to anyone), the checkpoint images to root; no device nodes
+    /// but overlay whiteouts.
+    static func moveLimits(_ stream: MoveStream, idmapBase: Int64?) -> TreeApplyLimits {
+        var limits = TreeApplyLimits(devices: .whiteoutsOnly)
+        switch stream {
+        case .state:
+            limits.ownerRange = 0...0
+        case .rootfs:
+            if let base = idmapBase, let low = UInt32(exactly: base), let high = UInt32(exactly: base + 65_535) {
+                limits.ownerRange = low...high
+            }
+        }
+        return limits
+    }
+
+    /// Target side, step 3: take the instance over. Live: restore it, then commit; stateless:
+    /// commit, then start it; cold: commit. The commit requires the move's token, so a source
+    /// that called the move off meanwhile wins and this copy is removed. Never throws after
+    /// the commit: the answer then says committed, with what went wrong after.
+    public func completeMove(_ request: MoveHandOverRequest) async throws -> MoveHandOverReply {
+        guard MoveToken.isValid(request.token) else { throw InstancesError.invalid("Invalid move token") }
+        let marker = try await incoming.beginHandOver(request.token)
+        guard marker.name == request.name, marker.project == request.project else {
+            await incoming.endHandOver(request.token)
+            throw InstancesError.invalid("Move \(request.token) is of \(marker.ref), not \(request.project)/\(request.name)")
+        }
+        let ref = marker.ref
+        defer { Task { await incoming.endHandOver(request.token) } }
+        return try await context.locks.withLock(ref) { () async throws -> MoveHandOverReply in
+            let began = ContinuousClock.now
+            if marker.method == MoveMachine.Method.live.rawValue {
+                guard let checkpointer = context.checkpointer else {
+                    try await discardLocalCopy(ref)
+                    return MoveHandOverReply(committed: false, message: "CRIU is missing on \(context.member.name)")
+                }
+                do {
+                    _ = try await checkpointer.restore(instance: ref, destination: context.host, from: context.stateDirectory(ref))
+                } catch {
+                    context.logger.error("restore of a moved instance failed", metadata: ["instance": "\(ref)", "error": "\(error)"])
+                    try await discardLocalCopy(ref)
+                    return MoveHandOverReply(committed: false, message: "restore failed on \(context.member.name): \(error)")
+                }
+            }
+            let restored = ContinuousClock.now - began
+            guard try await commit(marker) else {
+                context.logger.warning("move called off by its source before the commit; removing the copy", metadata: ["instance": "\(ref)"])
+                try await discardLocalCopy(ref)
+                return MoveHandOverReply(committed: false, message: "the move was called off by \(marker.peer)")
+            }
+            // Committed: this member owns the instance from here on.
+            unlink(context.host.directory(of: ref) + "/" + Self.incomingMarker)
+            try? FileManager.default.removeItem(atPath: context.stateDirectory(ref))
+            await incoming.remove(request.token)
+            var problem: String?
+            if marker.method == MoveMachine.Method.stateless.rawValue {
+                do {
+                    if let row = try await context.db.transaction({ tx in try tx.instance(name: ref.name, project: ref.project) }) {
+                        try await startLocked(row)
+                    }
+                } catch {
+                    problem = "moved to \(context.member.name) but it failed to start there: \(error)"
+                }
+            }
+            context.announce(.instanceUpdated, ref, context: ["location": .string(context.member.name)])
+            context.logger.info("move committed", metadata: ["instance": "\(ref)", "source": "\(marker.peer)", "method": "\(marker.method)"])
+            return MoveHandOverReply(committed: true, message: problem, restoreMilliseconds: restored.milliseconds)
+        }
+    }
+
+    /// Target side: the source called the move off; drop the copy unless it was committed.
+    public func discardMove(token: String) async {
+        guard MoveToken.isValid(token), let marker = await incoming.marker(token) else { return }
+        do {
+            try await context.locks.withLock(marker.ref) { try await settleIncoming(marker) }
+        } catch {
+            context.logger.error("discarding a called-off move failed", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
+        }
+    }
+
+    private func commit(_ marker: MoveMarker) async throws -> Bool {
+        let (token, me) = (marker.token, context.member.id)
+        return try await context.db.transaction { tx in
+            try tx.commitInstanceMove(name: marker.name, project: marker.project, token: token, to: me)
+        }
+    }
+
+    /// Settles an incoming move whose source went quiet, after an agent restart, or when the
+    /// source asks: kept if the database says this member owns the instance, else removed.
+    func settleIncoming(_ marker: MoveMarker) async throws {
+        let (name, project, me) = (marker.name, marker.project, context.member.id)
+        let (row, move) = try await context.db.transaction { tx in
+            (try tx.instance(name: name, project: project), try tx.instanceMove(name: name, project: project))
+        }
+        await incoming.remove(marker.token)
+        if let row, row.memberID == me, move?.token != marker.token {
+            unlink(context.host.directory(of: marker.ref) + "/" + Self.incomingMarker)
+            context.logger.info("incoming move found committed", metadata: ["instance": "\(marker.ref)"])
+            return
+        }
+        if let move, move.token == marker.token {
+            // Still pending: call it off first, so the source cannot commit to a removed copy.
+            let aborted = try await context.db.transaction { tx in try tx.abortInstanceMove(name: name, project: project, token: marker.token) }
+            if !aborted { return try await settleIncoming(marker) }
+        }
+        context.logger.notice("removing the copy of a move that did not commit", metadata: ["instance": "\(marker.ref)", "source": "\(marker.peer)"])
+        try await discardLocalCopy(marker.ref)
+    }
+
+    /// Removes this member's copy of an instance it does not own (running or not).
+    func discardLocalCopy(_ ref: InstanceRef) async throws {
+        if context.host.state(instance: ref)?.running == true {
+            try await context.host.stop(instance: ref, force: true, timeout: .seconds(10))
+        }
+        let host = context.host
+        try await Blocking.run { try host.delete(instance: ref) }
+    }
+
+    /// Settles the incoming moves nobody touched for a while (the source died or lost us).
+    func settleIdleMoves() async {
+        for marker in await incoming.idle(now: .now) {
+            do {
+                try await context.locks.withLock(marker.ref) { try await settleIncoming(marker) }
+            } catch {
+                context.logger.error("settling an idle incoming move failed", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Runs until cancelled: settles incoming moves left idle (checked every 5 s).
+    public func watchIncomingMoves() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(5))
+            await settleIdleMoves()
+        }
+    }
+
+    /// After the agent starts, before autostart: moves that were running when it stopped.
+    /// Outgoing (this member was the source): called off unless committed; a frozen tree is
+    /// continued, a committed one's copy removed. Incoming: kept if committed, else removed.
+    public func settleMoves() async {
+        let containers = context.dataDir + "/containers"
+        guard let dirs = try? FileManager.default.contentsOfDirectory(atPath: containers) else { return }
+        for dir in dirs.sorted() {
+            if let marker = MoveMarker.read("\(containers)/\(dir)/\(Self.incomingMarker)") {
+                do { try await context.locks.withLock(marker.ref) { try await settleIncoming(marker) } } catch {
+                    context.logger.error("settling an incoming move failed", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
+                }
+            }
+            if let marker = MoveMarker.read("\(containers)/\(dir)/\(MoveShell.outgoingMarker)") {
+                do { try await context.locks.withLock(marker.ref) { try await settleOutgoing(marker) } } catch {
+                    context.logger.error("settling an outgoing move failed", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    private func settleOutgoing(_ marker: MoveMarker) async throws {
+        let (name, project, me, token) = (marker.name, marker.project, context.member.id, marker.token)
+        let ownedHere: Bool = try await context.db.transaction { tx in
+            _ = try tx.abortInstanceMove(name: name, project: project, token: token)
+            return try tx.instance(name: name, project: project)?.memberID == me
+        }
+        let ref = marker.ref
+        if ownedHere {
+            // The target would drop its copy by itself after a while; tell it now.
+            await context.moveTransport?.discardMove(token: token, on: marker.peer)
+            if context.host.state(instance: ref)?.running == true { try context.host.resumeStopped(instance: ref) }
+            try? FileManager.default.removeItem(atPath: context.host.directory(of: ref) + "/move-out")
+            unlink(context.host.directory(of: ref) + "/" + MoveShell.outgoingMarker)
+            context.logger.notice("a move interrupted by an agent restart was called off; the instance stays here", metadata: ["instance": "\(ref)", "target": "\(marker.peer)"])
+        } else {
+            try await discardLocalCopy(ref)
+            context.logger.notice("a move interrupted by an agent restart had committed; removed this member's copy", metadata: ["instance": "\(ref)", "target": "\(marker.peer)"])
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import Foundation
+import Glibc
+import InstanceConfig
+import Logging
+
+/// What a move between members needs of a container on this host.
+extension ContainerRuntime {
+    /// The container's overlay upper directory: its changes to the image, which a move copies.
+    public func upperDirectory(of instance: InstanceRef) -> String { paths(instance).upper }
+
+    /// Host pids of every process in the container, from its cgroups (the cgroup2 tree on
+    /// hybrid and v2 hosts, with the subgroups systemd makes inside; the pids group on v1).
+    public func processes(of instance: InstanceRef) -> [Int32] {
+        let leaf = hostName(instance)
+        let root = cgroups.delegated(leaf) ?? cgroupLayout.directory(of: "pids", relative: cgroups.relative(leaf))
+        guard let root else { return [] }
+        var pids: [Int32] = []
+        var pending = [root]
+        while let dir = pending.popLast() {
+            if let text = try? String(contentsOfFile: dir + "/cgroup.procs", encoding: .utf8) {
+                pids += text.split(separator: "\n").compactMap { Int32($0) }
+            }
+            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: dir) else { continue }
+            for e in entries {
+                var st = stat()
+                let path = dir + "/" + e
+                if lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR { pending.append(path) }
+            }
+        }
+        return pids
+    }
+
+    /// Continues a container that a checkpoint left stopped (CRIU's `--leave-stopped`: every
+    /// task in TASK_STOPPED), as when a move is called off before the target took over.
+    /// Returns how many processes were continued.
+    @discardableResult
+    public func resumeStopped(instance: InstanceRef) throws(RuntimeError) -> Int {
+        guard state(instance: instance)?.running == true else { throw .notRunning("\(instance)") }
+        let pids = processes(of: instance)
+        for pid in pids { kill(pid, SIGCONT) }
+        logger.info("stopped container continued", metadata: ["instance": "\(instance)", "processes": "\(pids.count)"])
+        return pids.count
+    }
+}

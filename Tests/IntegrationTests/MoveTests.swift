@@ -1,0 +1,202 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// Moves between three real members on loopback: live (CRIU), stateless and cold, with every
+/// member's cgroups sampled from the host so that an instance running on two members at once,
+/// even for 50 ms, fails the test.
+@Suite(.serialized, .enabled(if: Prerequisites.criuAvailable,
+                             "needs root, busybox, the built binaries and CRIU (scripts/install-criu)"))
+final class MoveTests {
+    var agents: [TestAgent] = []
+
+    deinit {
+        for a in agents.reversed() { a.destroy() }
+    }
+
+    func cluster(_ prefix: String) throws -> [TestAgent] {
+        let members = try (1...3).map { n in
+            let a = try TestAgent(name: "\(prefix)\(n)", httpsAddress: "127.0.0.\(n):\(TestAgent.freePort())")
+            agents.append(a)
+            return a
+        }
+        for joiner in members.dropFirst() {
+            let token = try #require(try members[0].ok(["cluster", "add", joiner.name]).split(separator: "\n").last.map(String.init))
+            let join = try joiner.ctl(["cluster", "join", token])
+            try #require(join.status == 0, "join \(joiner.name): \(join.stderr)")
+        }
+        return members
+    }
+
+    func location(_ a: TestAgent, _ name: String) throws -> String {
+        for line in try a.ok(["list", "--format", "csv"]).split(separator: "\n") {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            if fields.first == name { return fields.last ?? "" }
+        }
+        return ""
+    }
+
+    func counter(_ a: TestAgent, _ name: String) throws -> Int {
+        Int(try a.ok(["exec", name, "--", "cat", "/run/counter"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+
+    @Test func liveMovesRoundThreeMembersKeepProcessesAndFiles() throws {
+        let members = try cluster("mv")
+        let m1 = members[0]
+        try m1.importBusybox(alias: "counter", initKind: "counter")
+        try m1.ok(["launch", "counter", "c1", "--target", m1.name])
+        // A second process whose pid must survive, appending init's counter to a file of the
+        // root filesystem every 100 ms (the file moves with the upper layer).
+        try m1.ok(["exec", "c1", "--", "sh", "-c",
+                   "while :; do cat /run/counter >> /root/log; usleep 100000; done </dev/null >/dev/null 2>&1 &"])
+        usleep(1_000_000)
+        let pidsBefore = try m1.ok(["exec", "c1", "--", "ps", "-o", "pid,args"])
+
+        let sampler = RunningSampler(members: members.map(\.name), leaf: "default_c1")
+        sampler.start()
+        defer { sampler.stop() }
+        var lastCounter = try counter(m1, "c1")
+        var lastLines = 0
+        for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+            let started = Date()
+            let move = try members[(from + 1) % 3].ctl(["move", "c1", "--target", members[to].name])
+            #expect(move.status == 0, "move \(members[from].name) -> \(members[to].name): \(move.stderr)\n\(members[from].logTail())\n\(members[to].logTail())")
+            print("move \(members[from].name) -> \(members[to].name): \(String(format: "%.0f", Date().timeIntervalSince(started) * 1000)) ms (whole lxdctl)\n\(move.stdout)")
+            #expect(try location(m1, "c1") == members[to].name)
+            let now = try counter(m1, "c1")
+            #expect(now >= lastCounter, "counter continues: \(lastCounter) -> \(now)")
+            lastCounter = now
+            let log = try m1.ok(["exec", "c1", "--", "cat", "/root/log"]).split(separator: "\n")
+            #expect(log.count >= lastLines && log.count > 0, "the log keeps its earlier lines: \(lastLines) -> \(log.count)")
+            lastLines = log.count
+            let pids = try m1.ok(["exec", "c1", "--", "ps", "-o", "pid,args"])
+            // init and the appending shell (its usleep children come and go).
+            let sleepers = { (s: String) in
+                s.split(separator: "\n").filter { ($0.contains("while") && !$0.contains("{usleep}")) || $0.contains("/sbin/init") }
+                    .map { $0.trimmingCharacters(in: .whitespaces) }
+            }
+            #expect(Set(sleepers(pidsBefore)).isSubset(of: Set(sleepers(pids))), "pids inside unchanged:\n\(pidsBefore)\n->\n\(pids)")
+            // Nothing of it left on the member it left.
+            #expect(!FileManager.default.fileExists(atPath: "\(members[from].dataDir)/containers/default_c1"), "source copy removed")
+        }
+        sampler.stop()
+        #expect(sampler.twice.isEmpty, "running on two members at once: \(sampler.twice.prefix(5))")
+        #expect(sampler.samples > 20, "the sampler ran: \(sampler.samples) samples")
+        print("samples: \(sampler.samples), none running twice")
+        try m1.ok(["delete", "--force", "c1"])
+    }
+
+    @Test func stoppedInstanceMovesColdWithItsChangesAndDeletions() throws {
+        let members = try cluster("cm")
+        let (m1, m2) = (members[0], members[1])
+        try m1.importBusybox(alias: "bb")
+        try m1.ok(["launch", "bb", "c2", "--target", m1.name])
+        // Added, changed and deleted (a whiteout over the image's file), a hard link, a fifo.
+        try m1.ok(["exec", "c2", "--", "sh", "-c", """
+            echo added > /root/new && echo changed >> /etc/hostname && rm /etc/group /bin/ed && mkdir -p /srv/d/e \
+            && echo deep > /srv/d/e/f && ln /srv/d/e/f /srv/link && mkfifo /srv/fifo && chmod 4711 /root/new \
+            && chown 1234:5678 /srv/d/e/f && rm -rf /usr/sbin && mkdir /usr/sbin && echo fresh > /usr/sbin/only \
+            && dd if=/dev/zero of=/srv/sparse bs=1 count=1 seek=100000000 2>/dev/null
+            """])
+        let checksum = "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run \\) -prune -o -exec stat -c '%n %a %u %g %s %h %F %Y' {} + | sort; cat /root/new /etc/hostname /srv/d/e/f"
+        try m1.ok(["stop", "c2"])
+        try m1.ok(["start", "c2"])
+        let before = try m1.ok(["exec", "c2", "--", "sh", "-c", checksum])
+        try m1.ok(["stop", "c2"])
+        let move = try m2.ctl(["move", "c2", "--target", m2.name])
+        #expect(move.status == 0, "cold move: \(move.stderr)\n\(m1.logTail())")
+        #expect(try location(m1, "c2") == m2.name)
+        #expect(try m1.ok(["list", "--format", "csv"]).contains("c2,STOPPED"))
+        try m1.ok(["start", "c2"])
+        let after = try m1.ok(["exec", "c2", "--", "sh", "-c", checksum])
+        #expect(before == after, "the root filesystem reads back identical")
+        #expect(!after.contains("/etc/group ") && !after.contains("/bin/ed "), "the deletions moved as whiteouts")
+        #expect(try m1.ok(["exec", "c2", "--", "ls", "/usr/sbin"]).trimmingCharacters(in: .whitespacesAndNewlines) == "only",
+                "the recreated directory stays opaque: none of the image's /usr/sbin shows through")
+        let links = try m1.ok(["exec", "c2", "--", "stat", "-c", "%i %h", "/srv/link", "/srv/d/e/f"]).split(separator: "\n")
+        #expect(links.count == 2 && links[0] == links[1] && links[0].hasSuffix(" 2"), "the hard link is one inode: \(links)")
+        #expect(!FileManager.default.fileExists(atPath: "\(m1.dataDir)/containers/default_c2"), "source copy removed")
+        try m1.ok(["delete", "--force", "c2"])
+    }
+
+    @Test func statelessMoveRestartsOnTheTarget() throws {
+        let members = try cluster("sm")
+        let (m1, m3) = (members[0], members[2])
+        try m1.importBusybox(alias: "counter", initKind: "counter")
+        try m1.ok(["launch", "counter", "c3", "--target", m1.name])
+        try m1.ok(["exec", "c3", "--", "sh", "-c", "echo kept > /root/file"])
+        let move = try m1.ctl(["move", "c3", "--target", m3.name, "--stateless"])
+        #expect(move.status == 0, "stateless move: \(move.stderr)\n\(m1.logTail())")
+        #expect(try location(m1, "c3") == m3.name)
+        #expect(try m1.ok(["list", "--format", "csv"]).contains("c3,RUNNING"))
+        #expect(try m1.ok(["exec", "c3", "--", "cat", "/root/file"]).contains("kept"))
+        try m1.ok(["delete", "--force", "c3"])
+    }
+
+    @Test func badMovesAreRefusedAndChangeNothing() throws {
+        let members = try cluster("bm")
+        let m1 = members[0]
+        try m1.importBusybox(alias: "bb")
+        try m1.ok(["launch", "bb", "c4", "--target", m1.name])
+        for (args, expected) in [
+            (["move", "c4", "--target", "nosuch"], "not found"),
+            (["move", "c4", "--target", m1.name], "already on"),
+        ] {
+            let r = try m1.ctl(args)
+            #expect(r.status != 0 && r.stderr.contains(expected), "\(args): \(r.stderr)")
+        }
+        #expect(try location(m1, "c4") == m1.name)
+        #expect(try m1.ok(["list", "--format", "csv"]).contains("c4,RUNNING"))
+        try m1.ok(["delete", "--force", "c4"])
+    }
+}
+
+/// Samples every member's cgroup of one instance every 50 ms: an instance counts as running on
+/// a member when its group holds a task that is not stopped (CRIU leaves the source's tasks
+/// stopped until the target took over).
+final class RunningSampler: @unchecked Sendable {
+    // @unchecked: the state is behind `state`'s lock; `thread` is touched by the test only.
+    let members: [String]
+    let leaf: String
+    private let state = Mutex<(stop: Bool, samples: Int, twice: [String])>((false, 0, []))
+    private var thread: Thread?
+
+    init(members: [String], leaf: String) {
+        self.members = members
+        self.leaf = leaf
+    }
+
+    var samples: Int { state.withLock { $0.samples } }
+    var twice: [String] { state.withLock { $0.twice } }
+
+    func start() {
+        let t = Thread { [self] in
+            while !state.withLock({ $0.stop }) {
+                let running = members.filter(runs)
+                state.withLock { s in
+                    s.samples += 1
+                    if running.count > 1 { s.twice.append("\(Date()): \(running)") }
+                }
+                usleep(50_000)
+            }
+        }
+        thread = t
+        t.start()
+    }
+
+    func stop() {
+        state.withLock { $0.stop = true }
+        usleep(60_000)
+    }
+
+    private func runs(on member: String) -> Bool {
+        let procs = (try? String(contentsOfFile: "/sys/fs/cgroup/pids/lxd-swift/\(member)/\(leaf)/cgroup.procs", encoding: .utf8)) ?? ""
+        for pid in procs.split(separator: "\n") {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let state = stat[stat.index(close, offsetBy: 2)]
+            if state != "T" && state != "t" && state != "Z" && state != "X" { return true }
+        }
+        return false
+    }
+}
