@@ -26,7 +26,8 @@ public protocol InstanceEvacuating: Sendable {
 /// Moves an instance that lives on another member (restore brings instances back from wherever
 /// the evacuation put them; the owner does the move). `MemberClient` implements it.
 public protocol RemoteInstanceMoving: Sendable {
-    func move(_ instance: InstanceRef, on owner: String, to target: String, live: Bool?) async throws
+    /// Returns how it moved ("live", "stateless", "cold"), when the owner says.
+    func move(_ instance: InstanceRef, on owner: String, to target: String, live: Bool?) async throws -> String?
 }
 
 /// `POST /1.0/cluster/members/NAME/state`: evacuate a member (mark it EVACUATED, then move,
@@ -185,8 +186,9 @@ public struct MemberEvacuation: Sendable {
                 switch step.action {
                 case .moveBack(let from, let live):
                     guard let remote else { throw ClusterUseCaseError.unavailable("this member cannot reach member \(from)") }
-                    try await remote.move(ref, on: from, to: localMember, live: live ? nil : false)
-                    outcome = EvacuationOutcome(project: step.project, name: step.name, outcome: "moved", target: localMember)
+                    let method = try await remote.move(ref, on: from, to: localMember, live: live ? nil : false)
+                    outcome = EvacuationOutcome(project: step.project, name: step.name, outcome: method == "live" ? "moved-live" : "moved",
+                                                target: localMember)
                 case .start:
                     try await instances.start(ref)
                     outcome = EvacuationOutcome(project: step.project, name: step.name, outcome: "started")
@@ -246,7 +248,7 @@ public struct MemberEvacuation: Sendable {
 extension MemberClient: RemoteInstanceMoving {
     /// Asks `owner` to move the instance (`POST /1.0/instances/NAME?target=`, LXD's move) and
     /// waits for its operation to end.
-    public func move(_ instance: InstanceRef, on owner: String, to target: String, live: Bool?) async throws {
+    public func move(_ instance: InstanceRef, on owner: String, to target: String, live: Bool?) async throws -> String? {
         let body = try JSONEncoder().encode(InstancePost(migration: true, live: live))
         var query = "target=\(target)"
         if instance.project != InstanceRef.defaultProject { query += "&project=\(instance.project)" }
@@ -267,5 +269,6 @@ extension MemberClient: RemoteInstanceMoving {
         guard op.knownStatus == .success else {
             throw ClusterUseCaseError.conflict("Moving \(instance.name) from \(owner) to \(target) failed: \(op.err)")
         }
+        return op.metadata?["method"]?.stringValue
     }
 }

@@ -39,8 +39,9 @@ final class FakeInstanceEvacuating: InstanceEvacuating, RemoteInstanceMoving, Se
         }
         return MoveReport(method: live == false ? "stateless" : "live", from: "m1", to: target, downtimeMilliseconds: 1, totalMilliseconds: 2)
     }
-    func move(_ instance: InstanceRef, on owner: String, to target: String, live: Bool?) async throws {
+    func move(_ instance: InstanceRef, on owner: String, to target: String, live: Bool?) async throws -> String? {
         state.withLock { $0.calls.append("move-back \(instance.name) \(owner)->\(target) live=\(live.map(String.init) ?? "auto")") }
+        return live == false ? "cold" : "live"
     }
     func stop(_ instance: InstanceRef) async throws { state.withLock { $0.calls.append("stop \(instance.name)") } }
     func start(_ instance: InstanceRef) async throws { state.withLock { $0.calls.append("start \(instance.name)") } }
@@ -175,7 +176,7 @@ private func outcomes(_ op: APIOperation) throws -> [EvacuationOutcome] {
             let op = try await h.run("m1", ClusterMemberStatePost(action: "restore"))
             #expect(op.knownStatus == .success)
             #expect(try await h.state("m1") == .online)
-            #expect(try outcomes(op).map(\.outcome) == ["moved", "moved", "started"])
+            #expect(try outcomes(op).map(\.outcome) == ["moved-live", "moved", "started"])
             #expect(h.fake.state.withLock { $0.calls } == ["move-back a m2->m1 live=auto", "move-back b m3->m1 live=false", "start c"])
             #expect(h.fake.state.withLock { $0.origins }.isEmpty)
         }

@@ -163,4 +163,21 @@ final class EvacuationIntegrationTests {
         #expect(home.values.allSatisfy { $0.location == "mv2" && $0.state == "STOPPED" }, "after restore: \(home)")
         #expect(try memberStatus(m1, "mv2") == "ONLINE")
     }
+
+    @Test(.enabled(if: ColdMove.built, ColdMove.reason), .enabled(if: Prerequisites.criuAvailable, "needs CRIU at /usr/local/sbin/criu (scripts/install-criu)"))
+    func evacuateMovesARunningInstanceLiveAndRestoreBringsItBackRunning() throws {
+        let members = try cluster("lv")
+        let m1 = members[0]
+        try m1.ok(["launch", "bb", "r1", "--target", "lv2"])
+        let out = try m1.ok(["cluster", "evacuate", "lv2", "--force"])
+        print(out)
+        #expect(out.contains("r1: moved-live to lv"), "evacuate output: \(out)")
+        let away = try #require(try instances(m1)["r1"])
+        #expect(away.state == "RUNNING" && away.location != "lv2", "after evacuate: \(away)")
+        let back = try m1.ok(["cluster", "restore", "lv2", "--force"])
+        print(back)
+        #expect(back.contains("r1: moved-live to lv2"), "restore output: \(back)")
+        let home = try #require(try instances(m1)["r1"])
+        #expect(home.state == "RUNNING" && home.location == "lv2", "after restore: \(home)")
+    }
 }
