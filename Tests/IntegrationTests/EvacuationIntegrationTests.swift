@@ -4,10 +4,9 @@ import Gateway
 import LXDClient
 import Testing
 
-/// Whether instances can move between members yet: the lead's move (LXD's
-/// `POST /1.0/instances/NAME?target=`, backed by `InstanceLifecycle.moveNow`) is in the endpoint
-/// table once it is built; until then moveNow answers "not built yet" and an evacuation can only
-/// stop instances, so the moving test is skipped with this reason.
+/// Whether instances can move between members: the move (LXD's `POST /1.0/instances/NAME?target=`,
+/// backed by `InstanceLifecycle.moveNow`) is in the endpoint table on a build that has it; on one
+/// without, an evacuation can only stop instances, so the moving tests are skipped with this reason.
 enum ColdMove {
     static var built: Bool { Endpoints.all.contains { $0.method == "POST" && $0.path == "/1.0/instances/{name}" } }
     static let reason: Comment = "instances cannot move yet: no POST /1.0/instances/{name} (LXD's move) in the endpoint table, InstanceLifecycle.moveNow is a stub"
@@ -179,5 +178,41 @@ final class EvacuationIntegrationTests {
         #expect(back.contains("r1: moved-live to lv2"), "restore output: \(back)")
         let home = try #require(try instances(m1)["r1"])
         #expect(home.state == "RUNNING" && home.location == "lv2", "after restore: \(home)")
+    }
+
+    /// The acceptance case: a member holding 30 instances, one of a strict anti-affinity group
+    /// held on both other members, and room elsewhere for 5 instances on each (scheduler.memory
+    /// overrides: 64 MiB default footprints). 10 move, the rest are left, each with its reason.
+    @Test(.enabled(if: ColdMove.built, ColdMove.reason))
+    func thirtyInstancesThatCannotAllFitElsewhere() throws {
+        let members = try cluster("th")
+        let m1 = members[0]
+        try m1.ok(["placement-group", "create", "apart", "policy=anti-affinity"])
+        for (name, member) in [("a1", "th1"), ("a2", "th3"), ("a3", "th2")] {
+            try m1.ok(["launch", "bb", "--count", "1", "--name-prefix", name, "--no-start", "--target", member, "-c", "placement.group=apart"])
+        }
+        try m1.ok(["launch", "bb", "--count", "29", "--name-prefix", "t", "--no-start", "--target", "th2"])
+        let before = try instances(m1)
+        let onTwo = before.filter { $0.value.location == "th2" }
+        try #require(onTwo.count == 30, "th2 holds \(onTwo.count): \(before)")
+        let groupOnTwo = try #require(onTwo.keys.first { $0.hasPrefix("a") })
+        // Room for 6 default footprints each: the group's instance there plus 5.
+        for member in ["th1", "th3"] { try m1.ok(["cluster", "set", member, "scheduler.memory=384MiB"]) }
+
+        let out = try m1.ok(["cluster", "evacuate", "th2", "--force"])
+        print(out)
+        let after = try instances(m1)
+        let moved = onTwo.keys.filter { after[$0]?.location != "th2" }
+        #expect(moved.count == 10, "moved \(moved.count): \(out)")
+        #expect(!moved.contains(groupOnTwo))
+        #expect(out.contains("\(groupOnTwo): left (no member can take it") && out.contains("anti-affinity"), "evacuate output: \(out)")
+        #expect(out.components(separatedBy: ": left (no member can take it").count - 1 == 20, "evacuate output: \(out)")
+        #expect(out.contains("memory"), "evacuate output: \(out)")
+        #expect(try memberStatus(m1, "th2") == "EVACUATED")
+
+        let back = try m1.ok(["cluster", "restore", "th2", "--force"])
+        print(back)
+        #expect(try instances(m1).filter { $0.value.location == "th2" }.count == 30)
+        #expect(try memberStatus(m1, "th2") == "ONLINE")
     }
 }
