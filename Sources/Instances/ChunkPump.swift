@@ -18,15 +18,20 @@ enum ChunkPump {
                     send: @Sendable (_ part: [UInt8], _ index: Int, _ last: Bool) async throws -> Void) async throws -> Int64 {
         precondition(partSize > 0)
         let (parts, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream(bufferingPolicy: .unbounded)
-        let slots = DispatchSemaphore(value: 2)
+        // Starts at 0 and counts parts sent: libdispatch traps when a semaphore is freed with a
+        // value below its initial one, which a failed send could leave behind.
+        let sent = DispatchSemaphore(value: 0)
         let stop = Stop()
         DispatchQueue(label: "chunk-pump").async {
             var buffer: [UInt8] = []
             buffer.reserveCapacity(partSize)
+            var handed = 0
             func hand(_ part: [UInt8]) throws {
-                slots.wait()
+                // At most two parts ahead of what was sent.
+                if handed >= 2 { sent.wait() }
                 if stop.isSet { throw Stopped() }
                 continuation.yield(part)
+                handed += 1
             }
             do {
                 try produce { bytes in
@@ -56,18 +61,18 @@ enum ChunkPump {
                 if let previous = pending {
                     try await send(previous, index, false)
                     index += 1
-                    slots.signal()
+                    sent.signal()
                 }
                 pending = part
                 total += Int64(part.count)
             }
             try await send(pending ?? [], index, true)
-            if pending != nil { slots.signal() }
+            if pending != nil { sent.signal() }
             return total
         } catch {
             stop.flag.withLock { $0 = true }
-            slots.signal()
-            slots.signal()
+            sent.signal()
+            sent.signal()
             // Let the producer see the stop and end before returning.
             do { for try await _ in parts {} } catch {}
             throw error

@@ -1,6 +1,7 @@
 import Foundation
 import InstanceConfig
 import Logging
+import Runtime
 import Synchronization
 
 /// What CRIU needs to know about a running container to checkpoint it.
@@ -14,6 +15,9 @@ public struct CheckpointTarget: Sendable, Equatable {
     public var console: ExternalConsole?
     /// The container's network namespace holds lo alone: nothing of it needs dumping.
     public var onlyLoopback: Bool
+    /// The container's own cgroup2 subgroups (relative, parents first): kept beside the images
+    /// (`CgroupTree.fileName`) so the restore makes the empty ones too.
+    public var cgroupTree: [String] = []
 
     public init(pid: Int32, freezerCgroup: String?, console: ExternalConsole? = nil, onlyLoopback: Bool = false) {
         self.pid = pid
@@ -153,7 +157,8 @@ public struct Checkpointer: Sendable {
     /// Where watched directories are that CRIU's own hints (/etc, the root, a few others) miss:
     /// dbus-daemon watches /usr/share/dbus-1/system.d, and without this hint a Debian 12
     /// container's dump fails with "Can't dump that handle" (overlayfs has no file handles).
-    static let irmapScanPaths = ["/usr/share/dbus-1"]
+    /// systemd-logind, once restarted, watches the timezone file (/etc/localtime's target).
+    static let irmapScanPaths = ["/usr/share/dbus-1", "/usr/share/zoneinfo"]
 
     public init(driver: CRIUDriver, logger: Logger = Logger(label: "lxd.migration.checkpoint")) {
         self.driver = driver
@@ -180,11 +185,14 @@ public struct Checkpointer: Sendable {
             request.networkLock = .skip
         }
         request.irmapScanPaths = Self.irmapScanPaths
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
         if let console = target.console {
             request.externals += console.dumpExternals
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
             try Data(console.ttyKey.utf8).write(to: URL(fileURLWithPath: directory + "/" + ExternalConsole.keyFile))
+        }
+        if !target.cgroupTree.isEmpty {
+            try Data(CgroupTree.encode(target.cgroupTree).utf8).write(to: URL(fileURLWithPath: directory + "/" + CgroupTree.fileName))
         }
         let dumped = try await driver.dump(request)
         if !options.leaveRunning && !options.leaveStopped {

@@ -7,8 +7,10 @@ extension ContainerRuntime: CheckpointSource {
     public func checkpointTarget(instance: InstanceRef) async throws -> CheckpointTarget {
         guard let s = state(instance: instance), s.running, s.pid > 0 else { throw RuntimeError.notRunning("\(instance)") }
         let freezer = cgroupDirectory("freezer", of: instance)
-        return CheckpointTarget(pid: s.pid, freezerCgroup: freezer.flatMap { access($0, F_OK) == 0 ? $0 : nil },
-                                console: Self.externalConsole(initPid: s.pid), onlyLoopback: Self.onlyLoopback(initPid: s.pid))
+        var target = CheckpointTarget(pid: s.pid, freezerCgroup: freezer.flatMap { access($0, F_OK) == 0 ? $0 : nil },
+                                      console: Self.externalConsole(initPid: s.pid), onlyLoopback: Self.onlyLoopback(initPid: s.pid))
+        target.cgroupTree = cgroupSubtree(of: instance)
+        return target
     }
 
     /// Whether init's network namespace has no device but lo (/proc/PID/net/dev: two header

@@ -109,6 +109,38 @@ struct Cgroups: Sendable {
         }
     }
 
+    /// The container's own subgroups in its cgroup2 tree (what systemd made inside), relative to
+    /// the container's directory, parents first; empty without a delegated directory.
+    func subtree(_ name: String, limit: Int = CgroupTree.maxEntries) -> [String] {
+        guard let root = delegated(name) else { return [] }
+        var found: [String] = []
+        var pending = [""]
+        while let relative = pending.popLast(), found.count < limit {
+            for child in subdirectories(relative.isEmpty ? root : root + "/" + relative).sorted() {
+                let path = relative.isEmpty ? child : relative + "/" + child
+                found.append(path)
+                pending.append(path)
+            }
+        }
+        return CgroupTree.parentsFirst(Array(found.prefix(limit)))
+    }
+
+    /// Makes the subgroups `paths` (checked by `CgroupTree.isValid`) in the container's cgroup2
+    /// directory, owned by its root as if its systemd had made them: a restore needs the empty
+    /// ones too, which CRIU does not recreate and systemd watches.
+    func createSubtree(_ name: String, paths: [String], owner: IDMap?) throws(RuntimeError) {
+        guard let root = delegated(name) else { return }
+        for path in CgroupTree.parentsFirst(paths) where CgroupTree.isValid(path) {
+            let dir = root + "/" + path
+            try makeDir(dir)
+            if let owner {
+                for entry in ["", "/cgroup.procs", "/cgroup.subtree_control", "/cgroup.threads"] {
+                    _ = chown(dir + entry, owner.hostBase, owner.hostBase)
+                }
+            }
+        }
+    }
+
     /// Names of the child groups of `dir` (none when it is gone).
     private func subdirectories(_ dir: String) -> [String] {
         guard let d = opendir(dir) else { return [] }
@@ -196,4 +228,35 @@ func writeString(_ path: String, _ value: String) throws(RuntimeError) {
     defer { close(fd) }
     let bytes = Array(value.utf8)
     if write(fd, bytes, bytes.count) != bytes.count { throw .system("write '\(value)'", on: path, errno) }
+}
+
+/// The shape of a container's own cgroup2 subtree as a checkpoint records it (`cgroup-tree`
+/// beside the images): relative paths, one per line. Read back from images that crossed the
+/// network, so checked: plain components only.
+public enum CgroupTree {
+    public static let maxEntries = 4096
+    public static let fileName = "cgroup-tree"
+
+    public static func isValid(_ path: String) -> Bool {
+        guard !path.isEmpty, path.utf8.count <= 1024 else { return false }
+        return path.split(separator: "/", omittingEmptySubsequences: false).allSatisfy { part in
+            !part.isEmpty && part != "." && part != ".." && part.utf8.count <= 255
+                && part.utf8.allSatisfy { $0 > 0x20 && $0 != 0x7f }
+        }
+    }
+
+    /// Sorted so that a parent comes before its children.
+    public static func parentsFirst(_ paths: [String]) -> [String] {
+        paths.sorted { a, b in
+            let (ca, cb) = (a.split(separator: "/").count, b.split(separator: "/").count)
+            return ca != cb ? ca < cb : a < b
+        }
+    }
+
+    public static func encode(_ paths: [String]) -> String { paths.joined(separator: "\n") + (paths.isEmpty ? "" : "\n") }
+
+    /// The valid paths of a `cgroup-tree` file's text, at most `maxEntries`.
+    public static func decode(_ text: String) -> [String] {
+        Array(text.split(separator: "\n").map(String.init).filter(isValid).prefix(maxEntries))
+    }
 }

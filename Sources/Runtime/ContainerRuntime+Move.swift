@@ -8,6 +8,9 @@ extension ContainerRuntime {
     /// The container's overlay upper directory: its changes to the image, which a move copies.
     public func upperDirectory(of instance: InstanceRef) -> String { paths(instance).upper }
 
+    /// The container's own cgroup2 subgroups (relative paths, parents first).
+    public func cgroupSubtree(of instance: InstanceRef) -> [String] { cgroups.subtree(hostName(instance)) }
+
     /// Host pids of every process in the container, from its cgroups (the cgroup2 tree on
     /// hybrid and v2 hosts, with the subgroups systemd makes inside; the pids group on v1).
     public func processes(of instance: InstanceRef) -> [Int32] {

@@ -673,6 +673,11 @@ public final class ContainerRuntime: Sendable {
             try Self.unmountAll(under: p.dir)
             if access(p.console, F_OK) != 0 { try Self.freshConsole(p.console, owner: config.idmap) }
             try cgroups.create(leaf, limits: config.limits ?? Limits(), owner: config.idmap)
+            // The subgroups the dump recorded, the empty ones included (CRIU makes only those
+            // holding tasks, and systemd fails its restore over a watched one that is missing).
+            if let text = try? String(contentsOfFile: p.savedState + "/" + CgroupTree.fileName, encoding: .utf8) {
+                try cgroups.createSubtree(leaf, paths: CgroupTree.decode(text), owner: config.idmap)
+            }
             let sequence = Reaper.shared.sequence
             try await mountRootfs(instance: name)
             let console = try makeRestoreConsole(name, owner: config.idmap)

@@ -139,6 +139,19 @@ final class DebianTests {
         try agent.ok(["stop", "u1"])
     }
 
+    /// A restarted unit leaves an empty slice systemd watches and a new logind watching the
+    /// timezone file: the checkpoint keeps the cgroup tree and finds the file, and the restore
+    /// comes back `running` (both failed before).
+    @Test(.enabled(if: Prerequisites.criuAvailable, "needs CRIU (scripts/install-criu)"))
+    func statefulStopAndStartAfterAUnitRestart() throws {
+        try boot("r1")
+        try agent.ok(["exec", "r1", "--", "systemctl", "restart", "systemd-logind"])
+        try agent.ok(["stop", "--stateful", "r1"])
+        try agent.ok(["start", "r1"])
+        #expect(try systemState("r1") == "running")
+        try agent.ok(["stop", "r1"])
+    }
+
     @Test(.enabled(if: Prerequisites.criuAvailable, "needs CRIU (scripts/install-criu)"))
     func statefulStopAndStartKeepsItRunning() throws {
         try boot("k1")

@@ -86,7 +86,8 @@ actor FakeRuntime: CheckpointSource, RestoreDestination {
         #expect(dumped.image.dumpStats?.frozenTime == 19_849)
         #expect(criu.invocations == [["dump", "-t", "777", "-D", dir + "/img", "-o", "dump.log", "--external", "mnt[]",
                                       "--freeze-cgroup", "/sys/fs/cgroup/freezer/lxd-swift/m1/c1",
-                                      "--network-lock", "nftables", "--irmap-scan-path", "/usr/share/dbus-1"]])
+                                      "--network-lock", "nftables", "--irmap-scan-path", "/usr/share/dbus-1",
+                                      "--irmap-scan-path", "/usr/share/zoneinfo"]])
         #expect(await runtime.events == ["target c1", "stopped c1"])
     }
 

@@ -294,6 +294,16 @@ struct TreeStreamHostileTests {
         whiteout.end()
         let mapped = TreeApplyLimits(ownerRange: 1_000_000...1_065_535)
         #expect(try Self.apply(whiteout.bytes, area: area, limits: mapped) == nil)
+        // Overlayfs makes whiteouts as host root: those pass the owner range, other root-owned
+        // devices do not get through as whiteouts.
+        var rootWhiteout = StreamBuilder()
+        rootWhiteout.record(.characterDevice, "gone-too", mode: 0, uid: 0, gid: 0)
+        rootWhiteout.end()
+        #expect(try Self.apply(rootWhiteout.bytes, area: area, limits: mapped) == nil)
+        var rootNull = StreamBuilder()
+        rootNull.record(.characterDevice, "null-too", uid: 0, gid: 0, rdev: (1, 3))
+        rootNull.end()
+        try Self.expectError(rootNull.bytes, area: area, limits: mapped) { if case .refused(1, "null-too", _) = $0 { true } else { false } }
         var hostRoot = StreamBuilder()
         hostRoot.file("setuid", [1]) { $0.mode = 0o4755 }
         hostRoot.end()

@@ -273,7 +273,10 @@ public final class TreeStreamApplier {
         guard h.mode & ~0o7777 == 0, h.atimeNanoseconds < 1_000_000_000, h.mtimeNanoseconds < 1_000_000_000 else {
             throw .malformed(record: record, "mode \(String(h.mode, radix: 8)) or nanoseconds out of range")
         }
-        if kind != .end, kind != .remove, let range = limits.ownerRange, !range.contains(h.uid) || !range.contains(h.gid) {
+        // Overlayfs makes whiteouts as the mounter (host root): a 0:0 character device passes,
+        // and with `.whiteoutsOnly` it must then be a whiteout (0/0), checked with its payload.
+        let rootWhiteout = kind == .characterDevice && h.uid == 0 && h.gid == 0 && limits.devices == .whiteoutsOnly
+        if kind != .end, kind != .remove, !rootWhiteout, let range = limits.ownerRange, !range.contains(h.uid) || !range.contains(h.gid) {
             throw .overLimit(record: record, "owner \(h.uid):\(h.gid) outside \(range.lowerBound)...\(range.upperBound)")
         }
         if kind != .end {
