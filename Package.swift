@@ -102,14 +102,14 @@ let package = Package(
         ]),
         // Cluster use cases: the I/O shell around Membership's deciders, and member-to-member calls.
         .target(name: "Cluster", dependencies: [
-            "APITypes", "ClusterDB", "Dqlite", "Identity", "Instances", "InstanceConfig", "LXDClient", "Membership", "Operations",
+            "APITypes", "ClusterDB", "Dqlite", "Identity", "Instances", "InstanceConfig", "LXDClient", "Membership", "Operations", "Scheduler",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Agent", dependencies: [
             "Cluster", "Gateway", "Instances", "InstanceConfig", "ClusterDB", "Dqlite", "Runtime", "Images", "Migration", "Operations", "Identity", "IdentityGenerator",
-            "LXDClient", "Membership",
+            "LXDClient", "Membership", "Scheduler",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
@@ -140,7 +140,8 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership"]),
         // Cluster's use cases over a real in-process dqlite node, and its pure pieces: no root, no network.
         .testTarget(name: "ClusterTests", dependencies: [
-            "DatabaseTestSupport", "Cluster", "APITypes", "ClusterDB", "Dqlite", "Identity", "IdentityGenerator", .product(name: "Logging", package: "swift-log"),
+            "DatabaseTestSupport", "Cluster", "APITypes", "ClusterDB", "Dqlite", "Identity", "IdentityGenerator", "InstanceConfig", "Instances",
+            "Operations", "Scheduler", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "Cluster", "Membership", "Dqlite", "Gateway", "Identity", "IdentityGenerator", "LXDClient", "Operations"]),
         .testTarget(name: "LXDClientTests", dependencies: ["LXDClient"]),

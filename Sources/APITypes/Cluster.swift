@@ -183,6 +183,43 @@ public struct ClusterMembersPost: Codable, Sendable, Equatable {
     public init(serverName: String) { self.serverName = serverName }
 }
 
+/// `POST /1.0/cluster/members/NAME/state` (LXD `api.ClusterMemberStatePost`): evacuate a member
+/// or restore an evacuated one.
+public struct ClusterMemberStatePost: Codable, Sendable, Equatable {
+    /// "evacuate" or "restore".
+    public var action: String
+    /// For evacuate: "stop", "migrate" or "live-migrate" overrides every instance's
+    /// `cluster.evacuate`; nil or "" keeps each instance's own.
+    public var mode: String?
+
+    public init(action: String, mode: String? = nil) {
+        self.action = action
+        self.mode = mode
+    }
+}
+
+/// What an evacuation or restore did with one instance, in its operation's metadata under
+/// "instances" (reported as each is done, so a client polling the operation sees progress).
+public struct EvacuationOutcome: Codable, Sendable, Equatable {
+    public var project: String
+    public var name: String
+    /// "moved-live", "moved" (stateless or cold), "stopped", "left", "started", "failed",
+    /// "unchanged" (restore: nothing to do).
+    public var outcome: String
+    /// The member it went to (moves), "" otherwise.
+    public var target: String
+    /// Why it was stopped, left or failed; "" for a move.
+    public var reason: String
+
+    public init(project: String, name: String, outcome: String, target: String = "", reason: String = "") {
+        self.project = project
+        self.name = name
+        self.outcome = outcome
+        self.target = target
+        self.reason = reason
+    }
+}
+
 /// The answer to `POST /1.0/cluster/members`: the join token as `lxdctl cluster add` prints it.
 public struct ClusterJoinToken: Codable, Sendable, Equatable {
     public var serverName: String

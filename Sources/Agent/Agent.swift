@@ -152,11 +152,15 @@ public enum Agent {
             checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: members, uploadDirectory: uploads,
             materialiser: members, moveTransport: members, logger: logger)
 
+        let evacuation = MemberEvacuation(
+            db: db, localMember: local.name, instances: InstanceEvacuationPort(instances: instances, db: db), remote: members,
+            operations: operations, logger: logger)
         let routes = APIRoutes(
             instances: instances, images: images, operations: operations,
             serverInfo: { serverInfo(member: local.name, clustered: cluster.isEnabled) }, uploadDirectory: uploads, trust: trust,
             cluster: cluster,
             forwarder: members,
+            memberState: evacuation,
             logger: logger)
         let heartbeater = Heartbeater(cluster: cluster, memberID: memberID, logger: logger)
         let reporter = CapacityReporter(placement: instances.placement, dataDir: dataDir, logger: logger)

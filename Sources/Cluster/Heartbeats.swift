@@ -125,7 +125,8 @@ public struct Heartbeater: Sendable {
                 let online = if case .markOnline = directive { true } else { false }
                 let name = rows.first { UInt64($0.id) == id }?.name ?? "\(id)"
                 logger.notice(online ? "member back online" : "member offline", metadata: ["peer": "\(name)"])
-                try await cluster.db.transaction { tx in try tx.updateMemberState(id: Int64(id), state: online ? .online : .offline) }
+                // An EVACUATED member keeps that state through an outage (ClusterDB.updateMemberLiveness).
+                try await cluster.db.transaction { tx in try tx.updateMemberLiveness(id: Int64(id), online: online) }
             case .rebalanceRoles:
                 break // done after every round anyway
             }

@@ -80,6 +80,19 @@ extension Transaction {
         try requireOne(exec("UPDATE members SET state = ? WHERE id = ?", .text(state.name), .integer(id)), "member \(id)")
     }
 
+    /// What the leader's offline detection writes: ONLINE or OFFLINE, except on an EVACUATED
+    /// member, which stays EVACUATED through going down and coming back until it is restored (as
+    /// in LXD, evacuation is an administrator's state; liveness is the heartbeats'). Returns
+    /// whether the row changed.
+    @discardableResult
+    public func updateMemberLiveness(id: Int64, online: Bool) throws -> Bool {
+        let state: MemberStatus = online ? .online : .offline
+        let changed = try exec("UPDATE members SET state = ? WHERE id = ? AND state != ?",
+                               .text(state.name), .integer(id), .text(MemberStatus.evacuated.name)).rowsAffected > 0
+        if !changed, try member(id: id) == nil { throw ClusterDBError.notFound("member \(id)") }
+        return changed
+    }
+
     public func updateMemberVersions(id: Int64, schemaVersion: Int64, apiExtensions: Int64) throws {
         try requireOne(exec("UPDATE members SET schema_version = ?, api_extensions = ? WHERE id = ?",
                             .integer(schemaVersion), .integer(apiExtensions), .integer(id)), "member \(id)")

@@ -24,19 +24,24 @@ public struct APIRoutes: Sendable {
     public let cluster: any ClusterService
     /// Reaches other members; nil (a single member) forwards nothing.
     public let forwarder: (any MemberForwarder)?
+    /// Evacuate and restore (`POST /1.0/cluster/members/NAME/state`); nil answers 501.
+    public let memberState: (any MemberStateService)?
     let logger: Logger
 
     /// The routes over this member's instance and image services.
-    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: any TrustService, cluster: any ClusterService, forwarder: (any MemberForwarder)? = nil, logger: Logger) {
+    public init(instances: InstanceService, images: ImageService, operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String, trust: any TrustService, cluster: any ClusterService, forwarder: (any MemberForwarder)? = nil, memberState: (any MemberStateService)? = nil, logger: Logger) {
         self.init(lifecycle: instances.lifecycle, access: instances.access, scheduling: instances.placement, images: images, operations: operations,
-                  serverInfo: serverInfo, limits: limits, uploadDirectory: uploadDirectory, trust: trust, cluster: cluster, forwarder: forwarder, logger: logger)
+                  serverInfo: serverInfo, limits: limits, uploadDirectory: uploadDirectory, trust: trust, cluster: cluster, forwarder: forwarder,
+                  memberState: memberState, logger: logger)
     }
 
     /// The routes over any implementation of the use cases (route tests pass fakes).
     public init(lifecycle: any InstanceLifecycleUseCases, access: any InstanceAccessUseCases, scheduling: any SchedulingUseCases, images: any ImageUseCases,
                 operations: OperationRegistry, serverInfo: @escaping @Sendable () async -> Server, limits: BodyLimits = .init(), uploadDirectory: String,
-                trust: any TrustService, cluster: any ClusterService, forwarder: (any MemberForwarder)? = nil, logger: Logger) {
+                trust: any TrustService, cluster: any ClusterService, forwarder: (any MemberForwarder)? = nil,
+                memberState: (any MemberStateService)? = nil, logger: Logger) {
         self.forwarder = forwarder
+        self.memberState = memberState
         self.trust = trust
         self.cluster = cluster
         self.lifecycle = lifecycle

@@ -1,6 +1,7 @@
 import APITypes
 import Dqlite
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTLS
 import HummingbirdWebSocket
@@ -39,6 +40,15 @@ public protocol ClusterService: Sendable {
     func receiveHeartbeat(_ heartbeat: ClusterHeartbeat) async throws
     /// Hands a peer's byte stream to this member's dqlite node.
     func servePeer(_ stream: any PeerStream) async
+}
+
+/// Evacuating and restoring members (Cluster's `MemberEvacuation`, conformed by the agent).
+public protocol MemberStateService: Sendable {
+    /// Refuses what cannot be done (unknown member, action or mode; evacuating a member that is
+    /// EVACUATED or OFFLINE; restoring one that is not EVACUATED), on any member.
+    func checkStateChange(member: String, _ post: ClusterMemberStatePost) async throws
+    /// On the member itself: starts the evacuation or restore as an operation.
+    func changeState(member: String, _ post: ClusterMemberStatePost) async throws -> APIOperation
 }
 
 /// A websocket seen as a dqlite `PeerStream`.
@@ -106,6 +116,35 @@ extension APIRoutes {
             let patch: ClusterMemberPut = try await r.decode(req)
             try await cluster.patchMember(name: ctx.parameters.get("member") ?? "", patch)
             return Reply.empty()
+        }
+        router.post("/1.0/cluster/members/:member/state") { req, ctx in
+            guard let memberState = r.memberState else {
+                throw APIError(501, "Evacuating members is not available on this server")
+            }
+            let name = ctx.parameters.get("member") ?? ""
+            let body = try await req.collectJSON(upTo: r.limits.json)
+            let post: ClusterMemberStatePost = try Self.decodeBody(ClusterMemberStatePost.self, body)
+            try await memberState.checkStateChange(member: name, post)
+            // The member being evacuated runs the operation: it owns the instances that move.
+            if let forwarder = r.forwarder, forwarder.isClustered, name != forwarder.localMemberName {
+                if req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil {
+                    throw ForwardingMiddleware.refusal("member \(name)'s state")
+                }
+                let answer: ForwardedResponse
+                do {
+                    answer = try await forwarder.send(
+                        ForwardedRequest(method: "POST", target: "/1.0/cluster/members/\(name)/state",
+                                         headers: [("Content-Type", "application/json"), (Forwarding.markerHeader, forwarder.localMemberName)],
+                                         body: Array(body)),
+                        to: .name(name), timeout: .seconds(30))
+                } catch let error as APIError {
+                    throw error
+                } catch {
+                    throw APIError.unavailable("Cannot reach member \(name) to change its state: \(error)")
+                }
+                return Reply.forwarded(answer)
+            }
+            return Reply.async(try await memberState.changeState(member: name, post))
         }
         router.post("/internal/cluster/accept") { req, ctx in
             // The secret is the credential; the certificate is the one this connection presented.

@@ -109,6 +109,7 @@ public enum Endpoints {
         .init("PUT", "/1.0/cluster/members/{member}", .client),
         .init("PATCH", "/1.0/cluster/members/{member}", .client),
         .init("DELETE", "/1.0/cluster/members/{member}", .client),
+        .init("POST", "/1.0/cluster/members/{member}/state", .client),
         .init("GET", "/1.0/cluster/resources", .client),
 
         // Scheduling.

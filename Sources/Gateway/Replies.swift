@@ -33,6 +33,18 @@ enum Reply {
         return r
     }
 
+    /// A member's answer to a forwarded request, passed on as it came (hop-by-hop headers dropped).
+    static func forwarded(_ answer: ForwardedResponse) -> Hummingbird.Response {
+        var fields = HTTPFields()
+        for (name, value) in answer.headers {
+            let lower = name.lowercased()
+            guard !["content-length", "connection", "transfer-encoding", "date", "server", "keep-alive"].contains(lower),
+                  let field = HTTPField.Name(name) else { continue }
+            fields.append(HTTPField(name: field, value: value))
+        }
+        return .init(status: .init(code: answer.status), headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+    }
+
     static func error(_ e: APIError) -> Hummingbird.Response {
         json(ErrorResponse(errorCode: e.status, error: e.message), status: .init(code: e.status))
     }

@@ -15,7 +15,7 @@ extension APIRoutes {
         return (try Self.decodeBody(A.self, data), try Self.decodeBody(B.self, data))
     }
 
-    private static func decodeBody<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
+    static func decodeBody<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let error as APIError {

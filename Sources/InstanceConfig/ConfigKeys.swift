@@ -53,6 +53,14 @@ public enum InstanceConfigSchema {
                     throw InstanceConfigError.invalidValue(key: "", reason: "\"\(v)\" is not a placement group name (letters, digits, hyphens)")
                 }
             },
+            // What `lxdctl cluster evacuate` does with the instance (LXD's key and values).
+            ConfigKey(name: "cluster.evacuate", scope: .user, liveUpdatable: true) { v in
+                guard ["auto", "live-migrate", "migrate", "stop"].contains(v) else {
+                    throw InstanceConfigError.invalidValue(key: "", reason: "\"\(v)\" is not an evacuation mode: use auto, live-migrate, migrate or stop")
+                }
+            },
+            // The member an evacuation moved the instance from, or stopped it on; `cluster restore` reads it.
+            ConfigKey(name: "volatile.evacuate.origin", scope: .server, liveUpdatable: true) { _ in },
             ConfigKey(name: "volatile.base_image", scope: .server, liveUpdatable: true) { _ in },
             ConfigKey(name: "volatile.idmap.base", scope: .server, liveUpdatable: true) { _ in },
             ConfigKey(name: "volatile.last_state.power", scope: .server, liveUpdatable: true) { _ in },

@@ -44,6 +44,12 @@ extension LXDClient {
         try await send(.PUT, "/1.0/cluster/members/\(name)", json: update)
     }
 
+    /// Starts the evacuation (`action` "evacuate", `mode` optional) or restore of a member;
+    /// returns its operation as created (follow it with `operation(_:)` for each instance's outcome).
+    public func changeClusterMemberState(_ name: String, _ post: ClusterMemberStatePost) async throws -> APITypes.Operation {
+        try await start(.POST, "/1.0/cluster/members/\(name)/state", json: post)
+    }
+
     /// Removes a member; `force` also drops the instances of an OFFLINE member from the database.
     public func removeClusterMember(_ name: String, force: Bool = false) async throws {
         try Envelope.checkSync(try await transport.send(HTTPRequest(.DELETE, "/1.0/cluster/members/\(name)", query: force ? [QueryItem("force", "1")] : [])))

@@ -14,7 +14,7 @@ struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster", abstract: "Manage cluster members.",
         subcommands: [ListMembers.self, ShowMember.self, EnableCluster.self, AddMember.self, JoinCluster.self, SetMember.self, UnsetMember.self,
-                      RemoveMember.self, ClusterInfoCommand.self]
+                      RemoveMember.self, EvacuateMember.self, RestoreMember.self, ClusterInfoCommand.self]
     )
 
     static let columns = ["NAME", "URL", "DATABASE", "STATUS", "FAILURE DOMAIN", "MESSAGE"]
@@ -216,5 +216,99 @@ struct ClusterCommand: AsyncParsableCommand {
             }
             try await connection.client.removeClusterMember(name, force: force)
         }
+    }
+
+    struct EvacuateMember: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "evacuate", abstract: "Move every instance off a member and mark it EVACUATED (nothing new lands there).",
+            discussion: """
+                Each instance follows its cluster.evacuate (auto: live where possible, else stopped, moved and \
+                started; stopped when no member can take it. live-migrate, migrate, stop), unless --action \
+                says otherwise for all. Targets are chosen by the scheduler (capacity, placement groups). \
+                `lxdctl cluster restore MEMBER` brings them back.
+                """)
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "Member name.") var name: String
+        @Option(help: "For every instance: stop, migrate or live-migrate.") var action: String?
+        @Flag(help: "Do not ask for confirmation.") var force = false
+
+        func run() async throws {
+            if let action, !["stop", "migrate", "live-migrate"].contains(action) {
+                throw CLIError("--action must be stop, migrate or live-migrate, not \"\(action)\"")
+            }
+            try ClusterCommand.confirm(force: force, "Evacuating \(name) moves or stops all of its instances.", refused: "\(name) was not evacuated")
+            try await ClusterCommand.follow(connection.client, member: name, ClusterMemberStatePost(action: "evacuate", mode: action),
+                                            doing: "Evacuating", done: "Evacuated")
+        }
+    }
+
+    struct RestoreMember: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "restore", abstract: "Bring an evacuated member back: ONLINE, its instances moved back and restarted.")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "Member name.") var name: String
+        @Flag(help: "Do not ask for confirmation.") var force = false
+
+        func run() async throws {
+            try ClusterCommand.confirm(force: force, "Restoring \(name) moves its instances back to it.", refused: "\(name) was not restored")
+            try await ClusterCommand.follow(connection.client, member: name, ClusterMemberStatePost(action: "restore"),
+                                            doing: "Restoring", done: "Restored")
+        }
+    }
+
+    /// As LXD does: asks on a terminal unless --force; without a terminal, --force is required.
+    static func confirm(force: Bool, _ what: String, refused: String) throws {
+        guard !force else { return }
+        guard Terminal.isTerminal(0) else { throw CLIError("\(what) Confirm with --force (no terminal to ask on)") }
+        Output.stdout("\(what)\nAre you sure? (yes/no): ")
+        guard readLine()?.lowercased() == "yes" else { throw CLIError("aborted: \(refused)") }
+    }
+
+    /// Starts the state change, shows each instance's outcome as the operation reports it, and
+    /// fails when the operation did.
+    static func follow(_ client: LXDClient, member: String, _ post: ClusterMemberStatePost, doing: String, done: String) async throws {
+        let op = try await client.changeClusterMemberState(member, post)
+        var shown = 0
+        var lastProgress = ""
+        let interactive = Terminal.isTerminal(2)
+        while true {
+            let current = try await client.operation(op.id)
+            let outcomes = Self.outcomes(current)
+            for outcome in outcomes.dropFirst(shown) { Output.stdout(Self.line(outcome) + "\n") }
+            shown = max(shown, outcomes.count)
+            if let progress = current.metadata?["progress"]?.stringValue, progress != lastProgress, interactive {
+                Output.stderr("\r\u{1B}[K\(doing) \(member): \(progress)")
+                lastProgress = progress
+            }
+            if let status = current.knownStatus, status.isFinal {
+                if interactive && !lastProgress.isEmpty { Output.stderr("\r\u{1B}[K") }
+                guard status == .success else {
+                    throw APIError(400, current.err.isEmpty ? "operation \(op.id) failed" : current.err)
+                }
+                let failed = outcomes.filter { $0.outcome == "failed" }.count
+                Output.stdout("\(done) \(member): \(outcomes.count) instance(s)\(failed > 0 ? ", \(failed) failed" : "")\n")
+                if failed > 0 { throw CLIError("\(failed) instance(s) could not be handled: see above") }
+                return
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+    }
+
+    static func outcomes(_ op: APITypes.Operation) -> [EvacuationOutcome] {
+        guard case .array(let items)? = op.metadata?["instances"] else { return [] }
+        return items.map { item in
+            EvacuationOutcome(project: item["project"]?.stringValue ?? "default", name: item["name"]?.stringValue ?? "?",
+                              outcome: item["outcome"]?.stringValue ?? "?", target: item["target"]?.stringValue ?? "",
+                              reason: item["reason"]?.stringValue ?? "")
+        }
+    }
+
+    /// "web1: moved-live to m2", "db: stopped (cluster.evacuate=stop)".
+    static func line(_ o: EvacuationOutcome) -> String {
+        let name = o.project == "default" ? o.name : "\(o.project)/\(o.name)"
+        var text = "\(name): \(o.outcome)"
+        if !o.target.isEmpty && o.outcome != "failed" { text += " to \(o.target)" }
+        if !o.reason.isEmpty { text += " (\(o.reason))" }
+        return text
     }
 }

@@ -129,6 +129,17 @@ struct ClusterDBTests {
         #expect(members[1].state == .evacuated)
         #expect(members[1].failureDomain == "rack2")
         #expect(members[1].config == ["scheduler.instance": "manual"])
+        // Heartbeats never undo an evacuation: down and back, the member stays EVACUATED.
+        let states = try await db.transaction { tx -> [MemberStatus] in
+            #expect(try tx.updateMemberLiveness(id: b, online: false) == false)
+            #expect(try tx.updateMemberLiveness(id: b, online: true) == false)
+            #expect(try tx.updateMemberLiveness(id: a, online: false) == true)
+            return try tx.members().map(\.state)
+        }
+        #expect(states == [.offline, .evacuated])
+        await #expect(throws: ClusterDBError.notFound("member 999")) {
+            try await db.transaction { tx in _ = try tx.updateMemberLiveness(id: 999, online: true) }
+        }
         await db.close()
     }
 

@@ -25,6 +25,7 @@ struct RouteHarness {
     var images = FakeImages()
     var limits = BodyLimits()
     var forwarder: FakeForwarder? = nil
+    var memberState: FakeMemberState? = nil
     var uploads = FileManager.default.temporaryDirectory.path
 
     func routes() -> APIRoutes {
@@ -39,7 +40,7 @@ struct RouteHarness {
             limits: limits, uploadDirectory: uploads,
             trust: FakeTrust(trusted: trusted),
             cluster: FakeCluster(memberFingerprints: [Fingerprint.sha256(der: Self.memberDER)]),
-            forwarder: forwarder, logger: Logger(label: "test"))
+            forwarder: forwarder, memberState: memberState, logger: Logger(label: "test"))
     }
 
     /// The HTTPS listener's routes as seen by a caller presenting `certificate` (nil: none).
