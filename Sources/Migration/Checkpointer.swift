@@ -191,6 +191,9 @@ public struct Checkpointer: Sendable {
             request.externals += console.dumpExternals
             try Data(console.ttyKey.utf8).write(to: URL(fileURLWithPath: directory + "/" + ExternalConsole.keyFile))
         }
+        if request.emptyNetwork {
+            try Data().write(to: URL(fileURLWithPath: directory + "/" + Self.emptyNetworkMarker))
+        }
         if !target.cgroupTree.isEmpty {
             try Data(CgroupTree.encode(target.cgroupTree).utf8).write(to: URL(fileURLWithPath: directory + "/" + CgroupTree.fileName))
         }
@@ -215,9 +218,8 @@ public struct Checkpointer: Sendable {
         request.tcpEstablished = tcpEstablished
         request.cgroupRoots = target.cgroupRoots
         request.externals = target.externals
-        // Dumped with --empty-ns net (no network images): a bare namespace whose lo the action
-        // script brings up.
-        if !Self.holdsNetworkImages(directory) {
+        // Dumped with --empty-ns net: a bare namespace whose lo the action script brings up.
+        if FileManager.default.fileExists(atPath: directory + "/" + Self.emptyNetworkMarker) {
             request.emptyNetwork = true
             request.actionScript = target.actionScript
         }
@@ -251,9 +253,8 @@ public struct Checkpointer: Sendable {
         return restored
     }
 
-    static func holdsNetworkImages(_ directory: String) -> Bool {
-        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).contains { $0.hasPrefix("netns-") }
-    }
+    /// Beside images dumped with `--empty-ns net`: the restore must make a bare namespace.
+    static let emptyNetworkMarker = "empty-netns"
 
     /// The console key a dump left beside its images; nil for images without an external console.
     /// Checked like any image content: a key that is not `tty[hex:hex]` is refused.

@@ -238,7 +238,17 @@ final class RunningSampler: @unchecked Sendable {
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
                   let close = stat.lastIndex(of: ")") else { continue }
             let state = stat[stat.index(close, offsetBy: 2)]
-            if state != "T" && state != "t" && state != "Z" && state != "X" { return true }
+            guard state != "T" && state != "t" && state != "Z" && state != "X" else { continue }
+            // A killed task of the source's copy (SIGKILL pending, or PF_EXITING 0x4 in the
+            // flags, field 9) shows R while it exits, but never runs its own code again.
+            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            if fields.count > 6, let flags = UInt64(fields[6]), flags & 0x4 != 0 { continue }
+            if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+               status.split(separator: "\n").contains(where: { line in
+                   (line.hasPrefix("SigPnd:") || line.hasPrefix("ShdPnd:"))
+                       && (UInt64(line.split(separator: "\t").last.map(String.init) ?? "", radix: 16) ?? 0) & 0x100 != 0
+               }) { continue }
+            return true
         }
         return false
     }
