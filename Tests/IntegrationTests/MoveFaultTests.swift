@@ -15,35 +15,15 @@ final class MoveFaultTests {
         for c in cleanups.reversed() { c() }
     }
 
-    /// Three members; `environment[i]` and `dataDirs[i]` for member i (0-based) when given.
     func cluster(_ prefix: String, environment: [Int: [String: String]] = [:], dataDirs: [Int: String] = [:]) throws -> [TestAgent] {
-        let members = try (0..<3).map { i in
-            let a = try TestAgent(name: "\(prefix)\(i + 1)", httpsAddress: "127.0.0.\(i + 1):\(TestAgent.freePort())",
-                                  dataDir: dataDirs[i], environment: environment[i] ?? [:])
-            agents.append(a)
-            return a
-        }
-        for joiner in members.dropFirst() {
-            let token = try #require(try members[0].ok(["cluster", "add", joiner.name]).split(separator: "\n").last.map(String.init))
-            let join = try joiner.ctl(["cluster", "join", token])
-            try #require(join.status == 0, "join \(joiner.name): \(join.stderr)")
-        }
+        let members = try MoveCluster.form(prefix, into: &agents, environment: environment, dataDirs: dataDirs)
         // Killing a member must not take the quorum with it.
         members[0].waitForVoters(members.map(\.name))
         return members
     }
 
-    func location(_ a: TestAgent, _ name: String) throws -> String {
-        for line in try a.ok(["list", "--format", "csv"]).split(separator: "\n") {
-            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-            if fields.first == name { return fields.last ?? "" }
-        }
-        return ""
-    }
-
-    func counter(_ a: TestAgent, _ name: String) throws -> Int {
-        Int(try a.ok(["exec", name, "--", "cat", "/run/counter"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
-    }
+    func location(_ a: TestAgent, _ name: String) throws -> String { try MoveCluster.location(a, name) }
+    func counter(_ a: TestAgent, _ name: String) throws -> Int { try MoveCluster.counter(a, name) }
 
     /// Runs `lxdctl` on `a` in the background; the result arrives when it ends.
     func background(_ a: TestAgent, _ args: [String]) -> () -> CommandResult? {
@@ -75,6 +55,22 @@ final class MoveFaultTests {
         #expect(second > first, "the counter runs: \(first) -> \(second)", sourceLocation: sourceLocation)
     }
 
+    /// c1 on the first member with 400 MB of root filesystem changes, moved to the second
+    /// through the third in the background; returns once the copy reached the target.
+    func startLongMove(_ members: [TestAgent]) throws -> (RunningSampler, () -> CommandResult?) {
+        let (m1, m2, m3) = (members[0], members[1], members[2])
+        try m1.importBusybox(alias: "counter", initKind: "counter")
+        try m1.ok(["launch", "counter", "c1", "--target", m1.name])
+        // A large root filesystem change, so the copy lasts long enough to be cut.
+        try m1.ok(["exec", "c1", "--", "dd", "if=/dev/zero", "of=/root/big", "bs=1M", "count=400"])
+        let sampler = RunningSampler(members: members.map(\.name), leaf: "default_c1")
+        sampler.start()
+        let result = background(m3, ["move", "c1", "--target", m2.name])
+        let partial = "\(containerDir(m2, "c1"))/upper/root/big"
+        #expect(waitFor(seconds: 60) { FileManager.default.fileExists(atPath: partial) }, "the copy reached the target")
+        return (sampler, result)
+    }
+
     @Test func restoreFailingOnTheTargetResumesTheSource() throws {
         let criu = access("/usr/local/sbin/criu", X_OK) == 0 ? "/usr/local/sbin/criu" : "criu"
         let wrapper = "/tmp/lxd-swift-it-criu-no-restore-\(getpid())"
@@ -104,15 +100,7 @@ final class MoveFaultTests {
     @Test func targetKilledMidTransfer() throws {
         let members = try cluster("fk")
         let (m1, m2, m3) = (members[0], members[1], members[2])
-        try m1.importBusybox(alias: "counter", initKind: "counter")
-        try m1.ok(["launch", "counter", "c1", "--target", m1.name])
-        // A large root filesystem change, so the copy lasts long enough to be cut.
-        try m1.ok(["exec", "c1", "--", "dd", "if=/dev/zero", "of=/root/big", "bs=1M", "count=400"])
-        let sampler = RunningSampler(members: members.map(\.name), leaf: "default_c1")
-        sampler.start()
-        let result = background(m3, ["move", "c1", "--target", m2.name])
-        let partial = "\(containerDir(m2, "c1"))/upper/root/big"
-        #expect(waitFor(seconds: 60) { FileManager.default.fileExists(atPath: partial) }, "the copy reached the target")
+        let (sampler, result) = try startLongMove(members)
         m2.kill9()
         let move = result()
         #expect(move?.status != 0, "the move should fail: \(move?.stdout ?? "no result")")
@@ -163,14 +151,7 @@ final class MoveFaultTests {
     func linkCutMidTransfer() throws {
         let members = try cluster("fl")
         let (m1, m2, m3) = (members[0], members[1], members[2])
-        try m1.importBusybox(alias: "counter", initKind: "counter")
-        try m1.ok(["launch", "counter", "c1", "--target", m1.name])
-        try m1.ok(["exec", "c1", "--", "dd", "if=/dev/zero", "of=/root/big", "bs=1M", "count=400"])
-        let sampler = RunningSampler(members: members.map(\.name), leaf: "default_c1")
-        sampler.start()
-        let result = background(m3, ["move", "c1", "--target", m2.name])
-        let partial = "\(containerDir(m2, "c1"))/upper/root/big"
-        #expect(waitFor(seconds: 60) { FileManager.default.fileExists(atPath: partial) }, "the copy reached the target")
+        let (sampler, result) = try startLongMove(members)
         // Every packet to or from the target's address is dropped (its database link too).
         let table = "lxdswift_it_\(getpid())"
         let cut = try run("/usr/sbin/nft", ["-f", "-"], stdin: """

@@ -14,31 +14,9 @@ final class MoveTests {
         for a in agents.reversed() { a.destroy() }
     }
 
-    func cluster(_ prefix: String) throws -> [TestAgent] {
-        let members = try (1...3).map { n in
-            let a = try TestAgent(name: "\(prefix)\(n)", httpsAddress: "127.0.0.\(n):\(TestAgent.freePort())")
-            agents.append(a)
-            return a
-        }
-        for joiner in members.dropFirst() {
-            let token = try #require(try members[0].ok(["cluster", "add", joiner.name]).split(separator: "\n").last.map(String.init))
-            let join = try joiner.ctl(["cluster", "join", token])
-            try #require(join.status == 0, "join \(joiner.name): \(join.stderr)")
-        }
-        return members
-    }
-
-    func location(_ a: TestAgent, _ name: String) throws -> String {
-        for line in try a.ok(["list", "--format", "csv"]).split(separator: "\n") {
-            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-            if fields.first == name { return fields.last ?? "" }
-        }
-        return ""
-    }
-
-    func counter(_ a: TestAgent, _ name: String) throws -> Int {
-        Int(try a.ok(["exec", name, "--", "cat", "/run/counter"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
-    }
+    func cluster(_ prefix: String) throws -> [TestAgent] { try MoveCluster.form(prefix, into: &agents) }
+    func location(_ a: TestAgent, _ name: String) throws -> String { try MoveCluster.location(a, name) }
+    func counter(_ a: TestAgent, _ name: String) throws -> Int { try MoveCluster.counter(a, name) }
 
     @Test func liveMovesRoundThreeMembersKeepProcessesAndFiles() throws {
         let members = try cluster("mv")
@@ -251,5 +229,41 @@ final class RunningSampler: @unchecked Sendable {
             return true
         }
         return false
+    }
+}
+
+/// Three members on loopback (127.0.0.1-3) for the move tests, and what they read back.
+enum MoveCluster {
+    /// `environment[i]` and `dataDirs[i]` for member i (0-based) when given; the agents are
+    /// appended to `agents` (destroyed by the suite).
+    static func form(_ prefix: String, into agents: inout [TestAgent], environment: [Int: [String: String]] = [:],
+                     dataDirs: [Int: String] = [:]) throws -> [TestAgent] {
+        var members: [TestAgent] = []
+        for i in 0..<3 {
+            let a = try TestAgent(name: "\(prefix)\(i + 1)", httpsAddress: "127.0.0.\(i + 1):\(TestAgent.freePort())",
+                                  dataDir: dataDirs[i], environment: environment[i] ?? [:])
+            agents.append(a)
+            members.append(a)
+        }
+        for joiner in members.dropFirst() {
+            let token = try #require(try members[0].ok(["cluster", "add", joiner.name]).split(separator: "\n").last.map(String.init))
+            let join = try joiner.ctl(["cluster", "join", token])
+            try #require(join.status == 0, "join \(joiner.name): \(join.stderr)")
+        }
+        return members
+    }
+
+    /// The instance's member as `lxdctl list` shows it through `a` ("" when absent).
+    static func location(_ a: TestAgent, _ name: String) throws -> String {
+        for line in try a.ok(["list", "--format", "csv"]).split(separator: "\n") {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            if fields.first == name { return fields.last ?? "" }
+        }
+        return ""
+    }
+
+    /// The counter image's init count.
+    static func counter(_ a: TestAgent, _ name: String) throws -> Int {
+        Int(try a.ok(["exec", name, "--", "cat", "/run/counter"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 }
