@@ -125,6 +125,8 @@ final class EvacuationIntegrationTests {
         let (m1, m2, m3) = (members[0], members[1], members[2])
         try m1.ok(["launch", "bb", "x1", "--target", "of3"])
 
+        // Stopping a member must not take the quorum with it: all three vote first.
+        m1.waitForVoters(members.map(\.name))
         // of3 down: evacuating it is refused, and its instance is left where it is.
         m3.stop()
         eventually("of3 OFFLINE") { try memberStatus(m1, "of3") == "OFFLINE" }
@@ -134,6 +136,8 @@ final class EvacuationIntegrationTests {
         try m3.start()
         eventually("of3 ONLINE again") { try memberStatus(m1, "of3") == "ONLINE" }
 
+        // of3 votes again before of2 goes (a member back from an outage may be promoted late).
+        m1.waitForVoters(members.map(\.name))
         // of2 evacuated (nothing on it), then down and back: still EVACUATED until restored.
         try m1.ok(["cluster", "evacuate", "of2", "--force"])
         m2.stop()
