@@ -110,7 +110,7 @@ final class SecurityTests {
     /// An endpoint's path with a sample value for each parameter.
     static func sample(_ endpoint: Endpoint, image: String = "abc") -> String {
         let values = ["{name}": "c1", "{fingerprint}": image, "{alias}": "busybox", "{id}": "abc", "{member}": "sec",
-                      "{group}": "g", "{file}": "lxc.log"]
+                      "{group}": "g", "{file}": "lxc.log", "{token}": "0123456789abcdef0123456789abcdef", "{stream}": "rootfs"]
         return "/" + endpoint.path.split(separator: "/").map { values[String($0)] ?? String($0) }.joined(separator: "/")
     }
 
