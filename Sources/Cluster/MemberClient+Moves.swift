@@ -50,7 +50,10 @@ extension MemberClient: MoveTransport {
             to: .name(member), timeout: timeout)
         try Self.requireSuccess(answer, member: member)
         do {
-            return try JSONDecoder().decode(MoveEnvelope<Answer>.self, from: Data(answer.body)).metadata
+            guard let metadata = try JSONDecoder().decode(SyncEnvelope<Answer>.self, from: Data(answer.body)).metadata else {
+                throw ClusterUseCaseError.internal("no metadata")
+            }
+            return metadata
         } catch {
             throw ClusterUseCaseError.internal("Member \(member) answered \(target) with a body that does not decode: \(error)")
         }
@@ -59,14 +62,6 @@ extension MemberClient: MoveTransport {
     /// A 2xx, or the member's error (LXD's shape) as `APIError` with its status.
     static func requireSuccess(_ answer: ForwardedResponse, member: String) throws {
         guard !(200..<300).contains(answer.status) else { return }
-        struct Failure: Decodable { var error: String? }
-        let message = (try? JSONDecoder().decode(Failure.self, from: Data(answer.body)))?.error
-            ?? String(decoding: answer.body.prefix(300), as: UTF8.self)
-        throw APIError(answer.status, "member \(member): \(message)")
+        throw failure(answer, member: member, status: answer.status)
     }
-}
-
-/// LXD's sync envelope around a move call's answer.
-private struct MoveEnvelope<Metadata: Decodable>: Decodable {
-    var metadata: Metadata
 }

@@ -196,16 +196,24 @@ extension MemberClient: InstanceMaterialiser {
 
     /// The operation in an answer (sync or async envelope), or the member's error as `APIError`.
     static func operation(from answer: ForwardedResponse, member: String) throws -> APIOperation {
-        struct Envelope: Decodable {
-            var metadata: APIOperation?
-            var error: String?
-            var error_code: Int?
-        }
-        let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(answer.body))
-        guard (200..<300).contains(answer.status), let op = envelope?.metadata else {
-            let message = envelope?.error.flatMap { $0.isEmpty ? nil : $0 } ?? String(decoding: answer.body.prefix(300), as: UTF8.self)
-            throw APIError(answer.status >= 400 ? answer.status : 500, "member \(member): \(message)")
+        guard (200..<300).contains(answer.status),
+              let op = try? JSONDecoder().decode(SyncEnvelope<APIOperation>.self, from: Data(answer.body)).metadata else {
+            throw failure(answer, member: member, status: answer.status >= 400 ? answer.status : 500)
         }
         return op
     }
+
+    /// A member's answer that is not what was asked for, as `APIError`: its error message
+    /// (LXD's shape), else the start of its body.
+    static func failure(_ answer: ForwardedResponse, member: String, status: Int) -> APIError {
+        struct Failure: Decodable { var error: String? }
+        let message = (try? JSONDecoder().decode(Failure.self, from: Data(answer.body)))?.error.flatMap { $0.isEmpty ? nil : $0 }
+            ?? String(decoding: answer.body.prefix(300), as: UTF8.self)
+        return APIError(status, "member \(member): \(message)")
+    }
+}
+
+/// LXD's envelope around a member's answer.
+struct SyncEnvelope<Metadata: Decodable>: Decodable {
+    var metadata: Metadata?
 }

@@ -52,20 +52,11 @@ extension Transaction {
 
     /// The pending move of an instance, if any.
     public func instanceMove(name: String, project: String = "default") throws -> InstanceMoveRow? {
-        try instanceMoves(where: "project = ? AND name = ?", [.text(project), .text(name)]).first
-    }
-
-    /// Pending moves from or to member `memberID` (an agent reconciles them when it starts).
-    public func instanceMoves(involving memberID: Int64) throws -> [InstanceMoveRow] {
-        try instanceMoves(where: "(member_id = ? OR move_target = ?)", [.integer(memberID), .integer(memberID)])
-    }
-
-    private func instanceMoves(where condition: String, _ parameters: [DqliteValue]) throws -> [InstanceMoveRow] {
         let rows = try query("""
             SELECT project, name, member_id, move_target, move_token FROM instances
-            WHERE move_token IS NOT NULL AND \(condition) ORDER BY project, name
-            """, params: parameters)
-        return try rows.rows.map { values in
+            WHERE move_token IS NOT NULL AND project = ? AND name = ?
+            """, .text(project), .text(name))
+        return try rows.rows.first.map { values in
             let r = Row(values: values, table: "instances")
             return InstanceMoveRow(project: try r.text(0, "project"), name: try r.text(1, "name"), sourceID: try r.int(2, "member_id"),
                                    targetID: try r.int(3, "move_target"), token: try r.text(4, "move_token"))

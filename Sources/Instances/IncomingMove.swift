@@ -40,8 +40,6 @@ actor IncomingMoves {
     func add(_ marker: MoveMarker) { entries[marker.token] = Entry(marker: marker) }
     func remove(_ token: String) { entries[token] = nil }
     func marker(_ token: String) -> MoveMarker? { entries[token]?.marker }
-    func touch(_ token: String) { entries[token]?.lastActivity = .now }
-    func tokens(for instance: InstanceRef) -> [String] { entries.filter { $0.value.marker.ref == instance }.map(\.key) }
 
     /// Claims the move for one part: the upload to feed (a new one at part 0).
     func beginPart(token: String, stream: MoveStream, round: Int, part: Int, makeApplier: () throws -> TreeStreamApplier) throws -> Upload {
@@ -121,13 +119,7 @@ extension InstanceLifecycle {
                 // What an earlier move to here left behind.
                 try await discardLocalCopy(ref)
             }
-            if context.layers.layer(fingerprint: row.imageFingerprint) == nil {
-                guard let fetch = context.imageFetch,
-                      let image = try await context.db.transaction({ tx in try tx.image(fingerprintPrefix: row.imageFingerprint) }) else {
-                    throw InstancesError.unavailable("Image \(row.imageFingerprint.prefix(12)) of \(ref) cannot be brought to member \(context.member.name)")
-                }
-                _ = try await fetch.ensureLayer(image)
-            }
+            try await context.ensureLayer(row.imageFingerprint)
             let spec = try context.spec(for: row)
             let host = context.host
             try await Blocking.run { try host.create(spec) }

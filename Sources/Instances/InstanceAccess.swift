@@ -78,9 +78,7 @@ public struct InstanceAccess: Sendable {
         var secrets: [String: String] = [:]
         var fds: [String: JSONValue] = [:]
         for fd in names {
-            var bytes = [UInt8](repeating: 0, count: 32)
-            for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
-            let secret = bytes.map { String(format: "%02x", $0) }.joined()
+            let secret = RandomHex.make(bytes: 32)
             secrets[secret] = fd
             fds[fd] = .string(secret)
         }

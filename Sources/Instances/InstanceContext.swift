@@ -32,6 +32,18 @@ struct InstanceContext: Sendable {
     let incomingMoves = IncomingMoves()
     let logger: Logger
 
+    /// Brings the image layer `fingerprint` here from a member holding it, unless it is here.
+    func ensureLayer(_ fingerprint: String) async throws {
+        guard layers.layer(fingerprint: fingerprint) == nil else { return }
+        guard let fetch = imageFetch else {
+            throw InstancesError.unavailable("Image \(fingerprint.prefix(12)) is not present on member \(member.name): import it there")
+        }
+        guard let image = try await db.transaction({ tx in try tx.image(fingerprintPrefix: fingerprint) }) else {
+            throw InstancesError.notFound("Image \(fingerprint.prefix(12)) was deleted: its layer cannot be brought to member \(member.name)")
+        }
+        _ = try await fetch.ensureLayer(image)
+    }
+
     func row(_ name: String) async throws -> InstanceRow {
         guard let r = try await db.transaction({ tx in try tx.instance(name: name) }) else {
             throw InstancesError.notFound("Instance \"\(name)\" not found")

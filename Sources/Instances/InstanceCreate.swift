@@ -214,13 +214,7 @@ extension InstanceLifecycle {
         // Image layers first, once each: a missing one is fetched from a member that has it.
         for fingerprint in Set(rows.map(\.imageFingerprint)) where context.layers.layer(fingerprint: fingerprint) == nil {
             do {
-                guard let fetch = context.imageFetch else {
-                    throw InstancesError.unavailable("Image \(fingerprint.prefix(12)) is not present on member \(context.member.name): import it there")
-                }
-                guard let image = try await context.db.transaction({ tx in try tx.image(fingerprintPrefix: fingerprint) }) else {
-                    throw InstancesError.notFound("Image \(fingerprint.prefix(12)) was deleted before its instances were created")
-                }
-                _ = try await fetch.ensureLayer(image)
+                try await context.ensureLayer(fingerprint)
             } catch {
                 let names = rows.filter { $0.imageFingerprint == fingerprint }.map(\.name)
                 _ = try? await context.db.transaction { tx in try tx.deleteInstances(names) }

@@ -144,9 +144,7 @@ struct MoveShell {
         self.machine = MoveMachine(method: plan.method)
     }
 
-    static func newToken() -> String {
-        (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-    }
+    static func newToken() -> String { RandomHex.make(bytes: 16) }
 
     /// Where the source dumps the checkpoint images it sends.
     var imagesDirectory: String { context.host.directory(of: ref) + "/move-out" }
@@ -250,7 +248,8 @@ struct MoveShell {
             case .finishSource:
                 await progress("phase", .string("cleaning up on \(context.member.name)"))
                 do {
-                    try await finishSource()
+                    // The target owns the instance: end the stopped tree, remove this copy.
+                    try await lifecycle.discardLocalCopy(ref)
                     return .finished
                 } catch {
                     return .finishFailed("\(error)")
@@ -319,15 +318,6 @@ struct MoveShell {
             try? await Task.sleep(for: .seconds(1))
             return .abortUnavailable("\(error)")
         }
-    }
-
-    /// The target owns the instance: end the frozen tree and remove this member's copy.
-    private func finishSource() async throws {
-        if context.host.state(instance: ref)?.running == true {
-            try await context.host.stop(instance: ref, force: true, timeout: .seconds(10))
-        }
-        let host = context.host, ref = ref
-        try await Blocking.run { try host.delete(instance: ref) }
     }
 
     // MARK: markers

@@ -15,22 +15,15 @@ extension ContainerRuntime {
     /// hybrid and v2 hosts, with the subgroups systemd makes inside; the pids group on v1).
     public func processes(of instance: InstanceRef) -> [Int32] {
         let leaf = hostName(instance)
-        let root = cgroups.delegated(leaf) ?? cgroupLayout.directory(of: "pids", relative: cgroups.relative(leaf))
-        guard let root else { return [] }
-        var pids: [Int32] = []
-        var pending = [root]
-        while let dir = pending.popLast() {
-            if let text = try? String(contentsOfFile: dir + "/cgroup.procs", encoding: .utf8) {
-                pids += text.split(separator: "\n").compactMap { Int32($0) }
-            }
-            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: dir) else { continue }
-            for e in entries {
-                var st = stat()
-                let path = dir + "/" + e
-                if lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR { pending.append(path) }
-            }
+        let dirs: [String]
+        if let root = cgroups.delegated(leaf) {
+            dirs = [root] + cgroups.subtree(leaf, limit: .max).map { root + "/" + $0 }
+        } else {
+            dirs = cgroupLayout.directory(of: "pids", relative: cgroups.relative(leaf)).map { [$0] } ?? []
         }
-        return pids
+        return dirs.flatMap { dir in
+            ((try? String(contentsOfFile: dir + "/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
+        }
     }
 
     /// Continues a container that a checkpoint left stopped (CRIU's `--leave-stopped`: every
