@@ -78,7 +78,7 @@ let package = Package(
         // Use cases, operations, API.
         .target(name: "Operations", dependencies: ["APITypes", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Instances", dependencies: [
-            "APITypes", "InstanceConfig", "ClusterDB", "Runtime", "Images", "Migration", "Operations", "Scheduler",
+            "APITypes", "InstanceConfig", "ClusterDB", "Dqlite", "Runtime", "Images", "Migration", "Operations", "Scheduler",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Gateway", dependencies: [

@@ -11,13 +11,16 @@ public struct MovePrepareRequest: Codable, Sendable, Equatable {
     public var source: String
     /// "live", "stateless" or "cold".
     public var method: String
+    /// A live move's memory: "stop-and-copy" (nil) or "post-copy".
+    public var memory: String?
 
-    public init(token: String, project: String, name: String, source: String, method: String) {
+    public init(token: String, project: String, name: String, source: String, method: String, memory: String? = nil) {
         self.token = token
         self.project = project
         self.name = name
         self.source = source
         self.method = method
+        self.memory = memory
     }
 }
 

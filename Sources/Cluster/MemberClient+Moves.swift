@@ -1,6 +1,8 @@
 import APITypes
+import Dqlite
 import Foundation
 import Instances
+import LXDClient
 
 /// A move's calls from its source to its target, over the members' mutual-TLS link.
 extension MemberClient: MoveTransport {
@@ -23,6 +25,16 @@ extension MemberClient: MoveTransport {
                              body: bytes),
             to: .name(member), timeout: Self.movePartTimeout)
         try Self.requireSuccess(answer, member: member)
+    }
+
+    public func openPageStream(token: String, on member: String) async throws -> any PeerStream {
+        let (peer, client) = try await resolve(.name(member))
+        do {
+            return WebSocketLink(try await client.transport.openWebSocket(
+                HTTPRequest(.GET, "/internal/moves/\(token)/pages", headers: [(ForwardedRequest.markerHeader, localMemberName)])))
+        } catch {
+            throw ClusterUseCaseError.unavailable("Cannot open the memory stream of a move on member \(peer.name): \(error)")
+        }
     }
 
     public func handOverMove(_ request: MoveHandOverRequest, on member: String) async throws -> MoveHandOverReply {

@@ -58,7 +58,7 @@ public final class MemberClient: Sendable {
         }
     }
 
-    private func resolve(_ member: MemberReference) async throws -> (MemberPeer, LXDClient) {
+    func resolve(_ member: MemberReference) async throws -> (MemberPeer, LXDClient) {
         let peers = try await db.transaction { tx in try tx.memberPeers() }
         let peer: MemberPeer? = switch member {
         case .name(let name): peers.first { $0.name == name }

@@ -104,12 +104,14 @@ public enum DqlitePeerService {
 /// Copies bytes both ways between a local stream socket and a `PeerStream` until either side
 /// ends, then closes both. Reads of the socket block on a thread of their own (never on
 /// Swift's cooperative pool); writes go through a serial queue to keep their order.
-enum PeerPump {
+/// Carries dqlite's links and a move's CRIU page-server connection.
+public enum PeerPump {
     static func start(fd: Int32, stream: any PeerStream) {
         Task { await run(fd: fd, stream: stream) }
     }
 
-    static func run(fd: Int32, stream: any PeerStream) async {
+    /// Returns when both directions are done; `fd` is closed by then.
+    public static func run(fd: Int32, stream: any PeerStream) async {
         let (fromSocket, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
         // A queue of its own (overcommit: a blocked read gets its own thread, never a cooperative one).
         DispatchQueue(label: "dqlite-peer-read").async {

@@ -169,21 +169,27 @@ extension APIRoutes {
             guard case .trusted = ctx.caller else { throw APIError.forbidden("The database link is for other members' connections only") }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, _ in
-            let (received, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
-            let stream = WebSocketPeerStream(outbound: outbound, received: received, finish: { continuation.finish() })
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    do {
-                        for try await message in inbound.messages(maxSize: 1 << 20) {
-                            if case .binary(let b) = message { continuation.yield(Array(buffer: b)) }
-                        }
-                    } catch {}
-                    continuation.finish()
-                }
-                await serve(stream)
+            await servePeerStream(inbound, outbound, serve: serve)
+        }
+    }
+
+    /// Hands a websocket of binary frames to `serve` as a `PeerStream`, until `serve` returns.
+    static func servePeerStream(_ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter,
+                                serve: @escaping @Sendable (any PeerStream) async -> Void) async {
+        let (received, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
+        let stream = WebSocketPeerStream(outbound: outbound, received: received, finish: { continuation.finish() })
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await message in inbound.messages(maxSize: 1 << 20) {
+                        if case .binary(let b) = message { continuation.yield(Array(buffer: b)) }
+                    }
+                } catch {}
                 continuation.finish()
-                group.cancelAll()
             }
+            await serve(stream)
+            continuation.finish()
+            group.cancelAll()
         }
     }
 }

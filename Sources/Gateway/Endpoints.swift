@@ -125,6 +125,7 @@ public enum Endpoints {
         .init("POST", "/internal/instances/materialise", .member),
         .init("POST", "/internal/moves", .member),
         .init("PUT", "/internal/moves/{token}/{stream}", .member),
+        .init("GET", "/internal/moves/{token}/pages", .member, webSocket: true),
         .init("POST", "/internal/moves/{token}/handover", .member),
         .init("DELETE", "/internal/moves/{token}", .member),
     ]

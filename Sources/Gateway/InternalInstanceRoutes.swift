@@ -1,5 +1,6 @@
 import APITypes
 import Hummingbird
+import HummingbirdWebSocket
 
 extension APIRoutes {
     /// The members-only call by which the member that placed a launch asks the owner to create
@@ -27,6 +28,15 @@ extension APIRoutes {
             let body = Array(buffer: try await request.collectBody(upTo: r.limits.movePart))
             try await r.lifecycle.receiveMovePart(token: token, stream: stream, round: round, part: part, last: last, bytes: body)
             return Reply.empty()
+        }
+        // The memory of a live move, CRIU's page-server protocol as binary frames.
+        router.ws("/internal/moves/:token/pages") { _, ctx in
+            guard case .trusted = ctx.caller else { throw APIError.forbidden("A move's memory is for other members' connections only") }
+            _ = try ctx.moveToken()
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, wsContext in
+            let token = wsContext.requestContext.parameters.get("token") ?? ""
+            await Self.servePeerStream(inbound, outbound) { stream in await r.lifecycle.receivePages(token: token, stream: stream) }
         }
         router.post("/internal/moves/:token/handover") { req, ctx in
             let token = try ctx.moveToken()

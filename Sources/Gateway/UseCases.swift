@@ -1,4 +1,5 @@
 import APITypes
+import Dqlite
 import Instances
 
 // The instance and image use cases the routes call, as narrow protocols: Instances' services
@@ -24,6 +25,8 @@ public protocol InstanceLifecycleUseCases: Sendable {
     func acceptMove(_ request: MovePrepareRequest) async throws -> MovePrepared
     func receiveMovePart(token: String, stream: MoveStream, round: Int, part: Int, last: Bool, bytes: [UInt8]) async throws
     func completeMove(_ request: MoveHandOverRequest) async throws -> MoveHandOverReply
+    /// A live move's memory, CRIU's page-server protocol; returns when the transfer ended.
+    func receivePages(token: String, stream: any PeerStream) async
     func discardMove(token: String) async
     /// On the owner: creates the instances another member placed here.
     func materialise(_ post: InstancesMaterialisePost) async throws -> APIOperation

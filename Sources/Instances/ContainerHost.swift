@@ -45,6 +45,10 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
     /// Continues a container that a checkpoint left stopped (a move called off).
     @discardableResult
     func resumeStopped(instance: InstanceRef) throws(RuntimeError) -> Int
+    /// Freezes or thaws the container's processes through its freezer cgroup.
+    func setFrozen(instance: InstanceRef, _ frozen: Bool) throws(RuntimeError)
+    /// Kills a frozen container's processes before thawing it (none runs again).
+    func killFrozen(instance: InstanceRef) throws(RuntimeError)
     /// Sets who hears of every init that ended (after its cleanup), asked for or not.
     func observeExits(_ observer: @escaping @Sendable (InitExit) -> Void)
 }

@@ -1,5 +1,6 @@
 import APITypes
 import ClusterDB
+import Dqlite
 import Foundation
 import InstanceConfig
 import Logging
@@ -17,6 +18,32 @@ actor IncomingMoves {
         var busy = false
         var handingOver = false
         var lastActivity = ContinuousClock.now
+        var pages: Pages?
+    }
+
+    /// The memory of a live move: received by CRIU's page server while the source dumps
+    /// (stop-and-copy), or post-copy's stream parked until the hand-over starts the lazy-pages
+    /// daemon on it.
+    enum Pages {
+        case receiving
+        case received
+        case failed(String)
+        case parked(ParkedPages)
+
+        var isReceiving: Bool { if case .receiving = self { true } else { false } }
+        /// The page server wrote images into the state directory (the state stream adds to them).
+        var wroteImages: Bool { if case .parked = self { false } else { true } }
+    }
+
+    /// Post-copy's stream from the source's dump; `done` ends the websocket's handler.
+    struct ParkedPages: Sendable {
+        let stream: any PeerStream
+        let done: AsyncStream<Void>.Continuation
+
+        func release() async {
+            await stream.close()
+            done.finish()
+        }
     }
 
     /// The applier of one stream; used by one part at a time (`Entry.busy`), each on a blocking
@@ -38,7 +65,10 @@ actor IncomingMoves {
     private var entries: [String: Entry] = [:]
 
     func add(_ marker: MoveMarker) { entries[marker.token] = Entry(marker: marker) }
-    func remove(_ token: String) { entries[token] = nil }
+    func remove(_ token: String) {
+        if case .parked(let parked)? = entries[token]?.pages { Task { await parked.release() } }
+        entries[token] = nil
+    }
     func marker(_ token: String) -> MoveMarker? { entries[token]?.marker }
 
     /// Claims the move for one part: the upload to feed (a new one at part 0).
@@ -81,6 +111,37 @@ actor IncomingMoves {
         return e.marker
     }
 
+    /// Claims the move's page transfer (one per move).
+    func beginPages(_ token: String) throws {
+        guard var e = entries[token] else { throw InstancesError.notFound("No move \(token) is expected on this member") }
+        guard e.pages == nil, !e.handingOver else { throw InstancesError.conflict("Move \(token) already received its memory") }
+        e.pages = .receiving
+        e.lastActivity = .now
+        entries[token] = e
+    }
+
+    func endPages(_ token: String, error: String?) {
+        entries[token]?.pages = error.map { .failed($0) } ?? .received
+        entries[token]?.lastActivity = .now
+    }
+
+    func park(_ token: String, _ parked: ParkedPages) throws {
+        guard var e = entries[token] else { throw InstancesError.notFound("No move \(token) is expected on this member") }
+        guard e.pages == nil, !e.handingOver else { throw InstancesError.conflict("Move \(token) already has its memory stream") }
+        e.pages = .parked(parked)
+        e.lastActivity = .now
+        entries[token] = e
+    }
+
+    /// The parked post-copy stream, handed to the hand-over (once).
+    func takeParked(_ token: String) -> ParkedPages? {
+        guard case .parked(let parked)? = entries[token]?.pages else { return nil }
+        entries[token]?.pages = .received
+        return parked
+    }
+
+    func pages(_ token: String) -> Pages? { entries[token]?.pages }
+
     func endHandOver(_ token: String) {
         entries[token]?.handingOver = false
         entries[token]?.lastActivity = .now
@@ -88,7 +149,7 @@ actor IncomingMoves {
 
     /// Moves nobody touched for `idleLimit` and that are not busy.
     func idle(now: ContinuousClock.Instant) -> [MoveMarker] {
-        entries.values.filter { !$0.busy && !$0.handingOver && now - $0.lastActivity > Self.idleLimit }.map(\.marker)
+        entries.values.filter { !$0.busy && !$0.handingOver && $0.pages?.isReceiving != true && now - $0.lastActivity > Self.idleLimit }.map(\.marker)
     }
 }
 
@@ -102,6 +163,12 @@ extension InstanceLifecycle {
     public func acceptMove(_ request: MovePrepareRequest) async throws -> MovePrepared {
         guard MoveToken.isValid(request.token) else { throw InstancesError.invalid("Invalid move token") }
         guard let method = MoveMachine.Method(rawValue: request.method) else { throw InstancesError.invalid("Invalid move method \(request.method)") }
+        let postCopy: Bool
+        switch request.memory.map(MigrationMode.init(rawValue:)) {
+        case nil, .stopAndCopy??: postCopy = false
+        case .postCopy?? where method == .live: postCopy = true
+        default: throw InstancesError.invalid("Invalid memory mode \(request.memory ?? "") for a \(method.rawValue) move")
+        }
         let (name, project, me) = (request.name, request.project, context.member.id)
         let (row, move) = try await context.db.transaction { tx in
             (try tx.instance(name: name, project: project), try tx.instanceMove(name: name, project: project))
@@ -124,7 +191,7 @@ extension InstanceLifecycle {
             let host = context.host
             try await Blocking.run { try host.create(spec) }
             let marker = MoveMarker(token: request.token, project: project, name: name, peer: request.source, method: method.rawValue,
-                                    idmapBase: row.idmapBase)
+                                    idmapBase: row.idmapBase, memory: postCopy ? MigrationMode.postCopy.rawValue : nil)
             do {
                 try marker.write(to: dir + "/" + Self.incomingMarker)
             } catch {
@@ -149,8 +216,10 @@ extension InstanceLifecycle {
         guard (1...1000).contains(round), (0...1_000_000).contains(part) else { throw InstancesError.invalid("Invalid round or part number") }
         guard let marker = await incoming.marker(token) else { throw InstancesError.notFound("No move \(token) is expected on this member") }
         let root = stream == .rootfs ? context.host.upperDirectory(of: marker.ref) : context.host.savedStateDirectory(of: marker.ref)
+        // The page server wrote the memory's images there already.
+        let keep = await incoming.pages(token)?.wroteImages == true
         let upload = try await incoming.beginPart(token: token, stream: stream, round: round, part: part) {
-            if stream == .state, part == 0 {
+            if stream == .state, part == 0, !keep {
                 try? FileManager.default.removeItem(atPath: root)
                 try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             }
@@ -166,6 +235,131 @@ extension InstanceLifecycle {
             await incoming.endPart(token: token, finished: false, failed: true)
             throw InstancesError.invalid("Move of \(marker.ref): \(stream.rawValue) round \(round) part \(part) refused: \(error)")
         }
+    }
+
+    /// Target side, during the freeze of a live move: CRIU's page server writes the memory the
+    /// source's dump sends over `stream` into the instance's state directory. Returns when the
+    /// dump is done (or failed); the hand-over checks how it went.
+    public func receivePages(token: String, stream: any PeerStream) async {
+        guard MoveToken.isValid(token), let marker = await incoming.marker(token),
+              marker.method == MoveMachine.Method.live.rawValue, let checkpointer = context.checkpointer else {
+            await stream.close()
+            return
+        }
+        if marker.postCopy {
+            let (done, signal) = AsyncStream<Void>.makeStream()
+            do { try await incoming.park(token, ParkedPages(stream: stream, done: signal)) } catch {
+                context.logger.warning("page transfer refused", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
+                await stream.close()
+                return
+            }
+            for await _ in done {}
+            return
+        }
+        do { try await incoming.beginPages(token) } catch {
+            context.logger.warning("page transfer refused", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
+            await stream.close()
+            return
+        }
+        let dir = context.stateDirectory(marker.ref)
+        var failure: String?
+        do {
+            try? FileManager.default.removeItem(atPath: dir)
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            let (ours, theirs) = try SocketPair.make()
+            let pump = Task { await PeerPump.run(fd: theirs, stream: stream) }
+            do {
+                let took = try await checkpointer.driver.receivePages(into: dir, socket: ours)
+                context.logger.debug("memory of a moving instance received", metadata: ["instance": "\(marker.ref)", "took": "\(took)"])
+            } catch {
+                failure = "\(error)"
+            }
+            shutdown(ours, Int32(SHUT_RDWR))
+            close(ours)
+            await pump.value
+        } catch {
+            failure = "\(error)"
+            await stream.close()
+        }
+        if let failure {
+            context.logger.error("receiving the memory of a moving instance failed", metadata: ["instance": "\(marker.ref)", "error": "\(failure)"])
+        }
+        await incoming.endPages(token, error: failure)
+    }
+
+    /// Waits (bounded) for the page transfer of a live move to end: the source's dump returns
+    /// as soon as the page server acknowledged, a moment before the page server exits here.
+    private func pagesOutcome(_ token: String) async -> IncomingMoves.Pages? {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            let state = await incoming.pages(token)
+            guard state?.isReceiving == true, ContinuousClock.now < deadline else { return state }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Post-copy's daemon, serving the restored tree's page faults from the source.
+    struct LazyPagesDaemon {
+        let daemon: Task<String?, Never>
+        let pump: Task<Void, Never>
+        let socket: Int32
+        let parked: IncomingMoves.ParkedPages
+
+        /// Waits for the daemon (every page arrived, or the source was lost) and releases the stream.
+        func finish() async -> String? {
+            let outcome = await daemon.value
+            shutdown(socket, Int32(SHUT_RDWR))
+            await pump.value
+            close(socket)
+            await parked.release()
+            return outcome
+        }
+
+        /// Stops the daemon now (the restore failed or the move was called off).
+        func end() async {
+            daemon.cancel()
+            _ = await finish()
+        }
+    }
+
+    /// Starts `criu lazy-pages` on the parked stream; returns once it accepts a restore.
+    private func startLazyPages(_ parked: IncomingMoves.ParkedPages, directory: String,
+                                checkpointer: Checkpointer) async throws -> LazyPagesDaemon {
+        LazyPagesPipes.ensure(logger: context.logger)
+        let (ours, theirs) = try SocketPair.make()
+        let pump = Task { await PeerPump.run(fd: theirs, stream: parked.stream) }
+        var status: [Int32] = [-1, -1]
+        guard pipe2(&status, O_CLOEXEC) == 0 else {
+            close(ours)
+            await parked.release()
+            await pump.value
+            throw InstancesError.internal("pipe failed: \(String(cString: strerror(errno)))")
+        }
+        let (statusRead, statusWrite) = (status[0], status[1])
+        let daemon = Task { () -> String? in
+            defer { close(statusWrite) }
+            do {
+                _ = try await checkpointer.driver.serveLazyPages(imagesDirectory: directory, socket: ours, status: statusWrite)
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        let ready = (try? await Blocking.run { () -> Bool in
+            var byte: UInt8 = 0
+            while true {
+                let n = read(statusRead, &byte, 1)
+                if n < 0 && errno == EINTR { continue }
+                return n == 1
+            }
+        }) ?? false
+        close(statusRead)
+        let running = LazyPagesDaemon(daemon: daemon, pump: pump, socket: ours, parked: parked)
+        guard ready else {
+            let why = await running.finish() ?? "it exited before accepting the restore"
+            throw InstancesError.internal("criu lazy-pages failed: \(why)")
+        }
+        return running
     }
 
     /// What a moved tree may hold: the root filesystem's files belong to the instance's mapped
@@ -199,29 +393,74 @@ extension InstanceLifecycle {
         defer { Task { await incoming.endHandOver(request.token) } }
         return try await context.locks.withLock(ref) { () async throws -> MoveHandOverReply in
             let began = ContinuousClock.now
+            var lazyPages: LazyPagesDaemon?
             if marker.method == MoveMachine.Method.live.rawValue {
                 guard let checkpointer = context.checkpointer else {
                     try await discardLocalCopy(ref)
                     return MoveHandOverReply(committed: false, message: "CRIU is missing on \(context.member.name)")
                 }
+                if marker.postCopy {
+                    guard let parked = await incoming.takeParked(request.token) else {
+                        try await discardLocalCopy(ref)
+                        return MoveHandOverReply(committed: false, message: "the memory stream of the post-copy move did not arrive on \(context.member.name)")
+                    }
+                    do {
+                        lazyPages = try await startLazyPages(parked, directory: context.stateDirectory(ref), checkpointer: checkpointer)
+                    } catch {
+                        try await discardLocalCopy(ref)
+                        return MoveHandOverReply(committed: false, message: "\(error) on \(context.member.name)")
+                    }
+                } else {
+                    switch await pagesOutcome(request.token) {
+                    case .received?: break
+                    case .failed(let why)?:
+                        try await discardLocalCopy(ref)
+                        return MoveHandOverReply(committed: false, message: "receiving the memory failed on \(context.member.name): \(why)")
+                    default:
+                        try await discardLocalCopy(ref)
+                        return MoveHandOverReply(committed: false, message: "the memory did not arrive on \(context.member.name)")
+                    }
+                }
                 do {
-                    _ = try await checkpointer.restore(instance: ref, destination: context.host, from: context.stateDirectory(ref))
+                    _ = try await checkpointer.restore(instance: ref, destination: context.host, from: context.stateDirectory(ref),
+                                                       lazyPages: lazyPages != nil)
                 } catch {
                     context.logger.error("restore of a moved instance failed", metadata: ["instance": "\(ref)", "error": "\(error)"])
+                    await lazyPages?.end()
                     try await discardLocalCopy(ref)
                     return MoveHandOverReply(committed: false, message: "restore failed on \(context.member.name): \(error)")
                 }
             }
             let restored = ContinuousClock.now - began
-            guard try await commit(marker) else {
+            let committed: Bool
+            do { committed = try await commit(marker) } catch {
+                await lazyPages?.end()
+                throw error
+            }
+            guard committed else {
                 context.logger.warning("move called off by its source before the commit; removing the copy", metadata: ["instance": "\(ref)"])
+                await lazyPages?.end()
                 try await discardLocalCopy(ref)
                 return MoveHandOverReply(committed: false, message: "the move was called off by \(marker.peer)")
             }
             // Committed: this member owns the instance from here on.
             unlink(context.host.directory(of: ref) + "/" + Self.incomingMarker)
-            try? FileManager.default.removeItem(atPath: context.stateDirectory(ref))
             await incoming.remove(request.token)
+            if let lazyPages {
+                // The images go once the daemon has every page.
+                let (logger, directory, began) = (context.logger, context.stateDirectory(ref), ContinuousClock.now)
+                Task {
+                    if let failure = await lazyPages.finish() {
+                        logger.critical("post-copy: the memory transfer from the source failed; the instance's memory is incomplete",
+                                        metadata: ["instance": "\(ref)", "source": "\(marker.peer)", "error": "\(failure)"])
+                    } else {
+                        logger.info("post-copy: every page arrived", metadata: ["instance": "\(ref)", "took": "\(ContinuousClock.now - began)"])
+                    }
+                    try? FileManager.default.removeItem(atPath: directory)
+                }
+            } else {
+                try? FileManager.default.removeItem(atPath: context.stateDirectory(ref))
+            }
             var problem: String?
             if marker.method == MoveMachine.Method.stateless.rawValue {
                 do {

@@ -1,5 +1,6 @@
 import APITypes
 import ClusterDB
+import Dqlite
 import Foundation
 import InstanceConfig
 import Logging
@@ -34,6 +35,9 @@ public protocol MoveTransport: Sendable {
     /// One part of a tree stream; parts of one stream go in order, the last one marked.
     func uploadMovePart(token: String, stream: MoveStream, round: Int, part: Int, last: Bool, bytes: [UInt8],
                         on member: String) async throws
+    /// A byte stream to the target's CRIU for this move's memory (a page server, or post-copy's
+    /// lazy-pages daemon), carried over the members' link like dqlite's.
+    func openPageStream(token: String, on member: String) async throws -> any PeerStream
     func handOverMove(_ request: MoveHandOverRequest, on member: String) async throws -> MoveHandOverReply
     /// Best effort: the target drops what it holds of the move.
     func discardMove(token: String, on member: String) async
@@ -69,6 +73,8 @@ extension InstanceLifecycle {
         var target: MemberRow
         var method: MoveMachine.Method
         var transport: any MoveTransport
+        /// How a live move's memory goes (stop-and-copy unless the user asked for post-copy).
+        var memory: MigrationMode = .stopAndCopy
     }
 
     /// Checks what can be checked before anything changes: the target, the method, CRIU here.
@@ -131,6 +137,34 @@ struct MoveShell {
     var downtimeStart: ContinuousClock.Instant?
     var downtimeEnd: ContinuousClock.Instant?
     var phases: [(String, Duration)] = []
+    /// Post-copy: the dump still serving pages to the target.
+    var lazyDump: LazyDump?
+
+    /// A `criu dump --lazy-pages` that wrote its images and now serves the frozen tree's memory
+    /// to the target's lazy-pages daemon; nil from `dump` means every page was sent.
+    struct LazyDump {
+        let dump: Task<String?, Never>
+        let pump: Task<Void, Never>
+        let socket: Int32
+
+        /// Ends the transfer (CRIU gives up serving) and waits for the dump to return.
+        func end() async -> String? {
+            shutdown(socket, Int32(SHUT_RDWR))
+            let outcome = await dump.value
+            await pump.value
+            close(socket)
+            return outcome
+        }
+
+        /// Waits until the target has every page (or the transfer failed).
+        func finish() async -> String? {
+            let outcome = await dump.value
+            shutdown(socket, Int32(SHUT_RDWR))
+            await pump.value
+            close(socket)
+            return outcome
+        }
+    }
 
     typealias MovePlan = InstanceLifecycle.MovePlan
     var ref: InstanceRef { plan.row.ref }
@@ -178,7 +212,8 @@ struct MoveShell {
             case .prepareTarget:
                 await progress("phase", .string("preparing \(target)"))
                 let prepared = try await plan.transport.prepareMove(
-                    MovePrepareRequest(token: token, project: ref.project, name: ref.name, source: context.member.name, method: plan.method.rawValue),
+                    MovePrepareRequest(token: token, project: ref.project, name: ref.name, source: context.member.name, method: plan.method.rawValue,
+                                       memory: plan.method == .live ? plan.memory.rawValue : nil),
                     on: target)
                 if plan.method == .live, let why = try await liveBlocker(targetCRIU: prepared.criuVersion) { return .failed(why) }
                 return .prepared
@@ -197,10 +232,11 @@ struct MoveShell {
                 try? FileManager.default.removeItem(atPath: imagesDirectory)
                 try FileManager.default.createDirectory(atPath: imagesDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 downtimeStart = .now
-                // Containers have no network devices but lo yet: nothing to lock (a lock would stay
-                // in place after --leave-stopped, and a resumed source would have to undo it).
-                _ = try await checkpointer.checkpoint(instance: ref, source: context.host, into: imagesDirectory,
-                                                      options: .init(networkLock: .skip, leaveStopped: true))
+                if plan.memory == .postCopy {
+                    try await checkpointLazily(checkpointer)
+                } else {
+                    try await checkpointToTarget(checkpointer)
+                }
                 return .sourceFrozen
             case .sendFinal(let images):
                 await progress("phase", .string("sending the final changes"))
@@ -229,6 +265,11 @@ struct MoveShell {
                 return await abortInDatabase()
             case .resumeSource(let continueFrozen, let startAgain):
                 await progress("phase", .string("resuming on \(context.member.name)"))
+                if let lazy = lazyDump {
+                    // CRIU gives the tasks back when its transfer ends; they stay frozen until resumed below.
+                    _ = await lazy.end()
+                    lazyDump = nil
+                }
                 try? FileManager.default.removeItem(atPath: imagesDirectory)
                 do {
                     if continueFrozen, context.host.state(instance: ref)?.running == true {
@@ -248,6 +289,16 @@ struct MoveShell {
             case .finishSource:
                 await progress("phase", .string("cleaning up on \(context.member.name)"))
                 do {
+                    if let lazy = lazyDump {
+                        await progress("phase", .string("sending the memory to \(target)"))
+                        if let failure = await lazy.finish() {
+                            context.logger.critical("post-copy: the memory transfer failed after the target took over; the instance's memory on the target is incomplete",
+                                                    metadata: ["instance": "\(ref)", "target": "\(target)", "error": "\(failure)"])
+                        }
+                        lazyDump = nil
+                        // Frozen, so the tasks CRIU may have given back never run again here.
+                        try context.host.killFrozen(instance: ref)
+                    }
                     // The target owns the instance: end the stopped tree, remove this copy.
                     try await lifecycle.discardLocalCopy(ref)
                     return .finished
@@ -260,6 +311,80 @@ struct MoveShell {
         } catch {
             return .failed("\(error)")
         }
+    }
+
+    /// Dumps the instance with its memory going straight to the target's page server over the
+    /// members' link (nothing of it touches the disk here); the rest of the images stay in
+    /// `imagesDirectory` for the final stream. The tasks are left stopped.
+    private func checkpointToTarget(_ checkpointer: Checkpointer) async throws {
+        let stream = try await plan.transport.openPageStream(token: token, on: target)
+        let (ours, theirs) = try SocketPair.make()
+        let pump = Task { await PeerPump.run(fd: theirs, stream: stream) }
+        let began = ContinuousClock.now
+        defer { close(ours) }
+        do {
+            // Containers have no network devices but lo yet: nothing to lock (a lock would stay
+            // in place after --leave-stopped, and a resumed source would have to undo it).
+            _ = try await checkpointer.checkpoint(instance: ref, source: context.host, into: imagesDirectory,
+                                                  options: .init(networkLock: .skip, leaveStopped: true, memory: .pageServer(socket: ours)))
+        } catch {
+            shutdown(ours, Int32(SHUT_RDWR))
+            await stream.close()
+            await pump.value
+            throw error
+        }
+        // CRIU waited for the page server's acknowledgement: every page is on the target.
+        shutdown(ours, Int32(SHUT_RDWR))
+        await pump.value
+        context.logger.debug("memory sent to the target's page server", metadata: ["instance": "\(ref)", "took": "\(ContinuousClock.now - began)"])
+    }
+
+    /// Post-copy: dumps everything but the memory, which stays in the frozen tree and is served
+    /// to the target's lazy-pages daemon over the members' link once the target restores. Returns
+    /// when the images are written; the dump keeps serving (`lazyDump`). The container's cgroup
+    /// is frozen too: if the transfer fails after the target took over, CRIU gives the tasks
+    /// back, and they must not run here a second time.
+    private mutating func checkpointLazily(_ checkpointer: Checkpointer) async throws {
+        LazyPagesPipes.ensure(logger: context.logger)
+        let stream = try await plan.transport.openPageStream(token: token, on: target)
+        let (ours, theirs) = try SocketPair.make()
+        let pump = Task { await PeerPump.run(fd: theirs, stream: stream) }
+        var status: [Int32] = [-1, -1]
+        guard pipe2(&status, O_CLOEXEC) == 0 else {
+            close(ours)
+            await stream.close()
+            throw InstancesError.internal("pipe failed: \(String(cString: strerror(errno)))")
+        }
+        let (statusRead, statusWrite) = (status[0], status[1])
+        let (ref, host, directory) = (ref, context.host, imagesDirectory)
+        let dump = Task { () -> String? in
+            // Closed once criu has exited, so the reader below sees EOF if it died before serving.
+            defer { close(statusWrite) }
+            do {
+                _ = try await checkpointer.checkpoint(instance: ref, source: host, into: directory,
+                                                      options: .init(networkLock: .skip, leaveStopped: true,
+                                                                     memory: .lazy(socket: ours, status: statusWrite)))
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        let ready = (try? await Blocking.run { () -> Bool in
+            var byte: UInt8 = 0
+            while true {
+                let n = read(statusRead, &byte, 1)
+                if n < 0 && errno == EINTR { continue }
+                return n == 1
+            }
+        }) ?? false
+        close(statusRead)
+        let lazy = LazyDump(dump: dump, pump: pump, socket: ours)
+        guard ready else {
+            let why = await lazy.end() ?? "criu dump ended before serving the memory"
+            throw InstancesError.internal("checkpoint for post-copy failed: \(why)")
+        }
+        lazyDump = lazy
+        try context.host.setFrozen(instance: ref, true)
     }
 
     /// Why a live move cannot use CRIU on both ends; nil when it can.
@@ -376,6 +501,10 @@ struct MoveMarker: Codable, Sendable, Equatable {
     /// The instance's host uid/gid block (nil: privileged): the files a move brings must be owned
     /// inside it.
     var idmapBase: Int64? = nil
+    /// A live move's memory mode ("post-copy"; nil: stop-and-copy).
+    var memory: String? = nil
+
+    var postCopy: Bool { memory == MigrationMode.postCopy.rawValue }
 
     var ref: InstanceRef { InstanceRef(project: project, name: name) }
 

@@ -35,14 +35,18 @@ public struct InheritedFile: Sendable, Hashable {
     }
 }
 
-/// A loopback or overlay address of a page server (post-copy: the dumping side serves pages).
-public struct PageServerAddress: Sendable, Hashable, Codable {
-    public var host: String
-    public var port: UInt16
-    public init(host: String, port: UInt16) {
-        self.host = host
-        self.port = port
-    }
+/// Where a dump's memory goes. The sockets are one end of a socketpair whose other end the agent
+/// pumps over its mutual-TLS link to the other member, so no port is opened for CRIU.
+public enum DumpMemory: Sendable, Hashable {
+    /// Into pages-*.img beside the other images.
+    case images
+    /// Straight to `criu page-server` on the other member while the dump runs
+    /// (`--page-server --ps-socket`): nothing of the memory touches the local disk.
+    case pageServer(socket: Int32)
+    /// Post-copy: the pages stay in the frozen tree and are served over `socket` to the other
+    /// member's lazy-pages daemon once the other images are written (`--lazy-pages --ps-socket`);
+    /// `status` gets one byte at that moment. The dump returns when every page has been sent.
+    case lazy(socket: Int32, status: Int32)
 }
 
 /// What to checkpoint and how. Defaults are the options that worked for unprivileged
@@ -80,8 +84,7 @@ public struct DumpRequest: Sendable, Hashable {
     /// pass's images (a path relative to `imagesDirectory`, e.g. "../1").
     public var trackMemory = false
     public var previousImages: String?
-    /// Post-copy: leave memory for a lazy-pages daemon, served from this address.
-    public var lazyPagesServer: PageServerAddress?
+    public var memory: DumpMemory = .images
 
     public init(pid: Int32, imagesDirectory: String) {
         self.pid = pid
@@ -134,11 +137,26 @@ public enum CRIUCommand {
         args += allMountsExternal
         args += dumpOptions(r)
         if r.leaveRunning { args.append("--leave-running") } else if r.leaveStopped { args.append("--leave-stopped") }
-        if let lazy = r.lazyPagesServer {
-            args += ["--lazy-pages", "--address", lazy.host, "--port", String(lazy.port)]
+        switch r.memory {
+        case .images: break
+        case .pageServer: args += ["--page-server", "--ps-socket", String(socketFD)]
+        case .lazy: args += ["--lazy-pages", "--ps-socket", String(socketFD), "--status-fd", String(statusFD)]
         }
         return args
     }
+
+    /// The fds a dump gets besides stdio (child fd: caller's fd).
+    public static func dumpInherited(_ r: DumpRequest) -> [Int32: Int32] {
+        switch r.memory {
+        case .images: [:]
+        case .pageServer(let socket): [socketFD: socket]
+        case .lazy(let socket, let status): [socketFD: socket, statusFD: status]
+        }
+    }
+
+    /// Where the page-server socket and the status pipe are in criu (right after stdio).
+    public static let socketFD: Int32 = 3
+    public static let statusFD: Int32 = 4
 
     /// A pre-copy pass: copies memory while the tree keeps running (needs soft-dirty).
     public static func preDump(_ r: DumpRequest) -> [String] {
@@ -170,10 +188,17 @@ public enum CRIUCommand {
         r.inherited.indices.map { Int32(3 + $0) }
     }
 
-    /// The target-side daemon of post-copy: fetches pages from the source's page server.
-    public static func lazyPagesDaemon(imagesDirectory: String, source: PageServerAddress,
-                                       logFile: String = "lazy-pages.log") -> [String] {
-        ["lazy-pages", "--page-server", "--address", source.host, "--port", String(source.port),
+    /// The receiving end of a `.pageServer` dump: writes pagemap and pages images into
+    /// `imagesDirectory` from the socket at `socketFD`, and exits when the dump is done.
+    public static func pageServer(imagesDirectory: String, logFile: String = "page-server.log") -> [String] {
+        ["page-server", "-D", imagesDirectory, "-o", logFile, "--ps-socket", String(socketFD)]
+    }
+
+    /// The target-side daemon of post-copy: serves the restored tree's page faults with pages it
+    /// asks the source for over the socket at `socketFD`, then fetches the rest; exits when it
+    /// has them all. One byte on `statusFD` when the restore may start.
+    public static func lazyPagesDaemon(imagesDirectory: String, logFile: String = "lazy-pages.log") -> [String] {
+        ["lazy-pages", "--page-server", "--ps-socket", String(socketFD), "--status-fd", String(statusFD),
          "-D", imagesDirectory, "-o", logFile]
     }
 

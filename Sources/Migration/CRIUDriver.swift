@@ -32,7 +32,8 @@ public struct CRIUDriver: Sendable {
     /// a failed one CRIU resumes it).
     public func dump(_ request: DumpRequest) async throws -> Dumped {
         try makeDirectory(request.imagesDirectory)
-        let elapsed = try await invoke("dump", CRIUCommand.dump(request), directory: request.imagesDirectory, log: request.logFile)
+        let elapsed = try await invoke("dump", CRIUCommand.dump(request), directory: request.imagesDirectory, log: request.logFile,
+                                       inherited: CRIUCommand.dumpInherited(request))
         let image: CheckpointImage
         do { image = try CheckpointImage.read(directory: request.imagesDirectory) } catch { throw CRIUError.invalidImages(error) }
         logger.info("criu dump done", metadata: [
@@ -40,6 +41,22 @@ public struct CRIUDriver: Sendable {
             "frozen_us": "\(image.dumpStats?.frozenTime ?? 0)", "memory_bytes": "\(image.storedMemoryBytes)",
         ])
         return Dumped(image: image, elapsed: elapsed)
+    }
+
+    /// The receiving end of a dump's `.pageServer` memory: writes the pagemap and pages images
+    /// into `imagesDirectory` (created if missing) from `socket` until the dump says it is done.
+    /// The caller keeps `socket` and closes it afterwards.
+    public func receivePages(into imagesDirectory: String, socket: Int32) async throws -> Duration {
+        try makeDirectory(imagesDirectory)
+        return try await invoke("page-server", CRIUCommand.pageServer(imagesDirectory: imagesDirectory), directory: imagesDirectory,
+                                log: "page-server.log", inherited: [CRIUCommand.socketFD: socket])
+    }
+
+    /// Post-copy's daemon on the target: runs until the restored tree has every page (or the
+    /// source is lost). One byte on `status` once a `--lazy-pages` restore may start.
+    public func serveLazyPages(imagesDirectory: String, socket: Int32, status: Int32) async throws -> Duration {
+        try await invoke("lazy-pages", CRIUCommand.lazyPagesDaemon(imagesDirectory: imagesDirectory), directory: imagesDirectory,
+                         log: "lazy-pages.log", inherited: [CRIUCommand.socketFD: socket, CRIUCommand.statusFD: status])
     }
 
     /// One pre-copy pass (the tree keeps running). Only where `CRIUFeatures.supportsPreCopy`.

@@ -128,8 +128,11 @@ public struct Checkpointer: Sendable {
         public var freezeCgroup = false
         /// Keep the tree stopped after the dump (a move's source until the target takes over).
         public var leaveStopped = false
+        /// Where the memory goes: the images directory, or another member's page server.
+        public var memory: DumpMemory = .images
         public init(leaveRunning: Bool = false, tcpEstablished: Bool = false, networkLock: NetworkLock? = .nftables,
-                    freezeCgroup: Bool = false, leaveStopped: Bool = false) {
+                    freezeCgroup: Bool = false, leaveStopped: Bool = false, memory: DumpMemory = .images) {
+            self.memory = memory
             self.leaveRunning = leaveRunning
             self.leaveStopped = leaveStopped
             self.tcpEstablished = tcpEstablished
@@ -178,6 +181,7 @@ public struct Checkpointer: Sendable {
         request.freezeCgroup = options.freezeCgroup ? target.freezerCgroup : nil
         request.leaveRunning = options.leaveRunning
         request.leaveStopped = options.leaveStopped
+        request.memory = options.memory
         request.tcpEstablished = options.tcpEstablished
         request.networkLock = options.networkLock
         if target.onlyLoopback {
@@ -210,12 +214,14 @@ public struct Checkpointer: Sendable {
 
     /// Restores container `name` from `directory` onto the same root filesystem; returns the new
     /// init. The images are validated before anything is mounted.
+    /// `lazyPages`: post-copy, the memory comes from a lazy-pages daemon already running on `directory`.
     public func restore(instance name: InstanceRef, destination: some RestoreDestination, from directory: String,
-                        tcpEstablished: Bool = false) async throws -> CRIUDriver.Restored {
+                        tcpEstablished: Bool = false, lazyPages: Bool = false) async throws -> CRIUDriver.Restored {
         do { _ = try CheckpointImage.read(directory: directory) } catch { throw CRIUError.invalidImages(error) }
         let target = try await destination.prepareRestore(instance: name)
         var request = RestoreRequest(imagesDirectory: directory, root: target.rootfs, pidFile: directory + "/restore.pid")
         request.tcpEstablished = tcpEstablished
+        request.lazyPages = lazyPages
         request.cgroupRoots = target.cgroupRoots
         request.externals = target.externals
         // Dumped with --empty-ns net: a bare namespace whose lo the action script brings up.

@@ -30,7 +30,13 @@ public struct SpawnerCommandRunner: CommandRunner {
                                         environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
                                         fds: [0: null, 1: out, 2: out].merging(inherited) { std, _ in std })
         }
-        let status = await process.wait()
+        // Cancelling the caller's task ends the command (a daemon such as criu lazy-pages that
+        // waits for a peer which will never come).
+        let status = await withTaskCancellationHandler {
+            await process.wait()
+        } onCancel: {
+            kill(process.pid, SIGKILL)
+        }
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         var offset: off_t = 0

@@ -60,6 +60,7 @@ import Testing
             "/1.0/images/{fingerprint}/export": ["/1.0/images/abc/export/", "/1.0//images/abc/export"],
             "/internal/moves": ["/internal/moves/", "//internal/moves", "/internal/%6doves"],
             "/internal/moves/{token}/{stream}": ["/internal/moves/\(Self.token)/rootfs/", "/internal//moves/\(Self.token)/state"],
+            "/internal/moves/{token}/pages": ["/internal/moves/\(Self.token)/pages/", "/internal/moves//\(Self.token)/pages"],
             "/internal/moves/{token}/handover": ["/internal/moves/\(Self.token)/handover/", "/internal/moves//\(Self.token)/handover"],
             "/internal/moves/{token}": ["/internal/moves/\(Self.token)/", "//internal/moves/\(Self.token)"],
         ]

@@ -80,6 +80,10 @@ final class FakeInstances: InstanceLifecycleUseCases, InstanceAccessUseCases, Se
     }
     func completeMove(_ request: MoveHandOverRequest) async throws -> MoveHandOverReply { try called("hand over \(request.name)"); return MoveHandOverReply(committed: false) }
     func discardMove(token: String) async { try? called("discard move") }
+    func receivePages(token: String, stream: any PeerStream) async {
+        try? called("receive pages")
+        await stream.close()
+    }
     func move(_ name: String, to target: String, live: Bool?) async throws -> APIOperation {
         try called("move \(name) \(target) \(live.map(String.init) ?? "-")"); _ = try instance(name); return Self.operation("move")
     }

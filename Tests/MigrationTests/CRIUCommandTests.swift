@@ -70,12 +70,22 @@ import Testing
                                            "--track-mem", "--prev-images-dir", "../2"])
     }
 
-    @Test func postCopyDumpServesPages() {
+    @Test func stopAndCopyDumpSendsPagesToThePageServerSocket() {
         var r = DumpRequest(pid: 7, imagesDirectory: "/img")
-        r.lazyPagesServer = PageServerAddress(host: "127.0.0.1", port: 27_182)
-        #expect(CRIUCommand.dump(r).suffix(5) == ["--lazy-pages", "--address", "127.0.0.1", "--port", "27182"])
-        #expect(CRIUCommand.lazyPagesDaemon(imagesDirectory: "/img", source: r.lazyPagesServer!) == [
-            "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", "27182", "-D", "/img", "-o", "lazy-pages.log",
+        r.memory = .pageServer(socket: 41)
+        #expect(CRIUCommand.dump(r).suffix(3) == ["--page-server", "--ps-socket", "3"])
+        #expect(CRIUCommand.dumpInherited(r) == [3: 41])
+        #expect(CRIUCommand.pageServer(imagesDirectory: "/in") == ["page-server", "-D", "/in", "-o", "page-server.log", "--ps-socket", "3"])
+        #expect(CRIUCommand.dumpInherited(DumpRequest(pid: 7, imagesDirectory: "/img")).isEmpty)
+    }
+
+    @Test func postCopyDumpServesPagesOverTheSocket() {
+        var r = DumpRequest(pid: 7, imagesDirectory: "/img")
+        r.memory = .lazy(socket: 41, status: 42)
+        #expect(CRIUCommand.dump(r).suffix(5) == ["--lazy-pages", "--ps-socket", "3", "--status-fd", "4"])
+        #expect(CRIUCommand.dumpInherited(r) == [3: 41, 4: 42])
+        #expect(CRIUCommand.lazyPagesDaemon(imagesDirectory: "/img") == [
+            "lazy-pages", "--page-server", "--ps-socket", "3", "--status-fd", "4", "-D", "/img", "-o", "lazy-pages.log",
         ])
     }
 
