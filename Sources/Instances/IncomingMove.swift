@@ -248,7 +248,7 @@ extension InstanceLifecycle {
         }
         if marker.postCopy {
             let (done, signal) = AsyncStream<Void>.makeStream()
-            do { try await incoming.park(token, ParkedPages(stream: stream, done: signal)) } catch {
+            do { try await incoming.park(token, IncomingMoves.ParkedPages(stream: stream, done: signal)) } catch {
                 context.logger.warning("page transfer refused", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
                 await stream.close()
                 return
@@ -325,17 +325,17 @@ extension InstanceLifecycle {
     /// Starts `criu lazy-pages` on the parked stream; returns once it accepts a restore.
     private func startLazyPages(_ parked: IncomingMoves.ParkedPages, directory: String,
                                 checkpointer: Checkpointer) async throws -> LazyPagesDaemon {
-        LazyPagesPipes.ensure(logger: context.logger)
+        PostCopyHost.ensurePipes(logger: context.logger)
         let (ours, theirs) = try SocketPair.make()
         let pump = Task { await PeerPump.run(fd: theirs, stream: parked.stream) }
-        var status: [Int32] = [-1, -1]
-        guard pipe2(&status, O_CLOEXEC) == 0 else {
+        let status: StatusPipe
+        do { status = try StatusPipe.make() } catch {
             close(ours)
             await parked.release()
             await pump.value
-            throw InstancesError.internal("pipe failed: \(String(cString: strerror(errno)))")
+            throw error
         }
-        let (statusRead, statusWrite) = (status[0], status[1])
+        let statusWrite = status.write
         let daemon = Task { () -> String? in
             defer { close(statusWrite) }
             do {
@@ -345,15 +345,7 @@ extension InstanceLifecycle {
                 return "\(error)"
             }
         }
-        let ready = (try? await Blocking.run { () -> Bool in
-            var byte: UInt8 = 0
-            while true {
-                let n = read(statusRead, &byte, 1)
-                if n < 0 && errno == EINTR { continue }
-                return n == 1
-            }
-        }) ?? false
-        close(statusRead)
+        let ready = await status.ready()
         let running = LazyPagesDaemon(daemon: daemon, pump: pump, socket: ours, parked: parked)
         guard ready else {
             let why = await running.finish() ?? "it exited before accepting the restore"

@@ -345,17 +345,17 @@ struct MoveShell {
     /// is frozen too: if the transfer fails after the target took over, CRIU gives the tasks
     /// back, and they must not run here a second time.
     private mutating func checkpointLazily(_ checkpointer: Checkpointer) async throws {
-        LazyPagesPipes.ensure(logger: context.logger)
+        PostCopyHost.ensurePipes(logger: context.logger)
         let stream = try await plan.transport.openPageStream(token: token, on: target)
         let (ours, theirs) = try SocketPair.make()
         let pump = Task { await PeerPump.run(fd: theirs, stream: stream) }
-        var status: [Int32] = [-1, -1]
-        guard pipe2(&status, O_CLOEXEC) == 0 else {
+        let status: StatusPipe
+        do { status = try StatusPipe.make() } catch {
             close(ours)
             await stream.close()
-            throw InstancesError.internal("pipe failed: \(String(cString: strerror(errno)))")
+            throw error
         }
-        let (statusRead, statusWrite) = (status[0], status[1])
+        let statusWrite = status.write
         let (ref, host, directory) = (ref, context.host, imagesDirectory)
         let dump = Task { () -> String? in
             // Closed once criu has exited, so the reader below sees EOF if it died before serving.
@@ -369,15 +369,7 @@ struct MoveShell {
                 return "\(error)"
             }
         }
-        let ready = (try? await Blocking.run { () -> Bool in
-            var byte: UInt8 = 0
-            while true {
-                let n = read(statusRead, &byte, 1)
-                if n < 0 && errno == EINTR { continue }
-                return n == 1
-            }
-        }) ?? false
-        close(statusRead)
+        let ready = await status.ready()
         let lazy = LazyDump(dump: dump, pump: pump, socket: ours)
         guard ready else {
             let why = await lazy.end() ?? "criu dump ended before serving the memory"

@@ -239,7 +239,11 @@ public struct Checkpointer: Sendable {
         }
         let restored: CRIUDriver.Restored
         do {
-            restored = try await driver.restore(request)
+            if lazyPages {
+                restored = try await PostCopyHost.withUnprivilegedUserfaultfd(logger: logger) { try await driver.restore(request) }
+            } else {
+                restored = try await driver.restore(request)
+            }
         } catch {
             logger.error("restore failed; releasing the prepared root", metadata: ["instance": "\(name)", "error": "\(error)"])
             await destination.abandonRestore(instance: name)
