@@ -71,7 +71,8 @@ public struct CRIU: Sendable {
     /// Probes this host: version, `criu check`, soft-dirty, userfaultfd, pipe size.
     /// `pipeMaxSize` reads fs.pipe-max-size (injectable for tests).
     public func probe(runner: some CommandRunner,
-                      pipeMaxSize: () -> Int = CRIU.readPipeMaxSize) async throws -> CRIUFeatures {
+                      pipeMaxSize: () -> Int = CRIU.readPipeMaxSize,
+                      pipeMaxSizeRaisable: () -> Bool = { access("/proc/sys/fs/pipe-max-size", W_OK) == 0 }) async throws -> CRIUFeatures {
         let v = try await run(runner, CRIUCommand.version)
         guard v.exitStatus == 0, let version = CRIUVersion.parse(versionOutput: v.output) else {
             throw CRIUError.unusableVersion(path: path, output: v.output)
@@ -81,7 +82,7 @@ public struct CRIU: Sendable {
         let uffd = try await run(runner, CRIUCommand.checkFeature("uffd-noncoop"))
         return CRIUFeatures(version: version, checkPassed: check.exitStatus == 0,
                             memDirtyTrack: dirty.exitStatus == 0, userfaultfd: uffd.exitStatus == 0,
-                            pipeMaxSize: pipeMaxSize())
+                            pipeMaxSize: pipeMaxSize(), pipeMaxSizeRaisable: pipeMaxSizeRaisable())
     }
 
     public static func readPipeMaxSize() -> Int {

@@ -52,13 +52,18 @@ public struct CRIUFeatures: Sendable, Hashable, Codable {
     public var userfaultfd: Bool
     /// fs.pipe-max-size in bytes (0 when unreadable).
     public var pipeMaxSize: Int
+    /// The agent may raise fs.pipe-max-size itself (`PostCopyHost.ensurePipes`) when a post-copy
+    /// move starts; nil in probes published before this was recorded (taken as false).
+    public var pipeMaxSizeRaisable: Bool?
 
-    public init(version: CRIUVersion, checkPassed: Bool, memDirtyTrack: Bool, userfaultfd: Bool, pipeMaxSize: Int) {
+    public init(version: CRIUVersion, checkPassed: Bool, memDirtyTrack: Bool, userfaultfd: Bool, pipeMaxSize: Int,
+                pipeMaxSizeRaisable: Bool? = nil) {
         self.version = version
         self.checkPassed = checkPassed
         self.memDirtyTrack = memDirtyTrack
         self.userfaultfd = userfaultfd
         self.pipeMaxSize = pipeMaxSize
+        self.pipeMaxSizeRaisable = pipeMaxSizeRaisable
     }
 
     /// Iterative pre-copy (`pre-dump --track-mem`) works: without soft-dirty CRIU aborts.
@@ -66,13 +71,13 @@ public struct CRIUFeatures: Sendable, Hashable, Codable {
 
     /// Post-copy (`--lazy-pages`) works: userfaultfd plus 4 MiB pipes (root here lacks
     /// CAP_SYS_RESOURCE, so the sysctl must already allow them).
-    public var supportsPostCopy: Bool { checkPassed && userfaultfd && pipeMaxSize >= Self.lazyPagesPipeSize }
+    public var supportsPostCopy: Bool { postCopyBlocker == nil }
 
     /// Why post-copy is unavailable here, or nil when it is available.
     public var postCopyBlocker: String? {
         if !checkPassed { return "criu check fails" }
         if !userfaultfd { return "userfaultfd (uffd-noncoop) is unsupported" }
-        if pipeMaxSize < Self.lazyPagesPipeSize {
+        if pipeMaxSize < Self.lazyPagesPipeSize, pipeMaxSizeRaisable != true {
             return "fs.pipe-max-size is \(pipeMaxSize), lazy pages need \(Self.lazyPagesPipeSize) (sysctl fs.pipe-max-size=\(Self.lazyPagesPipeSize))"
         }
         return nil

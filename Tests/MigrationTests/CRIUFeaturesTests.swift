@@ -63,15 +63,19 @@ final class ScriptedRunner: CommandRunner {
             ["check", "--feature", "mem_dirty_track"]: CommandOutput(exitStatus: 1, output: "Warn ... Dirty tracking is OFF"),
             ["check", "--feature", "uffd-noncoop"]: CommandOutput(exitStatus: 0, output: "uffd-noncoop is supported"),
         ])
-        let f = try await CRIU(path: "/x/criu").probe(runner: runner, pipeMaxSize: { 1_048_576 })
+        let f = try await CRIU(path: "/x/criu").probe(runner: runner, pipeMaxSize: { 1_048_576 }, pipeMaxSizeRaisable: { false })
         #expect(f == CRIUFeatures(version: CRIUVersion(4, 2, 1), checkPassed: true, memDirtyTrack: false,
-                                  userfaultfd: true, pipeMaxSize: 1_048_576))
+                                  userfaultfd: true, pipeMaxSize: 1_048_576, pipeMaxSizeRaisable: false))
         #expect(!f.supportsPreCopy)
         #expect(!f.supportsPostCopy)
         #expect(f.postCopyBlocker?.contains("fs.pipe-max-size is 1048576") == true)
         var raised = f
         raised.pipeMaxSize = 4 * 1024 * 1024
         #expect(raised.supportsPostCopy)
+        // An agent that may write the sysctl raises it when a post-copy move starts.
+        var raisable = f
+        raisable.pipeMaxSizeRaisable = true
+        #expect(raisable.postCopyBlocker == nil)
     }
 
     @Test func unusableBinaryIsAnError() async {
