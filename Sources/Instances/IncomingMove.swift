@@ -102,6 +102,9 @@ extension InstanceLifecycle {
     public func acceptMove(_ request: MovePrepareRequest) async throws -> MovePrepared {
         guard MoveToken.isValid(request.token) else { throw InstancesError.invalid("Invalid move token") }
         guard let method = MoveMachine.Method(rawValue: request.method) else { throw InstancesError.invalid("Invalid move method \(request.method)") }
+        if let mode = request.mode, method != .live || MigrationMode(rawValue: mode) == nil {
+            throw InstancesError.invalid("Invalid migration mode for a \(method.rawValue) move")
+        }
         let (name, project, me) = (request.name, request.project, context.member.id)
         let (row, move) = try await context.db.transaction { tx in
             (try tx.instance(name: name, project: project), try tx.instanceMove(name: name, project: project))
