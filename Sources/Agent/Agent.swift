@@ -241,13 +241,16 @@ public enum Agent {
     /// member of an older build (stop-and-copy only, checked at the prepare).
     static func publishMigrationCapabilities(_ lifecycle: InstanceLifecycle, missingReason: String?, logger: Logger) async {
         let capabilities = await lifecycle.migrationCapabilities(missingReason: missingReason)
+        let unavailable = MigrationMode.allCases.compactMap { mode in
+            MoveModeRule.unavailability(of: mode, on: capabilities).map { "\(mode): \($0)" }
+        }
         var attempt = 0
         while !Task.isCancelled {
             do {
                 let changed = try await lifecycle.publishMigrationCapabilities(capabilities)
                 logger.info("migration capabilities published", metadata: [
                     "changed": "\(changed)", "criu": "\(capabilities.criu.map { "\($0.version)" } ?? "none")",
-                    "unavailable": "\(MigrationMode.allCases.compactMap { m in MoveModeRule.unavailability(of: m, on: capabilities).map { "\(m): \($0)" } }.joined(separator: "; "))",
+                    "unavailable": "\(unavailable.joined(separator: "; "))",
                 ])
                 return
             } catch {
