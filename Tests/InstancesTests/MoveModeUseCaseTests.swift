@@ -112,6 +112,11 @@ final class RecordingTransport: MoveTransport {
             #expect(await lifecycle.migrationCapabilities() == .withoutCRIU("no criu found on member m1"))
             #expect(try await lifecycle.publishMigrationCapabilities(mine))
             #expect(!(try await lifecycle.publishMigrationCapabilities(mine)))
+            // A restart that finds CRIU installed since writes the new probe.
+            let probed = MigrationCapabilities.probed(MemberMigrationViewTests.here)
+            #expect(try await lifecycle.publishMigrationCapabilities(probed))
+            #expect(MemberMigrationView.capabilities(of: try #require(try await h.db.transaction { tx in try tx.member(name: "m1") })) == probed)
+            #expect(try await lifecycle.publishMigrationCapabilities(mine))
             let rows = try await h.db.transaction { tx in try tx.members() }
             let m1 = try #require(rows.first { $0.name == "m1" })
             #expect(MemberMigrationView.capabilities(of: m1) == mine)
