@@ -61,15 +61,18 @@ public struct ClusterMemberInfo: Codable, Sendable, Equatable {
     public var config: [String: String]
     /// LXD's roles list: "database" for a voter, "database-leader" added for the leader.
     public var roles: [String]
+    /// Which live-move memory modes the member supports, and why not (not in LXD's
+    /// `ClusterMember`: LXD clients ignore it). Nil from an LXD server.
+    public var migration: MemberMigration?
 
     enum CodingKeys: String, CodingKey {
-        case url, database, status, message, fingerprint, config, roles
+        case url, database, status, message, fingerprint, config, roles, migration
         case serverName = "server_name"
         case failureDomain = "failure_domain"
     }
 
     public init(serverName: String, url: String, database: String, status: MemberStatus, message: String, failureDomain: String, fingerprint: String,
-                config: [String: String] = [:], roles: [String] = []) {
+                config: [String: String] = [:], roles: [String] = [], migration: MemberMigration? = nil) {
         self.serverName = serverName
         self.url = url
         self.database = database
@@ -79,6 +82,7 @@ public struct ClusterMemberInfo: Codable, Sendable, Equatable {
         self.fingerprint = fingerprint
         self.config = config
         self.roles = roles
+        self.migration = migration
     }
 
     public init(from decoder: any Decoder) throws {
@@ -97,6 +101,66 @@ public struct ClusterMemberInfo: Codable, Sendable, Equatable {
         fingerprint = try c.decodeIfPresent(String.self, forKey: .fingerprint) ?? ""
         config = try c.decodeIfPresent([String: String].self, forKey: .config) ?? [:]
         roles = try c.decodeIfPresent([String].self, forKey: .roles) ?? []
+        migration = try c.decodeIfPresent(MemberMigration.self, forKey: .migration)
+    }
+}
+
+/// What a member can do for live moves (`ClusterMemberInfo.migration`), from the CRIU probe it
+/// published when its agent started. Stateless and cold moves need no CRIU: always possible.
+public struct MemberMigration: Codable, Sendable, Equatable {
+    /// `criu --version` on the member; nil when it has no usable CRIU.
+    public var criuVersion: String?
+    /// Every memory mode ("stop-and-copy", "post-copy", "pre-copy") with whether this member
+    /// supports it and, when not, why.
+    public var modes: [String: MigrationModeAvailability]
+    /// Per other member: whether a live move from this member to it is possible, in which mode
+    /// by default, and why not.
+    public var liveMoves: [String: LiveMoveAvailability]
+
+    enum CodingKeys: String, CodingKey {
+        case modes
+        case criuVersion = "criu_version"
+        case liveMoves = "live_moves"
+    }
+
+    public init(criuVersion: String?, modes: [String: MigrationModeAvailability], liveMoves: [String: LiveMoveAvailability]) {
+        self.criuVersion = criuVersion
+        self.modes = modes
+        self.liveMoves = liveMoves
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        criuVersion = try c.decodeIfPresent(String.self, forKey: .criuVersion)
+        modes = try c.decodeIfPresent([String: MigrationModeAvailability].self, forKey: .modes) ?? [:]
+        liveMoves = try c.decodeIfPresent([String: LiveMoveAvailability].self, forKey: .liveMoves) ?? [:]
+    }
+}
+
+/// One memory mode on one member.
+public struct MigrationModeAvailability: Codable, Sendable, Equatable {
+    public var available: Bool
+    /// Why the mode is unavailable; nil when it is available.
+    public var reason: String?
+
+    public init(available: Bool, reason: String? = nil) {
+        self.available = available
+        self.reason = reason
+    }
+}
+
+/// A live move from one member to another.
+public struct LiveMoveAvailability: Codable, Sendable, Equatable {
+    public var possible: Bool
+    /// The memory mode a live move uses when none is asked for; nil when not possible.
+    public var mode: String?
+    /// Why a live move is impossible; nil when possible.
+    public var reason: String?
+
+    public init(possible: Bool, mode: String? = nil, reason: String? = nil) {
+        self.possible = possible
+        self.mode = mode
+        self.reason = reason
     }
 }
 

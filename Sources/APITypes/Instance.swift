@@ -142,17 +142,22 @@ public struct InstancePost: Codable, Sendable {
     /// LXD's "copy without snapshots"; we have no snapshots yet, so it changes nothing.
     public var instanceOnly: Bool?
     public var containerOnly: Bool?
+    /// How a live move carries memory: "stop-and-copy", "post-copy" or "pre-copy" (not in LXD's
+    /// `InstancePost`); nil lets the server choose (never post-copy).
+    public var migrationMode: String?
 
     enum CodingKeys: String, CodingKey {
         case name, migration, live
         case instanceOnly = "instance_only"
         case containerOnly = "container_only"
+        case migrationMode = "migration_mode"
     }
 
-    public init(name: String? = nil, migration: Bool? = nil, live: Bool? = nil) {
+    public init(name: String? = nil, migration: Bool? = nil, live: Bool? = nil, migrationMode: String? = nil) {
         self.name = name
         self.migration = migration
         self.live = live
+        self.migrationMode = migrationMode
     }
 }
 

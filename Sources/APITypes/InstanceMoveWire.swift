@@ -11,16 +11,17 @@ public struct MovePrepareRequest: Codable, Sendable, Equatable {
     public var source: String
     /// "live", "stateless" or "cold".
     public var method: String
-    /// A live move's memory: "stop-and-copy" (nil) or "post-copy".
-    public var memory: String?
+    /// A live move's memory mode ("stop-and-copy", ...), as the source decided it; nil for
+    /// other methods, and from a source of an older build (stop-and-copy).
+    public var mode: String?
 
-    public init(token: String, project: String, name: String, source: String, method: String, memory: String? = nil) {
+    public init(token: String, project: String, name: String, source: String, method: String, mode: String? = nil) {
         self.token = token
         self.project = project
         self.name = name
         self.source = source
         self.method = method
-        self.memory = memory
+        self.mode = mode
     }
 }
 
@@ -38,12 +39,16 @@ public struct MoveHandOverRequest: Codable, Sendable, Equatable {
     public var project: String
     public var name: String
     public var method: String
+    /// A live move's memory mode, as in the prepare; nil for other methods (and stop-and-copy
+    /// from an older source).
+    public var mode: String?
 
-    public init(token: String, project: String, name: String, method: String) {
+    public init(token: String, project: String, name: String, method: String, mode: String? = nil) {
         self.token = token
         self.project = project
         self.name = name
         self.method = method
+        self.mode = mode
     }
 }
 

@@ -147,9 +147,10 @@ public enum Agent {
         let idmaps = config.idmapRange ?? .fromHost()
         let source = config.idmapRange != nil ? "--idmap-range" : idmaps == IDMapRange.fromHostDefault ? "default (no root entry in /etc/subuid)" : "/etc/subuid"
         logger.info("uid/gid range for containers", metadata: ["range": "\(idmaps)", "isolated-instances": "\(idmaps.instances)", "source": "\(source)"])
+        let criu = checkpointer(logger: logger)
         let instances = InstanceService(
             member: member, db: db, runtime: runtime, store: store, operations: operations, idmaps: idmaps,
-            checkpointer: checkpointer(logger: logger), dataDir: dataDir, imageFetcher: members, uploadDirectory: uploads,
+            checkpointer: criu.checkpointer, dataDir: dataDir, imageFetcher: members, uploadDirectory: uploads,
             materialiser: members, moveTransport: members, logger: logger)
 
         let evacuation = MemberEvacuation(
@@ -175,6 +176,10 @@ public enum Agent {
                 await instances.lifecycle.startOnBoot()
             },
             BackgroundJob("move watchdog") { await instances.lifecycle.watchIncomingMoves() },
+            // Other members plan live moves to here from what this writes (MoveModeRule).
+            BackgroundJob("migration capabilities") { [logger] in
+                await publishMigrationCapabilities(instances.lifecycle, missingReason: criu.missing, logger: logger)
+            },
             BackgroundJob("heartbeats") { await heartbeater.run() },
             BackgroundJob("peer refresh") { await heartbeater.refreshPeers() },
             BackgroundJob("capacity report") { await reporter.run() },
@@ -219,14 +224,40 @@ public enum Agent {
         return false
     }
 
-    /// CRIU for stateful stop/start, when one is installed (scripts/install-criu).
-    static func checkpointer(logger: Logger) -> Checkpointer? {
+    /// CRIU for stateful stop/start and live moves, when one is installed (scripts/install-criu);
+    /// else why not.
+    static func checkpointer(logger: Logger) -> (checkpointer: Checkpointer?, missing: String?) {
         do {
             let criu = try CRIU.locate()
-            return Checkpointer(driver: CRIUDriver(criu: criu, runner: SpawnerCommandRunner(), logger: logger), logger: logger)
+            return (Checkpointer(driver: CRIUDriver(criu: criu, runner: SpawnerCommandRunner(), logger: logger), logger: logger), nil)
         } catch {
             logger.notice("stateful stop/start disabled", metadata: ["reason": "\(error)"])
-            return nil
+            return (nil, "\(error)")
+        }
+    }
+
+    /// Probes CRIU and writes the result to this member's row (when it changed), retrying while
+    /// the database does not answer: until it is written, other members take this one as a
+    /// member of an older build (stop-and-copy only, checked at the prepare).
+    static func publishMigrationCapabilities(_ lifecycle: InstanceLifecycle, missingReason: String?, logger: Logger) async {
+        let capabilities = await lifecycle.migrationCapabilities(missingReason: missingReason)
+        let unavailable = MigrationMode.allCases.compactMap { mode in
+            MoveModeRule.unavailability(of: mode, on: capabilities).map { "\(mode): \($0)" }
+        }
+        var attempt = 0
+        while !Task.isCancelled {
+            do {
+                let changed = try await lifecycle.publishMigrationCapabilities(capabilities)
+                logger.info("migration capabilities published", metadata: [
+                    "changed": "\(changed)", "criu": "\(capabilities.criu.map { "\($0.version)" } ?? "none")",
+                    "unavailable": "\(unavailable.joined(separator: "; "))",
+                ])
+                return
+            } catch {
+                attempt += 1
+                logger.warning("publishing migration capabilities failed; retrying", metadata: ["error": "\(error)", "attempt": "\(attempt)"])
+                try? await Task.sleep(for: .seconds(min(attempt, 10)))
+            }
         }
     }
 

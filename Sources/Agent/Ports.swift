@@ -4,6 +4,7 @@ import ClusterDB
 import Gateway
 import InstanceConfig
 import Instances
+import Migration
 import Scheduler
 
 // Gateway declares the narrow ports its routes call; Cluster implements the use cases without
@@ -42,14 +43,23 @@ struct InstanceEvacuationPort: InstanceEvacuating {
         try await instances.placement.restoreInput(member: member)
     }
 
-    /// Every other member when this one has CRIU. Members do not report their CRIU features to
-    /// each other yet, so the target's side is assumed to match (every member runs the same
-    /// build on the same distribution); a target without it fails the live move, which then
-    /// falls back as `moveNow` rules.
+    /// The other members a live move from here would be planned to (MoveModeRule with no mode
+    /// asked for, from the capabilities each published). The rule is symmetric for the default
+    /// mode (usable CRIU on both ends, the same release), so restore uses the same set for moves
+    /// back to here. A member that published nothing counts as it did before members published
+    /// (its CRIU is checked at the prepare, and a failed live move falls back as `moveNow` rules).
     func liveMigrationTargets() async throws -> Set<String> {
         guard instances.lifecycle.canCheckpoint else { return [] }
+        let here = instances.lifecycle.memberName
         let rows = try await db.transaction { tx in try tx.members() }
-        return Set(rows.map(\.name).filter { $0 != instances.lifecycle.memberName })
+        let mine = await instances.lifecycle.migrationCapabilities()
+        return Set(rows.filter { row in
+            guard row.name != here else { return false }
+            let decision = MoveModeRule.decide(method: .live, requested: nil, source: mine, target: MemberMigrationView.capabilities(of: row),
+                                               sourceName: here, targetName: row.name)
+            if case .use = decision { return true }
+            return false
+        }.map(\.name))
     }
 
     func setEvacuationOrigin(_ instance: InstanceRef, _ origin: String?) async throws {

@@ -3,6 +3,7 @@ import ClusterDB
 import Dqlite
 import Foundation
 import Identity
+import Instances
 import InstanceConfig
 import LXDClient
 import Logging
@@ -111,7 +112,7 @@ public final class ClusterController: Sendable {
                 serverName: row.name, url: "https://\(row.address)", database: role.map(Self.roleName) ?? "",
                 status: row.state, message: Self.statusMessage(row.state),
                 failureDomain: row.failureDomain, fingerprint: peers.first { $0.id == row.id }?.fingerprint ?? "",
-                config: row.config, roles: roles)
+                config: row.config, roles: roles, migration: MemberMigrationView.describe(row, among: rows))
         }
     }
 

@@ -14,8 +14,12 @@ public struct MemberRow: Sendable, Equatable {
     public var config: [String: String]
     /// Stored by name ("ONLINE", ...); a name this build does not know reads as `.unknown`.
     public var state: MemberStatus
+    /// What the member can do for live moves, as JSON its agent published at start
+    /// (Migration's `MigrationCapabilities`); nil until it has.
+    public var migration: String?
 
-    public init(id: Int64, name: String, address: String, schemaVersion: Int64, apiExtensions: Int64, heartbeat: Date?, failureDomain: String, config: [String: String], state: MemberStatus) {
+    public init(id: Int64, name: String, address: String, schemaVersion: Int64, apiExtensions: Int64, heartbeat: Date?, failureDomain: String, config: [String: String], state: MemberStatus,
+                migration: String? = nil) {
         self.id = id
         self.name = name
         self.address = address
@@ -25,11 +29,12 @@ public struct MemberRow: Sendable, Equatable {
         self.failureDomain = failureDomain
         self.config = config
         self.state = state
+        self.migration = migration
     }
 }
 
 extension Transaction {
-    private static let memberColumns = "id, name, address, schema_version, api_extensions, heartbeat, failure_domain, config, state"
+    private static let memberColumns = "id, name, address, schema_version, api_extensions, heartbeat, failure_domain, config, state, migration"
 
     private func memberRow(_ values: [DqliteValue]) throws -> MemberRow {
         let r = Row(values: values, table: "members")
@@ -38,7 +43,7 @@ extension Transaction {
                          schemaVersion: try r.int(3, "schema_version"), apiExtensions: try r.int(4, "api_extensions"),
                          heartbeat: heartbeat == 0 ? nil : Timestamp.date(fromNanoseconds: heartbeat),
                          failureDomain: try r.text(6, "failure_domain"), config: try r.stringMap(7, "config"),
-                         state: MemberStatus(try r.text(8, "state")))
+                         state: MemberStatus(try r.text(8, "state")), migration: try r.optionalText(9, "migration"))
     }
 
     /// The id of member `name`, inserting it if absent. An existing member keeps its id;
@@ -89,6 +94,16 @@ extension Transaction {
         let state: MemberStatus = online ? .online : .offline
         let changed = try exec("UPDATE members SET state = ? WHERE id = ? AND state != ?",
                                .text(state.name), .integer(id), .text(MemberStatus.evacuated.name)).rowsAffected > 0
+        if !changed, try member(id: id) == nil { throw ClusterDBError.notFound("member \(id)") }
+        return changed
+    }
+
+    /// Publishes what member `id` can do for live moves (JSON, see `MemberRow.migration`).
+    /// Returns whether the stored value changed.
+    @discardableResult
+    public func updateMemberMigration(id: Int64, migration: String) throws -> Bool {
+        let changed = try exec("UPDATE members SET migration = ? WHERE id = ? AND migration IS NOT ?",
+                               .text(migration), .integer(id), .text(migration)).rowsAffected > 0
         if !changed, try member(id: id) == nil { throw ClusterDBError.notFound("member \(id)") }
         return changed
     }

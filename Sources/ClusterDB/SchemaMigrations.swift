@@ -165,6 +165,12 @@ extension SchemaMigration {
             "ALTER TABLE instances ADD COLUMN move_token TEXT",
             "ALTER TABLE instances ADD COLUMN move_target INTEGER REFERENCES members(id)",
         ]),
+        // What each member can do for a live move (its CRIU probe, or why it has none), as JSON
+        // it writes when its agent starts; NULL until then. A source reads the target's before
+        // anything of a move is claimed or frozen (Migration's MoveModeRule).
+        SchemaMigration(version: 9, statements: [
+            "ALTER TABLE members ADD COLUMN migration TEXT",
+        ]),
     ]
 
     static let createSchemaTable = """

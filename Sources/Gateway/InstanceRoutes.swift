@@ -118,7 +118,10 @@ extension APIRoutes {
             if let newName, newName != name {
                 throw APIError.badRequest("A move keeps the instance's name: move \(name) to member \(target), then rename it to \(newName)")
             }
-            return try await lifecycle.move(name, to: target, live: post.live)
+            return try await lifecycle.move(name, to: target, live: post.live, mode: post.migrationMode)
+        }
+        if post.migrationMode != nil {
+            throw APIError.badRequest("\"migration_mode\" applies to a move (\"migration\": true with ?target=MEMBER): rename \(name) without it")
         }
         guard let newName else {
             throw APIError.badRequest("Invalid request body: give \"name\" (the new name) to rename \(name), or \"migration\": true with ?target=MEMBER to move it")

@@ -19,8 +19,9 @@ public protocol InstanceLifecycleUseCases: Sendable {
     /// Renames a stopped instance (on its owner).
     func rename(_ name: String, to newName: String) async throws -> APIOperation
     /// Moves an instance to member `target` (on its owner): live when running and `live` is not
-    /// false, else stopped, copied and started there when it was running.
-    func move(_ name: String, to target: String, live: Bool?) async throws -> APIOperation
+    /// false, else stopped, copied and started there when it was running. `mode`: the memory
+    /// mode a live move must use ("stop-and-copy", "post-copy", "pre-copy"), nil to let it choose.
+    func move(_ name: String, to target: String, live: Bool?, mode: String?) async throws -> APIOperation
     /// A move's target side (members only): get ready, receive parts, take over, drop.
     func acceptMove(_ request: MovePrepareRequest) async throws -> MovePrepared
     func receiveMovePart(token: String, stream: MoveStream, round: Int, part: Int, last: Bool, bytes: [UInt8]) async throws

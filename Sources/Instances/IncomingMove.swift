@@ -164,10 +164,10 @@ extension InstanceLifecycle {
         guard MoveToken.isValid(request.token) else { throw InstancesError.invalid("Invalid move token") }
         guard let method = MoveMachine.Method(rawValue: request.method) else { throw InstancesError.invalid("Invalid move method \(request.method)") }
         let postCopy: Bool
-        switch request.memory.map(MigrationMode.init(rawValue:)) {
+        switch request.mode.map(MigrationMode.init(rawValue:)) {
         case nil, .stopAndCopy??: postCopy = false
         case .postCopy?? where method == .live: postCopy = true
-        default: throw InstancesError.invalid("Invalid memory mode \(request.memory ?? "") for a \(method.rawValue) move")
+        default: throw InstancesError.invalid("Invalid migration mode for a \(method.rawValue) move")
         }
         let (name, project, me) = (request.name, request.project, context.member.id)
         let (row, move) = try await context.db.transaction { tx in

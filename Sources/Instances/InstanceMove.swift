@@ -18,13 +18,16 @@ public struct MoveReport: Sendable, Hashable, Codable {
     /// How long the instance did not run (live and stateless moves).
     public var downtimeMilliseconds: Double?
     public var totalMilliseconds: Double
+    /// A live move's memory mode ("stop-and-copy", ...); nil for stateless and cold moves.
+    public var mode: String?
 
-    public init(method: String, from: String, to: String, downtimeMilliseconds: Double?, totalMilliseconds: Double) {
+    public init(method: String, from: String, to: String, downtimeMilliseconds: Double?, totalMilliseconds: Double, mode: String? = nil) {
         self.method = method
         self.from = from
         self.to = to
         self.downtimeMilliseconds = downtimeMilliseconds
         self.totalMilliseconds = totalMilliseconds
+        self.mode = mode
     }
 }
 
@@ -45,11 +48,15 @@ public protocol MoveTransport: Sendable {
 
 extension InstanceLifecycle {
     /// Moves an instance of this member to member `target`, as an operation (LXD's
-    /// `POST /1.0/instances/NAME?target=MEMBER` with `migration: true`).
-    public func move(_ name: String, to target: String, live: Bool?) async throws -> APIOperation {
+    /// `POST /1.0/instances/NAME?target=MEMBER` with `migration: true`). `mode`: the memory mode
+    /// a live move must use ("stop-and-copy", "post-copy", "pre-copy"), nil to let the member
+    /// choose; refused with the reason before anything is claimed or frozen.
+    public func move(_ name: String, to target: String, live: Bool?, mode: String? = nil) async throws -> APIOperation {
+        let requested = try Self.parseMigrationMode(mode)
         let row = try await context.row(name)
-        let plan = try await planMove(row, to: target, live: live)
+        let plan = try await planMove(row, to: target, live: live, mode: requested)
         return await context.operations.start(description: "Migrating instance", resources: ["instances": [row.ref.apiPath]]) { [self] op in
+            await op.setMetadata("mode", plan.mode.map { .string($0.rawValue) } ?? .null)
             let report = try await self.runMove(plan, progress: { key, value in await op.setMetadata(key, value) })
             await op.setMetadata("downtime_ms", report.downtimeMilliseconds.map { .double($0) } ?? .null)
             await op.setMetadata("total_ms", .double(report.totalMilliseconds))
@@ -65,20 +72,32 @@ extension InstanceLifecycle {
         guard let row = try await context.db.transaction({ tx in try tx.instance(name: instance.name, project: instance.project) }) else {
             throw InstancesError.notFound("Instance \(instance) not found")
         }
-        return try await runMove(try await planMove(row, to: target, live: live), progress: { _, _ in })
+        return try await runMove(try await planMove(row, to: target, live: live, mode: nil), progress: { _, _ in })
+    }
+
+    /// A mode named in a request: one of `MigrationMode`'s names, or nil.
+    static func parseMigrationMode(_ text: String?) throws -> MigrationMode? {
+        guard let text else { return nil }
+        guard let mode = MigrationMode(rawValue: text) else {
+            let shown = text.count > 40 ? String(text.prefix(40)) + "…" : text
+            let names = MigrationMode.allCases.map(\.rawValue).joined(separator: ", ")
+            throw InstancesError.invalid("Invalid migration mode \"\(shown)\": use one of \(names), or leave it out")
+        }
+        return mode
     }
 
     struct MovePlan: Sendable {
         var row: InstanceRow
         var target: MemberRow
         var method: MoveMachine.Method
+        /// How a live move carries memory (`MoveModeRule`); nil for stateless and cold moves.
+        var mode: MigrationMode?
         var transport: any MoveTransport
-        /// How a live move's memory goes (stop-and-copy unless the user asked for post-copy).
-        var memory: MigrationMode = .stopAndCopy
     }
 
-    /// Checks what can be checked before anything changes: the target, the method, CRIU here.
-    private func planMove(_ row: InstanceRow, to target: String, live: Bool?) async throws -> MovePlan {
+    /// Checks what can be checked before anything changes: the target, the method, CRIU and the
+    /// memory mode on both ends (the target's as it published it).
+    private func planMove(_ row: InstanceRow, to target: String, live: Bool?, mode requested: MigrationMode?) async throws -> MovePlan {
         guard let transport = context.moveTransport else {
             throw InstancesError.invalid("Moving needs a cluster: member \(context.member.name) is not clustered")
         }
@@ -101,10 +120,17 @@ extension InstanceLifecycle {
             throw InstancesError.invalid("Instance \(row.name) holds a saved state (stateful stop): start it, then move it")
         }
         let method: MoveMachine.Method = !running ? .cold : (live == false ? .stateless : .live)
-        if method == .live, context.checkpointer == nil {
-            throw InstancesError.invalid("A live move needs CRIU >= 4.2 on member \(context.member.name) (run scripts/install-criu there), or move it with --stateless")
+        let source: MigrationCapabilities = method == .live ? await migrationCapabilities() : .withoutCRIU("not probed: not a live move")
+        // Modes this build cannot run yet (post-copy, pre-copy) are refused here too, by
+        // MoveModeRule.notInThisBuild: nothing of a move that cannot succeed is claimed or frozen.
+        let mode: MigrationMode?
+        switch MoveModeRule.decide(method: method, requested: requested, source: source, target: MemberMigrationView.capabilities(of: member),
+                                   sourceName: context.member.name, targetName: target) {
+        case .noMemory: mode = nil
+        case .use(let chosen): mode = chosen
+        case .refuse(let why): throw InstancesError.invalid("Cannot move \(row.name) to \(target): \(why)")
         }
-        return MovePlan(row: row, target: member, method: method, transport: transport)
+        return MovePlan(row: row, target: member, method: method, mode: mode, transport: transport)
     }
 
     private func runMove(_ plan: MovePlan, progress: @escaping @Sendable (String, JSONValue) async -> Void) async throws -> MoveReport {
@@ -184,7 +210,8 @@ struct MoveShell {
     var imagesDirectory: String { context.host.directory(of: ref) + "/move-out" }
 
     mutating func run() async -> MoveMachine.Outcome {
-        context.logger.info("move starting", metadata: ["instance": "\(ref)", "target": "\(target)", "method": "\(plan.method.rawValue)"])
+        context.logger.info("move starting", metadata: ["instance": "\(ref)", "target": "\(target)", "method": "\(plan.method.rawValue)",
+                                                       "mode": "\(plan.mode?.rawValue ?? "-")"])
         var pending = machine.handle(.started)
         while !pending.isEmpty {
             let directive = pending.removeFirst()
@@ -213,7 +240,7 @@ struct MoveShell {
                 await progress("phase", .string("preparing \(target)"))
                 let prepared = try await plan.transport.prepareMove(
                     MovePrepareRequest(token: token, project: ref.project, name: ref.name, source: context.member.name, method: plan.method.rawValue,
-                                       memory: plan.method == .live ? plan.memory.rawValue : nil),
+                                       mode: plan.mode?.rawValue),
                     on: target)
                 if plan.method == .live, let why = try await liveBlocker(targetCRIU: prepared.criuVersion) { return .failed(why) }
                 return .prepared
@@ -232,7 +259,7 @@ struct MoveShell {
                 try? FileManager.default.removeItem(atPath: imagesDirectory)
                 try FileManager.default.createDirectory(atPath: imagesDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 downtimeStart = .now
-                if plan.memory == .postCopy {
+                if plan.mode == .postCopy {
                     try await checkpointLazily(checkpointer)
                 } else {
                     try await checkpointToTarget(checkpointer)
@@ -249,7 +276,7 @@ struct MoveShell {
                 await progress("phase", .string(plan.method == .live ? "restoring on \(target)" : "handing over to \(target)"))
                 do {
                     let reply = try await plan.transport.handOverMove(
-                        MoveHandOverRequest(token: token, project: ref.project, name: ref.name, method: plan.method.rawValue), on: target)
+                        MoveHandOverRequest(token: token, project: ref.project, name: ref.name, method: plan.method.rawValue, mode: plan.mode?.rawValue), on: target)
                     downtimeEnd = .now
                     if reply.committed {
                         if let message = reply.message {
@@ -467,7 +494,7 @@ struct MoveShell {
                 "total_ms": "\(String(format: "%.1f", total))", "phases": "\(timings)",
             ])
             return MoveReport(method: plan.method.rawValue, from: context.member.name, to: target, downtimeMilliseconds: downtime,
-                              totalMilliseconds: total)
+                              totalMilliseconds: total, mode: plan.mode?.rawValue)
         case .calledOff(let why):
             context.logger.warning("move called off", metadata: ["instance": "\(ref)", "target": "\(target)", "reason": "\(why)", "phases": "\(timings)"])
             let state = plan.method == .cold ? "stopped" : "running"

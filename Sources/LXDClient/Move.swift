@@ -11,12 +11,14 @@ extension LXDClient {
     /// with `{"name": NAME, "migration": true, "live": …}`, the shape of `lxc move NAME --target
     /// MEMBER`): `live` false stops a running instance and starts it there. Waits for the
     /// operation, handing it to `progress` about once a second while it runs, and returns it
-    /// in its final state (its metadata holds the figures of the move).
+    /// in its final state (its metadata holds the figures of the move). `mode` names the memory
+    /// mode of a live move (`migration_mode`: "stop-and-copy", "post-copy", "pre-copy"); nil lets
+    /// the server choose.
     @discardableResult
-    public func moveInstance(_ name: String, to target: String, live: Bool,
+    public func moveInstance(_ name: String, to target: String, live: Bool, mode: String? = nil,
                              progress: (@Sendable (APITypes.Operation) -> Void)? = nil) async throws -> APITypes.Operation {
         let op = try await start(.POST, APIPath.instance(name), query: [QueryItem("target", target)],
-                                 json: InstancePost(name: name, migration: true, live: live))
+                                 json: InstancePost(name: name, migration: true, live: live, migrationMode: mode))
         progress?(op)
         return try await wait(operation: op.id, slice: 1, progress: progress)
     }

@@ -59,6 +59,9 @@ struct ClusterCommand: AsyncParsableCommand {
 
                 """)
             for (k, v) in m.config.sorted(by: { $0.key < $1.key }) { Output.stdout("  \(k): \(v)\n") }
+            if let migration = m.migration {
+                Output.stdout((["migration:"] + Views.migrationLines(migration)).joined(separator: "\n") + "\n")
+            }
         }
     }
 

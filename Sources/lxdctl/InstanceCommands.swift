@@ -128,7 +128,10 @@ struct Info: AsyncParsableCommand {
         let (client, name) = try connection.target(self.name)
         let instance = try await client.instance(name)
         let state = try await client.instanceState(name)
-        Output.stdout(Views.info(instance, state: state))
+        // What its member can do for live moves; a server that is not clustered has no member to show.
+        var member: ClusterMemberInfo?
+        if !instance.location.isEmpty, instance.location != "none" { member = try? await client.clusterMember(instance.location) }
+        Output.stdout(Views.info(instance, state: state, member: member))
     }
 }
 

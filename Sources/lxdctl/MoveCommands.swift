@@ -18,10 +18,13 @@ struct Rename: AsyncParsableCommand {
 struct Move: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Move an instance to another cluster member (or rename it: move OLD NEW).",
-        usage: "lxdctl move NAME --target MEMBER [--stateless]\n  lxdctl move OLD NEW",
+        usage: "lxdctl move NAME --target MEMBER [--stateless | --mode MODE]\n  lxdctl move OLD NEW",
         discussion: """
             A running instance moves live (its processes, memory and PIDs carry over) unless --stateless is given:
-            then it is stopped, copied and started on the target. A stopped instance is copied. While the move runs
+            then it is stopped, copied and started on the target. A stopped instance is copied. --mode names how a
+            live move carries memory (stop-and-copy, post-copy, pre-copy); without it the members choose (never
+            post-copy). A mode either member cannot do is refused before anything is frozen, with the reason;
+            `lxdctl cluster show MEMBER` lists the modes each member supports. While the move runs
             its phase, bytes sent and rate are shown (one updating line on a terminal, a line per change otherwise);
             at the end, how long the instance did not run and how long the move took.
             """)
@@ -30,25 +33,28 @@ struct Move: AsyncParsableCommand {
     @Argument(help: "New name (a rename, without --target).") var newName: String?
     @Option(help: "Cluster member to move the instance to.") var target: String?
     @Flag(help: "Stop a running instance and start it on the target instead of moving it live.") var stateless = false
+    @Option(help: "Memory mode of a live move: stop-and-copy, post-copy or pre-copy (default: the members choose).") var mode: String?
 
     func run() async throws {
         let (client, name) = try connection.target(self.name)
         guard let target, !target.isEmpty else {
             guard let newName else { throw CLIError("name the member to move \(name) to: lxdctl move \(name) --target MEMBER") }
             if stateless { throw CLIError("--stateless applies to a move to another member (--target)") }
+            if mode != nil { throw CLIError("--mode applies to a live move to another member (--target)") }
             try await client.renameInstance(name, to: newName)
             return
         }
         if let newName, newName != name {
             throw CLIError("a move keeps the name: lxdctl move \(name) --target \(target), then lxdctl rename \(name) \(newName)")
         }
+        if stateless, mode != nil { throw CLIError("--mode applies to a live move: leave out --stateless, or --mode") }
         let current = try await client.instance(name)
         // As lxc: live unless --stateless; a stopped instance is copied, so it is not asked for live.
         let live = !stateless && current.knownStatus != .stopped
         let display = ProgressLine(terminal: Terminal.isTerminal(1))
         let done: APITypes.Operation
         do {
-            done = try await client.moveInstance(name, to: target, live: live) { op in display.show(MoveProgress.line(op.metadata)) }
+            done = try await client.moveInstance(name, to: target, live: live, mode: mode) { op in display.show(MoveProgress.line(op.metadata)) }
         } catch {
             display.end()
             throw error

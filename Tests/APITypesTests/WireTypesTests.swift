@@ -202,4 +202,43 @@ import Testing
         instance.setStatus(.error)
         #expect(instance.status == "Error" && instance.statusCode == 112 && instance.knownStatus == .error)
     }
+
+    // MARK: Migration modes
+
+    @Test func aMembersMigrationIsAnExtraFieldWithSnakeCaseKeys() throws {
+        let json = #"{"config":{},"database":"voter","failure_domain":"default","fingerprint":"ab","message":"Fully operational","migration":{"criu_version":"4.2.1","live_moves":{"m2":{"mode":"stop-and-copy","possible":true},"m3":{"possible":false,"reason":"member m3 is offline"}},"modes":{"post-copy":{"available":false,"reason":"fs.pipe-max-size is 1048576"},"pre-copy":{"available":false,"reason":"the kernel has no soft-dirty memory tracking (mem_dirty_track)"},"stop-and-copy":{"available":true}}},"roles":[],"server_name":"m1","status":"ONLINE","url":"https://127.0.0.1:8443"}"#
+        let m = try Self.decode(ClusterMemberInfo.self, json)
+        #expect(m.migration?.criuVersion == "4.2.1")
+        #expect(m.migration?.modes["stop-and-copy"] == MigrationModeAvailability(available: true))
+        #expect(m.migration?.modes["pre-copy"]?.reason == "the kernel has no soft-dirty memory tracking (mem_dirty_track)")
+        #expect(m.migration?.liveMoves["m2"] == LiveMoveAvailability(possible: true, mode: "stop-and-copy"))
+        #expect(m.migration?.liveMoves["m3"] == LiveMoveAvailability(possible: false, reason: "member m3 is offline"))
+        #expect(try Self.encode(m) == json)
+        // A member without CRIU sends no version; a partial object still decodes.
+        let bare = try Self.decode(MemberMigration.self, #"{"modes":{}}"#)
+        #expect(bare.criuVersion == nil && bare.liveMoves.isEmpty)
+    }
+
+    @Test func aMoveNamesItsModeInMigrationMode() throws {
+        let post = InstancePost(name: "c1", migration: true, live: true, migrationMode: "pre-copy")
+        #expect(try Self.encode(post) == #"{"live":true,"migration":true,"migration_mode":"pre-copy","name":"c1"}"#)
+        // lxc's body has none.
+        let lxc = try Self.decode(InstancePost.self, #"{"name":"c1","migration":true,"live":true,"instance_only":false}"#)
+        #expect(lxc.migrationMode == nil && lxc.live == true)
+        #expect(try Self.decode(InstancePost.self, #"{"migration":true,"migration_mode":"post-copy"}"#).migrationMode == "post-copy")
+    }
+
+    @Test func theMoveCallsCarryTheModeOnlyWhenThereIsOne() throws {
+        let prepare = MovePrepareRequest(token: String(repeating: "a", count: 32), project: "default", name: "c1", source: "m1",
+                                         method: "live", mode: "stop-and-copy")
+        #expect(try Self.encode(prepare).contains(#""mode":"stop-and-copy""#))
+        #expect(try Self.decode(MovePrepareRequest.self, try Self.encode(prepare)) == prepare)
+        let cold = MovePrepareRequest(token: prepare.token, project: "default", name: "c1", source: "m1", method: "cold")
+        #expect(!(try Self.encode(cold)).contains("mode"))
+        // An older source sends none.
+        let old = try Self.decode(MoveHandOverRequest.self, #"{"token":"t","project":"default","name":"c1","method":"live"}"#)
+        #expect(old.mode == nil)
+        let handOver = MoveHandOverRequest(token: "t", project: "default", name: "c1", method: "live", mode: "post-copy")
+        #expect(try Self.decode(MoveHandOverRequest.self, try Self.encode(handOver)) == handOver)
+    }
 }

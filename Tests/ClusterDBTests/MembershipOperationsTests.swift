@@ -39,6 +39,27 @@ struct MembershipOperationsTests {
         await db.close()
     }
 
+    @Test func aMembersMigrationCapabilitiesAreWrittenOnlyWhenTheyChange() async throws {
+        let t = try TestCluster()
+        defer { t.shutdown() }
+        let db = try await t.open()
+        let id = try await db.transaction { tx in try tx.ensureMember(name: "m1", address: "10.0.0.1:8443") }
+        // Unpublished until the agent writes it.
+        #expect(try await db.transaction { tx in try tx.member(id: id) }?.migration == nil)
+        let writes = try await db.transaction { tx in
+            [try tx.updateMemberMigration(id: id, migration: #"{"criu_unavailable":"not found"}"#),
+             try tx.updateMemberMigration(id: id, migration: #"{"criu_unavailable":"not found"}"#),
+             try tx.updateMemberMigration(id: id, migration: #"{"criu":{}}"#)]
+        }
+        #expect(writes == [true, false, true])
+        #expect(try await db.transaction { tx in try tx.member(id: id) }?.migration == #"{"criu":{}}"#)
+        #expect(try await db.transaction { tx in try tx.members() }.first?.migration == #"{"criu":{}}"#)
+        await #expect(throws: ClusterDBError.notFound("member \(id + 100)")) {
+            try await db.transaction { tx in try tx.updateMemberMigration(id: id + 100, migration: "{}") }
+        }
+        await db.close()
+    }
+
     @Test func holdsInstancesOrImagesSeesEitherKind() async throws {
         let t = try TestCluster()
         defer { t.shutdown() }

@@ -40,6 +40,26 @@ import Testing
         #expect(calls() == ["move c1 m2 -"])
     }
 
+    @Test func aMoveHandsItsMigrationModeToTheUseCase() async throws {
+        let r = try await h.call(.post, "/1.0/instances/c1?target=m2", body: #"{"migration": true, "live": true, "migration_mode": "pre-copy"}"#)
+        #expect(r.status == 202)
+        #expect(calls() == ["move c1 m2 true pre-copy"])
+    }
+
+    @Test func aRenameWithAMigrationModeIs400() async throws {
+        let r = try await h.call(.post, "/1.0/instances/c1", body: #"{"name": "c2", "migration_mode": "stop-and-copy"}"#)
+        #expect(r.status == 400)
+        #expect(try r.error().error.contains("\"migration_mode\" applies to a move"))
+        #expect(calls().isEmpty)
+    }
+
+    @Test(arguments: [#"{"migration": true, "migration_mode": 5}"#, #"{"migration": true, "migration_mode": ["pre-copy"]}"#])
+    func aMigrationModeThatIsNoStringIs400(body: String) async throws {
+        let r = try await h.call(.post, "/1.0/instances/c1?target=m2", body: body)
+        #expect(r.status == 400)
+        #expect(calls().isEmpty)
+    }
+
     @Test(arguments: ["/1.0/instances/c1", "/1.0/instances/c1?target="])
     func aMigrationWithoutTargetIs400NamingTheWayWithinTheCluster(uri: String) async throws {
         let r = try await h.call(.post, uri, body: Self.lxcMove)

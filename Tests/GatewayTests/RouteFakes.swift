@@ -84,8 +84,8 @@ final class FakeInstances: InstanceLifecycleUseCases, InstanceAccessUseCases, Se
         try? called("receive pages")
         await stream.close()
     }
-    func move(_ name: String, to target: String, live: Bool?) async throws -> APIOperation {
-        try called("move \(name) \(target) \(live.map(String.init) ?? "-")"); _ = try instance(name); return Self.operation("move")
+    func move(_ name: String, to target: String, live: Bool?, mode: String?) async throws -> APIOperation {
+        try called("move \(name) \(target) \(live.map(String.init) ?? "-")" + (mode.map { " \($0)" } ?? "")); _ = try instance(name); return Self.operation("move")
     }
 
     func consoleLog(_ name: String) async throws -> [UInt8] { try called("console \(name)"); _ = try instance(name); return Array("booted\n".utf8) }

@@ -247,6 +247,41 @@ import Testing
     }
 }
 
+@Suite struct MigrationViewTests {
+    @Test func aMembersModesWithReasonsAndLiveMovesPerMember() {
+        let m = MemberMigration(criuVersion: "4.2.1", modes: [
+            "pre-copy": MigrationModeAvailability(available: false, reason: "the kernel has no soft-dirty memory tracking (mem_dirty_track)"),
+            "stop-and-copy": MigrationModeAvailability(available: true),
+            "post-copy": MigrationModeAvailability(available: false, reason: "fs.pipe-max-size is 1048576"),
+            "warp": MigrationModeAvailability(available: false),
+        ], liveMoves: [
+            "m3": LiveMoveAvailability(possible: false, reason: "member m3 is offline"),
+            "m2": LiveMoveAvailability(possible: true, mode: "stop-and-copy"),
+        ])
+        #expect(Views.migrationLines(m) == [
+            "  criu: 4.2.1",
+            "  modes:",
+            "    stop-and-copy: available",
+            "    post-copy: unavailable (fs.pipe-max-size is 1048576)",
+            "    pre-copy: unavailable (the kernel has no soft-dirty memory tracking (mem_dirty_track))",
+            "    warp: unavailable (no reason given)",
+            "  live moves:",
+            "    to m2: possible (stop-and-copy)",
+            "    to m3: impossible (member m3 is offline)",
+        ])
+        let none = MemberMigration(criuVersion: nil, modes: [:], liveMoves: [:])
+        #expect(Views.migrationLines(none) == ["  criu: none usable", "  modes:"])
+
+        let i = Instance(name: "web", status: .running, architecture: "x86_64", config: [:], location: "m1", createdAt: "", lastUsedAt: "")
+        let member = ClusterMemberInfo(serverName: "m1", url: "https://127.0.0.1:8443", database: "voter", status: .online, message: "",
+                                       failureDomain: "default", fingerprint: "", migration: m)
+        let text = Views.info(i, state: nil, member: member)
+        #expect(text.contains("\nMigration (member m1):\n  criu: 4.2.1\n  modes:\n    stop-and-copy: available\n"), "\(text)")
+        #expect(text.contains("    to m3: impossible (member m3 is offline)\n"))
+        #expect(!Views.info(i, state: nil).contains("Migration"))
+    }
+}
+
 @Suite struct MoveProgressTests {
     @Test func aLineShowsWhatTheServerReported() {
         #expect(MoveProgress.line(nil) == nil)
@@ -263,5 +298,9 @@ import Testing
         #expect(MoveProgress.figures(["total_ms": .double(35.2)]) == "total 35 ms")
         #expect(MoveProgress.figures(["downtime_ms": .double(.infinity), "total_ms": .double(-1)]) == nil)
         #expect(MoveProgress.figures(nil) == nil)
+        #expect(MoveProgress.figures(["mode": .string("stop-and-copy"), "downtime_ms": .int(90), "total_ms": .int(400)])
+                == "stop-and-copy, downtime 90 ms, total 400 ms")
+        #expect(MoveProgress.figures(["mode": .null, "total_ms": .int(400)]) == "total 400 ms", "stateless and cold moves have no mode")
+        #expect(MoveProgress.figures(["mode": .string("stop-and-copy")]) == nil, "a mode alone is no figure")
     }
 }

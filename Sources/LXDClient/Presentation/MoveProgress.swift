@@ -16,13 +16,16 @@ public enum MoveProgress {
         return parts.isEmpty ? phase : "\(phase): " + parts.joined(separator: ", ")
     }
 
-    /// `downtime 123 ms, total 456 ms` (downtime only when the instance ran); nil without figures.
+    /// `stop-and-copy, downtime 123 ms, total 456 ms` (the mode of a live move, downtime only
+    /// when the instance ran); nil without figures.
     public static func figures(_ metadata: [String: JSONValue]?) -> String? {
         guard let m = metadata else { return nil }
         var parts: [String] = []
         if let downtime = m["downtime_ms"].flatMap(milliseconds) { parts.append("downtime \(downtime) ms") }
         if let total = m["total_ms"].flatMap(milliseconds) { parts.append("total \(total) ms") }
-        return parts.isEmpty ? nil : parts.joined(separator: ", ")
+        guard !parts.isEmpty else { return nil }
+        if let mode = m["mode"]?.stringValue, !mode.isEmpty { parts.insert(mode, at: 0) }
+        return parts.joined(separator: ", ")
     }
 
     /// Whole milliseconds of a JSON number (the server may send a fraction).

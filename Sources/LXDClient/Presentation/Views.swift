@@ -23,7 +23,9 @@ public enum Views {
 
     // MARK: info
 
-    public static func info(_ instance: Instance, state: InstanceState?) -> String {
+    /// `member`: the instance's member as the cluster shows it; its migration capabilities are
+    /// listed (nil, or a member that shows none: no such section).
+    public static func info(_ instance: Instance, state: InstanceState?, member: ClusterMemberInfo? = nil) -> String {
         var lines = [
             "Name: \(instance.name)",
             "Status: \(instance.status.uppercased())",
@@ -46,9 +48,37 @@ public enum Views {
                 "    Memory (peak): \(ByteSize.human(state.memory.usagePeak))",
             ]
         }
+        if let member, let migration = member.migration {
+            lines += ["", "Migration (member \(member.serverName)):"]
+            lines += migrationLines(migration)
+        }
         lines += ["", "Config:"]
         lines += instance.config.keys.sorted().map { "  \($0): \(yamlScalar(instance.config[$0]!))" }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    // MARK: migration
+
+    /// The memory modes first in their usual order, then any this client does not know.
+    static let modeOrder = ["stop-and-copy", "post-copy", "pre-copy"]
+
+    /// A member's live-move capabilities, two spaces in: CRIU, each mode with why it is
+    /// unavailable, and per other member whether a live move there is possible and why not.
+    /// Stateless and cold moves need no CRIU, so they are always possible and not listed.
+    public static func migrationLines(_ m: MemberMigration) -> [String] {
+        var lines = ["  criu: \(m.criuVersion ?? "none usable")", "  modes:"]
+        let names = modeOrder.filter { m.modes[$0] != nil } + m.modes.keys.filter { !modeOrder.contains($0) }.sorted()
+        for name in names {
+            let mode = m.modes[name]!
+            lines.append("    \(name): " + (mode.available ? "available" : "unavailable (\(mode.reason ?? "no reason given"))"))
+        }
+        if !m.liveMoves.isEmpty {
+            lines.append("  live moves:")
+            for (member, move) in m.liveMoves.sorted(by: { $0.key < $1.key }) {
+                lines.append("    to \(member): " + (move.possible ? "possible (\(move.mode ?? "stop-and-copy"))" : "impossible (\(move.reason ?? "no reason given"))"))
+            }
+        }
+        return lines
     }
 
     // MARK: config show
