@@ -1,5 +1,6 @@
 import APITypes
 import ClusterDB
+import Dqlite
 import Foundation
 @testable import Instances
 import InstanceConfig
@@ -27,6 +28,10 @@ final class RecordingTransport: MoveTransport {
         throw Refused()
     }
     func discardMove(token: String, on member: String) async { calls.withLock { $0.append("discard") } }
+    func openPageStream(token: String, on member: String) async throws -> any PeerStream {
+        calls.withLock { $0.append("pages") }
+        throw Refused()
+    }
 }
 
 /// Choosing a move's memory mode on the source, before anything is claimed or frozen, and the
