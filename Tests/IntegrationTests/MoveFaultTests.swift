@@ -71,7 +71,10 @@ final class MoveFaultTests {
         return (sampler, result)
     }
 
-    @Test func restoreFailingOnTheTargetResumesTheSource() throws {
+    /// Post-copy too: its source is frozen (cgroup) and its dump still serving when the restore
+    /// fails, and must come back running.
+    @Test(arguments: ["stop-and-copy", "post-copy"])
+    func restoreFailingOnTheTargetResumesTheSource(mode: String) throws {
         let criu = access("/usr/local/sbin/criu", X_OK) == 0 ? "/usr/local/sbin/criu" : "criu"
         let wrapper = "/tmp/lxd-swift-it-criu-no-restore-\(getpid())"
         try "#!/bin/sh\ncase \"$1\" in restore) echo 'restore refused by the test' >&2; exit 1;; esac\nexec \(criu) \"$@\"\n"
@@ -84,7 +87,7 @@ final class MoveFaultTests {
         try m1.ok(["launch", "counter", "c1", "--target", m1.name])
         let sampler = RunningSampler(members: members.map(\.name), leaf: "default_c1")
         sampler.start()
-        let move = try m1.ctl(["move", "c1", "--target", m2.name])
+        let move = try m1.ctl(["move", "c1", "--target", m2.name, "--mode", mode])
         sampler.stop()
         #expect(move.status != 0, "the move should fail")
         #expect(move.stderr.contains("restore"), "the error names the failed restore: \(move.stderr)")
@@ -92,8 +95,11 @@ final class MoveFaultTests {
         try expectRunningOn(m1, via: m1, "c1")
         #expect(!FileManager.default.fileExists(atPath: containerDir(m2, "c1")), "the target's copy is gone")
         #expect(sampler.twice.isEmpty, "ran twice: \(sampler.twice.prefix(3))")
+        let counted = try MoveCluster.counter(m1, "c1")
+        usleep(500_000)
+        #expect(try MoveCluster.counter(m1, "c1") > counted, "the source runs again (not frozen, not stopped)")
         // And it still moves once the target can restore (plain criu on m3).
-        try m1.ok(["move", "c1", "--target", members[2].name])
+        try m1.ok(["move", "c1", "--target", members[2].name, "--mode", mode])
         try expectRunningOn(members[2], via: m1, "c1")
     }
 

@@ -65,6 +65,38 @@ final class MoveTests {
         try m1.ok(["delete", "--force", "c1"])
     }
 
+    /// Post-copy: the target runs the instance before its memory arrived; pages come on fault
+    /// from the source, whose frozen tree must never run again.
+    @Test func postCopyMoveRunsOnTheTargetBeforeTheMemoryArrived() throws {
+        let members = try cluster("pc")
+        let m1 = members[0]
+        try m1.importBusybox(alias: "counter", initKind: "counter")
+        try m1.ok(["launch", "counter", "c1", "--target", m1.name])
+        // 32 MiB of memory the shell keeps, so there is something to fault in.
+        try m1.ok(["exec", "c1", "--", "sh", "-c",
+                   "x=$(head -c 33554432 /dev/zero | tr '\\0' a); while :; do echo ${#x} > /run/size; sleep 1; done </dev/null >/dev/null 2>&1 &"])
+        usleep(2_000_000)
+        let before = try counter(m1, "c1")
+        let sampler = RunningSampler(members: members.map(\.name), leaf: "default_c1")
+        sampler.start()
+        defer { sampler.stop() }
+        let move = try m1.ctl(["move", "c1", "--target", members[1].name, "--mode", "post-copy"])
+        #expect(move.status == 0, "post-copy move: \(move.stderr)\n\(m1.logTail())\n\(members[1].logTail())")
+        print(move.stdout)
+        #expect(try location(m1, "c1") == members[1].name)
+        #expect(try counter(m1, "c1") >= before)
+        usleep(1_500_000)
+        #expect(try m1.ok(["exec", "c1", "--", "cat", "/run/size"]).trimmingCharacters(in: .whitespacesAndNewlines) == "33554432",
+                "the shell's memory came over")
+        #expect(!FileManager.default.fileExists(atPath: "\(m1.dataDir)/containers/default_c1"), "source copy removed")
+        // And it moves on, stop-and-copy, once every page is there.
+        let back = try m1.ctl(["move", "c1", "--target", m1.name])
+        #expect(back.status == 0, "move back: \(back.stderr)\n\(members[1].logTail())")
+        sampler.stop()
+        #expect(sampler.twice.isEmpty, "running on two members at once: \(sampler.twice.prefix(5))")
+        try m1.ok(["delete", "--force", "c1"])
+    }
+
     @Test func stoppedInstanceMovesColdWithItsChangesAndDeletions() throws {
         let members = try cluster("cm")
         let (m1, m2) = (members[0], members[1])
@@ -340,6 +372,9 @@ final class RunningSampler: @unchecked Sendable {
     }
 
     private func runs(on member: String) -> Bool {
+        // A frozen cgroup (a post-copy source) runs no instruction of its tasks.
+        let freezer = (try? String(contentsOfFile: "/sys/fs/cgroup/freezer/lxd-swift/\(member)/\(leaf)/freezer.state", encoding: .utf8)) ?? ""
+        if freezer.hasPrefix("FROZEN") { return false }
         let procs = (try? String(contentsOfFile: "/sys/fs/cgroup/pids/lxd-swift/\(member)/\(leaf)/cgroup.procs", encoding: .utf8)) ?? ""
         for pid in procs.split(separator: "\n") {
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
