@@ -45,11 +45,27 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
     /// Continues a container that a checkpoint left stopped (a move called off).
     @discardableResult
     func resumeStopped(instance: InstanceRef) throws(RuntimeError) -> Int
+    /// Freezes every task of the running container (cgroup freezer) until `thaw`; throws why
+    /// when the host has no usable freezer or the freeze does not complete.
+    func freeze(instance: InstanceRef) async throws(RuntimeError)
+    /// Thaws a frozen container; nothing happens to one that is not frozen.
+    func thaw(instance: InstanceRef) throws(RuntimeError)
+    /// Why the container cannot be frozen; nil when it can.
+    func freezeProblem(instance: InstanceRef) -> String?
     /// Sets who hears of every init that ended (after its cleanup), asked for or not.
     func observeExits(_ observer: @escaping @Sendable (InitExit) -> Void)
 }
 
 extension ContainerRuntime: ContainerHost {}
+
+extension ContainerHost {
+    /// Hosts that cannot freeze (test fakes) say so.
+    public func freeze(instance: InstanceRef) async throws(RuntimeError) {
+        throw .unsupported("this host cannot freeze containers")
+    }
+    public func thaw(instance: InstanceRef) throws(RuntimeError) {}
+    public func freezeProblem(instance: InstanceRef) -> String? { "this host cannot freeze containers" }
+}
 
 /// The image layers on this host that instances are created from (`ImageStore` is the real one).
 public protocol LayerStore: Sendable {

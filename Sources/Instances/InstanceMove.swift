@@ -376,6 +376,8 @@ struct MoveMarker: Codable, Sendable, Equatable {
     /// The instance's host uid/gid block (nil: privileged): the files a move brings must be owned
     /// inside it.
     var idmapBase: Int64? = nil
+    /// A copy's (`copyMethod`): the source's block, shifted into `idmapBase` (InstanceCopy.swift).
+    var sourceIdmapBase: Int64? = nil
 
     var ref: InstanceRef { InstanceRef(project: project, name: name) }
 

@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+
+/// Copies between three real members on loopback: a stopped instance to its own member and to
+/// another, a running one from a freeze, and the refusals, each checked on the hosts' files.
+@Suite(.serialized, .enabled(if: Prerequisites.available, "needs root, busybox and the built binaries"))
+final class CopyTests {
+    var agents: [TestAgent] = []
+
+    deinit {
+        for a in agents.reversed() { a.destroy() }
+    }
+
+    func location(_ a: TestAgent, _ name: String) throws -> String { try MoveCluster.location(a, name) }
+
+    /// The host owner ("uid:gid") of a path in the instance's upper directory on `member`.
+    func hostOwner(_ member: TestAgent, _ instance: String, _ path: String) -> String? {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: "\(member.dataDir)/containers/default_\(instance)/upper\(path)"),
+              let uid = attributes[.ownerAccountID] as? NSNumber, let gid = attributes[.groupOwnerAccountID] as? NSNumber else { return nil }
+        return "\(uid):\(gid)"
+    }
+
+    static let checksum = "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run \\) -prune -o -exec stat -c '%n %a %u %g %s %h %F %Y' {} + | sort; cat /root/new /etc/hostname /srv/d/e/f"
+
+    @Test func aStoppedInstanceCopiesToItsMemberAndAnotherWithOwnersShifted() throws {
+        let members = try MoveCluster.form("cp", into: &agents)
+        let (m1, m2, m3) = (members[0], members[1], members[2])
+        try m1.importBusybox(alias: "bb")
+        try m1.ok(["launch", "bb", "c1", "--target", m1.name])
+        // Added, changed and deleted (whiteouts, an opaque directory), a hard link, a fifo, a
+        // sparse file, a setuid file and an owner other than root.
+        try m1.ok(["exec", "c1", "--", "sh", "-c", """
+            echo added > /root/new && echo changed >> /etc/hostname && rm /etc/group /bin/ed && mkdir -p /srv/d/e \
+            && echo deep > /srv/d/e/f && ln /srv/d/e/f /srv/link && mkfifo /srv/fifo && chmod 4711 /root/new \
+            && chown 1234:5678 /srv/d/e/f && rm -rf /usr/sbin && mkdir /usr/sbin && echo fresh > /usr/sbin/only \
+            && dd if=/dev/zero of=/srv/sparse bs=1 count=1 seek=100000000 2>/dev/null
+            """])
+        let before = try m1.ok(["exec", "c1", "--", "sh", "-c", Self.checksum])
+        try m1.ok(["stop", "c1"])
+        let sourceBase = try #require(Int(try m1.ok(["config", "get", "c1", "volatile.idmap.base"]).trimmingCharacters(in: .whitespacesAndNewlines)))
+
+        // Sent to m2, which does not hold c1: forwarded to m1, the copy stays on m1.
+        let here = try m2.ctl(["copy", "c1", "c2"])
+        #expect(here.status == 0, "copy on the source's member: \(here.stderr)\n\(m1.logTail())")
+        #expect(try location(m1, "c2") == m1.name)
+        let other = try m1.ctl(["copy", "c1", "c3", "--target", m3.name])
+        #expect(other.status == 0, "copy to m3: \(other.stderr)\n\(m1.logTail())\n\(m3.logTail())")
+        #expect(try location(m1, "c3") == m3.name)
+        #expect(try m1.ok(["list", "--format", "csv"]).contains("c3,STOPPED"))
+
+        for (name, member) in [("c2", m1), ("c3", m3)] {
+            let config = try m1.ok(["config", "show", name])
+            let base = try #require(Int(try m1.ok(["config", "get", name, "volatile.idmap.base"]).trimmingCharacters(in: .whitespacesAndNewlines)))
+            #expect(base != sourceBase, "\(name) has an id block of its own")
+            #expect(!config.contains("volatile.apply_template: create"), "\(name): \(config)")
+            // On the host: the container's root and uid 1234 are the copy's, a whiteout stays host root's.
+            #expect(hostOwner(member, name, "/root/new") == "\(base):\(base)", "\(name) /root/new")
+            #expect(hostOwner(member, name, "/srv/d/e/f") == "\(base + 1234):\(base + 5678)", "\(name) /srv/d/e/f")
+            #expect(hostOwner(member, name, "/etc/group") == "0:0", "\(name) whiteout")
+            try m1.ok(["start", name])
+            let after = try m1.ok(["exec", name, "--", "sh", "-c", Self.checksum])
+            #expect(after == before, "\(name) reads back identical")
+            #expect(try m1.ok(["exec", name, "--", "ls", "/usr/sbin"]).trimmingCharacters(in: .whitespacesAndNewlines) == "only")
+        }
+        // Independent: a change in one is not in the others.
+        try m1.ok(["exec", "c2", "--", "sh", "-c", "echo mine > /root/own"])
+        #expect(try m1.ctl(["exec", "c3", "--", "cat", "/root/own"]).status != 0)
+        try m1.ok(["start", "c1"])
+        #expect(try m1.ctl(["exec", "c1", "--", "cat", "/root/own"]).status != 0)
+        try m1.ok(["stop", "--force", "c1"])
+
+        // Refusals: LXD's error shape, nothing created anywhere.
+        let names = { (a: TestAgent) in try a.ok(["list", "--format", "csv"]).split(separator: "\n").compactMap { $0.split(separator: ",").first.map(String.init) }.sorted() }
+        let namesBefore = try names(m1)
+        for (args, message) in [
+            (["copy", "nope", "c9"], "not found"),
+            (["copy", "c1", "c2"], "already exists"),
+            (["copy", "c1", "9bad"], "Invalid instance name"),
+            (["copy", "c1", "c9", "--target", "nosuch"], "nosuch"),
+            (["copy", "c2", "c9", "--stateless"], "running"),
+        ] {
+            let r = try m2.ctl(args)
+            #expect(r.status != 0 && r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+        m2.stop()
+        try eventually("m2 OFFLINE", timeout: 60) { try self.memberStatus(m1, m2.name) == "OFFLINE" }
+        let offline = try m1.ctl(["copy", "c1", "c9", "--target", m2.name])
+        #expect(offline.status != 0 && offline.stderr.lowercased().contains("offline"), "\(offline.stderr)")
+        #expect(try names(m1) == namesBefore)
+        for member in [m1, m3] {
+            #expect(!FileManager.default.fileExists(atPath: "\(member.dataDir)/containers/default_c9"), "no c9 on \(member.name)")
+        }
+        for name in ["c1", "c2", "c3"] { try m1.ok(["delete", "--force", name]) }
+    }
+
+    @Test func aRunningInstanceIsCopiedFromAFreezeAndKeepsRunning() throws {
+        let members = try MoveCluster.form("cl", into: &agents)
+        let (m1, m2) = (members[0], members[1])
+        try m1.importBusybox(alias: "counter", initKind: "counter")
+        try m1.ok(["launch", "counter", "r1", "--target", m1.name])
+        // A writer that keeps changing files while the copy runs.
+        try m1.ok(["exec", "r1", "--", "sh", "-c",
+                   "while :; do cat /run/counter >> /root/log; usleep 20000; done </dev/null >/dev/null 2>&1 &"])
+        try m1.ok(["exec", "r1", "--", "sh", "-c", "echo kept > /root/file"])
+        usleep(300_000)
+        let counterBefore = try MoveCluster.counter(m1, "r1")
+        for (copy, target) in [("r2", m1), ("r3", m2)] {
+            let r = try m1.ctl(["copy", "r1", copy, "--target", target.name])
+            #expect(r.status == 0, "live copy to \(target.name): \(r.stderr)\n\(m1.logTail())")
+            #expect(try m1.ok(["list", "--format", "csv"]).contains("\(copy),STOPPED"), "the copy is created stopped")
+            #expect(!FileManager.default.fileExists(atPath: "\(m1.dataDir)/containers/default_r1/copy-source.json"), "thawed")
+            try m1.ok(["start", copy])
+            #expect(try m1.ok(["exec", copy, "--", "cat", "/root/file"]).contains("kept"))
+            // Every line of the copied log is whole: the last round was taken frozen.
+            let log = try m1.ok(["exec", copy, "--", "cat", "/root/log"]).split(separator: "\n", omittingEmptySubsequences: false)
+            #expect(log.dropLast().allSatisfy { Int($0) != nil } && log.last == "", "whole lines: \(log.suffix(3))")
+            try m1.ok(["stop", "--force", copy])
+        }
+        // The source kept running and counting.
+        #expect(try m1.ok(["list", "--format", "csv"]).contains("r1,RUNNING"))
+        usleep(300_000)
+        #expect(try MoveCluster.counter(m1, "r1") > counterBefore)
+        for name in ["r1", "r2", "r3"] { try m1.ok(["delete", "--force", name]) }
+    }
+
+    func memberStatus(_ a: TestAgent, _ name: String) throws -> String {
+        for line in try a.ok(["cluster", "list", "--format", "csv"]).split(separator: "\n") {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            if fields.first == name, fields.count > 3 { return fields[3] }
+        }
+        return ""
+    }
+
+    func eventually(_ what: String, timeout: Double, _ body: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if (try? body()) == true { return }
+            usleep(250_000)
+        }
+        Issue.record("timed out waiting for \(what)")
+    }
+}
