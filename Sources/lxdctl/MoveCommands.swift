@@ -90,7 +90,8 @@ struct Copy: AsyncParsableCommand {
         }
         display.end()
         let figures = MoveProgress.figures(done.metadata).map { ": " + $0 } ?? ""
-        Output.stdout("Copied \(name) to \(newName)\(target.map { " on \($0)" } ?? "")\(figures)\n")
+        let placed = done.metadata?["location"]?.stringValue ?? target
+        Output.stdout("Copied \(name) to \(newName)\(placed.map { " on \($0)" } ?? "")\(figures)\n")
     }
 }
 

@@ -46,6 +46,7 @@ final class CopyTests {
         let other = try m1.ctl(["copy", "c1", "c3", "--target", m3.name])
         #expect(other.status == 0, "copy to m3: \(other.stderr)\n\(m1.logTail())\n\(m3.logTail())")
         #expect(try location(m1, "c3") == m3.name)
+        print("\(here.stdout)\(other.stdout)", terminator: "")
         #expect(try m1.ok(["list", "--format", "csv"]).contains("c3,STOPPED"))
 
         for (name, member) in [("c2", m1), ("c3", m3)] {
@@ -57,6 +58,7 @@ final class CopyTests {
             #expect(hostOwner(member, name, "/root/new") == "\(base):\(base)", "\(name) /root/new")
             #expect(hostOwner(member, name, "/srv/d/e/f") == "\(base + 1234):\(base + 5678)", "\(name) /srv/d/e/f")
             #expect(hostOwner(member, name, "/etc/group") == "0:0", "\(name) whiteout")
+            print("\(name) on \(member.name): block \(base) (source \(sourceBase)); /srv/d/e/f host owner \(hostOwner(member, name, "/srv/d/e/f") ?? "-")")
             try m1.ok(["start", name])
             let after = try m1.ok(["exec", name, "--", "sh", "-c", Self.checksum])
             #expect(after == before, "\(name) reads back identical")
@@ -81,11 +83,29 @@ final class CopyTests {
         ] {
             let r = try m2.ctl(args)
             #expect(r.status != 0 && r.stderr.contains(message), "\(args): \(r.stderr)")
+            print("refused \(args.joined(separator: " ")): \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        // A copy that fails midway leaves nothing: a file of c1's upper owned outside its block
+        // (made from the host) is refused by the applier, here and on m3.
+        let stray = "\(m1.dataDir)/containers/default_c1/upper/root/stray"
+        try "x".write(toFile: stray, atomically: false, encoding: .utf8)
+        #expect(chown(stray, 1000, 1000) == 0)
+        for args in [["copy", "c1", "c9"], ["copy", "c1", "c9", "--target", m3.name]] {
+            let r = try m1.ctl(args)
+            #expect(r.status != 0 && r.stderr.contains("outside"), "\(args): \(r.stderr)")
+            print("failed \(args.joined(separator: " ")): \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        unlink(stray)
+        usleep(500_000)   // the target drops its part asynchronously
+        #expect(try names(m1) == namesBefore)
+        for member in [m1, m3] {
+            #expect(!FileManager.default.fileExists(atPath: "\(member.dataDir)/containers/default_c9"), "no c9 on \(member.name)")
         }
         m2.stop()
         try eventually("m2 OFFLINE", timeout: 60) { try self.memberStatus(m1, m2.name) == "OFFLINE" }
         let offline = try m1.ctl(["copy", "c1", "c9", "--target", m2.name])
         #expect(offline.status != 0 && offline.stderr.lowercased().contains("offline"), "\(offline.stderr)")
+        print("refused copy to an OFFLINE member: \(offline.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         #expect(try names(m1) == namesBefore)
         for member in [m1, m3] {
             #expect(!FileManager.default.fileExists(atPath: "\(member.dataDir)/containers/default_c9"), "no c9 on \(member.name)")
@@ -107,6 +127,7 @@ final class CopyTests {
         for (copy, target) in [("r2", m1), ("r3", m2)] {
             let r = try m1.ctl(["copy", "r1", copy, "--target", target.name])
             #expect(r.status == 0, "live copy to \(target.name): \(r.stderr)\n\(m1.logTail())")
+            print(r.stdout, terminator: "")
             #expect(try m1.ok(["list", "--format", "csv"]).contains("\(copy),STOPPED"), "the copy is created stopped")
             #expect(!FileManager.default.fileExists(atPath: "\(m1.dataDir)/containers/default_r1/copy-source.json"), "thawed")
             try m1.ok(["start", copy])
