@@ -15,7 +15,8 @@ struct CopyRequest: Equatable {
     var source: String
     /// The new instance's name.
     var name: String
-    /// Copy a running source from a freeze (true, or absent); false refuses a running source.
+    /// Copy a running source from a freeze (true); false or absent refuses a running source
+    /// (LXD's `live` is omitted when false: `lxc copy --stateless` sends none).
     var live: Bool
 
     init(source: String, name: String, live: Bool) {
@@ -43,7 +44,7 @@ struct CopyRequest: Equatable {
         }
         self.source = source
         self.name = post.name
-        self.live = post.source.live ?? true
+        self.live = post.source.live ?? false
     }
 
     /// The copy's config: the source's, with the request's keys over it; `volatile.*` of either

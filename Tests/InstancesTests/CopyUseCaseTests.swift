@@ -13,8 +13,8 @@ import Testing
 
     @Test func theRequestNeedsTwoValidDifferentNamesAndNothingACopyCannotDo() throws {
         let ok = try CopyRequest(Self.post("c1", as: "c2"), options: CreateOptions())
-        #expect(ok == CopyRequest(source: "c1", name: "c2", live: true), "live defaults to a freeze")
-        #expect(try CopyRequest(Self.post("c1", as: "c2", live: false), options: CreateOptions()).live == false)
+        #expect(ok == CopyRequest(source: "c1", name: "c2", live: false), "absent is false, as LXD omits a false live")
+        #expect(try CopyRequest(Self.post("c1", as: "c2", live: true), options: CreateOptions()).live == true)
         func refusal(_ post: InstancesPost, _ options: CreateOptions = CreateOptions()) -> ErrorKind? {
             do { _ = try CopyRequest(post, options: options); return nil } catch let e as InstancesError { return e.kind } catch { return nil }
         }

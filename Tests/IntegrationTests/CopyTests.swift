@@ -144,6 +144,37 @@ final class CopyTests {
         for name in ["r1", "r2", "r3"] { try m1.ok(["delete", "--force", name]) }
     }
 
+    static let lxc = "/usr/bin/lxc"
+
+    /// Debian's `lxc` 5.0.2 (package lxd-client) sends its own copy request (the source's
+    /// config with the `cluster_internal_copy` local-copy shape): to the source's member, to
+    /// another with --target, live from a running source; --stateless on it is refused.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: lxc), "needs LXD's client at /usr/bin/lxc (apt-get install lxd-client)"))
+    func lxcCopyWorksAgainstTheCluster() throws {
+        let members = try MoveCluster.form("lx", into: &agents)
+        let (m1, m2, m3) = (members[0], members[1], members[2])
+        try m1.importBusybox(alias: "bb")
+        try m1.ok(["launch", "bb", "s1", "--target", m1.name])
+        try m1.ok(["exec", "s1", "--", "sh", "-c", "echo from-s1 > /root/mark"])
+        let home = m2.dataDir + "/lxc-home"
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        let environment = ["LXD_DIR": m2.dataDir, "HOME": home]
+        for (args, member) in [(["copy", "s1", "l1"], m1), (["copy", "s1", "l2", "--target", m3.name], m3)] {
+            let (r, timedOut) = try run(Self.lxc, args, environment: environment, timeout: 120)
+            #expect(!timedOut && r.status == 0, "lxc \(args): \(r.stdout) \(r.stderr)\n\(m1.logTail())")
+            let name = args[2]
+            #expect(try location(m1, name) == member.name)
+            try m1.ok(["start", name])
+            #expect(try m1.ok(["exec", name, "--", "cat", "/root/mark"]) == "from-s1\n")
+        }
+        let (stateless, _) = try run(Self.lxc, ["copy", "s1", "l3", "--stateless"], environment: environment, timeout: 60)
+        #expect(stateless.status != 0 && stateless.stderr.contains("running"), "lxc copy --stateless: \(stateless.stderr)")
+        print("lxc copy --stateless of a running instance: \(stateless.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        #expect(try location(m1, "l3") == "")
+        #expect(try m1.ok(["list", "--format", "csv"]).contains("s1,RUNNING"))
+        for name in ["s1", "l1", "l2"] { try m1.ok(["delete", "--force", name]) }
+    }
+
     func memberStatus(_ a: TestAgent, _ name: String) throws -> String {
         for line in try a.ok(["cluster", "list", "--format", "csv"]).split(separator: "\n") {
             let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
