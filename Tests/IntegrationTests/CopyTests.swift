@@ -144,6 +144,83 @@ final class CopyTests {
         for name in ["r1", "r2", "r3"] { try m1.ok(["delete", "--force", name]) }
     }
 
+    /// Copies cut by a crash: the target's agent killed mid-transfer (it removes its half copy
+    /// when it restarts; the source removed the row), then the source's (the target's watchdog
+    /// removes the row and its files after 45 s of silence); a source an agent left frozen for
+    /// a copy is thawed when that agent restarts. The source runs on throughout.
+    @Test func copiesCutByACrashLeaveNothing() throws {
+        let members = try MoveCluster.form("cf", into: &agents)
+        let (m1, m2, m3) = (members[0], members[1], members[2])
+        m1.waitForVoters(members.map(\.name))
+        try m1.importBusybox(alias: "counter", initKind: "counter")
+        try m1.ok(["launch", "counter", "c1", "--target", m1.name])
+        // A large root filesystem change, so the copy lasts long enough to be cut.
+        try m1.ok(["exec", "c1", "--", "dd", "if=/dev/zero", "of=/root/big", "bs=1M", "count=400"])
+        let dir = { (a: TestAgent, name: String) in "\(a.dataDir)/containers/default_\(name)" }
+        let gone = { (name: String) -> Bool in
+            (try? self.location(m3, name)) == "" && !FileManager.default.fileExists(atPath: dir(m1, name))
+                && !FileManager.default.fileExists(atPath: dir(m2, name))
+        }
+
+        // The target dies mid-transfer.
+        var result = background(m3, ["copy", "c1", "c2", "--target", m2.name])
+        #expect(waitFor(seconds: 60) { FileManager.default.fileExists(atPath: dir(m2, "c2") + "/upper/root/big") }, "the copy reached m2")
+        m2.kill9()
+        let cut = result()
+        #expect(cut?.status != 0, "the copy fails: \(cut?.stdout ?? "no result")")
+        print("target killed: \(cut?.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ?? "no result")")
+        try m2.start()
+        #expect(waitFor(seconds: 30) { gone("c2") }, "no c2 row nor files:\n\(m2.logTail())")
+
+        // The source's agent dies mid-transfer: the target's watchdog cleans up.
+        result = background(m3, ["copy", "c1", "c3", "--target", m2.name])
+        #expect(waitFor(seconds: 60) { FileManager.default.fileExists(atPath: dir(m2, "c3") + "/upper/root/big") }, "the copy reached m2")
+        m1.kill9()
+        _ = result()
+        #expect(waitFor(seconds: 90) { (try? self.location(m3, "c3")) == "" && !FileManager.default.fileExists(atPath: dir(m2, "c3")) },
+                "m2 dropped the copy whose source died:\n\(m2.logTail())")
+        try m1.start()
+        #expect(waitFor(seconds: 30) { gone("c3") }, "no c3 anywhere")
+        #expect(try m3.ok(["list", "--format", "csv"]).contains("c1,RUNNING"), "the source runs on")
+
+        // An agent that dies while a copy's source is frozen thaws it at its restart.
+        let freezer = "/sys/fs/cgroup/freezer/lxd-swift/\(m1.name)/default_c1/freezer.state"
+        if FileManager.default.fileExists(atPath: freezer) {
+            let marker = #"{"token":"0123456789abcdef0123456789abcdef","project":"default","name":"c1","peer":"cf2","method":"copy-source"}"#
+            try marker.write(toFile: dir(m1, "c1") + "/copy-source.json", atomically: true, encoding: .utf8)
+            m1.kill9()
+            try "FROZEN".write(toFile: freezer, atomically: false, encoding: .utf8)
+            #expect(waitFor(seconds: 10) { (try? String(contentsOfFile: freezer, encoding: .utf8))?.hasPrefix("FROZEN") == true })
+            try m1.start()
+            #expect(waitFor(seconds: 30) { (try? String(contentsOfFile: freezer, encoding: .utf8))?.hasPrefix("THAWED") == true },
+                    "thawed at the restart:\n\(m1.logTail())")
+            #expect(!FileManager.default.fileExists(atPath: dir(m1, "c1") + "/copy-source.json"))
+            let first = try MoveCluster.counter(m1, "c1")
+            usleep(400_000)
+            #expect(try MoveCluster.counter(m1, "c1") > first, "c1 counts again")
+        } else {
+            print("skipped the thaw-at-restart part: no v1 freezer at \(freezer)")
+        }
+        try m1.ok(["delete", "--force", "c1"])
+    }
+
+    /// Runs `lxdctl` on `a` in the background; the result arrives when it ends.
+    func background(_ a: TestAgent, _ args: [String]) -> () -> CommandResult? {
+        let box = ResultBox()
+        let t = Thread { box.set(try? a.ctl(args)) }
+        t.start()
+        return { box.wait(seconds: 180) }
+    }
+
+    func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(50_000)
+        }
+        return false
+    }
+
     static let lxc = "/usr/bin/lxc"
 
     /// Debian's `lxc` 5.0.2 (package lxd-client) sends its own copy request (the source's
