@@ -321,7 +321,7 @@ extension InstanceLifecycle {
                     context.logger.error("settling an incoming move failed", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
                 }
             }
-            if let marker = MoveMarker.read("\(containers)/\(dir)/\(CopyShell.frozenMarker)") { thawCopySource(marker) }
+            await settleCopySources(in: "\(containers)/\(dir)")
             if let marker = MoveMarker.read("\(containers)/\(dir)/\(MoveShell.outgoingMarker)") {
                 do { try await context.locks.withLock(marker.ref) { try await settleOutgoing(marker) } } catch {
                     context.logger.error("settling an outgoing move failed", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])

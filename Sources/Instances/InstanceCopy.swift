@@ -96,6 +96,13 @@ extension InstanceLifecycle {
         let (name, project, me, idmaps) = (request.name, source.project, context.member, context.idmaps)
         let target = options.target ?? source.location
         let baseConfig = config
+        // Written before the row exists: an agent that dies from here on settles this copy at
+        // its restart (`settleCopySource`).
+        var marker = CopySourceMarker(token: token, project: project, source: source.name, copy: name, target: nil)
+        let sourceDirectory = context.host.directory(of: source.ref)
+        do { try marker.write(in: sourceDirectory) } catch {
+            throw InstancesError.internal("Cannot write the copy's marker in \(sourceDirectory) on member \(context.member.name): \(error)")
+        }
 
         let planned: [PlannedInstance]
         do {
@@ -132,8 +139,16 @@ extension InstanceLifecycle {
                 return plan
             }
         } catch let e as ClusterDBError {
+            CopySourceMarker.remove(token: token, in: sourceDirectory)
             if case .alreadyExists = e { throw InstancesError.conflict("Instance \"\(name)\" already exists (or a concurrent request took the name): retry") }
             throw e
+        } catch {
+            CopySourceMarker.remove(token: token, in: sourceDirectory)
+            throw error
+        }
+        if let placed = planned.first {
+            marker.target = placed.memberName
+            try? marker.write(in: sourceDirectory)
         }
         guard let placed = planned.first,
               let row = try await context.db.transaction({ tx in try tx.instance(name: name, project: project) }) else {
@@ -193,9 +208,6 @@ struct CopyShell {
     var sourceRef: InstanceRef { plan.source.ref }
     var copyRef: InstanceRef { plan.copy.ref }
 
-    /// The marker on a frozen source while its copy runs: an agent that restarts thaws it.
-    static let frozenMarker = "copy-source.json"
-
     init(context: InstanceContext, plan: CopyPlan, progress: @escaping @Sendable (String, JSONValue) async -> Void) {
         self.context = context
         self.plan = plan
@@ -205,14 +217,18 @@ struct CopyShell {
     func run() async throws -> MoveReport {
         context.logger.info("copy starting", metadata: ["source": "\(sourceRef)", "copy": "\(copyRef)", "target": "\(plan.targetName)"])
         let figures: (bytes: Int64, frozen: Duration?)
+        let sourceDirectory = context.host.directory(of: sourceRef)
         do {
             figures = try await context.locks.withLock(sourceRef) { try await self.copyUnderLock() }
         } catch {
             await undo()
+            // Kept when the source could not be thawed: the agent's restart tries again.
+            if !(error is CopyShell.ThawFailed) { CopySourceMarker.remove(token: plan.token, in: sourceDirectory) }
             context.logger.warning("copy failed; removed", metadata: ["source": "\(sourceRef)", "copy": "\(copyRef)", "error": "\(error)"])
             let kind = (error as? any KindedError)?.kind ?? .internal
             throw InstancesError(kind, "Copying \(plan.source.name) to \(plan.copy.name) on \(plan.targetName) failed, nothing was created: \(Self.message(error))")
         }
+        CopySourceMarker.remove(token: plan.token, in: sourceDirectory)
         context.announceCreated(copyRef, started: false)
         let total = (ContinuousClock.now - started).milliseconds
         context.logger.info("copy done", metadata: [
@@ -251,19 +267,18 @@ struct CopyShell {
         var frozenFor: Duration?
         if running {
             await progress("phase", .string("freezing \(plan.source.name) for the last changes"))
-            try writeFrozenMarker()
             try await context.host.freeze(instance: sourceRef)
             let frozenAt = ContinuousClock.now
-            // Thawed whatever happens next; the marker stays if the thaw failed, for the agent's restart.
-            defer {
-                do {
-                    try context.host.thaw(instance: sourceRef)
-                    unlink(context.host.directory(of: sourceRef) + "/" + Self.frozenMarker)
-                } catch {
-                    context.logger.critical("thawing a copy's source failed", metadata: ["instance": "\(sourceRef)", "error": "\(error)"])
-                }
+            // Thawed whatever the last round did (nothing between the freeze and here can throw).
+            var sendError: (any Error)?
+            do { manifest = try await sink.send(root: upper, previous: manifest.manifest, round: 2) } catch { sendError = error }
+            do {
+                try context.host.thaw(instance: sourceRef)
+            } catch {
+                context.logger.critical("thawing a copy's source failed", metadata: ["instance": "\(sourceRef)", "error": "\(error)"])
+                throw ThawFailed(message: "\(plan.source.name) could not be thawed (\(error)): restart the agent on \(context.member.name), which thaws it")
             }
-            manifest = try await sink.send(root: upper, previous: manifest.manifest, round: 2)
+            if let sendError { throw sendError }
             bytes += manifest.bytes
             frozenFor = ContinuousClock.now - frozenAt
         }
@@ -272,9 +287,9 @@ struct CopyShell {
         return (bytes, frozenFor)
     }
 
-    private func writeFrozenMarker() throws {
-        let marker = MoveMarker(token: plan.token, project: sourceRef.project, name: sourceRef.name, peer: plan.targetName, method: "copy-source")
-        try marker.write(to: context.host.directory(of: sourceRef) + "/" + Self.frozenMarker)
+    struct ThawFailed: Error, CustomStringConvertible {
+        let message: String
+        var description: String { message }
     }
 
     /// The row goes first (a target still working can then no longer commit), then the files.
@@ -550,14 +565,64 @@ extension InstanceLifecycle {
         try await discardLocalCopy(marker.ref)
     }
 
-    /// At agent start: a source left frozen by a copy the agent died in is thawed.
-    func thawCopySource(_ marker: MoveMarker) {
-        do {
-            try context.host.thaw(instance: marker.ref)
-            unlink(context.host.directory(of: marker.ref) + "/" + CopyShell.frozenMarker)
-            context.logger.notice("thawed the source of a copy interrupted by an agent restart", metadata: ["instance": "\(marker.ref)"])
-        } catch {
-            context.logger.error("thawing the source of an interrupted copy failed", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
+    /// At agent start, for each copy this member was the source of when the agent stopped
+    /// (`copy-source-TOKEN.json` in the source's directory): the source is thawed (it may have
+    /// been frozen), the copy's row removed if still pending, its target told to drop its files.
+    /// A copy that committed is kept.
+    func settleCopySources(in directory: String) async {
+        for marker in CopySourceMarker.all(in: directory) {
+            let ref = InstanceRef(project: marker.project, name: marker.source)
+            do {
+                try context.host.thaw(instance: ref)
+                let (name, project, token) = (marker.copy, marker.project, marker.token)
+                let removed = try await context.db.transaction { tx in try tx.discardPendingCopy(name: name, project: project, token: token) }
+                if let target = marker.target {
+                    if target == context.member.name {
+                        let copy = InstanceRef(project: marker.project, name: marker.copy)
+                        if removed { try await context.locks.withLock(copy) { try await discardLocalCopy(copy) } }
+                    } else {
+                        await context.moveTransport?.discardMove(token: marker.token, on: target)
+                    }
+                }
+                CopySourceMarker.remove(token: marker.token, in: directory)
+                context.logger.notice("settled a copy interrupted by an agent restart", metadata: [
+                    "source": "\(ref)", "copy": "\(marker.copy)", "removed": "\(removed)"])
+            } catch {
+                context.logger.error("settling an interrupted copy failed", metadata: ["source": "\(ref)", "copy": "\(marker.copy)", "error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// On the source's member for the whole of a copy: `copy-source-TOKEN.json` in the source's
+/// directory, written before the copy's row exists and removed once the copy ended (see
+/// `settleCopySources`).
+struct CopySourceMarker: Codable, Sendable, Equatable {
+    var token: String
+    var project: String
+    var source: String
+    var copy: String
+    /// The copy's member, once placed.
+    var target: String?
+
+    static let prefix = "copy-source-"
+
+    static func path(token: String, in directory: String) -> String { "\(directory)/\(prefix)\(token).json" }
+
+    func write(in directory: String) throws {
+        try JSONEncoder().encode(self).write(to: URL(fileURLWithPath: Self.path(token: token, in: directory)), options: .atomic)
+    }
+
+    static func remove(token: String, in directory: String) { unlink(path(token: token, in: directory)) }
+
+    /// The markers in a directory that read back whole, with a valid token.
+    static func all(in directory: String) -> [CopySourceMarker] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasPrefix(prefix) && $0.hasSuffix(".json") }.sorted().compactMap { name in
+            guard let data = FileManager.default.contents(atPath: directory + "/" + name), data.count < 4096,
+                  let marker = try? JSONDecoder().decode(CopySourceMarker.self, from: data), MoveToken.isValid(marker.token),
+                  name == prefix + marker.token + ".json" else { return nil }
+            return marker
         }
     }
 }

@@ -1,6 +1,7 @@
 import APITypes
 import ClusterDB
 import Foundation
+import InstanceConfig
 @testable import Instances
 import Testing
 
@@ -59,6 +60,9 @@ import Testing
         try await withHarness { h in
             try await h.launch("c1")
             try await h.launch("c3")
+            // The fake host makes no directories; the copy's marker goes into the source's.
+            let sourceDirectory = h.host.directory(of: InstanceRef(name: "c1"))
+            try FileManager.default.createDirectory(atPath: sourceDirectory, withIntermediateDirectories: true)
             let before = try await h.rows()
             #expect(await kind { _ = try await h.lifecycle.create(Self.post("nope", as: "c2"), options: CreateOptions()) } == .notFound)
             #expect(await kind { _ = try await h.lifecycle.create(Self.post("c1", as: "c3"), options: CreateOptions()) } == .conflict)
@@ -72,6 +76,7 @@ import Testing
             for i in after.indices { after[i].powerState = before[i].powerState; after[i].lastUsedAt = before[i].lastUsedAt; after[i].config = before[i].config }
             #expect(after == before)
             #expect(h.host.names.sorted() == ["c1", "c3"])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: sourceDirectory).isEmpty, "no copy marker left")
         }
     }
 }
