@@ -9,19 +9,29 @@ public struct MovePrepareRequest: Codable, Sendable, Equatable {
     public var name: String
     /// The source member's name.
     public var source: String
-    /// "live", "stateless" or "cold".
+    /// "live", "stateless", "cold", or "copy" (`name` is then the new instance, whose row
+    /// holds a pending copy to the target, and `copyOf` the instance copied).
     public var method: String
     /// A live move's memory mode ("stop-and-copy", ...), as the source decided it; nil for
     /// other methods, and from a source of an older build (stop-and-copy).
     public var mode: String?
+    /// A copy's source instance (same project).
+    public var copyOf: String?
 
-    public init(token: String, project: String, name: String, source: String, method: String, mode: String? = nil) {
+    enum CodingKeys: String, CodingKey {
+        case token, project, name, source, method, mode
+        case copyOf = "copy_of"
+    }
+
+    public init(token: String, project: String, name: String, source: String, method: String, mode: String? = nil,
+                copyOf: String? = nil) {
         self.token = token
         self.project = project
         self.name = name
         self.source = source
         self.method = method
         self.mode = mode
+        self.copyOf = copyOf
     }
 }
 

@@ -57,6 +57,24 @@ public enum Forwarding {
         case local
     }
 
+    /// Whether the request creates instances (`POST /1.0/instances`): its body may be a copy,
+    /// which runs where the copied instance lives (`copySource`).
+    public static func isCreate(method: String, path: String) -> Bool {
+        method == "POST" && path.split(separator: "/", omittingEmptySubsequences: true) == ["1.0", "instances"]
+    }
+
+    /// The instance a create body copies (`source.type` "copy"), or nil (a launch, or a body
+    /// that is not JSON: the route refuses it).
+    public static func copySource(body: [UInt8]) -> String? {
+        struct Peek: Decodable {
+            struct Source: Decodable { var type: String?; var source: String? }
+            var source: Source?
+        }
+        guard let peek = try? JSONDecoder().decode(Peek.self, from: Data(body)), peek.source?.type == "copy",
+              let name = peek.source?.source, !name.isEmpty else { return nil }
+        return name
+    }
+
     public static func route(method: String, path: String, target: String?) -> Route {
         // `path` is canonical (RequestPath): segments are already decoded, once.
         let segments = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)

@@ -45,8 +45,13 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
     /// Continues a container that a checkpoint left stopped (a move called off).
     @discardableResult
     func resumeStopped(instance: InstanceRef) throws(RuntimeError) -> Int
-    /// Freezes or thaws the container's processes through its freezer cgroup.
-    func setFrozen(instance: InstanceRef, _ frozen: Bool) throws(RuntimeError)
+    /// Freezes every task of the running container (cgroup freezer) until `thaw`; throws why
+    /// when the host has no usable freezer or the freeze does not complete.
+    func freeze(instance: InstanceRef) async throws(RuntimeError)
+    /// Thaws a frozen container; nothing happens to one that is not frozen.
+    func thaw(instance: InstanceRef) throws(RuntimeError)
+    /// Why the container cannot be frozen; nil when it can.
+    func freezeProblem(instance: InstanceRef) -> String?
     /// Kills a frozen container's processes before thawing it (none runs again).
     func killFrozen(instance: InstanceRef) throws(RuntimeError)
     /// Sets who hears of every init that ended (after its cleanup), asked for or not.
@@ -54,6 +59,15 @@ public protocol ContainerHost: CheckpointSource, RestoreDestination {
 }
 
 extension ContainerRuntime: ContainerHost {}
+
+extension ContainerHost {
+    /// Hosts that cannot freeze (test fakes) say so.
+    public func freeze(instance: InstanceRef) async throws(RuntimeError) {
+        throw .unsupported("this host cannot freeze containers")
+    }
+    public func thaw(instance: InstanceRef) throws(RuntimeError) {}
+    public func freezeProblem(instance: InstanceRef) -> String? { "this host cannot freeze containers" }
+}
 
 /// The image layers on this host that instances are created from (`ImageStore` is the real one).
 public protocol LayerStore: Sendable {

@@ -162,6 +162,7 @@ extension InstanceLifecycle {
     /// image layer and an empty container ready.
     public func acceptMove(_ request: MovePrepareRequest) async throws -> MovePrepared {
         guard MoveToken.isValid(request.token) else { throw InstancesError.invalid("Invalid move token") }
+        if request.method == MoveMarker.copyMethod { return try await acceptCopy(request) }
         guard let method = MoveMachine.Method(rawValue: request.method) else { throw InstancesError.invalid("Invalid move method \(request.method)") }
         let postCopy: Bool
         switch request.mode.map(MigrationMode.init(rawValue:)) {
@@ -215,6 +216,7 @@ extension InstanceLifecycle {
         guard MoveToken.isValid(token) else { throw InstancesError.invalid("Invalid move token") }
         guard (1...1000).contains(round), (0...1_000_000).contains(part) else { throw InstancesError.invalid("Invalid round or part number") }
         guard let marker = await incoming.marker(token) else { throw InstancesError.notFound("No move \(token) is expected on this member") }
+        if marker.method == MoveMarker.copyMethod, stream != .rootfs { throw InstancesError.invalid("A copy carries only its root filesystem") }
         let root = stream == .rootfs ? context.host.upperDirectory(of: marker.ref) : context.host.savedStateDirectory(of: marker.ref)
         // The page server wrote the memory's images there already.
         let keep = await incoming.pages(token)?.wroteImages == true
@@ -223,7 +225,7 @@ extension InstanceLifecycle {
                 try? FileManager.default.removeItem(atPath: root)
                 try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             }
-            return try TreeStreamApplier(root: root, limits: Self.moveLimits(stream, idmapBase: marker.idmapBase))
+            return try TreeStreamApplier(root: root, limits: Self.moveLimits(stream, marker: marker))
         }
         do {
             try await Blocking.run {
@@ -383,6 +385,7 @@ extension InstanceLifecycle {
         }
         let ref = marker.ref
         defer { Task { await incoming.endHandOver(request.token) } }
+        if marker.method == MoveMarker.copyMethod { return try await completeCopy(marker) }
         return try await context.locks.withLock(ref) { () async throws -> MoveHandOverReply in
             let began = ContinuousClock.now
             var lazyPages: LazyPagesDaemon?
@@ -489,6 +492,7 @@ extension InstanceLifecycle {
     /// Settles an incoming move whose source went quiet, after an agent restart, or when the
     /// source asks: kept if the database says this member owns the instance, else removed.
     func settleIncoming(_ marker: MoveMarker) async throws {
+        if marker.method == MoveMarker.copyMethod { return try await settleIncomingCopy(marker) }
         let (name, project, me) = (marker.name, marker.project, context.member.id)
         let (row, move) = try await context.db.transaction { tx in
             (try tx.instance(name: name, project: project), try tx.instanceMove(name: name, project: project))
@@ -548,6 +552,7 @@ extension InstanceLifecycle {
                     context.logger.error("settling an incoming move failed", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
                 }
             }
+            await settleCopySources(in: "\(containers)/\(dir)")
             if let marker = MoveMarker.read("\(containers)/\(dir)/\(MoveShell.outgoingMarker)") {
                 do { try await context.locks.withLock(marker.ref) { try await settleOutgoing(marker) } } catch {
                     context.logger.error("settling an outgoing move failed", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])

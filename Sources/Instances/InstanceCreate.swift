@@ -46,6 +46,7 @@ extension InstanceLifecycle {
     /// Validate → place and insert in one transaction → materialise on the owners. See DESIGN
     /// "How a launch travels". Nothing is created when validation or placement fails.
     public func create(_ post: InstancesPost, options: CreateOptions) async throws -> APIOperation {
+        if post.source.type == "copy" { return try await copy(post, options: options) }
         let names = try Self.names(post, options)
         for name in names {
             do { try InstanceName.validate(name) } catch { throw InstancesError.invalid(error.description) }
@@ -54,7 +55,7 @@ extension InstanceLifecycle {
             throw InstancesError.invalid("Unsupported instance type \"\(type)\": only containers are supported")
         }
         guard post.source.type == "image" else {
-            throw InstancesError.invalid("Unsupported source type \"\(post.source.type)\": use an image (alias or fingerprint)")
+            throw InstancesError.invalid("Unsupported source type \"\(post.source.type)\": use an image (alias or fingerprint) or copy an instance")
         }
         if let policy = options.policy { _ = try PlacementPlanner.parsePolicy(policy) }
         let userConfig = post.config ?? [:]

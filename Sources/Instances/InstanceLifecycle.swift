@@ -63,6 +63,7 @@ public struct InstanceLifecycle: Sendable {
         switch put.action {
         case "start":
             if context.host.state(instance: ref)?.running == true { throw InstancesError.invalid("Instance \(name) is already running") }
+            if try await isPendingCopy(ref) { throw InstancesError.conflict("Instance \(name) is still being copied: start it once the copy is done") }
         case "stop":
             if context.host.state(instance: ref)?.running != true { throw InstancesError.invalid("Instance \(name) is not running") }
         case "restart":

@@ -403,7 +403,7 @@ struct MoveShell {
             throw InstancesError.internal("checkpoint for post-copy failed: \(why)")
         }
         lazyDump = lazy
-        try context.host.setFrozen(instance: ref, true)
+        try await context.host.freeze(instance: ref)
     }
 
     /// Why a live move cannot use CRIU on both ends; nil when it can.
@@ -524,6 +524,8 @@ struct MoveMarker: Codable, Sendable, Equatable {
     var memory: String? = nil
 
     var postCopy: Bool { memory == MigrationMode.postCopy.rawValue }
+    /// A copy's (`copyMethod`): the source's block, shifted into `idmapBase` (InstanceCopy.swift).
+    var sourceIdmapBase: Int64? = nil
 
     var ref: InstanceRef { InstanceRef(project: project, name: name) }
 

@@ -69,14 +69,16 @@ struct Copy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Copy an instance to a new one, on the same member or another (--target).",
         discussion: """
-            A running instance is copied from a consistent freeze of it unless --stateless is given; the copy is
-            created stopped. Progress is shown as for move.
+            The copy is a new instance, created stopped, with its own uid/gid block and the source's files and
+            config (volatile keys excepted). A running instance is frozen while the last changes of its files
+            are copied, then runs on; with --stateless a running instance is refused (stop it first).
+            Progress is shown as for move.
             """)
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "Instance to copy.") var name: String
     @Argument(help: "Name of the copy.") var newName: String
-    @Option(help: "Cluster member to create the copy on (default: the scheduler's choice).") var target: String?
-    @Flag(help: "Copy a running instance's files without freezing it.") var stateless = false
+    @Option(help: "Cluster member to create the copy on (default: the source's member).") var target: String?
+    @Flag(help: "Do not freeze a running instance (such a copy is refused: stop the instance first).") var stateless = false
 
     func run() async throws {
         let (client, name) = try connection.target(self.name)
@@ -94,7 +96,8 @@ struct Copy: AsyncParsableCommand {
         }
         display.end()
         let figures = MoveProgress.figures(done.metadata).map { ": " + $0 } ?? ""
-        Output.stdout("Copied \(name) to \(newName)\(target.map { " on \($0)" } ?? "")\(figures)\n")
+        let placed = done.metadata?["location"]?.stringValue ?? target
+        Output.stdout("Copied \(name) to \(newName)\(placed.map { " on \($0)" } ?? "")\(figures)\n")
     }
 }
 

@@ -194,7 +194,6 @@ final class FakeHost: ContainerHost {
     func directory(of instance: InstanceRef) -> String { stateRoot.withLock { $0 } + "/containers/\(instance.hostName)" }
     func upperDirectory(of instance: InstanceRef) -> String { directory(of: instance) + "/upper" }
     func resumeStopped(instance: InstanceRef) throws(RuntimeError) -> Int { 0 }
-    func setFrozen(instance: InstanceRef, _ frozen: Bool) throws(RuntimeError) {}
     func killFrozen(instance: InstanceRef) throws(RuntimeError) {}
 
     // Checkpoint and restore: the tests run without CRIU (checkpointer nil), so these are never reached.

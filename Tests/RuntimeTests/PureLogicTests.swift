@@ -223,3 +223,24 @@ import Glibc
         }
     }
 }
+
+/// Which freezer a copy uses and when a freeze is complete.
+@Suite struct CgroupFreezerTests {
+    @Test func theV1FreezerIsPreferredThenCgroup2sFreezeFile() {
+        let v1 = "/sys/fs/cgroup/freezer/lxd-swift/m1/default_c1", v2 = "/sys/fs/cgroup/unified/lxd-swift/m1/default_c1"
+        #expect(CgroupFreezer.choose(v1Directory: v1, v2Directory: v2, exists: { _ in true }) == .v1(directory: v1))
+        #expect(CgroupFreezer.choose(v1Directory: v1, v2Directory: v2, exists: { $0.hasSuffix("cgroup.freeze") }) == .v2(directory: v2))
+        #expect(CgroupFreezer.choose(v1Directory: nil, v2Directory: v2, exists: { _ in true }) == .v2(directory: v2))
+        #expect(CgroupFreezer.choose(v1Directory: v1, v2Directory: v2, exists: { _ in false }) == nil)
+    }
+
+    @Test func aFreezeIsCompleteOnlyWhenTheKernelSaysFrozen() {
+        let v1 = CgroupFreezer.v1(directory: "/x"), v2 = CgroupFreezer.v2(directory: "/x")
+        #expect(v1.isFrozen(status: "FROZEN\n"))
+        #expect(!v1.isFrozen(status: "FREEZING\n"))
+        #expect(!v1.isFrozen(status: "THAWED\n"))
+        #expect(v2.isFrozen(status: "populated 1\nfrozen 1\n"))
+        #expect(!v2.isFrozen(status: "populated 1\nfrozen 0\n"))
+        #expect(!v2.isFrozen(status: ""))
+    }
+}

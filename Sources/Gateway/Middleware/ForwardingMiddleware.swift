@@ -15,6 +15,25 @@ struct ForwardingMiddleware: RouterMiddleware {
         guard forwarder.isClustered else { return try await next(request, context) }
         let forwarded = request.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
         let method = request.method.rawValue
+        var request = request
+        if Forwarding.isCreate(method: method, path: request.uri.path) {
+            // A copy runs on the member of the instance it copies, whatever `target` says (the
+            // copy's own member): the source's files are read there.
+            do {
+                let body: ByteBuffer
+                do { body = try await request.collectBody(upTo: bodyLimit) } catch {
+                    throw APIError.tooLarge("Request body is larger than \(bodyLimit) bytes")
+                }
+                if let source = Forwarding.copySource(body: Array(buffer: body)) {
+                    guard let location = try await instances.location(of: source), location != forwarder.localMemberName else {
+                        return try await next(request, context)
+                    }
+                    return try await forward(request, to: .name(location), forwarded: forwarded, what: "instance \(source) on member \(location)")
+                }
+            } catch {
+                return Reply.error(Reply.apiError(from: error))
+            }
+        }
         let route = Forwarding.route(method: method, path: request.uri.path, target: request.uri.queryParameters.get("target").map { String($0) })
         do {
             switch route {

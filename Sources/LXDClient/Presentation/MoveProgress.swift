@@ -2,7 +2,7 @@ import APITypes
 
 /// How `lxdctl move` shows a move's operation metadata (pure). The server reports `phase`,
 /// `bytes_sent` and `rate_bytes_per_second` while the move runs, and `downtime_ms` and
-/// `total_ms` when it is done.
+/// `total_ms` when it is done (a copy: `frozen_ms` instead of `downtime_ms`).
 public enum MoveProgress {
     /// `transfer: 12.50MiB sent, 3.20MiB/s`; nil when the metadata has none of the keys yet.
     public static func line(_ metadata: [String: JSONValue]?) -> String? {
@@ -22,6 +22,8 @@ public enum MoveProgress {
         guard let m = metadata else { return nil }
         var parts: [String] = []
         if let downtime = m["downtime_ms"].flatMap(milliseconds) { parts.append("downtime \(downtime) ms") }
+        // A copy of a running instance: how long it was frozen.
+        if let frozen = m["frozen_ms"].flatMap(milliseconds) { parts.append("frozen \(frozen) ms") }
         if let total = m["total_ms"].flatMap(milliseconds) { parts.append("total \(total) ms") }
         guard !parts.isEmpty else { return nil }
         if let mode = m["mode"]?.stringValue, !mode.isEmpty { parts.insert(mode, at: 0) }

@@ -22,12 +22,18 @@ public struct TreeApplyLimits: Sendable, Equatable {
     /// Bytes of one record's xattr block.
     public var maxXattrBytes: Int
     public var devices: Devices
-    /// When set, every owner and group must be in it (a container's mapped ids).
+    /// When set, every owner and group must be in it (a container's mapped ids); checked after
+    /// `ownerShift`.
     public var ownerRange: ClosedRange<UInt32>?
+    /// When set, owners (and the ids in ACLs and file capabilities) are moved from one id block
+    /// to another as entries are made, and an owner outside the source block is refused; a
+    /// whiteout owned by host root stays root's (a copy of an instance: a block of its own).
+    public var ownerShift: OwnerShift?
 
     public init(
         maxTotalBytes: UInt64 = 1 << 40, maxEntries: Int = 10_000_000, maxFileSize: UInt64 = 1 << 42,
-        maxXattrBytes: Int = 1 << 20, devices: Devices = .whiteoutsOnly, ownerRange: ClosedRange<UInt32>? = nil
+        maxXattrBytes: Int = 1 << 20, devices: Devices = .whiteoutsOnly, ownerRange: ClosedRange<UInt32>? = nil,
+        ownerShift: OwnerShift? = nil
     ) {
         self.maxTotalBytes = maxTotalBytes
         self.maxEntries = maxEntries
@@ -36,6 +42,7 @@ public struct TreeApplyLimits: Sendable, Equatable {
         self.maxXattrBytes = maxXattrBytes
         self.devices = devices
         self.ownerRange = ownerRange
+        self.ownerShift = ownerShift
     }
 }
 
@@ -227,7 +234,8 @@ public final class TreeStreamApplier {
             expect(.recordHeader, TreeStreamFormat.recordHeaderSize)
         case .recordHeader:
             record += 1
-            let header = pending.withUnsafeBytes { TreeStreamFormat.RecordHeader(reading: $0.baseAddress!) }
+            var header = pending.withUnsafeBytes { TreeStreamFormat.RecordHeader(reading: $0.baseAddress!) }
+            if let shift = limits.ownerShift { header = try shifted(header, shift) }
             let body = try bodyLength(header)
             expect(.recordBody(header), body)
             return body == 0
@@ -256,6 +264,20 @@ public final class TreeStreamApplier {
             break
         }
         return false
+    }
+
+    /// The header with its owner moved by `shift` (records without an owner, and root's
+    /// whiteouts, unchanged).
+    private func shifted(_ h: TreeStreamFormat.RecordHeader, _ shift: OwnerShift) throws(TreeSyncError) -> TreeStreamFormat.RecordHeader {
+        guard let kind = TreeStreamFormat.RecordKind(rawValue: h.kind), kind != .end, kind != .remove, kind != .hardlink else { return h }
+        if kind == .characterDevice, h.uid == 0, h.gid == 0, limits.devices == .whiteoutsOnly { return h }
+        guard let uid = shift.map(h.uid), let gid = shift.map(h.gid) else {
+            throw .overLimit(record: record, "owner \(h.uid):\(h.gid) outside the source's ids \(shift.sourceRange.lowerBound)...\(shift.sourceRange.upperBound)")
+        }
+        var out = h
+        out.uid = uid
+        out.gid = gid
+        return out
     }
 
     /// Checks the header's lengths; the bytes of path, xattrs and inline payload that follow.
@@ -372,7 +394,15 @@ public final class TreeStreamApplier {
             return
         }
         let path = try checkedPath(pending[0..<pathEnd], what: "path")
-        let xattrs = try parseXattrs(pending[pathEnd..<xattrEnd])
+        var xattrs = try parseXattrs(pending[pathEnd..<xattrEnd])
+        if let shift = limits.ownerShift {
+            for i in xattrs.indices {
+                guard let value = shift.xattr(name: xattrs[i].name, value: xattrs[i].value) else {
+                    throw .overLimit(record: record, "xattr \(String(decoding: xattrs[i].name, as: UTF8.self)) of \(path) is malformed or names an id outside \(shift.sourceRange)")
+                }
+                xattrs[i].value = value
+            }
+        }
         let payload = Array(pending[xattrEnd...])
         report.records += 1
         if path.isRoot, kind != .directory {
