@@ -137,8 +137,9 @@ struct RealCRIUTests {
         }
 
         // Restore: the counter continues from where it was.
-        let restored = try await driver.restore(RestoreRequest(imagesDirectory: images, root: "/", pidFile: images + "/restore.pid"))
+        // The restored tree runs before criu returns (longer under load): count from the call.
         let restoredAt = ContinuousClock.now
+        let restored = try await driver.restore(RestoreRequest(imagesDirectory: images, root: "/", pidFile: images + "/restore.pid"))
         restoredPid = restored.pid
         #expect(Self.alive(restored.pid))
         #expect(Self.nspid(restored.pid).last == 1, "restored init is pid 1 in a new pid namespace")
