@@ -178,21 +178,35 @@ extension InstanceLifecycle {
             throw InstancesError.conflict("The database holds no move of \(project)/\(name) from \(request.source) to \(context.member.name) with this token")
         }
         let ref = row.ref
+        let marker = MoveMarker(token: request.token, project: project, name: name, peer: request.source, method: method.rawValue,
+                                idmapBase: row.idmapBase, memory: postCopy ? MigrationMode.postCopy.rawValue : nil)
+        try await makeIncomingContainer(row, marker: marker, occupiedBy: "a container \(ref.hostName) that the database places on \(row.location)")
+        context.logger.info("move accepted", metadata: ["instance": "\(ref)", "source": "\(request.source)", "method": "\(method.rawValue)"])
+        var version: String?
+        if let checkpointer = context.checkpointer, let features = try? await checkpointer.features(), features.checkPassed {
+            version = features.version.description
+        }
+        return MovePrepared(criuVersion: version)
+    }
+
+    /// Makes the empty container a move or copy fills (image layer fetched if missing) and marks
+    /// it with `marker`, under the instance's lock; what an earlier, uncommitted one left there
+    /// is removed first. `occupiedBy` names what is there when it is not such a leftover.
+    func makeIncomingContainer(_ row: InstanceRow, marker: MoveMarker, occupiedBy: String) async throws {
+        let ref = row.ref
         try await context.locks.withLock(ref) {
             let dir = context.host.directory(of: ref)
             if context.host.state(instance: ref) != nil {
                 guard MoveMarker.read(dir + "/" + Self.incomingMarker) != nil else {
-                    throw InstancesError.conflict("Member \(context.member.name) already holds a container \(ref.hostName) that the database places on \(row.location): check \(dir) and remove it")
+                    throw InstancesError.conflict("Member \(context.member.name) already holds \(occupiedBy): check \(dir) and remove it")
                 }
-                // What an earlier move to here left behind.
+                // What an earlier move or copy to here left behind.
                 try await discardLocalCopy(ref)
             }
             try await context.ensureLayer(row.imageFingerprint)
             let spec = try context.spec(for: row)
             let host = context.host
             try await Blocking.run { try host.create(spec) }
-            let marker = MoveMarker(token: request.token, project: project, name: name, peer: request.source, method: method.rawValue,
-                                    idmapBase: row.idmapBase, memory: postCopy ? MigrationMode.postCopy.rawValue : nil)
             do {
                 try marker.write(to: dir + "/" + Self.incomingMarker)
             } catch {
@@ -201,12 +215,6 @@ extension InstanceLifecycle {
             }
             await incoming.add(marker)
         }
-        context.logger.info("move accepted", metadata: ["instance": "\(ref)", "source": "\(request.source)", "method": "\(method.rawValue)"])
-        var version: String?
-        if let checkpointer = context.checkpointer, let features = try? await checkpointer.features(), features.checkPassed {
-            version = features.version.description
-        }
-        return MovePrepared(criuVersion: version)
     }
 
     /// Target side, step 2: one part of a tree stream (the root filesystem's changes, or the

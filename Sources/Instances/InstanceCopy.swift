@@ -499,28 +499,9 @@ extension InstanceLifecycle {
         }
         _ = try Self.copyLimits(sourceBase: source.idmapBase, copyBase: row.idmapBase)
         let ref = row.ref
-        try await context.locks.withLock(ref) {
-            let dir = context.host.directory(of: ref)
-            if context.host.state(instance: ref) != nil {
-                guard MoveMarker.read(dir + "/" + Self.incomingMarker) != nil else {
-                    throw InstancesError.conflict("Member \(context.member.name) already holds a container \(ref.hostName): check \(dir) and remove it")
-                }
-                try await discardLocalCopy(ref)
-            }
-            try await context.ensureLayer(row.imageFingerprint)
-            let spec = try context.spec(for: row)
-            let host = context.host
-            try await Blocking.run { try host.create(spec) }
-            let marker = MoveMarker(token: token, project: project, name: name, peer: request.source, method: MoveMarker.copyMethod,
-                                    idmapBase: row.idmapBase, sourceIdmapBase: source.idmapBase)
-            do {
-                try marker.write(to: dir + "/" + Self.incomingMarker)
-            } catch {
-                try? await Blocking.run { try host.delete(instance: ref) }
-                throw error
-            }
-            await context.incomingMoves.add(marker)
-        }
+        let marker = MoveMarker(token: token, project: project, name: name, peer: request.source, method: MoveMarker.copyMethod,
+                                idmapBase: row.idmapBase, sourceIdmapBase: source.idmapBase)
+        try await makeIncomingContainer(row, marker: marker, occupiedBy: "a container \(ref.hostName)")
         context.logger.info("copy accepted", metadata: ["copy": "\(ref)", "source": "\(request.source)/\(copyOf)"])
         return MovePrepared(criuVersion: nil)
     }
