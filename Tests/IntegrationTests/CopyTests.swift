@@ -206,23 +206,6 @@ final class CopyTests {
         try m1.ok(["delete", "--force", "c1"])
     }
 
-    /// Runs `lxdctl` on `a` in the background; the result arrives when it ends.
-    func background(_ a: TestAgent, _ args: [String]) -> () -> CommandResult? {
-        let box = ResultBox()
-        let t = Thread { box.set(try? a.ctl(args)) }
-        t.start()
-        return { box.wait(seconds: 180) }
-    }
-
-    func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition() { return true }
-            usleep(50_000)
-        }
-        return false
-    }
-
     static let lxc = "/usr/bin/lxc"
 
     /// Debian's `lxc` 5.0.2 (package lxd-client) sends its own copy request (the source's

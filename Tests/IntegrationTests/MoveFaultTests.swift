@@ -25,24 +25,6 @@ final class MoveFaultTests {
     func location(_ a: TestAgent, _ name: String) throws -> String { try MoveCluster.location(a, name) }
     func counter(_ a: TestAgent, _ name: String) throws -> Int { try MoveCluster.counter(a, name) }
 
-    /// Runs `lxdctl` on `a` in the background; the result arrives when it ends.
-    func background(_ a: TestAgent, _ args: [String]) -> () -> CommandResult? {
-        let box = ResultBox()
-        let t = Thread { box.set(try? a.ctl(args)) }
-        t.start()
-        return { box.wait(seconds: 180) }
-    }
-
-    /// Polls `condition` every 20 ms for up to `seconds`; true when it held.
-    func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition() { return true }
-            usleep(20_000)
-        }
-        return false
-    }
-
     func containerDir(_ a: TestAgent, _ name: String) -> String { "\(a.dataDir)/containers/default_\(name)" }
 
     /// The instance runs on `member` and counts on.
@@ -212,6 +194,24 @@ final class MoveFaultTests {
 }
 
 /// A result handed from a background thread.
+/// Runs `lxdctl` on `a` in the background; the result arrives when it ends (at most 180 s).
+func background(_ a: TestAgent, _ args: [String]) -> () -> CommandResult? {
+    let box = ResultBox()
+    let t = Thread { box.set(try? a.ctl(args)) }
+    t.start()
+    return { box.wait(seconds: 180) }
+}
+
+/// Polls `condition` every 20 ms for up to `seconds`; true when it held.
+func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return false
+}
+
 final class ResultBox: @unchecked Sendable {
     // @unchecked: `value` is guarded by `condition`.
     private let condition = NSCondition()
