@@ -31,7 +31,8 @@ extension MemberClient: MoveTransport {
         let (peer, client) = try await resolve(.name(member))
         do {
             return WebSocketLink(try await client.transport.openWebSocket(
-                HTTPRequest(.GET, "/internal/moves/\(token)/pages", headers: [(ForwardedRequest.markerHeader, localMemberName)])))
+                HTTPRequest(.GET, "/internal/moves/\(token)/pages", headers: [(ForwardedRequest.markerHeader, localMemberName)]),
+                masking: .unmasked))
         } catch {
             throw ClusterUseCaseError.unavailable("Cannot open the memory stream of a move on member \(peer.name): \(error)")
         }

@@ -48,7 +48,8 @@ public final class MemberClient: Sendable {
         let started = ContinuousClock.now
         let (peer, client) = try await resolve(member)
         do {
-            let socket = try await client.transport.openWebSocket(HTTPRequest(.GET, target, headers: [(ForwardedRequest.markerHeader, localMemberName)]))
+            let socket = try await client.transport.openWebSocket(
+                HTTPRequest(.GET, target, headers: [(ForwardedRequest.markerHeader, localMemberName)]), masking: .unmasked)
             logger.debug("websocket to member opened", metadata: ["peer": "\(peer.name)", "took": "\(ContinuousClock.now - started)"])
             return MemberWebSocket(socket)
         } catch let error as APIError {

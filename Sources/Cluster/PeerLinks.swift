@@ -48,7 +48,7 @@ public struct MemberLinkDialer: DqlitePeerDialer {
                 throw ClusterError.cluster("no certificate known for member \(address): it is not (yet) in this member's peer list")
             }
             let transport = try HTTPChannelTransport.https(addresses: [address], serverFingerprint: fingerprint, identity: identity)
-            return WebSocketLink(try await transport.openWebSocket(HTTPRequest(.GET, "/internal/database")))
+            return WebSocketLink(try await transport.openWebSocket(HTTPRequest(.GET, "/internal/database"), masking: .unmasked))
         }
     }
 

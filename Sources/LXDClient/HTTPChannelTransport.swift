@@ -39,8 +39,8 @@ public final class HTTPChannelTransport: LXDTransport {
         return try await exchange(request, on: fresh)
     }
 
-    public func openWebSocket(_ request: HTTPRequest) async throws -> WebSocket {
-        try await WebSocket.open(request, connector: connector)
+    public func openWebSocket(_ request: HTTPRequest, masking: WebSocketMasking) async throws -> WebSocket {
+        try await WebSocket.open(request, connector: connector, masking: masking)
     }
 
     public func shutdown() async {

@@ -18,10 +18,17 @@ public protocol LXDTransport: Sendable {
 
     /// Opens a websocket with a `GET` upgrade of `request` (its own connection, never pooled).
     /// Throws `APIError` when the server answers the upgrade with an error response.
-    func openWebSocket(_ request: HTTPRequest) async throws -> WebSocket
+    func openWebSocket(_ request: HTTPRequest, masking: WebSocketMasking) async throws -> WebSocket
 
     /// Closes idle connections; later requests open new ones.
     func shutdown() async
+}
+
+extension LXDTransport {
+    /// A websocket that masks its frames, as every client talking to a server it does not own.
+    public func openWebSocket(_ request: HTTPRequest) async throws -> WebSocket {
+        try await openWebSocket(request, masking: .rfc6455)
+    }
 }
 
 /// Failures below HTTP: the request got no answer.

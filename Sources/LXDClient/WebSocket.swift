@@ -9,18 +9,39 @@ public enum WebSocketMessage: Sendable, Equatable {
     case text(String)
 }
 
+/// Whether a client websocket masks the frames it sends.
+public enum WebSocketMasking: Sendable {
+    /// As RFC 6455 requires of clients: every frame masked with a fresh random key.
+    case rfc6455
+    /// Frames go as they are. Only for links between our own agents over mutual TLS: masking
+    /// shields intermediaries from bytes a browser script chose, and such a link has neither;
+    /// it costs a pass over every byte at both ends (seconds per 64 MB of instance memory in a
+    /// debug build). Our server takes masked and unmasked frames alike.
+    case unmasked
+
+    var key: WebSocketMaskingKey? {
+        switch self {
+        case .rfc6455: .random()
+        case .unmasked: nil
+        }
+    }
+}
+
 /// A client websocket: incoming data messages as a stream, outgoing frames masked as RFC 6455
-/// requires of clients. Ping/pong and the close handshake are answered internally.
+/// requires of clients (unless opened `.unmasked`). Ping/pong and the close handshake are
+/// answered internally.
 public final class WebSocket: Sendable {
     let channel: any Channel
+    let masking: WebSocketMasking
     /// Data messages in arrival order; finishes when the peer closes or the connection drops.
     /// Binary fragments are delivered as they arrive (a byte stream does not care about framing).
     /// Iterate it once: it is a single-consumer stream.
     public let messages: WebSocketMessages
     private let heard: FrameArrivals
 
-    init(channel: any Channel, messages: WebSocketMessages, heard: FrameArrivals) {
+    init(channel: any Channel, masking: WebSocketMasking, messages: WebSocketMessages, heard: FrameArrivals) {
         self.channel = channel
+        self.masking = masking
         self.messages = messages
         self.heard = heard
     }
@@ -32,7 +53,7 @@ public final class WebSocket: Sendable {
     /// Sends a ping without waiting: a peer that stopped reading must not hold up the caller
     /// (whose job is then to notice that `lastHeard` stays put).
     public func ping() {
-        let frame = WebSocketFrame(fin: true, opcode: .ping, maskKey: .random(), data: ByteBuffer())
+        let frame = WebSocketFrame(fin: true, opcode: .ping, maskKey: masking.key, data: ByteBuffer())
         channel.writeAndFlush(frame, promise: nil)
     }
 
@@ -58,12 +79,13 @@ public final class WebSocket: Sendable {
     }
 
     func send(opcode: WebSocketOpcode, _ data: ByteBuffer) async throws {
-        let frame = WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: data)
+        let frame = WebSocketFrame(fin: true, opcode: opcode, maskKey: masking.key, data: data)
         try await channel.writeAndFlush(frame)
     }
 
     /// Opens a websocket on a fresh connection from `connector` by upgrading a GET of `request`.
-    static func open(_ request: HTTPRequest, connector: any ChannelConnector, maxFrameSize: Int = 1 << 24) async throws -> WebSocket {
+    static func open(_ request: HTTPRequest, connector: any ChannelConnector, masking: WebSocketMasking,
+                     maxFrameSize: Int = 1 << 24) async throws -> WebSocket {
         let channel = try await connector.connect { _ in }
         let (messages, continuation) = AsyncStream.makeStream(of: WebSocketMessage.self)
         let window = InboundWindow()
@@ -76,7 +98,7 @@ public final class WebSocket: Sendable {
                 do {
                     let ops = channel.pipeline.syncOperations
                     ops.removeHandler(context: try ops.context(name: UpgradeRefusalHandler.name), promise: nil)
-                    try ops.addHandler(WebSocketStreamHandler(continuation, window: window, heard: heard))
+                    try ops.addHandler(WebSocketStreamHandler(continuation, masking: masking, window: window, heard: heard))
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
@@ -108,7 +130,7 @@ public final class WebSocket: Sendable {
             throw error
         }
         heard.mark()
-        return WebSocket(channel: channel, messages: WebSocketMessages(stream: messages, window: window, channel: channel), heard: heard)
+        return WebSocket(channel: channel, masking: masking, messages: WebSocketMessages(stream: messages, window: window, channel: channel), heard: heard)
     }
 }
 
@@ -246,13 +268,16 @@ final class WebSocketStreamHandler: ChannelDuplexHandler {
     typealias OutboundOut = WebSocketFrame
 
     private let continuation: AsyncStream<WebSocketMessage>.Continuation
+    private let masking: WebSocketMasking
     private let window: InboundWindow
     private let heard: FrameArrivals
     private var closeSent = false
     private var fragmentedText: [UInt8]?
 
-    init(_ continuation: AsyncStream<WebSocketMessage>.Continuation, window: InboundWindow, heard: FrameArrivals) {
+    init(_ continuation: AsyncStream<WebSocketMessage>.Continuation, masking: WebSocketMasking, window: InboundWindow,
+         heard: FrameArrivals) {
         self.continuation = continuation
+        self.masking = masking
         self.window = window
         self.heard = heard
     }
@@ -297,7 +322,7 @@ final class WebSocketStreamHandler: ChannelDuplexHandler {
                 deliver(.binary(Array(buffer: payload)), context)
             }
         case .ping:
-            let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: payload)
+            let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: masking.key, data: payload)
             context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
         case .connectionClose:
             continuation.finish()
@@ -308,7 +333,7 @@ final class WebSocketStreamHandler: ChannelDuplexHandler {
                 closeSent = true
                 var reply = ByteBuffer()
                 if var p = Optional(payload), let code = p.readInteger(as: UInt16.self) { reply.writeInteger(code) }
-                let frame = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: reply)
+                let frame = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: masking.key, data: reply)
                 let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
                 context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in bound.value.close(promise: nil) }
             }

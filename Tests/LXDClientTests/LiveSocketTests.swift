@@ -202,6 +202,36 @@ import Testing
         #expect(!ws.channel.isActive)
     }
 
+    /// Clients mask by default (RFC 6455); links between our own agents may opt out, and then
+    /// no frame they send carries a key, the close handshake's included.
+    @Test(arguments: [WebSocketMasking.rfc6455, .unmasked])
+    func framesAreMaskedAsTheOpenerChose(masking: WebSocketMasking) async throws {
+        let keys = Mutex<[Bool]>([])
+        let server = try await TestServer.start(routes: { _ in Self.error(404, "no") }, webSockets: { secret in
+            guard secret == "keys" else { return nil }
+            return .custom({ channel, frame in
+                keys.withLock { $0.append(frame.maskKey != nil) }
+                switch frame.opcode {
+                case .binary: _ = channel.sendFrame(.binary, Array(buffer: frame.unmaskedData))
+                case .connectionClose: channel.close(promise: nil)
+                default: break
+                }
+            }, onOpen: { _ in })
+        }, maxFrameSize: 1 << 20)
+        defer { server.stop() }
+        let ws = try await HTTPChannelTransport.unixSocket(server.path)
+            .openWebSocket(HTTPRequest(.GET, "/1.0/operations/x/websocket", query: [QueryItem("secret", "keys")]), masking: masking)
+        var iterator = ws.messages.makeAsyncIterator()
+        let payload = [UInt8]((0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        try await ws.send(binary: payload)
+        #expect(await iterator.next() == .binary(payload))
+        ws.ping()
+        await ws.close()
+        let seen = keys.withLock { $0 }
+        #expect(seen.count == 3, "binary, ping and close reach the server")
+        #expect(seen.allSatisfy { $0 == (masking == .rfc6455) })
+    }
+
     @Test func slowConsumerPushesBackOnTheSender() async throws {
         // The server queues 32 frames of 1 MiB at once and counts how many reached the socket.
         let frames = 32, frameSize = 1 << 20
