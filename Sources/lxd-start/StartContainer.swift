@@ -85,12 +85,13 @@ struct StartContainer {
     func run() throws(HelperError) -> (pid: pid_t, console: Int32) {
         try joinCgroups(cgroups)
 
+        let console = try makeConsole()
+        var handedOver = false
+        defer { if !handedOver { close(console.master) } }
         var sync: [Int32] = [-1, -1]   // parent -> child: "maps and rootfs are ready"
         var failure: [Int32] = [-1, -1] // child -> parent: error text; EOF on execve = success
-        var consolePair: [Int32] = [-1, -1] // child -> parent: the console pty's master
         try check(cr_pipe2(&sync, O_CLOEXEC), "pipe")
         try check(cr_pipe2(&failure, O_CLOEXEC), "pipe")
-        try check(cr_socketpair_seqpacket(&consolePair), "socketpair")
 
         var flags = UInt64(cr_CLONE_NEWPID)
         if !privileged { flags |= UInt64(cr_CLONE_NEWUSER) }
@@ -105,18 +106,17 @@ struct StartContainer {
         }
         if pid < 0 { throw HelperError.errno("clone3 (user+pid namespaces\(cgroup2.isEmpty ? "" : ", into cgroup \(cgroup2)"))") }
         if pid == 0 {
-            close(sync[1]); close(failure[0]); close(consolePair[0])
+            close(sync[1]); close(failure[0])
             var go: UInt8 = 0
             // Nothing may happen before the parent wrote the id maps: until then this process
             // still holds host root's credentials.
             if read(sync[0], &go, 1) != 1 { _exit(1) }
             close(sync[0])
-            let err = childSetup(errorPipe: failure[1], consoleChannel: consolePair[1])
+            let err = childSetup(errorPipe: failure[1], consoleSlave: console.slavePath)
             writeAll(failure[1], err.message)
             _exit(127)
         }
-        close(sync[0]); close(failure[1]); close(consolePair[1])
-        defer { close(consolePair[0]) }
+        close(sync[0]); close(failure[1])
         do throws(HelperError) {
             try prepareFromParent(child: pid)
         } catch {
@@ -135,10 +135,8 @@ struct StartContainer {
             waitpid(pid, &st, 0)
             throw HelperError(String(decoding: message, as: UTF8.self))
         }
-        // Sent before execve, so it is already queued.
-        let master = cr_recv_fd(consolePair[0])
-        if master < 0 { throw HelperError.errno("receive the console of init \(pid)") }
-        return (pid, master)
+        handedOver = true
+        return (pid, console.master)
     }
 
     /// Host side, between clone and release: id maps, then the overlay root filesystem whose
@@ -174,7 +172,7 @@ struct StartContainer {
     }
 
     /// In the child after release: returns only on failure (the error to report).
-    private func childSetup(errorPipe: Int32, consoleChannel: Int32) -> HelperError {
+    private func childSetup(errorPipe: Int32, consoleSlave: String) -> HelperError {
         do throws(HelperError) {
             if !privileged {
                 try check(cr_setgroups_empty(), "setgroups")
@@ -190,7 +188,7 @@ struct StartContainer {
             // new root (EINVAL): a bind made here belongs to this namespace.
             try mountFS(rootfs, rootfs, nil, Int(MS_BIND) | Int(MS_REC), nil)
             try buildMounts()
-            try makeConsole(sendingMasterTo: consoleChannel)
+            try bindConsole(consoleSlave)
             try check(cr_sethostname(hostname), "sethostname \(hostname)")
             try check(cr_loopback_up(), "bring up lo")
             try check(chdir(rootfs), "chdir \(rootfs)")
@@ -248,18 +246,36 @@ struct StartContainer {
         try makeSymlink("/proc/self/fd/2", r + "/dev/stderr")
     }
 
-    /// The console: a pty from the container's own devpts (so everything about it, /dev/pts/0
-    /// included, is the container's), its slave bound on /dev/console, its master handed to
-    /// the helper, which keeps it in the console monitor.
-    private func makeConsole(sendingMasterTo channel: Int32) throws(HelperError) {
-        let r = rootfs
+    /// The console: a pty of the host's devpts, made before the clone as host root so that its
+    /// slave can be given to the container's root and tty group (as LXC does). Not one of the
+    /// container's own devpts: a checkpoint declares the console external, and a restore binds
+    /// a host pty there (CRIU mounts the container's devpts afresh, empty). Were the first
+    /// console the container's pts/0, units with a mount namespace of their own (logind) would
+    /// keep a bind of it that no restore can recreate, and the next checkpoint would fail.
+    /// The master stays with the helper, which keeps it in the console monitor.
+    private func makeConsole() throws(HelperError) -> (master: Int32, slavePath: String) {
         var master: Int32 = -1
         var slave: Int32 = -1
-        try check(cr_open_devpts_pair(r + "/dev/pts/ptmx", &master, &slave), "open the console pty in the container's devpts")
-        defer { close(master); close(slave) }
-        try makeFile(r + "/dev/console")
-        try bind("/proc/self/fd/\(slave)", r + "/dev/console")
-        try check(cr_send_fd(channel, master), "hand over the console")
+        try check(cr_open_devpts_pair("/dev/ptmx", &master, &slave), "open the console pty in the host's devpts")
+        defer { close(slave) }
+        var name = [CChar](repeating: 0, count: 64)
+        let uid = uidMap.map { uid_t($0.base) } ?? 0
+        // The tty group (5) as the container sees it; a map too small for it leaves it root's.
+        let gid = gidMap.map { gid_t($0.base + ($0.size > 5 ? 5 : 0)) } ?? 5
+        let length = readlink("/proc/self/fd/\(slave)", &name, name.count - 1)
+        if length <= 0 || fchown(slave, uid, gid) != 0 || fchmod(slave, 0o620) != 0 {
+            let saved = errno
+            close(master)
+            throw HelperError.errno("prepare the console pty", saved)
+        }
+        return (master, String(cString: name))
+    }
+
+    /// Binds the console's slave (a path in the host's devpts, still reachable before
+    /// pivot_root) on the container's /dev/console.
+    private func bindConsole(_ slavePath: String) throws(HelperError) {
+        try makeFile(rootfs + "/dev/console")
+        try bind(slavePath, rootfs + "/dev/console")
     }
 
     /// stdin from the container's /dev/null, stdout/stderr to its /dev/console (the console
