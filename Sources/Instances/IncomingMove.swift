@@ -308,60 +308,14 @@ extension InstanceLifecycle {
         }
     }
 
-    /// Post-copy's daemon, serving the restored tree's page faults from the source.
-    struct LazyPagesDaemon {
-        let daemon: Task<String?, Never>
-        let pump: Task<Void, Never>
-        let socket: Int32
-        let parked: IncomingMoves.ParkedPages
-
-        /// Waits for the daemon (every page arrived, or the source was lost) and releases the stream.
-        func finish() async -> String? {
-            let outcome = await daemon.value
-            shutdown(socket, Int32(SHUT_RDWR))
-            await pump.value
-            close(socket)
-            await parked.release()
-            return outcome
-        }
-
-        /// Stops the daemon now (the restore failed or the move was called off).
-        func end() async {
-            daemon.cancel()
-            _ = await finish()
-        }
-    }
-
-    /// Starts `criu lazy-pages` on the parked stream; returns once it accepts a restore.
+    /// Starts `criu lazy-pages` on the parked stream, serving the restored tree's page faults
+    /// from the source; returns once it accepts a restore.
     private func startLazyPages(_ parked: IncomingMoves.ParkedPages, directory: String,
-                                checkpointer: Checkpointer) async throws -> LazyPagesDaemon {
+                                checkpointer: Checkpointer) async throws -> LazyPagesSession {
         PostCopyHost.ensurePipes(logger: context.logger)
-        let (ours, theirs) = try SocketPair.make()
-        let pump = Task { await PeerPump.run(fd: theirs, stream: parked.stream) }
-        let status: StatusPipe
-        do { status = try StatusPipe.make() } catch {
-            close(ours)
-            await parked.release()
-            await pump.value
-            throw error
+        return try await LazyPagesSession.start("criu lazy-pages", stream: parked.stream, release: { await parked.release() }) { socket, status in
+            _ = try await checkpointer.driver.serveLazyPages(imagesDirectory: directory, socket: socket, status: status)
         }
-        let statusWrite = status.write
-        let daemon = Task { () -> String? in
-            defer { close(statusWrite) }
-            do {
-                _ = try await checkpointer.driver.serveLazyPages(imagesDirectory: directory, socket: ours, status: statusWrite)
-                return nil
-            } catch {
-                return "\(error)"
-            }
-        }
-        let ready = await status.ready()
-        let running = LazyPagesDaemon(daemon: daemon, pump: pump, socket: ours, parked: parked)
-        guard ready else {
-            let why = await running.finish() ?? "it exited before accepting the restore"
-            throw InstancesError.internal("criu lazy-pages failed: \(why)")
-        }
-        return running
     }
 
     /// What a moved tree may hold: the root filesystem's files belong to the instance's mapped
@@ -396,7 +350,7 @@ extension InstanceLifecycle {
         if marker.method == MoveMarker.copyMethod { return try await completeCopy(marker) }
         return try await context.locks.withLock(ref) { () async throws -> MoveHandOverReply in
             let began = ContinuousClock.now
-            var lazyPages: LazyPagesDaemon?
+            var lazyPages: LazyPagesSession?
             if marker.method == MoveMachine.Method.live.rawValue {
                 guard let checkpointer = context.checkpointer else {
                     try await discardLocalCopy(ref)
@@ -429,7 +383,7 @@ extension InstanceLifecycle {
                                                        lazyPages: lazyPages != nil)
                 } catch {
                     context.logger.error("restore of a moved instance failed", metadata: ["instance": "\(ref)", "error": "\(error)"])
-                    await lazyPages?.end()
+                    await lazyPages?.end(killing: true)
                     try await discardLocalCopy(ref)
                     return MoveHandOverReply(committed: false, message: "restore failed on \(context.member.name): \(error)")
                 }
@@ -437,12 +391,12 @@ extension InstanceLifecycle {
             let restored = ContinuousClock.now - began
             let committed: Bool
             do { committed = try await commit(marker) } catch {
-                await lazyPages?.end()
+                await lazyPages?.end(killing: true)
                 throw error
             }
             guard committed else {
                 context.logger.warning("move called off by its source before the commit; removing the copy", metadata: ["instance": "\(ref)"])
-                await lazyPages?.end()
+                await lazyPages?.end(killing: true)
                 try await discardLocalCopy(ref)
                 return MoveHandOverReply(committed: false, message: "the move was called off by \(marker.peer)")
             }

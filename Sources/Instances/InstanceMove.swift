@@ -163,34 +163,9 @@ struct MoveShell {
     var downtimeStart: ContinuousClock.Instant?
     var downtimeEnd: ContinuousClock.Instant?
     var phases: [(String, Duration)] = []
-    /// Post-copy: the dump still serving pages to the target.
-    var lazyDump: LazyDump?
-
-    /// A `criu dump --lazy-pages` that wrote its images and now serves the frozen tree's memory
-    /// to the target's lazy-pages daemon; nil from `dump` means every page was sent.
-    struct LazyDump {
-        let dump: Task<String?, Never>
-        let pump: Task<Void, Never>
-        let socket: Int32
-
-        /// Ends the transfer (CRIU gives up serving) and waits for the dump to return.
-        func end() async -> String? {
-            shutdown(socket, Int32(SHUT_RDWR))
-            let outcome = await dump.value
-            await pump.value
-            close(socket)
-            return outcome
-        }
-
-        /// Waits until the target has every page (or the transfer failed).
-        func finish() async -> String? {
-            let outcome = await dump.value
-            shutdown(socket, Int32(SHUT_RDWR))
-            await pump.value
-            close(socket)
-            return outcome
-        }
-    }
+    /// Post-copy: the `criu dump --lazy-pages` that wrote its images and now serves the frozen
+    /// tree's memory to the target's lazy-pages daemon.
+    var lazyDump: LazyPagesSession?
 
     typealias MovePlan = InstanceLifecycle.MovePlan
     var ref: InstanceRef { plan.row.ref }
@@ -294,7 +269,7 @@ struct MoveShell {
                 await progress("phase", .string("resuming on \(context.member.name)"))
                 if let lazy = lazyDump {
                     // CRIU gives the tasks back when its transfer ends; they stay frozen until resumed below.
-                    _ = await lazy.end()
+                    await lazy.end(killing: false)
                     lazyDump = nil
                 }
                 try? FileManager.default.removeItem(atPath: imagesDirectory)
@@ -374,33 +349,11 @@ struct MoveShell {
     private mutating func checkpointLazily(_ checkpointer: Checkpointer) async throws {
         PostCopyHost.ensurePipes(logger: context.logger)
         let stream = try await plan.transport.openPageStream(token: token, on: target)
-        let (ours, theirs) = try SocketPair.make()
-        let pump = Task { await PeerPump.run(fd: theirs, stream: stream) }
-        let status: StatusPipe
-        do { status = try StatusPipe.make() } catch {
-            close(ours)
-            await stream.close()
-            throw error
-        }
-        let statusWrite = status.write
         let (ref, host, directory) = (ref, context.host, imagesDirectory)
-        let dump = Task { () -> String? in
-            // Closed once criu has exited, so the reader below sees EOF if it died before serving.
-            defer { close(statusWrite) }
-            do {
-                _ = try await checkpointer.checkpoint(instance: ref, source: host, into: directory,
-                                                      options: .init(networkLock: .skip, leaveStopped: true,
-                                                                     memory: .lazy(socket: ours, status: statusWrite)))
-                return nil
-            } catch {
-                return "\(error)"
-            }
-        }
-        let ready = await status.ready()
-        let lazy = LazyDump(dump: dump, pump: pump, socket: ours)
-        guard ready else {
-            let why = await lazy.end() ?? "criu dump ended before serving the memory"
-            throw InstancesError.internal("checkpoint for post-copy failed: \(why)")
+        let lazy = try await LazyPagesSession.start("checkpoint for post-copy", stream: stream) { socket, status in
+            _ = try await checkpointer.checkpoint(instance: ref, source: host, into: directory,
+                                                  options: .init(networkLock: .skip, leaveStopped: true,
+                                                                 memory: .lazy(socket: socket, status: status)))
         }
         lazyDump = lazy
         try await context.host.freeze(instance: ref)

@@ -1,3 +1,4 @@
+import Dqlite
 import Glibc
 
 /// A connected pair of local stream sockets: one end for a child process (CRIU), the other
@@ -39,5 +40,69 @@ struct StatusPipe {
         }) ?? false
         close(fd)
         return got
+    }
+}
+
+/// A CRIU process of post-copy (the source's `dump --lazy-pages`, the target's `lazy-pages`):
+/// it talks to its peer through one end of a socketpair whose other end is pumped over the
+/// members' link, and says on a status pipe when it serves.
+struct LazyPagesSession {
+    let criu: Task<String?, Never>
+    let pump: Task<Void, Never>
+    let socket: Int32
+    /// What holds the link besides the pump (the target's parked stream); run last.
+    let release: @Sendable () async -> Void
+
+    /// Starts `run` (given its socket and status fd) with its socket pumped to `stream`; returns
+    /// once CRIU serves. Throws, naming `what` and why, when it exits first.
+    static func start(_ what: String, stream: any PeerStream, release: @escaping @Sendable () async -> Void = {},
+                      run: @escaping @Sendable (_ socket: Int32, _ status: Int32) async throws -> Void) async throws -> LazyPagesSession {
+        let (ours, theirs) = try SocketPair.make()
+        let pump = Task { await PeerPump.run(fd: theirs, stream: stream) }
+        let status: StatusPipe
+        do { status = try StatusPipe.make() } catch {
+            close(ours)
+            await pump.value
+            await release()
+            throw error
+        }
+        let statusWrite = status.write
+        let criu = Task { () -> String? in
+            // Closed once criu has exited, so the reader sees EOF if it died before serving.
+            defer { close(statusWrite) }
+            do {
+                try await run(ours, statusWrite)
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        let ready = await status.ready()
+        let session = LazyPagesSession(criu: criu, pump: pump, socket: ours, release: release)
+        guard ready else {
+            let why = await session.finish() ?? "it exited before serving"
+            throw InstancesError.internal("\(what) failed: \(why)")
+        }
+        return session
+    }
+
+    /// Waits for CRIU to end by itself (every page across, or the peer lost) and releases the
+    /// link; nil when it succeeded, else why not.
+    func finish() async -> String? {
+        let outcome = await criu.value
+        shutdown(socket, Int32(SHUT_RDWR))
+        await pump.value
+        close(socket)
+        await release()
+        return outcome
+    }
+
+    /// Ends the session before CRIU is done. `killing`: CRIU is stopped (the target's daemon,
+    /// its restore failed or the move was called off); otherwise the link is shut and CRIU ends
+    /// by itself (the source's dump, which must hand the frozen tasks back).
+    @discardableResult
+    func end(killing: Bool) async -> String? {
+        if killing { criu.cancel() } else { shutdown(socket, Int32(SHUT_RDWR)) }
+        return await finish()
     }
 }
