@@ -196,7 +196,9 @@ final class CopyTests {
             try m1.start()
             #expect(waitFor(seconds: 30) { (try? String(contentsOfFile: freezer, encoding: .utf8))?.hasPrefix("THAWED") == true },
                     "thawed at the restart:\n\(m1.logTail())")
-            #expect(!FileManager.default.fileExists(atPath: markerPath), "the marker is settled")
+            // Thawed first; the marker goes once the row is settled and the target told, which
+            // waits for the database after the restart.
+            #expect(waitFor(seconds: 30) { !FileManager.default.fileExists(atPath: markerPath) }, "the marker is settled:\n\(m1.logTail())")
             let first = try MoveCluster.counter(m1, "c1")
             usleep(400_000)
             #expect(try MoveCluster.counter(m1, "c1") > first, "c1 counts again")
