@@ -8,11 +8,18 @@ extension APIRoutes {
         let r = self
         router.get("/1.0/images") { req, _ in
             let recursion = try req.recursion()
-            let list = try await r.images.list()
+            let filter = try req.filter()
+            let list = try await r.images.list().filter { filter?.matches(JSONValue(shown: $0)) ?? true }
             if recursion == 0 { return Reply.sync(list.map { "/1.0/images/\($0.fingerprint)" }) }
             return Reply.sync(list)
         }
         router.post("/1.0/images") { req, _ in
+            // A JSON body is LXD's other way in: publish an instance or snapshot, or copy an image
+            // from a URL or another server. None is built yet: say so rather than read the JSON
+            // as a tarball.
+            if req.headers[.contentType]?.lowercased().hasPrefix("application/json") == true {
+                throw APIError.badRequest("Creating an image from a JSON request (lxc publish, or a copy from a URL or another server) is not supported yet: import an image tarball (lxc image import FILE)")
+            }
             let filename = req.headers[HTTPField.Name("X-LXD-filename")!] ?? "image.tar"
             let path = try await req.streamUpload(into: r.uploadDirectory, limit: r.limits.image)
             return Reply.async(try await r.images.importTarball(at: path, filename: filename))

@@ -9,10 +9,15 @@ extension APIRoutes {
         let r = self
         router.get("/1.0/instances") { req, _ in
             let recursion = try req.recursion()
+            let filter = try req.filter()
             let list = try await r.lifecycle.list(withState: recursion >= 2)
-            if recursion == 0 { return Reply.sync(list.map { "/1.0/instances/\($0.name)" }) }
+            if recursion == 0 && filter == nil { return Reply.sync(list.map { "/1.0/instances/\($0.name)" }) }
             let forwarded = req.headers[HTTPField.Name(Forwarding.markerHeader)!] != nil
-            return Reply.sync(await r.clusterWide(list, withState: recursion >= 2, forwarded: forwarded))
+            // A filter sees what recursion 1 (or 2) shows, statuses from the owners included.
+            let all = await r.clusterWide(list, withState: recursion >= 2, forwarded: forwarded)
+            let shown = filter.map { f in all.filter { f.matches(JSONValue(shown: $0)) } } ?? all
+            if recursion == 0 { return Reply.sync(shown.map { "/1.0/instances/\($0.name)" }) }
+            return Reply.sync(shown)
         }
         router.post("/1.0/instances") { req, _ in
             // One body, two views: LXD's fields and our extensions (count, name_prefix, scheduler_policy).
@@ -28,8 +33,12 @@ extension APIRoutes {
         }
         router.put("/1.0/instances/:name") { req, ctx in
             let put: InstancePut = try await r.decode(req)
-            try await r.lifecycle.update(try ctx.name(), put, replace: true)
-            return Reply.empty()
+            let name = try ctx.name()
+            try await r.lifecycle.update(name, put, replace: true)
+            // LXD answers a PUT with an operation, which lxc reads; the change is made by now
+            // (a bad one was refused above, with nothing changed), so it is a finished one.
+            return Reply.async(await r.operations.start(description: "Updating instance",
+                                                        resources: ["instances": ["/1.0/instances/\(name)"]]) { _ in nil })
         }
         router.patch("/1.0/instances/:name") { req, ctx in
             let put: InstancePut = try await r.decode(req)

@@ -1,9 +1,39 @@
 import APITypes
+import Foundation
 import Hummingbird
 
 /// Numbers and flags from a request's query, range-checked before any conversion: a bad value
 /// is LXD's 400 naming the parameter, never a trap or a silent default.
 extension Request {
+    /// Query parameter `key` decoded as a form value (`+` is a space, as Go's clients encode
+    /// one), the last if repeated; nil when absent. A value that is not valid percent-encoding
+    /// is LXD's 400 naming the parameter.
+    func formValue(_ key: String) throws -> String? {
+        guard let query = uri.query else { return nil }
+        var found: String?
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts[0].replacingOccurrences(of: "+", with: " ").removingPercentEncoding == key else { continue }
+            let raw = parts.count > 1 ? String(parts[1]) : ""
+            guard let value = raw.replacingOccurrences(of: "+", with: " ").removingPercentEncoding else {
+                throw APIError.badRequest("Invalid \(key): not valid percent-encoding")
+            }
+            found = value
+        }
+        return found
+    }
+
+    /// `filter` (LXD's api_filtering); nil when absent or blank.
+    func filter() throws -> APIFilter? {
+        guard let text = try formValue("filter") else { return nil }
+        do {
+            let filter = try APIFilter(parsing: text)
+            return filter.isEmpty ? nil : filter
+        } catch {
+            throw APIError.badRequest(error.description)
+        }
+    }
+
     /// `recursion`: 0 (absent), 1 or 2.
     func recursion() throws -> Int {
         guard let text = uri.queryParameters.get("recursion") else { return 0 }

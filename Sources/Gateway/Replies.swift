@@ -58,3 +58,10 @@ enum Reply {
         return .init(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 }
+
+extension JSONValue {
+    /// `value` as the API shows it (what a filter looks at); null if it does not encode.
+    init<T: Encodable>(shown value: T) {
+        self = (try? JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(value))) ?? .null
+    }
+}

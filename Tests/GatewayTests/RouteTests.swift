@@ -155,6 +155,38 @@ struct RouteHarness {
         #expect(try recursion.error().error == "Invalid recursion \"3\": use 0, 1 or 2")
     }
 
+    /// lxc encodes its filter as a form value (`+` for a space); a malformed one is 400 naming it.
+    @Test func instanceListsFilterAsLxcAsks() async throws {
+        let names = { (query: String) async throws -> [String] in
+            let r = try await h.call(.get, "/1.0/instances?" + query)
+            #expect(r.status == 200)
+            return try #require(try r.json()["metadata"] as? [String])
+        }
+        #expect(try await names("filter=status+eq+running") == ["/1.0/instances/c1"])
+        #expect(try await names("recursion=0&filter=status%20eq%20stopped").isEmpty)
+        #expect(try await names("filter=name+eq+c%5B0-9%5D") == ["/1.0/instances/c1"])
+        #expect(try await names("filter=") == ["/1.0/instances/c1"])
+        let one = try await h.call(.get, "/1.0/instances?recursion=1&filter=location+eq+none")
+        #expect((try one.json()["metadata"] as? [Any])?.count == 1)
+        for bad in ["filter=status+like+running", "filter=status+eq", "filter=%zz"] {
+            let r = try await h.call(.get, "/1.0/instances?" + bad)
+            #expect(r.status == 400, "\(bad)")
+            #expect(try r.error().error.hasPrefix("Invalid filter"), "\(bad)")
+        }
+    }
+
+    /// lxc reads an operation from a PUT (LXD's shape); a refused change is a 400, no operation.
+    @Test func instancePutAnswersWithAFinishedOperation() async throws {
+        let r = try await h.call(.put, "/1.0/instances/c1", body: #"{"config": {"user.a": "b"}}"#)
+        #expect(r.status == 202)
+        let json = try r.json()
+        #expect(json["type"] as? String == "async")
+        #expect((json["metadata"] as? [String: Any])?["description"] as? String == "Updating instance")
+        #expect(h.instances.calls.withLock { $0 }.contains("update c1"))
+        let bad = try await h.call(.put, "/1.0/instances/c1", body: #"{"config": {"nope.key": "1"}}"#)
+        #expect(bad.status == 400)
+    }
+
     @Test func fileHeaderOutOfRangeIs400() async throws {
         var headers = HTTPFields()
         headers[HTTPField.Name("X-LXD-uid")!] = "70000"
