@@ -69,6 +69,7 @@ public struct ClusterMemberInfo: Codable, Sendable, Equatable {
         case url, database, status, message, fingerprint, config, roles, migration
         case serverName = "server_name"
         case failureDomain = "failure_domain"
+        case databaseRole = "database_role"
     }
 
     public init(serverName: String, url: String, database: String, status: MemberStatus, message: String, failureDomain: String, fingerprint: String,
@@ -89,8 +90,10 @@ public struct ClusterMemberInfo: Codable, Sendable, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         serverName = try c.decode(String.self, forKey: .serverName)
         url = try c.decode(String.self, forKey: .url)
-        // LXD says only whether the member holds the database: true reads as a voter.
-        if let holds = try? c.decodeIfPresent(Bool.self, forKey: .database) {
+        // LXD says only whether the member holds the database (a voter); we add the role.
+        if let role = try c.decodeIfPresent(String.self, forKey: .databaseRole) {
+            database = role
+        } else if let holds = try? c.decodeIfPresent(Bool.self, forKey: .database) {
             database = holds ? "voter" : ""
         } else {
             database = try c.decodeIfPresent(String.self, forKey: .database) ?? ""
@@ -102,6 +105,23 @@ public struct ClusterMemberInfo: Codable, Sendable, Equatable {
         config = try c.decodeIfPresent([String: String].self, forKey: .config) ?? [:]
         roles = try c.decodeIfPresent([String].self, forKey: .roles) ?? []
         migration = try c.decodeIfPresent(MemberMigration.self, forKey: .migration)
+    }
+
+    /// LXD's shape (`database` a boolean: the member is a voter, which LXD's clients decode
+    /// strictly) plus `database_role`, the dqlite role they ignore.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(serverName, forKey: .serverName)
+        try c.encode(url, forKey: .url)
+        try c.encode(database == "voter", forKey: .database)
+        try c.encode(database, forKey: .databaseRole)
+        try c.encode(status, forKey: .status)
+        try c.encode(message, forKey: .message)
+        try c.encode(failureDomain, forKey: .failureDomain)
+        try c.encode(fingerprint, forKey: .fingerprint)
+        try c.encode(config, forKey: .config)
+        try c.encode(roles, forKey: .roles)
+        try c.encodeIfPresent(migration, forKey: .migration)
     }
 }
 
@@ -284,19 +304,24 @@ public struct EvacuationOutcome: Codable, Sendable, Equatable {
     }
 }
 
-/// The answer to `POST /1.0/cluster/members`: the join token as `lxdctl cluster add` prints it.
-public struct ClusterJoinToken: Codable, Sendable, Equatable {
+/// A join token as issued: its fields, which LXD's token operation carries (`lxc cluster add`
+/// encodes the token from them), and the encoded token itself.
+public struct IssuedJoinToken: Sendable, Equatable {
     public var serverName: String
-    public var token: String
+    public var fingerprint: String
+    public var addresses: [String]
+    public var secret: String
+    /// Unix seconds.
+    public var expiresAt: Int64
+    public var encoded: String
 
-    enum CodingKeys: String, CodingKey {
-        case token
-        case serverName = "server_name"
-    }
-
-    public init(serverName: String, token: String) {
+    public init(serverName: String, fingerprint: String, addresses: [String], secret: String, expiresAt: Int64, encoded: String) {
         self.serverName = serverName
-        self.token = token
+        self.fingerprint = fingerprint
+        self.addresses = addresses
+        self.secret = secret
+        self.expiresAt = expiresAt
+        self.encoded = encoded
     }
 }
 

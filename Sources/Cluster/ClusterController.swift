@@ -205,7 +205,7 @@ public final class ClusterController: Sendable {
         try tx.addTrustedCertificate(TrustedCertificate(fingerprint: identity.fingerprint, name: name, type: .server, certificate: identity.certificatePEM))
     }
 
-    public func issueJoinToken(name: String) async throws -> String {
+    public func issueJoinToken(name: String) async throws -> IssuedJoinToken {
         _ = try requireClusterAddress()
         try Self.validateMemberName(name)
         // Unlike LXD, `cluster add` on a member that is not clustered yet enables clustering under
@@ -232,7 +232,8 @@ public final class ClusterController: Sendable {
         }
         try await refreshPeers()
         logger.info("join token issued", metadata: ["for": "\(name)"])
-        return token.encoded()
+        return IssuedJoinToken(serverName: token.name, fingerprint: token.fingerprint, addresses: token.addresses,
+                               secret: token.secret, expiresAt: token.expiresAt, encoded: token.encoded())
     }
 
     // MARK: Admitting (existing member)

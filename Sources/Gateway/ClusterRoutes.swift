@@ -9,6 +9,7 @@ import Identity
 import Logging
 import NIOCore
 import NIOSSL
+import Operations
 import ServiceLifecycle
 
 /// Cluster use cases the routes call (Cluster's `ClusterController`, conformed by the agent).
@@ -25,7 +26,7 @@ public protocol ClusterService: Sendable {
     /// One member, as `members()` lists it.
     func member(named name: String) async throws -> ClusterMemberInfo
     /// Issues a join token for a new member called `name` (printable form).
-    func issueJoinToken(name: String) async throws -> String
+    func issueJoinToken(name: String) async throws -> IssuedJoinToken
     /// On an existing member: admits the caller (which presented `presentedCertificate`).
     func accept(_ request: ClusterAcceptRequest, presentedCertificate: [UInt8]) async throws -> ClusterAcceptResponse
     /// On the new member: joins the cluster described by `token`, as `serverName` when given.
@@ -100,7 +101,15 @@ extension APIRoutes {
         router.post("/1.0/cluster/members") { req, ctx in
             let post: ClusterMembersPost = try await r.decode(req)
             let token = try await cluster.issueJoinToken(name: post.serverName)
-            return Reply.sync(ClusterJoinToken(serverName: post.serverName, token: token))
+            // LXD's shape: an operation whose metadata holds the token's fields (lxc cluster add
+            // encodes the token from them); `token` is the encoded one, for lxdctl.
+            let expires = Date(timeIntervalSince1970: Double(token.expiresAt))
+            return Reply.async(await r.operations.start(
+                class: "token", description: "Requesting a join token",
+                resources: ["cluster": ["/1.0/cluster/members/\(token.serverName)"]],
+                metadata: ["serverName": .string(token.serverName), "fingerprint": .string(token.fingerprint),
+                           "addresses": .array(token.addresses.map(JSONValue.string)), "secret": .string(token.secret),
+                           "expiresAt": .string(OperationRegistry.timestamp(expires)), "token": .string(token.encoded)]) { _ in nil })
         }
         router.delete("/1.0/cluster/members/:member") { req, ctx in
             let force = try req.flag("force")

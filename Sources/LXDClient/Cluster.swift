@@ -22,7 +22,11 @@ extension LXDClient {
 
     /// Asks a member for a join token for a new member called `name`.
     public func createJoinToken(name: String) async throws -> String {
-        try await call(.POST, "/1.0/cluster/members", json: ClusterMembersPost(serverName: name), as: ClusterJoinToken.self).token
+        let op = try await start(.POST, "/1.0/cluster/members", json: ClusterMembersPost(serverName: name))
+        guard let token = op.metadata?["token"]?.stringValue else {
+            throw APIError(500, "The member issued no join token (its operation's metadata has no \"token\")")
+        }
+        return token
     }
 
     /// Makes the agent behind this client (its unix socket) join the cluster the token names.

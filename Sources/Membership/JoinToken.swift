@@ -112,12 +112,32 @@ public struct JoinToken: Sendable, Hashable {
             // with no field name; name the field instead.
             if let v = try? c.decode(Int64.self, forKey: .expires_at) {
                 expires_at = v
+            } else if let text = try? c.decode(String.self, forKey: .expires_at) {
+                // LXD's form (what `lxc cluster add` prints): an RFC 3339 time.
+                guard let seconds = JoinToken.unixSeconds(rfc3339: text) else {
+                    throw DecodingError.dataCorruptedError(forKey: .expires_at, in: c, debugDescription: "expected an RFC 3339 time or whole unix seconds")
+                }
+                expires_at = seconds
             } else if c.contains(.expires_at), (try? c.decodeNil(forKey: .expires_at)) == false {
-                throw DecodingError.typeMismatch(Int64.self, .init(codingPath: [CodingKeys.expires_at], debugDescription: "expected whole unix seconds"))
+                throw DecodingError.typeMismatch(Int64.self, .init(codingPath: [CodingKeys.expires_at], debugDescription: "expected whole unix seconds or an RFC 3339 time"))
             } else {
                 expires_at = try c.decode(Int64.self, forKey: .expires_at) // names the missing/null field
             }
         }
+    }
+
+    /// Whole seconds of an RFC 3339 time (any offset; a fraction, Go writes up to nine digits,
+    /// is dropped); nil if it is none.
+    static func unixSeconds(rfc3339 text: String) -> Int64? {
+        guard text.utf8.count <= 64 else { return nil }
+        var whole = Substring(text)
+        if let dot = whole.firstIndex(of: "."), whole[..<dot].contains("T") {
+            let digitsEnd = whole[whole.index(after: dot)...].firstIndex { !$0.isASCII || !$0.isNumber } ?? whole.endIndex
+            guard digitsEnd > whole.index(after: dot) else { return nil }
+            whole = whole[..<dot] + whole[digitsEnd...]
+        }
+        guard let date = ISO8601DateFormatter().date(from: String(whole)) else { return nil }
+        return Int64(date.timeIntervalSince1970.rounded(.down))
     }
 
     /// The printable token.

@@ -161,7 +161,10 @@ struct FakeCluster: ClusterService {
     func member(named name: String) async throws -> ClusterMemberInfo {
         throw failure ?? InstancesError.notFound("Cluster member \"\(name)\" not found: see lxdctl cluster list")
     }
-    func issueJoinToken(name: String) async throws -> String { if let failure { throw failure }; return "token" }
+    func issueJoinToken(name: String) async throws -> IssuedJoinToken {
+        if let failure { throw failure }
+        return IssuedJoinToken(serverName: name, fingerprint: "f", addresses: ["127.0.0.1:8443"], secret: "s", expiresAt: 0, encoded: "token")
+    }
     func accept(_ request: ClusterAcceptRequest, presentedCertificate: [UInt8]) async throws -> ClusterAcceptResponse {
         throw failure ?? APIError.forbidden("not authorized")
     }

@@ -88,6 +88,19 @@ private func validFields() -> [String: Any] {
         }
     }
 
+    /// `lxc cluster add` prints the token from our operation's fields with Go's time encoding.
+    @Test func lxdsRFC3339ExpiryIsRead() throws {
+        for (text, seconds) in [("2026-12-08T03:00:00.123456789Z", Int64(1_796_698_800)), ("2026-12-08T03:00:00Z", 1_796_698_800),
+                                ("2026-12-08T04:00:00.5+01:00", 1_796_698_800)] {
+            var f = validFields(); f["expires_at"] = text
+            #expect(try JoinToken.decode(craft(f)).expiresAt == seconds, "\(text)")
+        }
+        for bad in ["2026-12-08T03:00:00.Z", "2026-13-08T03:00:00Z", String(repeating: "9", count: 80)] {
+            var f = validFields(); f["expires_at"] = bad
+            #expect(invalidFieldName(decodeError(try craft(f))) == "expires_at", "\(bad)")
+        }
+    }
+
     @Test func wrongTypesAndValuesAreNamed() throws {
         let cases: [(String, Any)] = [
             ("expires_at", "tomorrow"), ("expires_at", 0), ("expires_at", 1.5), ("expires_at", NSNull()),
