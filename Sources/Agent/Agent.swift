@@ -266,7 +266,8 @@ public enum Agent {
     /// sees "instances", and refuses consoles without "console".
     static let apiExtensions = ["instance_create_start", "container_exec_recording", "exec_control_websocket",
                                 "instances_create_count", "instances_scheduler_policy", "cluster_member_resources",
-                                "console", "instances", "cluster_internal_copy"]
+                                "console", "instances", "cluster_internal_copy", "api_filtering", "container_full",
+                                "clustering", "clustering_join_token", "clustering_evacuation"]
 
     /// This binary's version as members compare it (schema and API extensions).
     static let memberVersion = MemberVersion(migrations: SchemaMigration.all, apiExtensions: apiExtensions.count)

@@ -87,7 +87,8 @@ public struct InstanceAccess: Sendable {
 
     public func readFile(_ name: String, path: String) async throws -> InstanceFile {
         let ref = try await context.row(name).ref
-        guard path.hasPrefix("/") else { throw InstancesError.invalid("File path must be absolute: \(path)") }
+        // lxc sends `NAME/etc/x` as the path `etc/x`: relative to the container's root, as LXD reads it.
+        let path = path.hasPrefix("/") ? path : "/" + path
         do {
             let f = try await context.host.readFile(instance: ref, path: path, maxBytes: ContainerRuntime.maxReadBytes)
             if let entries = f.entries {
@@ -101,7 +102,8 @@ public struct InstanceAccess: Sendable {
 
     public func writeFile(_ name: String, path: String, _ file: InstanceFile) async throws {
         let ref = try await context.row(name).ref
-        guard path.hasPrefix("/") else { throw InstancesError.invalid("File path must be absolute: \(path)") }
+        // lxc sends `NAME/etc/x` as the path `etc/x`: relative to the container's root, as LXD reads it.
+        let path = path.hasPrefix("/") ? path : "/" + path
         guard file.type == "file" else { throw InstancesError.invalid("Only regular files can be pushed") }
         do {
             try await context.host.writeFile(instance: ref, path: path, content: file.content, mode: file.mode, uid: file.uid, gid: file.gid)
@@ -120,13 +122,18 @@ public struct InstanceAccess: Sendable {
         guard post.waitForWebsocket == true else {
             throw InstancesError.invalid("Only wait-for-websocket=true is supported: connect to the operation's websockets")
         }
+        // lxc sends "cwd": "" for "the default".
+        let cwd = post.cwd.flatMap { $0.isEmpty ? nil : $0 } ?? "/root"
+        guard cwd.hasPrefix("/"), !cwd.utf8.contains(0) else {
+            throw InstancesError.invalid("Exec working directory must be an absolute path: \(cwd)")
+        }
         let session = ExecSession(interactive: post.interactive ?? false)
         let (secrets, fds) = Self.webSocketSecrets(session.names)
         var env = ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "USER": "root", "LANG": "C.UTF-8"]
         if post.interactive == true { env["TERM"] = "xterm-256color" }
         for (k, v) in post.environment ?? [:] { env[k] = v }
         let request = ExecRequest(
-            command: post.command, environment: env, cwd: post.cwd ?? "/root",
+            command: post.command, environment: env, cwd: cwd,
             uid: post.user ?? 0, gid: post.group ?? 0)
         let host = context.host
         let logger = context.logger

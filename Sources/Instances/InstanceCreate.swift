@@ -63,6 +63,14 @@ extension InstanceLifecycle {
         if let devices = post.devices, !devices.isEmpty {
             throw InstancesError.invalid("Devices are not supported yet: remove \(devices.keys.sorted().joined(separator: ", "))")
         }
+        // Refused rather than ignored until they exist: an instance that is not what was asked
+        // for is worse than an error.
+        if post.ephemeral == true {
+            throw InstancesError.invalid("Ephemeral instances are not supported yet: launch it without --ephemeral and delete it when done")
+        }
+        if let unknown = post.profiles?.first(where: { $0 != "default" }) {
+            throw InstancesError.notFound("Profile \"\(unknown)\" not found: only the implicit default profile exists (profiles are not supported yet)")
+        }
 
         let image = try await context.resolveImage(alias: post.source.alias, fingerprint: post.source.fingerprint)
         let layer = context.layers.layer(fingerprint: image.fingerprint)

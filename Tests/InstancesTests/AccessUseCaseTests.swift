@@ -17,15 +17,17 @@ import Testing
         }
     }
 
-    @Test func filePathsMustBeAbsoluteAndOnlyRegularFilesArePushed() async throws {
+    /// lxc's `file pull c1/etc/motd` asks for `etc/motd`: from the container's root, as LXD.
+    @Test func relativePathsStartAtTheRootAndOnlyRegularFilesArePushed() async throws {
         try await withHarness { h in
             try await h.launch("c1")
             let file = InstanceFile(content: [1], uid: 0, gid: 0, mode: 0o644)
-            #expect(await kind { _ = try await h.access.readFile("c1", path: "etc/motd") } == .invalid)
-            #expect(await kind { try await h.access.writeFile("c1", path: "etc/motd", file) } == .invalid)
             #expect(await kind { try await h.access.writeFile("c1", path: "/etc", InstanceFile(content: [], uid: 0, gid: 0, mode: 0o755, type: "directory")) } == .invalid)
             #expect(await kind { try await h.access.writeFile("nope", path: "/etc/motd", file) } == .notFound)
             #expect(!h.host.callLog.contains { $0.hasPrefix("write") })
+            try await h.access.writeFile("c1", path: "etc/motd", file)
+            #expect(h.host.callLog.contains("write c1 /etc/motd"))
+            #expect(try await h.access.readFile("c1", path: "etc/motd").content == [1])
         }
     }
 

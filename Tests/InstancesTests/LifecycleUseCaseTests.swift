@@ -113,6 +113,13 @@ import Testing
             #expect(await kind { _ = try await h.lifecycle.create(copy) } == .invalid)
             #expect(await kind { _ = try await h.lifecycle.create(InstancesPost(name: "c1", source: .init(alias: "missing"))) } == .notFound)
             #expect(await kind { _ = try await h.lifecycle.create(Harness.post("bad name!")) } == .invalid)
+            // Not built yet: refused, never ignored.
+            var ephemeral = Harness.post("c1")
+            ephemeral.ephemeral = true
+            #expect(await kind { _ = try await h.lifecycle.create(ephemeral) } == .invalid)
+            var profiled = Harness.post("c1")
+            profiled.profiles = ["default", "web"]
+            #expect(await kind { _ = try await h.lifecycle.create(profiled) } == .notFound)
             let rows = try await h.rows()
             #expect(rows.isEmpty)
             #expect(h.host.callLog.isEmpty)
