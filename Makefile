@@ -94,6 +94,10 @@ REQUIRE_CRIU := $(if $(filter 1,$(SKIP_CRIU)),0,$(if $(filter 0,$(shell id -u)),
 # Then the short fuzz run of the REST API (scripts/fuzz-api, about a minute): its failure fails
 # `make test` too, and its counts are a line of the summary.
 FUZZ_OUTPUT := $(SCRATCH)/fuzz-api.log
+# Last, the everyday commands of Debian's lxc 5.0.2 against a three-member cluster
+# (scripts/compat/lxc-cli --everyday, about 20 s): each line checks the command's effect; a
+# FAIL fails `make test`, and its counts are a line of the summary.
+COMPAT_OUTPUT := $(SCRATCH)/lxc-cli.log
 FUZZ_TIMEOUT ?= 10m
 # `make test` replays one seed, so a red run is a regression, not a new draw; `make test-long`
 # draws a new seed each run (printed, and `scripts/fuzz-api --seed N` replays it).
@@ -113,7 +117,10 @@ test: build-tests images
 	    $(SWIFT) test $(SWIFT_FLAGS) --skip-build --no-parallel $(TEST_FLAGS) 2>&1 | tee $(TEST_LOG) || rc=$$?; \
 	echo "== scripts/fuzz-api --short"; \
 	frc=0; $(if $(CI),timeout -k 30 $(FUZZ_TIMEOUT)) scripts/fuzz-api --short --seed $(FUZZ_SEED) 2>&1 | tee $(FUZZ_OUTPUT) || frc=$$?; \
-	LAYERS_STATUS=$$lrc DEBIAN_IMAGE_STATUS=$$drc FUZZ_STATUS=$$frc FUZZ_OUTPUT=$(FUZZ_OUTPUT) scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
+	echo "== scripts/compat/lxc-cli --everyday (Debian's lxc 5.0.2 against a three-member cluster)"; \
+	crc=0; $(if $(CI),timeout -k 30 600) scripts/compat/lxc-cli --everyday 2>&1 | tee $(COMPAT_OUTPUT) || crc=$$?; \
+	LAYERS_STATUS=$$lrc DEBIAN_IMAGE_STATUS=$$drc FUZZ_STATUS=$$frc FUZZ_OUTPUT=$(FUZZ_OUTPUT) \
+	    COMPAT_STATUS=$$crc COMPAT_OUTPUT=$(COMPAT_OUTPUT) scripts/test-summary $(TEST_LOG) $$rc $$src $(TEST_TIMEOUT)
 
 # Long runs, minutes each; not part of `make test`. LXD_SWIFT_LONG=1 enables the long suites,
 # which then fail rather than skip when they cannot run; the run must also print its figures
