@@ -111,11 +111,12 @@ actor IncomingMoves {
         return e.marker
     }
 
-    /// Claims the move's page transfer (one per move).
-    func beginPages(_ token: String) throws {
+    /// Claims the move's memory transfer (one per move): `.receiving` for the page server of a
+    /// stop-and-copy move, `.parked` for post-copy's stream.
+    func claimPages(_ token: String, _ pages: Pages) throws {
         guard var e = entries[token] else { throw InstancesError.notFound("No move \(token) is expected on this member") }
-        guard e.pages == nil, !e.handingOver else { throw InstancesError.conflict("Move \(token) already received its memory") }
-        e.pages = .receiving
+        guard e.pages == nil, !e.handingOver else { throw InstancesError.conflict("Move \(token) already has its memory stream") }
+        e.pages = pages
         e.lastActivity = .now
         entries[token] = e
     }
@@ -123,14 +124,6 @@ actor IncomingMoves {
     func endPages(_ token: String, error: String?) {
         entries[token]?.pages = error.map { .failed($0) } ?? .received
         entries[token]?.lastActivity = .now
-    }
-
-    func park(_ token: String, _ parked: ParkedPages) throws {
-        guard var e = entries[token] else { throw InstancesError.notFound("No move \(token) is expected on this member") }
-        guard e.pages == nil, !e.handingOver else { throw InstancesError.conflict("Move \(token) already has its memory stream") }
-        e.pages = .parked(parked)
-        e.lastActivity = .now
-        entries[token] = e
     }
 
     /// The parked post-copy stream, handed to the hand-over (once).
@@ -256,40 +249,38 @@ extension InstanceLifecycle {
             await stream.close()
             return
         }
-        if marker.postCopy {
-            let (done, signal) = AsyncStream<Void>.makeStream()
-            do { try await incoming.park(token, IncomingMoves.ParkedPages(stream: stream, done: signal)) } catch {
-                context.logger.warning("page transfer refused", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
-                await stream.close()
-                return
+        // Post-copy's stream waits, parked, for the hand-over to start the lazy-pages daemon on it.
+        let parked: AsyncStream<Void>?
+        do {
+            if marker.postCopy {
+                let (done, signal) = AsyncStream<Void>.makeStream()
+                try await incoming.claimPages(token, .parked(IncomingMoves.ParkedPages(stream: stream, done: signal)))
+                parked = done
+            } else {
+                try await incoming.claimPages(token, .receiving)
+                parked = nil
             }
-            for await _ in done {}
-            return
-        }
-        do { try await incoming.beginPages(token) } catch {
+        } catch {
             context.logger.warning("page transfer refused", metadata: ["instance": "\(marker.ref)", "error": "\(error)"])
             await stream.close()
+            return
+        }
+        if let parked {
+            for await _ in parked {}
             return
         }
         let dir = context.stateDirectory(marker.ref)
         var failure: String?
         do {
-            try? FileManager.default.removeItem(atPath: dir)
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            let (ours, theirs) = try SocketPair.make()
-            let pump = Task { await PeerPump.run(fd: theirs, stream: stream) }
-            do {
-                let took = try await checkpointer.driver.receivePages(into: dir, socket: ours)
-                context.logger.debug("memory of a moving instance received", metadata: ["instance": "\(marker.ref)", "took": "\(took)"])
-            } catch {
-                failure = "\(error)"
+            // A failure here ends the pump too, which closes the stream.
+            let took = try await SocketPair.pumped(over: stream) { socket in
+                try? FileManager.default.removeItem(atPath: dir)
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                return try await checkpointer.driver.receivePages(into: dir, socket: socket)
             }
-            shutdown(ours, Int32(SHUT_RDWR))
-            close(ours)
-            await pump.value
+            context.logger.debug("memory of a moving instance received", metadata: ["instance": "\(marker.ref)", "took": "\(took)"])
         } catch {
             failure = "\(error)"
-            await stream.close()
         }
         if let failure {
             context.logger.error("receiving the memory of a moving instance failed", metadata: ["instance": "\(marker.ref)", "error": "\(failure)"])
@@ -312,8 +303,8 @@ extension InstanceLifecycle {
     /// from the source; returns once it accepts a restore.
     private func startLazyPages(_ parked: IncomingMoves.ParkedPages, directory: String,
                                 checkpointer: Checkpointer) async throws -> LazyPagesSession {
-        PostCopyHost.ensurePipes(logger: context.logger)
-        return try await LazyPagesSession.start("criu lazy-pages", stream: parked.stream, release: { await parked.release() }) { socket, status in
+        try await LazyPagesSession.start("criu lazy-pages", stream: parked.stream, logger: context.logger,
+                                         release: { await parked.release() }) { socket, status in
             _ = try await checkpointer.driver.serveLazyPages(imagesDirectory: directory, socket: socket, status: status)
         }
     }

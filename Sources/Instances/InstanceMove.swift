@@ -121,7 +121,7 @@ extension InstanceLifecycle {
         }
         let method: MoveMachine.Method = !running ? .cold : (live == false ? .stateless : .live)
         let source: MigrationCapabilities = method == .live ? await migrationCapabilities() : .withoutCRIU("not probed: not a live move")
-        // Modes this build cannot run yet (post-copy, pre-copy) are refused here too, by
+        // Modes this build cannot run yet (pre-copy) are refused here too, by
         // MoveModeRule.notInThisBuild: nothing of a move that cannot succeed is claimed or frozen.
         let mode: MigrationMode?
         switch MoveModeRule.decide(method: method, requested: requested, source: source, target: MemberMigrationView.capabilities(of: member),
@@ -320,24 +320,14 @@ struct MoveShell {
     /// `imagesDirectory` for the final stream. The tasks are left stopped.
     private func checkpointToTarget(_ checkpointer: Checkpointer) async throws {
         let stream = try await plan.transport.openPageStream(token: token, on: target)
-        let (ours, theirs) = try SocketPair.make()
-        let pump = Task { await PeerPump.run(fd: theirs, stream: stream) }
         let began = ContinuousClock.now
-        defer { close(ours) }
-        do {
+        try await SocketPair.pumped(over: stream) { socket in
             // Containers have no network devices but lo yet: nothing to lock (a lock would stay
             // in place after --leave-stopped, and a resumed source would have to undo it).
             _ = try await checkpointer.checkpoint(instance: ref, source: context.host, into: imagesDirectory,
-                                                  options: .init(networkLock: .skip, leaveStopped: true, memory: .pageServer(socket: ours)))
-        } catch {
-            shutdown(ours, Int32(SHUT_RDWR))
-            await stream.close()
-            await pump.value
-            throw error
+                                                  options: .init(networkLock: .skip, leaveStopped: true, memory: .pageServer(socket: socket)))
         }
         // CRIU waited for the page server's acknowledgement: every page is on the target.
-        shutdown(ours, Int32(SHUT_RDWR))
-        await pump.value
         context.logger.debug("memory sent to the target's page server", metadata: ["instance": "\(ref)", "took": "\(ContinuousClock.now - began)"])
     }
 
@@ -347,10 +337,9 @@ struct MoveShell {
     /// is frozen too: if the transfer fails after the target took over, CRIU gives the tasks
     /// back, and they must not run here a second time.
     private mutating func checkpointLazily(_ checkpointer: Checkpointer) async throws {
-        PostCopyHost.ensurePipes(logger: context.logger)
         let stream = try await plan.transport.openPageStream(token: token, on: target)
         let (ref, host, directory) = (ref, context.host, imagesDirectory)
-        let lazy = try await LazyPagesSession.start("checkpoint for post-copy", stream: stream) { socket, status in
+        let lazy = try await LazyPagesSession.start("checkpoint for post-copy", stream: stream, logger: context.logger) { socket, status in
             _ = try await checkpointer.checkpoint(instance: ref, source: host, into: directory,
                                                   options: .init(networkLock: .skip, leaveStopped: true,
                                                                  memory: .lazy(socket: socket, status: status)))

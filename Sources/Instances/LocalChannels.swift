@@ -1,5 +1,7 @@
 import Dqlite
 import Glibc
+import Logging
+import Migration
 
 /// A connected pair of local stream sockets: one end for a child process (CRIU), the other
 /// pumped over a member link. Close-on-exec: the spawner hands the child its end explicitly.
@@ -10,6 +12,24 @@ enum SocketPair {
             throw InstancesError.internal("socketpair failed: \(String(cString: strerror(errno)))")
         }
         return (pair[0], pair[1])
+    }
+
+    /// Runs `body` with one end of a new pair whose other end `PeerPump` carries over `stream`.
+    /// Afterwards, also when `body` throws, that end is shut down and closed, which ends the pump
+    /// (and with it the stream), and the pump is waited for.
+    static func pumped<T>(over stream: any PeerStream, _ body: (Int32) async throws -> T) async throws -> T {
+        let ours: Int32, theirs: Int32
+        do { (ours, theirs) = try make() } catch {
+            await stream.close()
+            throw error
+        }
+        let pump = Task { await PeerPump.run(fd: theirs, stream: stream) }
+        let result: Result<T, any Error>
+        do { result = .success(try await body(ours)) } catch { result = .failure(error) }
+        shutdown(ours, Int32(SHUT_RDWR))
+        close(ours)
+        await pump.value
+        return try result.get()
     }
 }
 
@@ -54,10 +74,17 @@ struct LazyPagesSession {
     let release: @Sendable () async -> Void
 
     /// Starts `run` (given its socket and status fd) with its socket pumped to `stream`; returns
-    /// once CRIU serves. Throws, naming `what` and why, when it exits first.
-    static func start(_ what: String, stream: any PeerStream, release: @escaping @Sendable () async -> Void = {},
+    /// once CRIU serves. Throws, naming `what` and why, when it exits first. Raises the host's
+    /// pipe size first, which both ends of post-copy need (`PostCopyHost.ensurePipes`).
+    static func start(_ what: String, stream: any PeerStream, logger: Logger, release: @escaping @Sendable () async -> Void = {},
                       run: @escaping @Sendable (_ socket: Int32, _ status: Int32) async throws -> Void) async throws -> LazyPagesSession {
-        let (ours, theirs) = try SocketPair.make()
+        PostCopyHost.ensurePipes(logger: logger)
+        let ours: Int32, theirs: Int32
+        do { (ours, theirs) = try SocketPair.make() } catch {
+            await stream.close()
+            await release()
+            throw error
+        }
         let pump = Task { await PeerPump.run(fd: theirs, stream: stream) }
         let status: StatusPipe
         do { status = try StatusPipe.make() } catch {
