@@ -72,7 +72,7 @@ public struct CRIU: Sendable {
     /// `pipeMaxSize` reads fs.pipe-max-size (injectable for tests).
     public func probe(runner: some CommandRunner,
                       pipeMaxSize: () -> Int = CRIU.readPipeMaxSize,
-                      pipeMaxSizeRaisable: () -> Bool = { access("/proc/sys/fs/pipe-max-size", W_OK) == 0 }) async throws -> CRIUFeatures {
+                      pipeMaxSizeRaisable: () -> Bool = CRIU.canRaisePipeMaxSize) async throws -> CRIUFeatures {
         let v = try await run(runner, CRIUCommand.version)
         guard v.exitStatus == 0, let version = CRIUVersion.parse(versionOutput: v.output) else {
             throw CRIUError.unusableVersion(path: path, output: v.output)
@@ -85,8 +85,11 @@ public struct CRIU: Sendable {
                             pipeMaxSize: pipeMaxSize(), pipeMaxSizeRaisable: pipeMaxSizeRaisable())
     }
 
+    /// Whether this agent may write fs.pipe-max-size (`PostCopyHost.ensurePipes` raises it).
+    public static func canRaisePipeMaxSize() -> Bool { access(PostCopyHost.pipeMaxSize, W_OK) == 0 }
+
     public static func readPipeMaxSize() -> Int {
-        guard let s = try? String(contentsOfFile: "/proc/sys/fs/pipe-max-size", encoding: .utf8) else { return 0 }
+        guard let s = try? String(contentsOfFile: PostCopyHost.pipeMaxSize, encoding: .utf8) else { return 0 }
         return Int(s.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
     }
 }

@@ -70,7 +70,7 @@ public struct CRIUFeatures: Sendable, Hashable, Codable {
     public var supportsPreCopy: Bool { checkPassed && memDirtyTrack }
 
     /// Post-copy (`--lazy-pages`) works: userfaultfd plus 4 MiB pipes (root here lacks
-    /// CAP_SYS_RESOURCE, so the sysctl must already allow them).
+    /// CAP_SYS_RESOURCE, so the sysctl must allow them, or the agent must be able to raise it).
     public var supportsPostCopy: Bool { postCopyBlocker == nil }
 
     /// Why post-copy is unavailable here, or nil when it is available.
